@@ -1,0 +1,114 @@
+"""Where arrays live: NumPy on the CPU or CuPy on an NVIDIA GPU.
+
+minidl follows Chainer's rule: code that computes never imports numpy or cupy
+itself. It asks the data which module it belongs to,
+
+    xp = get_array_module(x)
+    y = xp.maximum(x, 0)
+
+so the same line runs on the CPU and on the GPU. ``set_backend`` only decides
+where *new* parameters and batches are created; ``to_device`` moves a NumPy
+array there and ``to_numpy`` brings any array back.
+"""
+import numpy
+
+_BACKENDS = ("numpy", "cupy")
+_current = "numpy"
+
+
+def _import_cupy():
+    """Return the cupy module, or raise ``RuntimeError`` saying why it cannot be used."""
+    try:
+        import cupy
+    except ImportError as exc:
+        raise RuntimeError(
+            "set_backend('cupy'): CuPy is not installed. Install minidl with the GPU extra "
+            "(pip install 'minidl[gpu]'), or a cupy-cudaXXx wheel matching your CUDA."
+        ) from exc
+    if not cupy.is_available():
+        raise RuntimeError(
+            "set_backend('cupy'): CuPy is installed but no usable CUDA GPU was found "
+            "(cupy.is_available() is False). Use set_backend('numpy') to run on the CPU."
+        )
+    return cupy
+
+
+def set_backend(name):
+    """Choose where new parameters and batches are created: ``"numpy"`` or ``"cupy"``.
+
+    Asking for ``"cupy"`` without CuPy or without a GPU raises ``RuntimeError``;
+    minidl never falls back to the CPU silently.
+    """
+    global _current
+    if name not in _BACKENDS:
+        raise ValueError(f"set_backend: unknown backend {name!r}; choose one of {_BACKENDS}")
+    if name == "cupy":
+        _import_cupy()
+    _current = name
+
+
+def get_backend():
+    """The name of the current backend, ``"numpy"`` or ``"cupy"``."""
+    return _current
+
+
+def backend_module():
+    """The array module of the current backend (``numpy`` or ``cupy``)."""
+    return _import_cupy() if _current == "cupy" else numpy
+
+
+def get_array_module(*arrays):
+    """The array module (``numpy`` or ``cupy``) that ``arrays`` belong to.
+
+    Returns ``cupy`` if any argument is a CuPy array, else ``numpy``; it works
+    without CuPy installed.
+    """
+    for a in arrays:
+        if type(a).__module__.startswith("cupy"):
+            import cupy
+
+            return cupy
+    return numpy
+
+
+def to_numpy(x):
+    """Return ``x`` as a NumPy array, copying it from the GPU if it lives there."""
+    if type(x).__module__.startswith("cupy"):
+        return x.get()
+    return numpy.asarray(x)
+
+
+def to_device(x, dtype=None):
+    """Return ``x`` as an array of the current backend (a no-op when it is already there)."""
+    xp = backend_module()
+    return xp.asarray(x, dtype=dtype)
+
+
+def device_name():
+    """A one-line description of where the current backend computes, for logs."""
+    if _current == "cupy":
+        cupy = _import_cupy()
+        device = cupy.cuda.Device()
+        props = cupy.cuda.runtime.getDeviceProperties(device.id)
+        return f"cupy {cupy.__version__} on GPU {device.id}: {props['name'].decode()}"
+    return f"numpy {numpy.__version__} on the CPU"
+
+
+def default_rng(seed=None):
+    """A NumPy random generator; every random draw in minidl goes through one.
+
+    ``seed`` may be ``None`` (fresh entropy), an int, or a generator (returned as is).
+    Parameters are always drawn on the CPU with NumPy and then moved, so the same
+    seed gives the same initial weights on the CPU and on the GPU.
+    """
+    if isinstance(seed, numpy.random.Generator):
+        return seed
+    return numpy.random.default_rng(seed)
+
+
+def device_rng(xp, seed):
+    """A random generator of module ``xp`` (``numpy`` or ``cupy``) seeded with ``seed``.
+
+    Used for per-step randomness that is drawn where the data is (dropout masks).
+    """
+    return xp.random.default_rng(seed)

@@ -1,0 +1,108 @@
+"""2-D convolution over NHWC batches (thesis sections 2.4.2 and 2.4.3)."""
+from .. import initializers
+from ..backend import get_array_module
+from .base import Layer
+from .im2col import col2im, im2col, output_size, pad, padding_amounts, pair, unpad
+
+
+class Conv2D(Layer):
+    """``filters`` learned ``kh x kw`` filters slid over the input with ``strides``.
+
+    Shapes: ``x`` (N, H, W, C), kernel ``W`` (kh, kw, C, F), bias ``b`` (F,),
+    ``y`` (N, Ho, Wo, F). Each output is the thesis's
+
+        y[n, i, j, f] = sum_{p, q, c} x_pad[n, i*sh + p, j*sw + q, c] * W[p, q, c, f] + b[f]
+
+    computed for all positions at once as one matrix product of the im2col
+    matrix ``X`` (N*Ho*Wo, kh*kw*C) with ``W`` reshaped to (kh*kw*C, F)::
+
+        Y = X W + b        (the Dense layer's equation, one row per window)
+        dL/dW = X^T dY     dL/db = sum of dY over rows
+        dL/dX = dY W^T     then col2im adds each window's gradient back onto x
+
+    ``padding="same"`` pads zeros so that ``Ho = ceil(H / sh)`` (Keras's rule,
+    any odd pixel at the bottom/right); ``"valid"`` pads none.
+    """
+
+    input_rank = 3
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid",
+                 kernel_initializer="glorot_uniform", name=None):
+        super().__init__(name)
+        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+            raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
+        if padding not in ("valid", "same"):
+            raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
+        self.filters = filters
+        self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
+        self.strides = pair(strides, "Conv2D strides")
+        self.padding = padding
+        self.kernel_initializer = kernel_initializer
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        self.add_weight("W", self.kernel_size + (channels, self.filters), self.kernel_initializer)
+        self.add_weight("b", (self.filters,), initializers.zeros)
+
+    def accepts(self, input_shape):
+        # The kernel fits any spatial size with the channel count it was built for.
+        return input_shape[-1] == self.input_shape[-1]
+
+    def expected_shape_text(self):
+        if self.input_shape is None:
+            return super().expected_shape_text()
+        return f"(N, H, W, {self.input_shape[-1]})"
+
+    def _pads(self, h, w):
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        return (padding_amounts(h, kh, sh, self.padding), padding_amounts(w, kw, sw, self.padding))
+
+    def output_shape(self, input_shape):
+        h, w, _ = input_shape
+        (top, bottom), (left, right) = self._pads(h, w)
+        (kh, kw), (sh, sw) = self.kernel_size, self.strides
+        ho = output_size(h + top + bottom, kh, sh)
+        wo = output_size(w + left + right, kw, sw)
+        if ho < 1 or wo < 1:
+            raise ValueError(
+                f"{self.describe()}: a {kh}x{kw} kernel does not fit an input of "
+                f"{h}x{w} with padding {self.padding!r}"
+            )
+        return (ho, wo, self.filters)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        n = x.shape[0]
+        ho, wo, f = self.output_shape(x.shape[1:])
+        self.pads = self._pads(*x.shape[1:3])
+        x_pad = pad(x, self.pads)
+        self.x_pad_shape = x_pad.shape
+        self.cols = im2col(x_pad, self.kernel_size, self.strides)
+        X = self.cols.reshape(n * ho * wo, -1)
+        Y = X @ self.params["W"].reshape(-1, f)
+        Y += self.params["b"]
+        return Y.reshape(n, ho, wo, f)
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        f = self.filters
+        dY = dy.reshape(-1, f)
+        X = self.cols.reshape(dY.shape[0], -1)
+        if self.computes_param_grads:
+            xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
+            xp.sum(dY, axis=0, out=self.grads["b"])
+        if not self.needs_input_grad:
+            return None
+        dX = dY @ self.params["W"].reshape(-1, f).T
+        dx_pad = col2im(dX.reshape(self.cols.shape), self.x_pad_shape, self.strides)
+        return unpad(dx_pad, self.pads)
+
+    def get_config(self):
+        return {
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "kernel_initializer": initializers.name_of(self.kernel_initializer),
+            "name": self.name,
+        }

@@ -1,0 +1,55 @@
+"""Fully connected layer (thesis section 2.2.1)."""
+from .. import initializers
+from ..backend import get_array_module
+from .base import Layer
+
+
+class Dense(Layer):
+    """``y = x W + b``: every input feature connects to every unit.
+
+    Shapes: ``x`` (N, D), ``W`` (D, U), ``b`` (U,), ``y`` (N, U).
+
+    The thesis writes one sample as a column, ``a' = W^T a + b``; stacking the
+    N samples of a batch as rows gives ``y = x W + b`` with the same ``W``.
+    Backward, with ``dy = dL/dy`` of shape (N, U)::
+
+        dL/dW = x^T dy        (D, U)   each weight sums its effect over the batch
+        dL/db = sum_n dy[n]   (U,)
+        dL/dx = dy W^T        (N, D)
+    """
+
+    input_rank = 1
+
+    def __init__(self, units, kernel_initializer="glorot_uniform", name=None):
+        super().__init__(name)
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"Dense: units must be a positive int, got {units!r}")
+        self.units = units
+        self.kernel_initializer = kernel_initializer
+
+    def build(self, input_shape):
+        (features,) = input_shape
+        self.add_weight("W", (features, self.units), self.kernel_initializer)
+        self.add_weight("b", (self.units,), initializers.zeros)
+
+    def output_shape(self, input_shape):
+        return (self.units,)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dy):
+        xp = get_array_module(dy)
+        if self.computes_param_grads:
+            xp.matmul(self.x.T, dy, out=self.grads["W"])
+            xp.sum(dy, axis=0, out=self.grads["b"])
+        return dy @ self.params["W"].T if self.needs_input_grad else None
+
+    def get_config(self):
+        return {
+            "units": self.units,
+            "kernel_initializer": initializers.name_of(self.kernel_initializer),
+            "name": self.name,
+        }

@@ -1,0 +1,45 @@
+"""Inverted dropout (Srivastava et al. 2014; thesis section 2.3.6)."""
+from ..backend import device_rng, get_array_module
+from .base import Layer
+
+
+class Dropout(Layer):
+    """Drop each input with probability ``rate`` while training; identity otherwise.
+
+    ``rate`` is the fraction dropped, as in Keras (the thesis's ``p`` is the
+    fraction *kept*, ``p = 1 - rate``). Kept inputs are scaled by
+    ``1 / (1 - rate)`` during training so that the expected output equals the
+    input; at test time the layer does nothing. The thesis instead scales the
+    weights by ``p`` at test time: the two agree in expectation, but inverted
+    dropout leaves inference untouched.
+
+        y = x * m / (1 - rate),   m ~ Bernoulli(1 - rate) elementwise
+        dL/dx = dL/dy * m / (1 - rate)
+    """
+
+    def __init__(self, rate, name=None):
+        super().__init__(name)
+        if not 0.0 <= float(rate) < 1.0:
+            raise ValueError(f"Dropout: rate must be in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        if not training or self.rate == 0.0:
+            self.scaled_mask = None
+            return x
+        xp = get_array_module(x)
+        # One seed per step from the layer's CPU generator: the masks are then
+        # reproducible from that generator's state alone, on the CPU or the GPU.
+        rng = device_rng(xp, int(self.generator().integers(2**63)))
+        keep = rng.random(x.shape, dtype=x.dtype) >= self.rate
+        self.scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        return x * self.scaled_mask
+
+    def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
+        return dy if self.scaled_mask is None else dy * self.scaled_mask
+
+    def get_config(self):
+        return {"rate": self.rate, "name": self.name}

@@ -1,0 +1,23 @@
+"""Flatten: from the convolutional base to the dense head (thesis section 2.4.5)."""
+from .base import Layer
+
+
+class Flatten(Layer):
+    """``(N, d1, d2, ...) -> (N, d1*d2*...)``; backward reshapes the gradient back.
+
+    A reshape moves no numbers, so its gradient is the same numbers reshaped.
+    """
+
+    def output_shape(self, input_shape):
+        size = 1
+        for s in input_shape:
+            size *= s
+        return (size,)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy):
+        return dy.reshape(self.x_shape) if self.needs_input_grad else None

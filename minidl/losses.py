@@ -1,0 +1,149 @@
+"""Cross-entropy loss (thesis section 2.3.1) and its gradient (section 2.3.2, corrected).
+
+For one sample with one-hot (or any probability-vector) target ``y`` and
+predicted probabilities ``p``::
+
+    L = - sum_j y_j log p_j
+    dL/dp_j = - y_j / p_j
+
+When ``p = softmax(z)``, the chain rule through the softmax Jacobian
+``dp_j/dz_i = p_j (δ_ij - p_i)`` collapses to
+
+    dL/dz_i = sum_j (-y_j / p_j) p_j (δ_ij - p_i) = -y_i + p_i sum_j y_j = p_i - y_i,
+
+because ``sum_j y_j = 1``. The thesis's section 2.3.2 instead gets
+``y_j (1 - p_j)``: it uses only the diagonal of the Jacobian (``dp_j/dz_j``)
+and drops a minus sign, so its gradient is wrong in both sign and the
+off-diagonal terms. minidl uses ``p - y``.
+
+The loss of a batch is the mean over its ``N`` samples, so every gradient
+carries a factor ``1/N``. With ``class_weight``, sample ``n`` is weighted by
+``w[class of n]`` and the loss is ``(1/N) sum_n w_n L_n`` (Keras's rule:
+the weights are not renormalised).
+"""
+from .backend import get_array_module
+from .layers.activations import log_softmax, softmax
+
+
+class CrossEntropy:
+    """Mean categorical cross-entropy over a batch.
+
+    Args:
+        from_logits: if True, ``forward`` takes unnormalised scores ``z``
+            (N, K) and applies the softmax itself, stably; if False (default)
+            it takes probabilities ``p`` (N, K), e.g. from a ``Softmax`` layer.
+        class_weight: optional weight per class, a sequence of length K or a
+            dict ``{class index: weight}`` (missing classes weigh 1).
+
+    ``y_true`` is either integer class indices of shape (N,) or target rows
+    of shape (N, K) (one-hot, or any probability vectors).
+    """
+
+    def __init__(self, from_logits=False, class_weight=None):
+        self.from_logits = bool(from_logits)
+        self.class_weight = class_weight
+
+    def forward(self, y_pred, y_true):
+        """The mean loss of the batch, as a Python float; keeps what ``backward`` needs."""
+        if self.from_logits:
+            return self.forward_from_logits(y_pred, y_true)
+        xp = get_array_module(y_pred)
+        p = self._check(y_pred, "y_pred")
+        y, w = self._targets(y_true, p)
+        # p is clipped below at the dtype's machine epsilon, so a true class
+        # predicted with probability exactly 0 gives a large but finite loss.
+        # Where y_j = 0 the term y_j log p_j is 0 even when p_j = 0 (no 0 * inf).
+        eps = xp.finfo(p.dtype).eps
+        p_safe = xp.maximum(p, p.dtype.type(eps))
+        log_p = xp.where(y > 0, xp.log(p_safe), 0)
+        losses = -(y * log_p).sum(axis=1)
+        n = p.shape[0]
+        # dL/dp = -w y / (N p); zero where p was clipped (the clip is flat there).
+        self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype)
+        return float((w * losses).sum() / n)
+
+    def forward_from_logits(self, z, y_true):
+        """The mean loss for scores ``z`` (N, K); ``backward`` then returns ``dL/dz = w (p - y) / N``.
+
+        ``Sequential`` calls this with the input of its final ``Softmax`` layer,
+        which keeps the loss exact and finite even where a probability is 0 or 1.
+        """
+        xp = get_array_module(z)
+        z = self._check(z, "logits")
+        y, w = self._targets(y_true, z)
+        log_p = log_softmax(z)
+        losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
+        n = z.shape[0]
+        self._grad = (w[:, None] * (softmax(z) - y) / n).astype(z.dtype)
+        return float((w * losses).sum() / n)
+
+    def backward(self):
+        """The gradient of the last ``forward``'s loss with respect to its first argument."""
+        if getattr(self, "_grad", None) is None:
+            raise RuntimeError("CrossEntropy.backward called before forward")
+        grad, self._grad = self._grad, None
+        return grad
+
+    # ------------------------------------------------------------------ input
+    @staticmethod
+    def _check(y_pred, what):
+        if y_pred.ndim != 2:
+            raise ValueError(f"CrossEntropy: expected {what} of shape (N, K), got {tuple(y_pred.shape)}")
+        if y_pred.dtype.kind != "f":
+            raise ValueError(f"CrossEntropy: {what} must be floating point, got dtype {y_pred.dtype}")
+        return y_pred
+
+    def _targets(self, y_true, y_pred):
+        """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated."""
+        xp = get_array_module(y_pred)
+        n, k = y_pred.shape
+        y_true = xp.asarray(y_true)
+        if y_true.ndim == 1:
+            if y_true.shape[0] != n:
+                raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
+            if y_true.dtype.kind not in "iub":
+                if y_true.dtype.kind != "f" or not bool(xp.all(y_true == xp.round(y_true))):
+                    raise ValueError(
+                        f"CrossEntropy: 1-D labels must be integer class indices, got dtype {y_true.dtype}"
+                    )
+            labels = y_true.astype(xp.int64)
+            if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+                raise ValueError(
+                    f"CrossEntropy: labels must be class indices in [0, {k - 1}], "
+                    f"got values from {int(labels.min())} to {int(labels.max())}"
+                )
+            y = (labels[:, None] == xp.arange(k)[None, :]).astype(y_pred.dtype)
+        elif y_true.ndim == 2:
+            if y_true.shape != (n, k):
+                raise ValueError(
+                    f"CrossEntropy: one-hot targets must have shape {(n, k)}, got {tuple(y_true.shape)}"
+                )
+            y = y_true.astype(y_pred.dtype)
+            if n and bool(xp.any(y < 0)):
+                raise ValueError("CrossEntropy: target rows must not be negative")
+        else:
+            raise ValueError(f"CrossEntropy: labels must be (N,) or (N, K), got shape {tuple(y_true.shape)}")
+        return y, y @ self._class_weights(k, xp, y_pred.dtype)
+
+    def _class_weights(self, k, xp, dtype):
+        if self.class_weight is None:
+            return xp.ones(k, dtype=dtype)
+        if isinstance(self.class_weight, dict):
+            weights = [1.0] * k
+            for cls, weight in self.class_weight.items():
+                if not 0 <= int(cls) < k:
+                    raise ValueError(f"CrossEntropy: class_weight names class {cls}, but there are {k} classes")
+                weights[int(cls)] = float(weight)
+        else:
+            weights = [float(v) for v in self.class_weight]
+            if len(weights) != k:
+                raise ValueError(f"CrossEntropy: class_weight has {len(weights)} entries for {k} classes")
+        return xp.asarray(weights, dtype=dtype)
+
+    def get_config(self):
+        cw = self.class_weight
+        if isinstance(cw, dict):
+            cw = {str(k): float(v) for k, v in cw.items()}
+        elif cw is not None:
+            cw = [float(v) for v in cw]
+        return {"from_logits": self.from_logits, "class_weight": cw}
