@@ -17,8 +17,8 @@ matrix product with no transposes::
 receives the sum of their gradients). Both loop over the ``kh * kw`` kernel
 offsets only; each iteration moves a whole strided slab of the batch.
 
-When the windows tile the input exactly (stride equal to the window, as in
-2x2 max pooling) no copy is needed: ``window_view`` returns a reshaped view.
+Pooling needs no matrix product, so it skips the copy and works on the same
+per-offset slabs (``window_taps``) directly.
 """
 import math
 
@@ -75,19 +75,18 @@ def unpad(x, pads):
     return x[:, top : x.shape[1] - bottom, left : x.shape[2] - right, :]
 
 
-def tiles_exactly(input_hw, kernel, strides):
-    """Whether ``kernel``-sized windows at ``strides`` cover the input exactly once."""
-    return kernel == strides and input_hw[0] % kernel[0] == 0 and input_hw[1] % kernel[1] == 0
+def window_taps(kernel, strides, out_hw):
+    """For each kernel offset ``(i, j)``, the index that selects it from every window at once.
 
-
-def window_view(x, kernel):
-    """The windows of ``x`` as a view ``(N, Ho, Wo, kh, kw, C)``, for non-overlapping tiles.
-
-    Requires ``tiles_exactly``; no data is copied.
+    ``x[index]`` is the ``(N, Ho, Wo, C)`` slab of the entries at offset
+    ``(i, j)`` of all ``Ho x Wo`` windows: a strided view, no copy. Looping
+    over the ``kh * kw`` offsets (never over pixels) is how im2col, col2im
+    and pooling all move whole slabs at once.
     """
-    n, h, w, c = x.shape
-    kh, kw = kernel
-    return x.reshape(n, h // kh, kh, w // kw, kw, c).transpose(0, 1, 3, 2, 4, 5)
+    (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(None), slice(i, i + sh * ho, sh), slice(j, j + sw * wo, sw), slice(None))
 
 
 def im2col(x, kernel, strides, out=None):
@@ -102,9 +101,8 @@ def im2col(x, kernel, strides, out=None):
     ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
     if out is None:
         out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, :, i, j, :] = x[:, i : i + sh * ho : sh, j : j + sw * wo : sw, :]
+    for i, j, tap in window_taps(kernel, strides, (ho, wo)):
+        out[:, :, :, i, j, :] = x[tap]
     return out
 
 
@@ -116,12 +114,10 @@ def col2im(cols, input_shape, strides, out=None):
     """
     xp = get_array_module(cols)
     _, ho, wo, kh, kw, _ = cols.shape
-    sh, sw = strides
     if out is None:
         out = xp.zeros(input_shape, dtype=cols.dtype)
     else:
         out.fill(0)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, i : i + sh * ho : sh, j : j + sw * wo : sw, :] += cols[:, :, :, i, j, :]
+    for i, j, tap in window_taps((kh, kw), strides, (ho, wo)):
+        out[tap] += cols[:, :, :, i, j, :]
     return out

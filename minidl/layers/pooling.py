@@ -1,18 +1,18 @@
 """Max and average pooling over NHWC batches (thesis section 2.4.4).
 
 Both slide a ``ph x pw`` window with ``strides`` over each channel separately,
-without padding: ``Ho = floor((H - ph) / sh) + 1``. They share the window
-machinery of ``im2col``: when the windows tile the input exactly (the usual
-2x2, stride 2 on an even size) the windows are a free reshaped view of the
-input; otherwise they are copied out by ``im2col``.
+without padding: ``Ho = floor((H - ph) / sh) + 1``. Rather than copying the
+windows out (im2col), they loop over the ``ph * pw`` window offsets with
+``window_taps``: the slab ``x[tap]`` holds offset ``(i, j)`` of every window at
+once, so each step is one whole-array operation.
 """
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import col2im, im2col, output_size, pair, tiles_exactly, window_view
+from .im2col import output_size, pair, window_taps
 
 
 class _Pool2D(Layer):
-    """Shared shape logic; subclasses reduce each window ``(kh, kw)`` to one value."""
+    """Shared shape logic of the two poolings."""
 
     input_rank = 3
 
@@ -31,68 +31,67 @@ class _Pool2D(Layer):
             raise ValueError(f"{self.describe()}: a {ph}x{pw} window does not fit an input of {h}x{w}")
         return (output_size(h, ph, sh), output_size(w, pw, sw), c)
 
-    def windows(self, x):
-        """The windows of ``x`` as ``(N, Ho, Wo, ph, pw, C)`` (a view when they tile ``x``)."""
+    def taps(self, x):
+        """Check ``x`` and return the window offsets' index slabs (see ``window_taps``)."""
         self.check_input(x)
         ho, wo, _ = self.output_shape(x.shape[1:])
-        (ph, pw), (sh, sw) = self.pool_size, self.strides
-        self.x_shape = x.shape
-        covered = x[:, : (ho - 1) * sh + ph, : (wo - 1) * sw + pw, :]
-        self.tiled = tiles_exactly(covered.shape[1:3], self.pool_size, self.strides)
-        return window_view(covered, self.pool_size) if self.tiled else im2col(covered, self.pool_size, self.strides)
-
-    def scatter(self, dwindows):
-        """Adjoint of ``windows``: window gradients ``(N, Ho, Wo, ph, pw, C)`` back to ``dL/dx``."""
-        xp = get_array_module(dwindows)
-        n, ho, wo, ph, pw, c = dwindows.shape
-        dx = xp.zeros(self.x_shape, dtype=dwindows.dtype)
-        covered = dx[:, : (ho - 1) * self.strides[0] + ph, : (wo - 1) * self.strides[1] + pw, :]
-        if self.tiled:
-            window_view(covered, self.pool_size)[...] = dwindows
-        else:
-            covered[...] = col2im(dwindows, covered.shape, self.strides)
-        return dx
+        return list(window_taps(self.pool_size, self.strides, (ho, wo)))
 
     def get_config(self):
         return {"pool_size": list(self.pool_size), "strides": list(self.strides), "name": self.name}
 
 
 class MaxPool2D(_Pool2D):
-    """``y[n, i, j, c] = max`` over the window; the gradient flows to the maximum only.
+    """``y[n, i, j, c]`` = the maximum of its window; the gradient flows to that maximum only.
 
-    ``dL/dx`` is ``dy`` at the position of each window's maximum and zero at
-    the other positions (the max is locally the identity on its argmax). When
-    several entries tie for the maximum, the first in row-major window order
-    takes the gradient, as in PyTorch.
+    The max is locally the identity on its argmax and constant in the other
+    entries, so ``dL/dx`` is ``dy`` at each window's maximum and 0 elsewhere
+    (summed where overlapping windows share an input). The forward pass
+    records which offset held the maximum (``argmax``, one byte per output);
+    when entries tie, the first offset in row-major order wins, as in PyTorch.
     """
 
     def forward(self, x, training=False):
         xp = get_array_module(x)
-        win = self.windows(x)
-        n, ho, wo, ph, pw, c = win.shape
-        flat = win.reshape(n, ho, wo, ph * pw, c)
-        self.argmax = xp.argmax(flat, axis=3)
-        return xp.take_along_axis(flat, self.argmax[:, :, :, None, :], axis=3)[:, :, :, 0, :]
+        taps = self.taps(x)
+        self.x_shape = x.shape
+        y = x[taps[0][2]].copy()
+        self.argmax = xp.zeros(y.shape, dtype=xp.uint8)
+        for t, (_, _, tap) in enumerate(taps[1:], start=1):
+            greater = x[tap] > y
+            xp.copyto(y, x[tap], where=greater)
+            xp.copyto(self.argmax, t, where=greater)
+        return y
 
     def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
         xp = get_array_module(dy)
-        ph, pw = self.pool_size
-        taps = xp.arange(ph * pw).reshape(1, 1, 1, ph * pw, 1)
-        is_max = self.argmax[:, :, :, None, :] == taps
-        dwin = is_max * dy[:, :, :, None, :]
-        return self.scatter(dwin.reshape(dy.shape[:3] + (ph, pw, dy.shape[3])))
+        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
+        ho, wo = dy.shape[1:3]
+        for t, (_, _, tap) in enumerate(window_taps(self.pool_size, self.strides, (ho, wo))):
+            dx[tap] += dy * (self.argmax == t)
+        return dx
 
 
 class AvgPool2D(_Pool2D):
-    """``y[n, i, j, c] =`` mean over the window; each input gets ``dy / (ph*pw)`` from each window it is in."""
+    """``y[n, i, j, c]`` = the mean of its window; each entry of a window gets ``dy / (ph*pw)``."""
 
     def forward(self, x, training=False):
-        win = self.windows(x)
-        return win.mean(axis=(3, 4))
+        taps = self.taps(x)
+        self.x_shape = x.shape
+        y = x[taps[0][2]].copy()
+        for _, _, tap in taps[1:]:
+            y += x[tap]
+        y /= len(taps)
+        return y
 
     def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
         xp = get_array_module(dy)
-        ph, pw = self.pool_size
-        share = dy / (ph * pw)
-        dwin = xp.broadcast_to(share[:, :, :, None, None, :], dy.shape[:3] + (ph, pw, dy.shape[3]))
-        return self.scatter(dwin)
+        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
+        share = dy / (self.pool_size[0] * self.pool_size[1])
+        for _, _, tap in window_taps(self.pool_size, self.strides, dy.shape[1:3]):
+            dx[tap] += share
+        return dx

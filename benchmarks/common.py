@@ -1,0 +1,100 @@
+"""What the benchmarks share: the reference MURA CNN in minidl and in PyTorch, and timing.
+
+The reference network (issue 6; the baseline of ``examples/train_mura.py``)::
+
+    Conv3x3(32, same)-ReLU-MaxPool2, Conv3x3(64)-ReLU-MaxPool2, Conv3x3(128)-ReLU-MaxPool2,
+    Flatten, Dense(128)-ReLU-Dropout(0.5), Dense(2)-Softmax, cross-entropy, Adam
+
+Both frameworks get the same architecture, the same float32 weights (copied
+from minidl into PyTorch) and the same batches. PyTorch runs as a user runs it
+by default (NCHW) and, separately, with ``channels_last`` memory format.
+"""
+import statistics
+import time
+
+import numpy as np
+
+import minidl
+from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
+from minidl.losses import CrossEntropy
+from minidl.optimizers import Adam
+
+
+def reference_layers():
+    return [
+        Conv2D(32, 3, padding="same"), ReLU(), MaxPool2D(2),
+        Conv2D(64, 3, padding="same"), ReLU(), MaxPool2D(2),
+        Conv2D(128, 3, padding="same"), ReLU(), MaxPool2D(2),
+        Flatten(), Dense(128), ReLU(), Dropout(0.5), Dense(2), Softmax(),
+    ]
+
+
+def minidl_model(size, seed=0):
+    model = minidl.Sequential(reference_layers(), input_shape=(size, size, 1), seed=seed)
+    model.compile(Adam(1e-3), CrossEntropy())
+    return model
+
+
+def torch_model(model, channels_last=False, device="cpu"):
+    """The same network in PyTorch, with ``model``'s weights copied in."""
+    import torch
+    from torch import nn
+
+    class NHWCFlatten(nn.Module):
+        """minidl flattens NHWC activations; permute first so the Dense weights line up."""
+
+        def forward(self, x):
+            return x.permute(0, 2, 3, 1).flatten(1)
+
+    modules = []
+    for layer in model.layers:
+        if isinstance(layer, Conv2D):
+            kh, kw, cin, f = layer.params["W"].shape
+            conv = nn.Conv2d(cin, f, (kh, kw), padding=(kh // 2, kw // 2))
+            with torch.no_grad():
+                conv.weight.copy_(torch.from_numpy(minidl.to_numpy(layer.params["W"]).transpose(3, 2, 0, 1).copy()))
+                conv.bias.copy_(torch.from_numpy(minidl.to_numpy(layer.params["b"])))
+            modules.append(conv)
+        elif isinstance(layer, Dense):
+            d, u = layer.params["W"].shape
+            dense = nn.Linear(d, u)
+            with torch.no_grad():
+                dense.weight.copy_(torch.from_numpy(minidl.to_numpy(layer.params["W"]).T.copy()))
+                dense.bias.copy_(torch.from_numpy(minidl.to_numpy(layer.params["b"])))
+            modules.append(dense)
+        elif isinstance(layer, ReLU):
+            modules.append(nn.ReLU())
+        elif isinstance(layer, MaxPool2D):
+            modules.append(nn.MaxPool2d(layer.pool_size, layer.strides))
+        elif isinstance(layer, Flatten):
+            modules.append(NHWCFlatten())
+        elif isinstance(layer, Dropout):
+            modules.append(nn.Dropout(layer.rate))
+        elif isinstance(layer, Softmax):
+            pass  # folded into nn.CrossEntropyLoss, as a PyTorch user writes it
+    net = nn.Sequential(*modules).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    return net
+
+
+def median_ms(samples):
+    return 1000 * statistics.median(samples)
+
+
+def timed(fn, sync=None):
+    """Seconds one call of ``fn`` takes (``sync`` waits for a GPU to finish first and after)."""
+    if sync:
+        sync()
+    start = time.perf_counter()
+    fn()
+    if sync:
+        sync()
+    return time.perf_counter() - start
+
+
+def batch(size, n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, size, size, 1)).astype(np.float32)
+    y = rng.integers(0, 2, size=n)
+    return x, y

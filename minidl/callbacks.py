@@ -1,0 +1,230 @@
+"""Callbacks: code that ``Sequential.fit`` runs at the end of every epoch.
+
+Each callback sees the epoch's ``logs`` (``{"loss": ..., "accuracy": ...,
+"val_loss": ..., "val_accuracy": ...}``) and may look at or change the model:
+stop training (``model.stop_training = True``), save it, or lower the
+optimiser's learning rate. The hooks follow Keras's names.
+"""
+import csv
+import math
+import os
+
+from .utils import atomic_path
+
+
+class Callback:
+    """Base class; override the hooks you need. ``self.model`` is set by ``fit``."""
+
+    model = None
+
+    def set_model(self, model):
+        self.model = model
+
+    def on_train_begin(self, logs=None):
+        pass
+
+    def on_epoch_begin(self, epoch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass
+
+
+class History(Callback):
+    """Records every epoch's logs: ``history.history["val_loss"][e]`` is epoch ``e``'s validation loss.
+
+    ``fit`` always adds one and returns it.
+    """
+
+    def __init__(self):
+        self.history = {}
+        self.epoch = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for key, value in (logs or {}).items():
+            self.history.setdefault(key, []).append(value)
+
+
+class _Monitor(Callback):
+    """Shared logic of callbacks that watch one quantity for improvement.
+
+    ``mode="auto"`` minimises losses and maximises anything else (accuracy).
+    An epoch improves on the best so far when it beats it by more than ``min_delta``.
+    """
+
+    def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"{type(self).__name__}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        if mode == "auto":
+            mode = "max" if "acc" in monitor or "kappa" in monitor or "auc" in monitor else "min"
+        self.monitor = monitor
+        self.mode = mode
+        self.min_delta = abs(float(min_delta))
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def current(self, logs):
+        """The monitored value in ``logs``; ``KeyError`` naming what is available if absent."""
+        logs = logs or {}
+        if self.monitor not in logs:
+            raise KeyError(
+                f"{type(self).__name__}: monitors {self.monitor!r}, but the epoch logs only have "
+                f"{sorted(logs)} (val_* values need validation_data)"
+            )
+        return logs[self.monitor]
+
+    def improved(self, value):
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(_Monitor):
+    """Stop when ``monitor`` has not improved for ``patience`` epochs.
+
+    With ``restore_best_weights=True`` the model ends with the weights of its
+    best epoch rather than its last.
+    """
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+        super().__init__(monitor, mode, min_delta)
+        self.patience = int(patience)
+        self.restore_best_weights = restore_best_weights
+        self.wait = 0
+        self.best_weights = None
+        self.stopped_epoch = None
+
+    def on_train_begin(self, logs=None):
+        self.wait = 0
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.best_weights = None
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.current(logs)
+        if self.improved(value):
+            self.best, self.wait = value, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait > self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model to ``path`` after an epoch: every epoch, or only when ``monitor`` improves.
+
+    ``path`` may contain ``{epoch}`` (1-based) and any log key, e.g.
+    ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``. Writes are atomic
+    (``Sequential.save`` writes a temporary file and renames it), so a crash
+    mid-save leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
+        super().__init__(monitor, mode, min_delta)
+        self.path = str(path)
+        self.save_best_only = save_best_only
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            value = self.current(logs)
+            if not self.improved(value):
+                return
+            self.best = value
+        self.model.save(self.path.format(epoch=epoch + 1, **logs))
+
+
+class ReduceLROnPlateau(_Monitor):
+    """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
+
+    The MURA paper divides the rate by 10 (``factor=0.1``) each time the
+    validation loss plateaus. ``cooldown`` epochs after a reduction are not
+    counted; the rate never goes below ``min_lr``.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
+                 cooldown=0, mode="auto", verbose=0):
+        super().__init__(monitor, mode, min_delta)
+        if not 0.0 < factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
+        self.factor = float(factor)
+        self.patience = int(patience)
+        self.min_lr = float(min_lr)
+        self.cooldown = int(cooldown)
+        self.verbose = verbose
+        self.wait = 0
+        self.cooldown_left = 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = self.current(logs)
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if self.improved(value):
+            self.best, self.wait = value, 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            optimizer = self.model.optimizer
+            new_lr = max(optimizer.lr * self.factor, self.min_lr)
+            if new_lr < optimizer.lr:
+                if self.verbose:
+                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowers the learning rate to {new_lr:.3g}")
+                optimizer.lr = new_lr
+                self.cooldown_left = self.cooldown
+            self.wait = 0
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (``epoch`` and every log value) to a CSV file.
+
+    Each row is flushed to disk as soon as its epoch ends, so an interrupted
+    run keeps every finished epoch. ``append=True`` continues an existing file
+    (resuming training); otherwise the file is started afresh.
+    """
+
+    def __init__(self, path, append=False):
+        self.path = str(path)
+        self.append = append
+        self._file = None
+        self._writer = None
+
+    def on_train_begin(self, logs=None):
+        existing = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
+        if existing:
+            with open(self.path, newline="") as f:
+                self._fields = next(csv.reader(f), None)
+        else:
+            self._fields = None
+            with atomic_path(self.path) as tmp:
+                open(tmp, "w").close()
+        self._file = open(self.path, "a", newline="")
+
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch + 1, **(logs or {})}
+        if self._fields is None:
+            self._fields = list(row)
+            csv.writer(self._file).writerow(self._fields)
+        missing = [key for key in row if key not in self._fields]
+        if missing:
+            raise ValueError(f"CSVLogger: {self.path} has columns {self._fields}, new logs add {missing}")
+        csv.writer(self._file).writerow([row.get(key, "") for key in self._fields])
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def on_train_end(self, logs=None):
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,533 @@
+"""``Sequential``: a stack of layers trained by backpropagation (thesis section 2.3).
+
+One training step is the thesis's three stages:
+
+1. forward pass: ``a = layer(a)`` for each layer in order, then the loss;
+2. backward pass: ``g = layer.backward(g)`` for each layer in reverse order,
+   starting from ``g = dL/d(output)``; each layer fills its ``grads``;
+3. weight update: the optimiser moves every trainable parameter using its gradient.
+
+When the last layer is a ``Softmax`` and the loss a ``CrossEntropy`` on
+probabilities, the model fuses them: the loss is computed from the softmax's
+input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
+``minidl.losses``), which stays exact and finite when some ``p`` is 0 or 1.
+"""
+import json
+import sys
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import optimizers as optimizers_module
+from .backend import backend_module, default_rng, get_array_module, to_numpy
+from .callbacks import Callback, History
+from .layers.activations import Softmax
+from .layers.base import LAYER_CLASSES, Layer
+from .losses import CrossEntropy
+from .utils import atomic_path
+
+#: Bumped whenever the layout of saved ``.npz`` files changes.
+FILE_FORMAT = 1
+
+
+class Sequential:
+    """A linear stack of layers with Keras's ``compile`` / ``fit`` / ``evaluate`` / ``predict``.
+
+    Args:
+        layers: the layers, in order (more can be added with ``add``).
+        input_shape: shape of one input sample, e.g. ``(64, 64, 1)``. If given,
+            parameters are created now (``summary`` can show them); otherwise
+            on the first batch.
+        seed: seeds weight initialisation, dropout masks and shuffling: the same
+            seed gives the same weights and the same training run on the CPU.
+        dtype: the floating-point type of parameters and batches (float32).
+    """
+
+    def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
+        self.layers = []
+        self.name = name
+        self.seed = seed
+        self.dtype = np.dtype(dtype)
+        self._seeds = np.random.SeedSequence(seed)
+        self.rng = default_rng(self._seeds.spawn(1)[0])
+        self.optimizer = None
+        self.loss = None
+        self.metrics = ()
+        self.stop_training = False
+        self.input_shape = None
+        self._trainable_keys = None
+        for layer in layers:
+            self.add(layer)
+        if input_shape is not None:
+            self.build(input_shape)
+
+    # ------------------------------------------------------------- structure
+    def add(self, layer):
+        """Append ``layer``; it gets a name if it has none and its own seeded generator."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Sequential.add: expected a minidl Layer, got {type(layer).__name__}")
+        if layer.name is None:
+            kind = type(layer).__name__.lower()
+            same_kind = sum(type(other) is type(layer) for other in self.layers)
+            layer.name = f"{kind}_{same_kind + 1}"
+        if any(other.name == layer.name for other in self.layers):
+            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+        if layer.rng is None:
+            layer.rng = default_rng(self._seeds.spawn(1)[0])
+        self.layers.append(layer)
+        self._update_input_grad_flags()
+        if self.input_shape is not None:
+            self._build_layers(self.input_shape)
+
+    def _update_input_grad_flags(self):
+        # Nothing upstream of the first layer needs dL/dx: skip that work.
+        for i, layer in enumerate(self.layers):
+            layer.needs_input_grad = i > 0
+
+    def build(self, input_shape):
+        """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self._build_layers(self.input_shape)
+
+    def _build_layers(self, input_shape):
+        xp = backend_module()
+        shape = input_shape
+        for layer in self.layers:
+            if not layer.built:
+                layer.build_for(shape, xp, self.dtype)
+            elif not layer.accepts(shape):
+                raise ValueError(
+                    f"{layer.describe()}: expected input {layer.expected_shape_text()}, got (N, "
+                    + ", ".join(map(str, shape)) + ")"
+                )
+            shape = layer.output_shape(shape)
+        return shape
+
+    @property
+    def output_classes(self):
+        """Number of classes the model outputs (its last layer's units), once known."""
+        if self.input_shape is None:
+            return None
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape[-1]
+
+    # --------------------------------------------------------------- compile
+    def compile(self, optimizer="adam", loss=None, metrics=("accuracy",)):
+        """Choose the optimiser (instance or name), the loss (default ``CrossEntropy()``) and metrics.
+
+        The only metric computed during training is ``"accuracy"``; the
+        medical metrics (kappa, AUC, ...) live in ``minidl.metrics``.
+        """
+        self.optimizer = optimizers_module.get(optimizer)
+        self.loss = CrossEntropy() if loss is None else loss
+        unknown = [m for m in metrics if m != "accuracy"]
+        if unknown:
+            raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
+        self.metrics = tuple(metrics)
+        self._trainable_keys = None
+
+    @property
+    def _fused(self):
+        return (
+            isinstance(self.loss, CrossEntropy)
+            and not self.loss.from_logits
+            and bool(self.layers)
+            and isinstance(self.layers[-1], Softmax)
+        )
+
+    # ----------------------------------------------------------- computation
+    def forward(self, x, training=False):
+        """Run ``x`` through every layer; returns the last layer's output."""
+        for layer in self.layers:
+            x = layer.forward(x, training=training)
+        return x
+
+    def _forward_loss(self, x, y, loss, training):
+        """Forward pass and loss value; returns ``(outputs, loss)``."""
+        if self._fused:
+            *body, softmax = self.layers
+            z = x
+            for layer in body:
+                z = layer.forward(z, training=training)
+            p = softmax.forward(z, training=training)
+            return p, loss.forward_from_logits(z, y)
+        p = self.forward(x, training=training)
+        return p, loss.forward(p, y)
+
+    def _backward(self, loss):
+        """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
+        layers = self.layers[:-1] if self._fused else self.layers
+        g = loss.backward()
+        for layer in reversed(layers):
+            g = layer.backward(g)
+
+    def trainable_layers(self):
+        return [layer for layer in self.layers if layer.trainable and layer.params]
+
+    def _params_and_grads(self):
+        keys, params, grads = [], [], []
+        for layer in self.trainable_layers():
+            for name in layer.params:
+                keys.append(f"{layer.name}/{name}")
+                params.append(layer.params[name])
+                grads.append(layer.grads[name])
+        if self._trainable_keys is None:
+            self._trainable_keys = keys
+        elif keys != self._trainable_keys:
+            raise RuntimeError(
+                "Sequential: the set of trainable parameters changed since the optimiser started "
+                "(a layer was frozen or unfrozen); call compile() again to start a fresh optimiser"
+            )
+        return params, grads
+
+    def train_on_batch(self, x, y, class_weight=None):
+        """One step — forward, backward, update — on one batch; returns the loss (a float).
+
+        Raises ``FloatingPointError`` before updating anything if the loss is not finite.
+        """
+        self._require_compiled("train_on_batch")
+        x, y = self._to_device(*self._check_batch(x, y, "train_on_batch"))
+        loss, _ = self._train_step(x, y, self._training_loss(class_weight))
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"train_on_batch: the loss is {loss}; the weights were not updated")
+        return loss
+
+    def _train_step(self, x, y, loss):
+        """Forward and loss; if finite, backward and update. Returns ``(loss, correct predictions)``."""
+        p, value = self._forward_loss(x, y, loss, training=True)
+        correct = self._count_correct(p, y)
+        if np.isfinite(value):
+            self._backward(loss)
+            self.optimizer.step(*self._params_and_grads())
+        return value, correct
+
+    def _training_loss(self, class_weight):
+        if class_weight is None:
+            return self.loss
+        if not isinstance(self.loss, CrossEntropy):
+            raise ValueError("class_weight needs a CrossEntropy loss")
+        return CrossEntropy(from_logits=self.loss.from_logits, class_weight=class_weight)
+
+    @staticmethod
+    def _count_correct(p, y):
+        labels = y if y.ndim == 1 else y.argmax(axis=1)
+        return int((p.argmax(axis=1) == labels).sum())
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, x, y=None, epochs=1, batch_size=32, validation_data=None, shuffle=True,
+            class_weight=None, callbacks=(), verbose=1, initial_epoch=0):
+        """Train for ``epochs`` full passes over the data; returns a ``History``.
+
+        ``x, y`` are arrays (a fresh seeded shuffle each epoch when ``shuffle``,
+        the last partial batch included), or ``x`` is a re-iterable of
+        ``(x_batch, y_batch)`` pairs and ``y`` is None. ``validation_data`` is
+        ``(x_val, y_val)`` or such an iterable. ``verbose``: 0 silent, 1 a
+        progress bar per epoch, 2 one line per epoch. A non-finite loss stops
+        training with ``FloatingPointError`` naming the epoch and batch, before
+        that batch updates any weight.
+        """
+        self._require_compiled("fit")
+        train = self._batches(x, y, batch_size, shuffle, "fit")
+        val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
+        loss = self._training_loss(class_weight)
+        history = History()
+        callbacks = [history, *callbacks]
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
+            callback.set_model(self)
+        self.stop_training = False
+        for callback in callbacks:
+            callback.on_train_begin()
+        try:
+            for epoch in range(initial_epoch, epochs):
+                for callback in callbacks:
+                    callback.on_epoch_begin(epoch)
+                logs = self._fit_epoch(train, loss, epoch, epochs, verbose)
+                if val is not None:
+                    logs.update({f"val_{k}": v for k, v in self._evaluate_batches(val).items()})
+                logs["lr"] = self.optimizer.lr
+                if verbose == 2:
+                    print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()))
+                elif verbose == 1 and val is not None:
+                    tqdm.write(" ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k.startswith("val_")))
+                for callback in callbacks:
+                    callback.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        finally:
+            for callback in callbacks:
+                callback.on_train_end()
+        return history
+
+    def _fit_epoch(self, batches, loss, epoch, epochs, verbose):
+        total_loss, total_correct, seen = 0.0, 0, 0
+        bar = tqdm(batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+                   disable=verbose != 1, leave=True, file=sys.stderr, dynamic_ncols=True)
+        for index, (xb, yb) in enumerate(bar):
+            xb, yb = self._to_device(*self._check_batch(xb, yb, "fit"))
+            value, correct = self._train_step(xb, yb, loss)
+            if not np.isfinite(value):
+                raise FloatingPointError(
+                    f"fit: the loss became {value} at epoch {epoch + 1}, batch {index + 1}; "
+                    "training stopped before that batch updated the weights "
+                    "(try a lower learning rate, or check the inputs for extreme values)"
+                )
+            n = len(yb)
+            total_loss += value * n
+            total_correct += correct
+            seen += n
+            bar.set_postfix(loss=f"{total_loss / seen:.4f}", accuracy=f"{total_correct / seen:.4f}")
+        bar.close()
+        if seen == 0:
+            raise ValueError("fit: the training data produced no batches")
+        return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+
+    # --------------------------------------------------- evaluate and predict
+    def evaluate(self, x, y=None, batch_size=256):
+        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict."""
+        self._require_compiled("evaluate")
+        return self._evaluate_batches(self._batches(x, y, batch_size, False, "evaluate"))
+
+    def _evaluate_batches(self, batches):
+        total_loss, total_correct, seen = 0.0, 0, 0
+        for xb, yb in batches:
+            xb, yb = self._to_device(*self._check_batch(xb, yb, "evaluate"))
+            p, value = self._forward_loss(xb, yb, self.loss, training=False)
+            total_loss += value * len(yb)
+            total_correct += self._count_correct(p, yb)
+            seen += len(yb)
+        if seen == 0:
+            raise ValueError("evaluate: no samples")
+        return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+
+    def predict(self, x, batch_size=256):
+        """Class probabilities for ``x`` (an array, or an iterable of batches or ``(x, y)`` pairs), as NumPy."""
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if hasattr(x, "shape"):
+            self._check_images(x, "predict")
+            chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+        else:
+            chunks = (b[0] if isinstance(b, tuple) else b for b in x)
+        outputs = [to_numpy(self.forward(self._to_device(chunk)[0], training=False)) for chunk in chunks]
+        if not outputs:
+            return np.zeros((0, self.output_classes or 0), dtype=self.dtype)
+        return np.concatenate(outputs)
+
+    # ------------------------------------------------------- input checking
+    def _require_compiled(self, what):
+        if self.optimizer is None:
+            raise RuntimeError(f"{what}: call compile(optimizer, loss) first")
+
+    def _check_images(self, x, what):
+        if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
+            raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
+        if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(
+                f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape {tuple(x.shape)}"
+            )
+
+    def _check_batch(self, x, y, what):
+        """Validate one batch before it can update anything: shapes, types, labels, finiteness."""
+        x = np.asarray(x) if isinstance(x, (list, tuple)) else x
+        y = np.asarray(y) if isinstance(y, (list, tuple)) else y
+        self._check_images(x, what)
+        if y is None or not hasattr(y, "shape"):
+            raise ValueError(f"{what}: labels are missing")
+        if len(x) != len(y):
+            raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
+        if y.dtype.kind not in "fiub":
+            raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
+        if not bool(get_array_module(x).isfinite(x).all()):
+            raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+        classes = self.output_classes
+        if classes is not None and y.ndim == 1 and len(y):
+            low, high = y.min(), y.max()
+            if low < 0 or high >= classes:
+                raise ValueError(
+                    f"{what}: labels must be class indices 0..{classes - 1} for a model with {classes} outputs, "
+                    f"got values from {low} to {high}"
+                )
+        return x, y
+
+    def _to_device(self, x, y=None):
+        xp = backend_module()
+        x = xp.asarray(x, dtype=self.dtype)
+        return (x, None) if y is None else (x, xp.asarray(y))
+
+    def _batches(self, x, y, batch_size, shuffle, what):
+        """``(x, y)`` batches from arrays (shuffled by the model's generator) or a given iterable."""
+        if y is None:
+            if hasattr(x, "shape"):
+                raise ValueError(f"{what}: labels y are missing (pass arrays x, y or an iterable of (x, y) batches)")
+            return x
+        x = np.asarray(x) if isinstance(x, (list, tuple)) else x
+        y = np.asarray(y) if isinstance(y, (list, tuple)) else y
+        if len(x) != len(y):
+            raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
+        if int(batch_size) < 1:
+            raise ValueError(f"{what}: batch_size must be positive, got {batch_size}")
+        return _ArrayBatches(x, y, int(batch_size), shuffle, self.rng)
+
+    def _validation_batches(self, data, batch_size):
+        if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+            return self._batches(data[0], data[1], batch_size, False, "validation_data")
+        return data
+
+    # ------------------------------------------------------------ weights
+    def get_weights(self):
+        """Copies of every parameter, as NumPy arrays, in layer order."""
+        return [to_numpy(layer.params[name]).copy() for layer in self.layers for name in layer.params]
+
+    def set_weights(self, weights):
+        """Set every parameter from a list like ``get_weights()`` returns."""
+        slots = [(layer, name) for layer in self.layers for name in layer.params]
+        if len(weights) != len(slots):
+            raise ValueError(f"set_weights: the model has {len(slots)} parameter arrays, got {len(weights)}")
+        for (layer, name), value in zip(slots, weights):
+            if tuple(value.shape) != tuple(layer.params[name].shape):
+                raise ValueError(
+                    f"set_weights: {layer.name}/{name} has shape {tuple(layer.params[name].shape)}, "
+                    f"got {tuple(value.shape)}"
+                )
+            layer.params[name][...] = get_array_module(layer.params[name]).asarray(value)
+
+    def count_params(self):
+        return sum(int(p.size) for layer in self.layers for p in layer.params.values())
+
+    def summary(self, print_fn=print):
+        """Print (and return) a Keras-style table: layer, output shape, parameters, totals."""
+        rows = [("Layer (type)", "Output shape", "Params")]
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape) if shape is not None else None
+            shape_text = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
+            count = sum(int(p.size) for p in layer.params.values())
+            frozen = "" if layer.trainable or not layer.params else " [frozen]"
+            rows.append((f"{layer.name} ({type(layer).__name__}){frozen}", shape_text, f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
+        line = "=" * sum(widths)
+        text = [line, "".join(c.ljust(w) for c, w in zip(rows[0], widths)), line]
+        text += ["".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows[1:]]
+        total = self.count_params()
+        trainable = sum(int(p.size) for layer in self.trainable_layers() for p in layer.params.values())
+        text += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                 f"Non-trainable params: {total - trainable:,}", line]
+        out = "\n".join(text)
+        print_fn(out)
+        return out
+
+    # ------------------------------------------------------- save and load
+    def save(self, path):
+        """Write architecture (JSON), weights and optimiser state to one ``.npz``, atomically.
+
+        The file holds only numeric arrays and JSON text: ``load`` reads it with
+        ``allow_pickle=False``, so opening a model file never runs code.
+        """
+        architecture = {
+            "format": FILE_FORMAT,
+            "name": self.name,
+            "seed": self.seed,
+            "dtype": self.dtype.name,
+            "input_shape": list(self.input_shape) if self.input_shape else None,
+            "layers": [
+                {"class": type(layer).__name__, "config": layer.get_config(), "trainable": layer.trainable,
+                 "built_for": list(layer.input_shape) if layer.input_shape else None,
+                 "rng": layer.rng.bit_generator.state if layer.rng is not None else None}
+                for layer in self.layers
+            ],
+            "rng": self.rng.bit_generator.state,
+            "loss": None if self.loss is None else {"class": type(self.loss).__name__, "config": self.loss.get_config()},
+            "optimizer": None if self.optimizer is None else {
+                "class": type(self.optimizer).__name__, "config": self.optimizer.get_config(),
+                "trainable_keys": self._trainable_keys,
+            },
+        }
+        arrays = {"architecture": np.array(json.dumps(architecture))}
+        for index, layer in enumerate(self.layers):
+            for name, value in layer.params.items():
+                arrays[f"param/{index}/{name}"] = to_numpy(value)
+        if self.optimizer is not None:
+            for key, value in self.optimizer.get_state().items():
+                arrays[f"optimizer/{key}"] = np.asarray(value)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    @classmethod
+    def load(cls, path):
+        """Rebuild a model saved by ``save``: same architecture, weights, optimiser state and generators."""
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {key: npz[key] for key in npz.files}
+        except ValueError as exc:
+            if "allow_pickle" in str(exc):
+                raise ValueError(
+                    f"Sequential.load: refusing {path}: it contains pickled Python objects. minidl model "
+                    "files hold only numeric arrays and JSON, and loading never unpickles (which could run code)"
+                ) from None
+            raise ValueError(f"Sequential.load: {path} is not a readable .npz file ({exc})") from None
+        except (OSError, EOFError) as exc:
+            raise ValueError(f"Sequential.load: cannot read {path}: {exc}") from None
+        if "architecture" not in arrays:
+            raise ValueError(f"Sequential.load: {path} has no architecture entry; it is not a minidl model file")
+        arch = json.loads(str(arrays["architecture"]))
+        if arch.get("format") != FILE_FORMAT:
+            raise ValueError(f"Sequential.load: {path} has file format {arch.get('format')}, expected {FILE_FORMAT}")
+        layers = []
+        for spec in arch["layers"]:
+            if spec["class"] not in LAYER_CLASSES:
+                raise ValueError(
+                    f"Sequential.load: {path} uses layer class {spec['class']!r}, which is not defined "
+                    "(import the module that defines a custom layer before loading)"
+                )
+            layer = LAYER_CLASSES[spec["class"]].from_config(spec["config"])
+            layer.trainable = spec["trainable"]
+            if spec["rng"] is not None:
+                layer.rng = default_rng()
+                layer.rng.bit_generator.state = spec["rng"]
+            layers.append(layer)
+        model = cls(layers, seed=arch["seed"], dtype=arch["dtype"], name=arch["name"])
+        model.rng.bit_generator.state = arch["rng"]
+        xp = backend_module()
+        for index, (layer, spec) in enumerate(zip(layers, arch["layers"])):
+            if spec["built_for"] is not None:
+                layer.build_for(tuple(spec["built_for"]), xp, model.dtype)
+            for name in layer.params:
+                key = f"param/{index}/{name}"
+                if key not in arrays or arrays[key].shape != tuple(layer.params[name].shape):
+                    raise ValueError(f"Sequential.load: {path} lacks {key} or it has the wrong shape")
+                layer.params[name][...] = xp.asarray(arrays[key])
+        if arch["input_shape"] is not None:
+            model.input_shape = tuple(arch["input_shape"])
+        if arch["optimizer"] is not None:
+            loss_spec = arch["loss"]
+            loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None
+            optimizer = optimizers_module.from_config(arch["optimizer"]["class"], arch["optimizer"]["config"])
+            model.compile(optimizer, loss)
+            state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
+            optimizer.set_state(state)
+            model._trainable_keys = arch["optimizer"]["trainable_keys"]
+        return model
+
+
+class _ArrayBatches:
+    """Re-iterable ``(x, y)`` batches of arrays; each iteration draws a fresh permutation from ``rng``."""
+
+    def __init__(self, x, y, batch_size, shuffle, rng):
+        self.x, self.y, self.batch_size, self.shuffle, self.rng = x, y, batch_size, shuffle, rng
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __iter__(self):
+        n = len(self.x)
+        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            index = order[start : start + self.batch_size]
+            if self.shuffle:
+                index = np.sort(index)  # sorted reads are faster on memory-mapped arrays
+            yield self.x[index], self.y[index]

@@ -1,0 +1,32 @@
+"""Small helpers shared across minidl: atomic file writes."""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; on success rename it onto ``path``.
+
+    The rename (``os.replace``) is atomic on POSIX and Windows, so readers see
+    either the old file or the complete new one, never a half-written file.
+    If the block raises, the temporary file is removed and ``path`` is untouched.
+
+        with atomic_path("model.npz") as tmp:
+            write_everything_to(tmp)
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    base = os.path.basename(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
