@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from . import optimizers as optimizers_module
 from .backend import backend_module, default_rng, get_array_module, to_numpy
 from .callbacks import Callback, History
+from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer
 from .losses import CrossEntropy
@@ -370,7 +371,7 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         if int(batch_size) < 1:
             raise ValueError(f"{what}: batch_size must be positive, got {batch_size}")
-        return _ArrayBatches(x, y, int(batch_size), shuffle, self.rng)
+        return ArrayBatches(x, y, int(batch_size), shuffle, seed=int(self.rng.integers(2**63)))
 
     def _validation_batches(self, data, batch_size):
         if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
@@ -513,21 +514,3 @@ class Sequential:
             model._trainable_keys = arch["optimizer"]["trainable_keys"]
         return model
 
-
-class _ArrayBatches:
-    """Re-iterable ``(x, y)`` batches of arrays; each iteration draws a fresh permutation from ``rng``."""
-
-    def __init__(self, x, y, batch_size, shuffle, rng):
-        self.x, self.y, self.batch_size, self.shuffle, self.rng = x, y, batch_size, shuffle, rng
-
-    def __len__(self):
-        return -(-len(self.x) // self.batch_size)
-
-    def __iter__(self):
-        n = len(self.x)
-        order = self.rng.permutation(n) if self.shuffle else np.arange(n)
-        for start in range(0, n, self.batch_size):
-            index = order[start : start + self.batch_size]
-            if self.shuffle:
-                index = np.sort(index)  # sorted reads are faster on memory-mapped arrays
-            yield self.x[index], self.y[index]

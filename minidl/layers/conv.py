@@ -2,7 +2,7 @@
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import col2im, im2col, output_size, pad, padding_amounts, pair, unpad
+from .im2col import col2im, im2col, output_size, padding_amounts, pair
 
 
 class Conv2D(Layer):
@@ -53,6 +53,15 @@ class Conv2D(Layer):
             return super().expected_shape_text()
         return f"(N, H, W, {self.input_shape[-1]})"
 
+    def _workspace(self, x, ho, wo):
+        """The im2col buffer, kept across steps: allocating ~100 MB afresh each step costs more than filling it."""
+        xp = get_array_module(x)
+        shape = (x.shape[0], ho, wo) + self.kernel_size + (x.shape[3],)
+        buffer = getattr(self, "_cols_buffer", None)
+        if buffer is None or buffer.shape != shape or buffer.dtype != x.dtype or get_array_module(buffer) is not xp:
+            buffer = self._cols_buffer = xp.empty(shape, dtype=x.dtype)
+        return buffer
+
     def _pads(self, h, w):
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         return (padding_amounts(h, kh, sh, self.padding), padding_amounts(w, kw, sw, self.padding))
@@ -75,9 +84,8 @@ class Conv2D(Layer):
         n = x.shape[0]
         ho, wo, f = self.output_shape(x.shape[1:])
         self.pads = self._pads(*x.shape[1:3])
-        x_pad = pad(x, self.pads)
-        self.x_pad_shape = x_pad.shape
-        self.cols = im2col(x_pad, self.kernel_size, self.strides)
+        self.x_shape = x.shape
+        self.cols = im2col(x, self.kernel_size, self.strides, self.pads, out=self._workspace(x, ho, wo))
         X = self.cols.reshape(n * ho * wo, -1)
         Y = X @ self.params["W"].reshape(-1, f)
         Y += self.params["b"]
@@ -93,9 +101,9 @@ class Conv2D(Layer):
             xp.sum(dY, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
-        dX = dY @ self.params["W"].reshape(-1, f).T
-        dx_pad = col2im(dX.reshape(self.cols.shape), self.x_pad_shape, self.strides)
-        return unpad(dx_pad, self.pads)
+        # X is no longer needed: its buffer receives dL/dX.
+        dX = xp.matmul(dY, self.params["W"].reshape(-1, f).T, out=X)
+        return col2im(dX.reshape(self.cols.shape), self.x_shape, self.strides, self.pads)
 
     def get_config(self):
         return {

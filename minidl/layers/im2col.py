@@ -4,35 +4,45 @@ A convolution or pooling layer applies the same small computation to every
 ``kh x kw`` window of its input. ``im2col`` copies every window of an NHWC
 batch into its own row::
 
-    x      (N, H, W, C)                       padded input
-    cols   (N, Ho, Wo, kh, kw, C)             cols[n, i, j] = x[n, i*sh : i*sh+kh, j*sw : j*sw+kw, :]
+    x      (N, H, W, C)
+    cols   (N, Ho, Wo, kh, kw, C)      cols[n, i, j, p, q, c] = x_pad[n, i*sh + p, j*sw + q, c]
 
-so that, with the kernel laid out as ``(kh, kw, C, F)``, a convolution is one
-matrix product with no transposes::
+where ``x_pad`` is ``x`` with ``pads`` zeros around it. With the kernel laid
+out as ``(kh, kw, C, F)``, a convolution is then one matrix product with no
+transposes::
 
     cols.reshape(N*Ho*Wo, kh*kw*C) @ W.reshape(kh*kw*C, F)  ->  (N*Ho*Wo, F)
 
-``col2im`` is its adjoint: it scatters window gradients back onto the input,
-*adding* where windows overlap (an input pixel that appears in several windows
-receives the sum of their gradients). Both loop over the ``kh * kw`` kernel
-offsets only; each iteration moves a whole strided slab of the batch.
+``col2im`` is its adjoint: it sends window gradients back onto the input,
+*adding* where windows overlap (an input pixel that appears in several
+windows receives the sum of their gradients).
 
-Pooling needs no matrix product, so it skips the copy and works on the same
-per-offset slabs (``window_taps``) directly.
+Neither loops over pixels. Both loop over the ``kh * kw`` kernel offsets
+``(p, q)`` (``window_taps``); for each, one strided slab of the input holds
+offset ``(p, q)`` of every window in the batch, and moves in one assignment.
+The zero padding is never built: entries of ``cols`` that fall in it are set
+to zero, and ``col2im`` simply drops their gradients.
 """
 import math
+import numbers
 
 from ..backend import get_array_module
 
 
+def _is_int(v):
+    """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not sizes."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
 def pair(value, what):
     """``value`` as an ``(h, w)`` pair of positive ints; ``what`` names it in errors."""
-    if isinstance(value, int):
+    if _is_int(value):
         value = (value, value)
-    try:
-        h, w = (int(v) for v in value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{what} must be an int or an (h, w) pair, got {value!r}") from None
+    if isinstance(value, str) or not (
+        hasattr(value, "__len__") and len(value) == 2 and all(_is_int(v) for v in value)
+    ):
+        raise ValueError(f"{what} must be an int or an (h, w) pair, got {value!r}")
+    h, w = int(value[0]), int(value[1])
     if h < 1 or w < 1:
         raise ValueError(f"{what} must be positive, got {value!r}")
     return h, w
@@ -57,67 +67,77 @@ def output_size(size, kernel, stride):
     return (size - kernel) // stride + 1
 
 
-def pad(x, pads):
-    """Zero-pad the two spatial axes of NHWC ``x`` by ``pads = ((top, bottom), (left, right))``."""
-    (top, bottom), (left, right) = pads
-    if top == bottom == left == right == 0:
-        return x
-    xp = get_array_module(x)
-    n, h, w, c = x.shape
-    padded = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
-    padded[:, top : top + h, left : left + w, :] = x
-    return padded
+NO_PADDING = ((0, 0), (0, 0))
 
 
-def unpad(x, pads):
-    """Inverse of ``pad``: the interior of ``x`` (a view)."""
-    (top, bottom), (left, right) = pads
-    return x[:, top : x.shape[1] - bottom, left : x.shape[2] - right, :]
+def _axis_taps(size, kernel, stride, pad_before, out):
+    """Along one axis: for each kernel offset ``p``, the outputs whose input lies inside ``x``.
 
-
-def window_taps(kernel, strides, out_hw):
-    """For each kernel offset ``(i, j)``, the index that selects it from every window at once.
-
-    ``x[index]`` is the ``(N, Ho, Wo, C)`` slab of the entries at offset
-    ``(i, j)`` of all ``Ho x Wo`` windows: a strided view, no copy. Looping
-    over the ``kh * kw`` offsets (never over pixels) is how im2col, col2im
-    and pooling all move whole slabs at once.
+    Output ``o`` reads input ``o*stride + p - pad_before``; yields
+    ``(p, first output, end output, first input)`` for the outputs that read
+    a real (not padding) input.
     """
-    (kh, kw), (sh, sw), (ho, wo) = kernel, strides, out_hw
-    for i in range(kh):
-        for j in range(kw):
-            yield i, j, (slice(None), slice(i, i + sh * ho, sh), slice(j, j + sw * wo, sw), slice(None))
+    for p in range(kernel):
+        first = max(0, -(-(pad_before - p) // stride))
+        end = min(out, (size - 1 + pad_before - p) // stride + 1)
+        yield p, first, max(first, end), first * stride + p - pad_before
 
 
-def im2col(x, kernel, strides, out=None):
-    """Every ``kernel`` window of NHWC ``x`` (already padded), as ``(N, Ho, Wo, kh, kw, C)``.
+def window_taps(x_hw, kernel, strides, pads, out_hw):
+    """For each kernel offset ``(p, q)``: ``(p, q, x_index, out_index)``.
 
-    ``out``, if given, is a buffer of that shape to fill (reused across steps
-    to avoid allocating a large array each time).
+    ``x[x_index]`` is the slab of inputs at offset ``(p, q)`` of the windows
+    selected by ``out_index`` (an index into the ``(N, Ho, Wo, ...)`` output
+    grid): all windows, except those whose entry ``(p, q)`` falls in the
+    padding. Both are strided views: nothing is copied.
+    """
+    rows = list(_axis_taps(x_hw[0], kernel[0], strides[0], pads[0][0], out_hw[0]))
+    cols = list(_axis_taps(x_hw[1], kernel[1], strides[1], pads[1][0], out_hw[1]))
+    for p, out_top, out_bottom, x_top in rows:
+        for q, out_left, out_right, x_left in cols:
+            n_rows, n_cols = out_bottom - out_top, out_right - out_left
+            x_index = (
+                slice(None),
+                # stop = start + stride * count (not ... * (count - 1) + 1, which turns
+                # negative when count = 0 and would then select from the end)
+                slice(x_top, x_top + strides[0] * n_rows, strides[0]),
+                slice(x_left, x_left + strides[1] * n_cols, strides[1]),
+            )
+            yield p, q, x_index, (slice(None), slice(out_top, out_bottom), slice(out_left, out_right))
+
+
+def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
+    """Every ``kernel`` window of NHWC ``x`` zero-padded by ``pads``, as ``(N, Ho, Wo, kh, kw, C)``.
+
+    ``pads`` is ``((top, bottom), (left, right))``. ``out``, if given, is a
+    buffer of the result's shape to fill (reused across steps, it saves
+    allocating a large array each time).
     """
     xp = get_array_module(x)
     n, h, w, c = x.shape
     (kh, kw), (sh, sw) = kernel, strides
-    ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
+    ho = output_size(h + sum(pads[0]), kh, sh)
+    wo = output_size(w + sum(pads[1]), kw, sw)
     if out is None:
         out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    for i, j, tap in window_taps(kernel, strides, (ho, wo)):
-        out[:, :, :, i, j, :] = x[tap]
+    padded = pads != NO_PADDING
+    for p, q, x_index, out_index in window_taps((h, w), kernel, strides, pads, (ho, wo)):
+        window_entry = out[:, :, :, p, q, :]
+        if padded:
+            window_entry.fill(0)
+        window_entry[out_index] = x[x_index]
     return out
 
 
-def col2im(cols, input_shape, strides, out=None):
-    """Adjoint of ``im2col``: sum window gradients ``cols`` back onto an input of ``input_shape``.
+def col2im(cols, x_shape, strides, pads=NO_PADDING):
+    """Adjoint of ``im2col``: add window gradients ``cols`` (N, Ho, Wo, kh, kw, C) onto an ``x_shape`` array.
 
-    ``cols`` has shape ``(N, Ho, Wo, kh, kw, C)``; the result has ``input_shape``
-    (the padded input's shape). Where windows overlap, contributions add up.
+    Entries of ``cols`` that came from the zero padding have no input to go to
+    and are dropped.
     """
     xp = get_array_module(cols)
     _, ho, wo, kh, kw, _ = cols.shape
-    if out is None:
-        out = xp.zeros(input_shape, dtype=cols.dtype)
-    else:
-        out.fill(0)
-    for i, j, tap in window_taps((kh, kw), strides, (ho, wo)):
-        out[tap] += cols[:, :, :, i, j, :]
-    return out
+    dx = xp.zeros(x_shape, dtype=cols.dtype)
+    for p, q, x_index, out_index in window_taps(x_shape[1:3], (kh, kw), strides, pads, (ho, wo)):
+        dx[x_index] += cols[:, :, :, p, q, :][out_index]
+    return dx

@@ -8,11 +8,17 @@ once, so each step is one whole-array operation.
 """
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import output_size, pair, window_taps
+from .im2col import NO_PADDING, output_size, pair, window_taps
 
 
 class _Pool2D(Layer):
-    """Shared shape logic of the two poolings."""
+    """What the two poolings share: shapes, and the backward loop over window offsets.
+
+    Subclasses define ``pool(x, taps)`` (the forward reduction over the input
+    slabs ``x[tap]``, one per window offset) and ``window_gradient(dy, t)``
+    (the gradient that reaches offset ``t`` of every window); ``backward``
+    adds each onto its slab of ``dL/dx``.
+    """
 
     input_rank = 3
 
@@ -31,11 +37,24 @@ class _Pool2D(Layer):
             raise ValueError(f"{self.describe()}: a {ph}x{pw} window does not fit an input of {h}x{w}")
         return (output_size(h, ph, sh), output_size(w, pw, sw), c)
 
-    def taps(self, x):
-        """Check ``x`` and return the window offsets' index slabs (see ``window_taps``)."""
+    def taps(self, x_shape, out_hw):
+        """For each window offset, the index of its input slab (see ``window_taps``)."""
+        taps = window_taps(x_shape[1:3], self.pool_size, self.strides, NO_PADDING, out_hw)
+        return [x_index for _, _, x_index, _ in taps]
+
+    def forward(self, x, training=False):
         self.check_input(x)
-        ho, wo, _ = self.output_shape(x.shape[1:])
-        return list(window_taps(self.pool_size, self.strides, (ho, wo)))
+        self.x_shape = x.shape
+        return self.pool(x, self.taps(x.shape, self.output_shape(x.shape[1:])[:2]))
+
+    def backward(self, dy):
+        if not self.needs_input_grad:
+            return None
+        xp = get_array_module(dy)
+        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
+        for t, x_index in enumerate(self.taps(self.x_shape, dy.shape[1:3])):
+            dx[x_index] += self.window_gradient(dy, t)
+        return dx
 
     def get_config(self):
         return {"pool_size": list(self.pool_size), "strides": list(self.strides), "name": self.name}
@@ -51,47 +70,31 @@ class MaxPool2D(_Pool2D):
     when entries tie, the first offset in row-major order wins, as in PyTorch.
     """
 
-    def forward(self, x, training=False):
+    def pool(self, x, taps):
         xp = get_array_module(x)
-        taps = self.taps(x)
-        self.x_shape = x.shape
-        y = x[taps[0][2]].copy()
+        y = x[taps[0]].copy()
         self.argmax = xp.zeros(y.shape, dtype=xp.uint8)
-        for t, (_, _, tap) in enumerate(taps[1:], start=1):
+        for t, tap in enumerate(taps[1:], start=1):
             greater = x[tap] > y
             xp.copyto(y, x[tap], where=greater)
             xp.copyto(self.argmax, t, where=greater)
         return y
 
-    def backward(self, dy):
-        if not self.needs_input_grad:
-            return None
-        xp = get_array_module(dy)
-        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
-        ho, wo = dy.shape[1:3]
-        for t, (_, _, tap) in enumerate(window_taps(self.pool_size, self.strides, (ho, wo))):
-            dx[tap] += dy * (self.argmax == t)
-        return dx
+    def window_gradient(self, dy, t):
+        """The gradient reaching offset ``t`` of every window: ``dy`` where it held the maximum."""
+        return dy * (self.argmax == t)
 
 
 class AvgPool2D(_Pool2D):
     """``y[n, i, j, c]`` = the mean of its window; each entry of a window gets ``dy / (ph*pw)``."""
 
-    def forward(self, x, training=False):
-        taps = self.taps(x)
-        self.x_shape = x.shape
-        y = x[taps[0][2]].copy()
-        for _, _, tap in taps[1:]:
+    def pool(self, x, taps):
+        y = x[taps[0]].copy()
+        for tap in taps[1:]:
             y += x[tap]
         y /= len(taps)
         return y
 
-    def backward(self, dy):
-        if not self.needs_input_grad:
-            return None
-        xp = get_array_module(dy)
-        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
-        share = dy / (self.pool_size[0] * self.pool_size[1])
-        for _, _, tap in window_taps(self.pool_size, self.strides, dy.shape[1:3]):
-            dx[tap] += share
-        return dx
+    def window_gradient(self, dy, t):
+        """Every offset of a window gets an equal share of its gradient."""
+        return dy / (self.pool_size[0] * self.pool_size[1])

@@ -1,0 +1,265 @@
+"""minidl against PyTorch on the reference MURA CNN: training step, inference, layers, memory.
+
+Run from the repository root:
+
+    python3 benchmarks/bench_training.py                      # CPU, 64/128/224 px, batch 32
+    python3 benchmarks/bench_training.py --device cupy        # GPU: minidl on CuPy vs PyTorch CUDA
+    python3 benchmarks/bench_training.py --sizes 16 --repeats 2 --no-layers   # a quick check
+
+Both frameworks run in this one process, on the same batches, interleaved
+(minidl, PyTorch NCHW, PyTorch channels_last, minidl, ...), and the report
+gives medians and ratios. Peak memory of a training step is measured in a
+fresh subprocess per framework (``--memory``): Linux's peak resident size
+(VmHWM, reset through /proc/self/clear_refs just before the model is built)
+minus the resident size at that moment.
+"""
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+import minidl  # noqa: E402
+from minidl.backend import backend_module  # noqa: E402
+
+
+def _sync_for(device):
+    if device == "cupy":
+        import cupy
+        import torch
+
+        def sync():
+            cupy.cuda.Device().synchronize()
+            torch.cuda.synchronize()
+
+        return sync
+    return None
+
+
+def time_network(size, batch_size, repeats, device, channels_last_too=True):
+    """Median milliseconds per training step and per inference batch, for each framework."""
+    import torch
+
+    torch_device = "cuda" if device == "cupy" else "cpu"
+    xp = backend_module()
+    model = common.minidl_model(size)
+    x, y = common.batch(size, batch_size)
+    variants = {"torch": common.torch_model(model, False, torch_device)}
+    if channels_last_too:
+        variants["torch_channels_last"] = common.torch_model(model, True, torch_device)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(torch_device)
+    ty = torch.from_numpy(y).to(torch_device)
+    inputs = {"torch": tx, "torch_channels_last": tx.contiguous(memory_format=torch.channels_last)}
+    optimisers = {name: torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7) for name, net in variants.items()}
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xd, yd = xp.asarray(x), xp.asarray(y)
+    sync = _sync_for(device)
+
+    def minidl_step():
+        model.train_on_batch(xd, yd)
+
+    def minidl_infer():
+        model.forward(xd, training=False)
+
+    def torch_step(name):
+        net, opt = variants[name], optimisers[name]
+        net.train()
+        opt.zero_grad(set_to_none=True)
+        loss_fn(net(inputs[name]), ty).backward()
+        opt.step()
+
+    def torch_infer(name):
+        net = variants[name]
+        net.eval()
+        with torch.no_grad():
+            net(inputs[name])
+
+    steps = {"minidl": minidl_step, **{name: (lambda n=name: torch_step(n)) for name in variants}}
+    infers = {"minidl": minidl_infer, **{name: (lambda n=name: torch_infer(n)) for name in variants}}
+    for fn in list(steps.values()) + list(infers.values()):  # warm-up: allocations, kernel caches
+        fn()
+    train = {name: [] for name in steps}
+    infer = {name: [] for name in infers}
+    for _ in range(repeats):
+        for name, fn in steps.items():
+            train[name].append(common.timed(fn, sync))
+        for name, fn in infers.items():
+            infer[name].append(common.timed(fn, sync))
+    return ({k: common.median_ms(v) for k, v in train.items()},
+            {k: common.median_ms(v) for k, v in infer.items()})
+
+
+def time_layers(size, batch_size, repeats, device):
+    """Median forward and backward milliseconds of each layer alone, at the shapes it sees in the network."""
+    import torch
+
+    torch_device = "cuda" if device == "cupy" else "cpu"
+    xp = backend_module()
+    model = common.minidl_model(size)
+    x, _ = common.batch(size, batch_size)
+    net = common.torch_model(model, False, torch_device)
+    torch_modules = list(net)
+    sync = _sync_for(device)
+    rows = []
+    activation = xp.asarray(x)
+    t_activation = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(torch_device)
+    module_index = 0
+    for index, layer in enumerate(model.layers):
+        out = layer.forward(activation, training=True)
+        dy = xp.ones_like(out)
+        layer_name = f"{layer.name} {tuple(activation.shape[1:])}"
+        if type(layer).__name__ in ("Softmax",):
+            activation = out
+            continue
+        module = torch_modules[module_index]
+        module_index += 1
+        t_in = t_activation.detach().requires_grad_(index > 0)
+        t_out = module(t_in)
+        t_dy = torch.ones_like(t_out)
+        fwd, bwd, t_fwd, t_bwd = [], [], [], []
+        for _ in range(repeats):
+            fwd.append(common.timed(lambda: layer.forward(activation, training=True), sync))
+            bwd.append(common.timed(lambda: layer.backward(dy), sync))
+            t_fwd.append(common.timed(lambda: module(t_in), sync))
+
+            def torch_backward():
+                t_out_local = module(t_in)
+                torch.autograd.backward(t_out_local, t_dy)
+
+            t_bwd.append(common.timed(torch_backward, sync) - t_fwd[-1])
+        rows.append({
+            "layer": layer_name,
+            "minidl_forward_ms": common.median_ms(fwd), "minidl_backward_ms": common.median_ms(bwd),
+            "torch_forward_ms": common.median_ms(t_fwd), "torch_backward_ms": max(common.median_ms(t_bwd), 0.0),
+        })
+        activation = out
+        t_activation = t_out.detach()
+    return rows
+
+
+MEMORY_SCRIPT = r"""
+import sys, json
+sys.path.insert(0, {bench_dir!r}); sys.path.insert(0, {repo!r})
+import numpy as np, torch
+torch.set_num_threads({threads})
+import common
+x, y = common.batch({size}, {batch})
+def status_mb(key):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key):
+                return int(line.split()[1]) / 1024
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")  # reset the peak (VmHWM) to the current resident size
+before = status_mb("VmRSS")
+if {framework!r} == "minidl":
+    model = common.minidl_model({size})
+    for _ in range(3):
+        model.train_on_batch(x, y)
+else:
+    net = common.torch_model(common.minidl_model({size}), {framework!r} == "torch_channels_last")
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
+    if {framework!r} == "torch_channels_last":
+        tx = tx.contiguous(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    for _ in range(3):
+        opt.zero_grad(); torch.nn.functional.cross_entropy(net(tx), torch.from_numpy(y)).backward(); opt.step()
+print(json.dumps({{"peak_mb": status_mb("VmHWM") - before}}))
+"""
+
+
+def peak_memory_mb(framework, size, batch_size, threads):
+    """Peak resident-memory growth (MB) of 3 training steps, in a fresh process."""
+    script = MEMORY_SCRIPT.format(
+        bench_dir=os.path.dirname(os.path.abspath(__file__)),
+        repo=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
+        threads=threads, size=size, batch=batch_size, framework=framework,
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+
+
+def machine_description(device):
+    import torch
+
+    lines = [f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+             f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"]
+    try:
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            if info.get("user_api") == "blas":
+                lines.append(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+                             f"({info.get('architecture')} kernels, {info.get('num_threads')} threads)")
+    except ImportError:
+        pass
+    if device == "cupy":
+        lines.append(minidl.backend.device_name())
+    return "; ".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", choices=["numpy", "cupy"], default="numpy")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="PyTorch CPU threads (default: os.cpu_count(), as OpenBLAS uses)")
+    parser.add_argument("--layer-size", type=int, default=128, help="image size for the per-layer table")
+    parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
+    parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU only)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    threads = args.threads or os.cpu_count()
+    torch.set_num_threads(threads)
+    minidl.set_backend(args.device)
+    results = {"machine": machine_description(args.device), "device": args.device,
+               "batch_size": args.batch_size, "repeats": args.repeats, "networks": [], "layers": []}
+    print(results["machine"])
+    print(f"\nReference MURA CNN, batch {args.batch_size}, median of {args.repeats} (ms)")
+    print(f"{'size':>5} {'phase':>9} {'minidl':>9} {'torch':>9} {'ratio':>6} {'torch CL':>9} {'ratio':>6}")
+    for size in args.sizes:
+        train, infer = time_network(size, args.batch_size, args.repeats, args.device)
+        for phase, t in (("train", train), ("inference", infer)):
+            row = {"size": size, "phase": phase, **{k: round(v, 2) for k, v in t.items()}}
+            results["networks"].append(row)
+            print(f"{size:>5} {phase:>9} {t['minidl']:>9.1f} {t['torch']:>9.1f} {t['minidl'] / t['torch']:>6.2f} "
+                  f"{t['torch_channels_last']:>9.1f} {t['minidl'] / t['torch_channels_last']:>6.2f}")
+    if not args.no_layers:
+        print(f"\nEach layer alone at {args.layer_size} px (ms): forward, backward")
+        rows = time_layers(args.layer_size, args.batch_size, args.repeats, args.device)
+        results["layers"] = rows
+        for r in rows:
+            print(f"{r['layer']:<32} minidl {r['minidl_forward_ms']:7.1f} {r['minidl_backward_ms']:7.1f}"
+                  f"   torch {r['torch_forward_ms']:7.1f} {r['torch_backward_ms']:7.1f}")
+    if args.memory and args.device == "numpy":
+        print("\nPeak memory of a training step (MB above the process before the model)")
+        results["memory"] = []
+        for size in args.sizes:
+            row = {"size": size}
+            for framework in ("minidl", "torch", "torch_channels_last"):
+                row[framework] = round(peak_memory_mb(framework, size, args.batch_size, threads), 1)
+            results["memory"].append(row)
+            print(f"{size:>5} minidl {row['minidl']:8.1f}  torch {row['torch']:8.1f} "
+                  f"(ratio {row['minidl'] / row['torch']:.2f})  torch CL {row['torch_channels_last']:8.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return results
+
+
+if __name__ == "__main__":
+    main()
