@@ -1,0 +1,148 @@
+"""minidl.plots writes valid PNG files, atomically, without touching pyplot's state."""
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+from PIL import Image  # noqa: E402  (after the skip: only meaningful with matplotlib)
+
+from minidl import plots  # noqa: E402
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class FakeHistory:
+    """What ``model.fit`` returns, as far as plotting is concerned."""
+
+    def __init__(self, history):
+        self.history = history
+
+
+def assert_valid_png(path, min_width=200, min_height=200):
+    with open(path, "rb") as file:
+        assert file.read(len(PNG_SIGNATURE)) == PNG_SIGNATURE
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        width, height = image.size
+        assert width >= min_width and height >= min_height
+        # A blank canvas has a single colour; a drawn figure has many (None: more than 256).
+        colors = image.convert("RGB").getcolors(maxcolors=256)
+        assert colors is None or len(colors) > 10
+
+
+def assert_only_file(folder, name):
+    assert sorted(p.name for p in folder.iterdir()) == [name], "no temporary files are left behind"
+
+
+def test_plot_roc_writes_png(tmp_path):
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    scores = np.clip(0.4 * labels + 0.6 * rng.random(60), 0, 1)
+    path = tmp_path / "roc.png"
+    assert plots.plot_roc(labels, scores, path, title="validation studies") == path
+    assert_valid_png(path)
+    assert_only_file(tmp_path, "roc.png")
+
+
+def test_plot_roc_needs_both_classes(tmp_path):
+    with pytest.raises(ValueError, match="plot_roc: .*both classes"):
+        plots.plot_roc([1, 1, 1], [0.2, 0.5, 0.9], tmp_path / "roc.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_confusion_matrix_writes_png(tmp_path):
+    path = str(tmp_path / "cm.png")
+    assert plots.plot_confusion_matrix(np.array([[50, 7], [12, 31]]), path) == path
+    assert_valid_png(path)
+    assert_only_file(tmp_path, "cm.png")
+
+
+def test_plot_confusion_matrix_takes_any_number_of_classes(tmp_path):
+    path = tmp_path / "cm3.png"
+    plots.plot_confusion_matrix(np.arange(9).reshape(3, 3), path, class_names=("a", "b", "c"))
+    assert_valid_png(path)
+
+
+@pytest.mark.parametrize(
+    "cm, names, problem",
+    [
+        (np.ones((2, 3)), ("normal", "abnormal"), "square"),
+        (np.array([[1, -1], [0, 2]]), ("normal", "abnormal"), "non-negative integer"),
+        (np.array([[1, 2], [3, 4]]), ("one", "two", "three"), "3 class names"),
+    ],
+)
+def test_plot_confusion_matrix_rejects_bad_input(tmp_path, cm, names, problem):
+    with pytest.raises(ValueError, match=problem):
+        plots.plot_confusion_matrix(cm, tmp_path / "cm.png", class_names=names)
+
+
+@pytest.mark.parametrize("wrap", [FakeHistory, dict], ids=["History", "dict"])
+def test_plot_history_writes_png(tmp_path, wrap):
+    history = wrap({
+        "loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65],
+        "accuracy": [0.5, 0.7, 0.8], "val_accuracy": [0.45, 0.65, 0.7],
+    })
+    path = tmp_path / "history.png"
+    assert plots.plot_history(history, path) == path
+    assert_valid_png(path)
+    assert_only_file(tmp_path, "history.png")
+
+
+def test_plot_history_draws_one_panel_per_quantity(tmp_path):
+    plots.plot_history({"loss": [0.9, 0.5]}, tmp_path / "one.png")
+    plots.plot_history({"loss": [0.9, 0.5], "accuracy": [0.5, 0.8]}, tmp_path / "two.png")
+    with Image.open(tmp_path / "one.png") as one, Image.open(tmp_path / "two.png") as two:
+        assert two.size[0] > 1.5 * one.size[0]
+
+
+def test_plot_history_without_curves_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="no 'loss' or 'accuracy'"):
+        plots.plot_history({"lr": [0.1, 0.01]}, tmp_path / "history.png")
+
+
+def test_existing_file_is_replaced_whole(tmp_path):
+    path = tmp_path / "cm.png"
+    path.write_bytes(b"an older, different file")
+    plots.plot_confusion_matrix([[1, 2], [3, 4]], path)
+    assert_valid_png(path)
+    assert_only_file(tmp_path, "cm.png")
+
+
+def test_failed_drawing_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    def broken_savefig(self, *args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    path = tmp_path / "cm.png"
+    path.write_bytes(b"previous")
+    with pytest.raises(RuntimeError, match="disk full"):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], path)
+    assert path.read_bytes() == b"previous"
+    assert_only_file(tmp_path, "cm.png")
+
+
+def test_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "missing" / "cm.png")
+
+
+def test_figures_are_not_left_open_in_pyplot(tmp_path):
+    import matplotlib.pyplot as plt
+
+    before = plt.get_fignums()
+    plots.plot_history({"loss": [1.0, 0.5]}, tmp_path / "history.png")
+    plots.plot_roc([0, 1, 0, 1], [0.1, 0.8, 0.4, 0.6], tmp_path / "roc.png")
+    assert plt.get_fignums() == before
+
+
+def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
+    # A None entry in sys.modules makes the import fail as if matplotlib were absent.
+    for module in ("matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=r"pip install 'minidl\[plot\]'"):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png")
