@@ -1,6 +1,7 @@
 """What the benchmarks share: the reference MURA CNN in minidl and in PyTorch, and timing.
 
-The reference network (issue 6; the baseline of ``examples/train_mura.py``)::
+The reference network (``minidl.architectures.baseline_cnn``, the baseline of
+``examples/train_mura.py``)::
 
     Conv3x3(32, same)-ReLU-MaxPool2, Conv3x3(64)-ReLU-MaxPool2, Conv3x3(128)-ReLU-MaxPool2,
     Flatten, Dense(128)-ReLU-Dropout(0.5), Dense(2)-Softmax, cross-entropy, Adam
@@ -15,22 +16,14 @@ import time
 import numpy as np
 
 import minidl
+from minidl.architectures import baseline_cnn
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
 from minidl.losses import CrossEntropy
 from minidl.optimizers import Adam
 
 
-def reference_layers():
-    return [
-        Conv2D(32, 3, padding="same"), ReLU(), MaxPool2D(2),
-        Conv2D(64, 3, padding="same"), ReLU(), MaxPool2D(2),
-        Conv2D(128, 3, padding="same"), ReLU(), MaxPool2D(2),
-        Flatten(), Dense(128), ReLU(), Dropout(0.5), Dense(2), Softmax(),
-    ]
-
-
 def minidl_model(size, seed=0):
-    model = minidl.Sequential(reference_layers(), input_shape=(size, size, 1), seed=seed)
+    model = minidl.Sequential(baseline_cnn(), input_shape=(size, size, 1), seed=seed)
     model.compile(Adam(1e-3), CrossEntropy())
     return model
 

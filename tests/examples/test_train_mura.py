@@ -1,0 +1,101 @@
+"""The MURA example end to end, in a subprocess, on a tiny synthetic replica."""
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from minidl import metrics
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "examples" / "train_mura.py"
+EXPECTED_FILES = {"model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
+                  "roc.png", "confusion.png", "curves.png"}
+
+pytestmark = pytest.mark.slow
+
+
+def run_script(*args, cwd):
+    env = {**os.environ, "MPLBACKEND": "Agg"}
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"train_mura.py failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """One epoch on a tiny replica: (output folder, common arguments, stdout)."""
+    tmp = tmp_path_factory.mktemp("mura")
+    common = ["--cache-dir", tmp / "cache", "--size", 32, "--synthetic-patients", 24,
+              "--batch-size", 16, "--workers", 1, "--quiet"]
+    out = tmp / "out"
+    stdout = run_script("--out", out, "--epochs", 1, *common, cwd=tmp)
+    return out, common, stdout
+
+
+def read_predictions(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return rows
+
+
+def test_writes_every_output(run):
+    out, _, stdout = run
+    assert EXPECTED_FILES <= set(os.listdir(out))
+    for png in ("roc.png", "confusion.png", "curves.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "SYNTHETIC" in stdout
+    assert "backend: numpy" in stdout
+
+
+def test_metrics_json_agrees_with_predictions_csv(run):
+    out, _, _ = run
+    result = json.loads((out / "metrics.json").read_text())
+    rows = read_predictions(out / "predictions.csv")
+    assert list(rows[0]) == ["study", "study_type", "label", "probability"]
+    labels = np.array([int(r["label"]) for r in rows])
+    probabilities = np.array([float(r["probability"]) for r in rows])
+    predicted = (probabilities > 0.5).astype(int)
+    assert result["split"] == "valid"
+    assert result["studies"] == len(rows) == len({r["study"] for r in rows})
+    assert result["images"] >= result["studies"]
+    assert result["skipped_images"] == []
+    overall = result["overall"]
+    assert overall["accuracy"] == pytest.approx(np.mean(predicted == labels))
+    assert overall["auc"] == pytest.approx(metrics.roc_auc(labels, probabilities))
+    kappa = metrics.cohen_kappa(labels, predicted)
+    assert overall["kappa"] == pytest.approx(kappa, nan_ok=True)
+    types = sorted({r["study_type"] for r in rows})
+    assert sorted(result["per_study_type"]) == types
+    for study_type, row in result["per_study_type"].items():
+        assert row["studies"] == sum(r["study_type"] == study_type for r in rows)
+    # Studies are the CSV's study folders, and probabilities keep full precision.
+    assert all(r["study"].startswith("MURA-v1.1/valid/XR_") and r["study"].endswith("/") for r in rows)
+    assert all(repr(float(r["probability"])) == r["probability"] for r in rows)
+
+
+def test_evaluate_reproduces_the_metrics(run, tmp_path):
+    out, common, _ = run
+    again = tmp_path / "again"
+    run_script("--evaluate", out / "model.npz", "--out", again, *common, cwd=tmp_path)
+    first = json.loads((out / "metrics.json").read_text())
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["overall"] == pytest.approx(first["overall"], nan_ok=True)
+    assert read_predictions(again / "predictions.csv") == read_predictions(out / "predictions.csv")
+
+
+def test_resume_continues_from_the_last_epoch(run, tmp_path):
+    out, common, _ = run
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name in ("last.npz", "model.npz", "history.csv"):
+        (resumed / name).write_bytes((out / name).read_bytes())
+    run_script("--out", resumed, "--epochs", 2, "--resume", *common, cwd=tmp_path)
+    with open(resumed / "history.csv", newline="") as f:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
+    assert epochs == [1, 2]
