@@ -1,0 +1,103 @@
+"""Feeding a network: mini-batches, shuffling and data augmentation.
+
+``ArrayBatches`` turns a pair of arrays ``x`` (N, ...) and ``y`` (N,) into a
+re-iterable of ``(x_batch, y_batch)`` pairs, the form ``Sequential.fit`` takes
+besides plain arrays. Each pass over it is one epoch: it shuffles afresh,
+reproducibly from its seed, and ends with the last, smaller batch rather than
+dropping it. ``x`` may be a memory-mapped array far larger than memory: a batch
+reads only its own rows.
+
+``random_flip_rotate`` is the augmentation of the MURA paper: random
+horizontal flips and rotations of up to 30 degrees. Augmentation shows the
+network a slightly different version of every training image in each epoch,
+so that it learns what the images show, not the images themselves. It is used
+on training batches only; evaluation sees the images as they are.
+"""
+import numpy as np
+from scipy import ndimage
+
+from .backend import default_rng
+
+
+class ArrayBatches:
+    """Mini-batches ``(x, y)`` of arrays, shuffled afresh in every epoch.
+
+    ``x``: (N, ...) samples, any numeric dtype (a ``np.memmap`` works);
+    ``y``: (N,) integer labels. Each iteration yields ``ceil(N / batch_size)``
+    pairs ``(xb, yb)``: ``xb`` float32 (B, ...), ``yb`` int64 (B,), every sample
+    exactly once, the last batch holding the remainder.
+
+    A batch goes through three steps:
+
+    1. its rows of ``x`` are read and converted to float32;
+    2. ``augment(xb, rng)``, if given, changes them randomly (training only),
+       drawing from the iteration's generator ``rng``;
+    3. ``transform(xb)``, if given, maps them to what the network takes, e.g.
+       normalisation and a channel axis.
+
+    Iteration ``e`` (counting from 0) draws its order and its augmentations
+    from a generator seeded with ``(seed, e)``, so a run is reproducible from
+    ``seed`` yet every epoch differs; ``seed=None`` draws fresh entropy.
+    ``epoch`` counts the iterations begun so far.
+    """
+
+    def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None):
+        if len(x) != len(y):
+            raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
+        if int(batch_size) < 1:
+            raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size}")
+        self.x = x
+        self.y = np.asarray(y, dtype=np.int64)
+        self.batch_size = int(batch_size)
+        self.shuffle = shuffle
+        self.seed = seed
+        self.augment = augment
+        self.transform = transform
+        self.epoch = 0
+
+    def __len__(self):
+        """The number of batches in one epoch, the last partial batch included."""
+        return -(-len(self.y) // self.batch_size)
+
+    def __iter__(self):
+        rng = default_rng(None if self.seed is None else [self.seed, self.epoch])
+        self.epoch += 1
+        n = len(self.y)
+        order = rng.permutation(n) if self.shuffle else np.arange(n)
+        for start in range(0, n, self.batch_size):
+            # The order inside a batch does not matter to the gradient, and sorted
+            # rows read a memory-mapped file front to back.
+            rows = np.sort(order[start : start + self.batch_size])
+            xb = np.asarray(self.x[rows], dtype=np.float32)
+            if self.augment is not None:
+                xb = self.augment(xb, rng)
+            if self.transform is not None:
+                xb = self.transform(xb)
+            yield xb, self.y[rows]
+
+
+def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
+    """Randomly mirror and rotate a batch of images; returns a new float32 array.
+
+    ``x``: (B, H, W) or (B, H, W, C) images. Each image is mirrored left-right
+    with probability 1/2 when ``flip``, then rotated about its centre by an
+    angle drawn uniformly from [-max_degrees, max_degrees]. The rotated image
+    keeps its size (corners are cut off) and the area rotated in from outside
+    takes the value ``fill``, which should be the background (black, for an
+    X-ray). ``rng`` is a ``numpy.random.Generator``; the same generator state
+    gives the same result. ``max_degrees=0`` and ``flip=False`` return a copy
+    of ``x``.
+    """
+    x = np.array(x, dtype=np.float32)
+    if x.ndim not in (3, 4):
+        raise ValueError(f"random_flip_rotate: expected images (B, H, W) or (B, H, W, C), got shape {x.shape}")
+    if flip:
+        mirrored = rng.random(len(x)) < 0.5
+        x[mirrored] = x[mirrored, :, ::-1]
+    angles = rng.uniform(-max_degrees, max_degrees, size=len(x))
+    for image, angle in zip(x, angles):
+        if angle != 0.0:
+            # axes=(1, 0) turns the (height, width) plane; linear interpolation.
+            image[...] = ndimage.rotate(image, angle, axes=(1, 0), reshape=False, order=1,
+                                        mode="constant", cval=fill)
+    return x

@@ -1,0 +1,696 @@
+"""MURA: the musculoskeletal radiographs dataset, from the files on disk to training batches.
+
+MURA v1.1 (Rajpurkar et al., 2017) holds 40,561 X-ray images of upper
+extremities, grouped in studies; each study is labelled normal (0) or
+abnormal (1) by a radiologist. On disk::
+
+    MURA-v1.1/
+        train_image_paths.csv      MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png
+        train_labeled_studies.csv  MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1
+        valid_image_paths.csv      (the same for valid)
+        valid_labeled_studies.csv
+        train/XR_<TYPE>/patientNNNNN/studyK_positive|negative/imageJ.png
+        valid/...
+
+The CSV files have no header row, and they, not the folders, say what the
+dataset contains: copies made on a Mac carry ``._image1.png`` and
+``.DS_Store`` files that are not images of the dataset.
+
+The road from files to batches:
+
+1. ``find_root`` finds the ``MURA-v1.1`` folder, ``read_index`` reads a split's
+   two CSV files into one ``ImageRecord`` per image.
+2. ``load_image`` decodes one image (any PNG mode, 8 or 16 bits) into an
+   S x S uint8 greyscale array.
+3. ``load_mura`` decodes every image of a split once into a cache file
+   (see "The cache" below) and returns a ``MURA`` object whose ``train`` and
+   ``valid`` splits (``MURASplit``) hand out the images, the labels, the
+   studies, and batches for ``Sequential.fit``.
+
+``synthesize`` writes a small synthetic replica with the same layout, for
+trying everything out without the real dataset.
+
+Image preprocessing
+-------------------
+Every image becomes S x S greyscale uint8:
+
+* colour images become grey (ITU-R 601 luma: X-rays stored as RGB are grey
+  anyway); transparency is ignored; 16-bit images keep their full depth
+  until the contrast stretch below;
+* the image is resized so that it fits S x S. ``resize="pad"`` (the default)
+  keeps the aspect ratio and fills the rest of the square with black;
+  ``resize="squash"`` stretches it to the square. Pad is the default because
+  MURA images range from tall and narrow (forearm) to wide (hand), and
+  squashing would distort the angles and widths of bones that a diagnosis
+  rests on, differently in every image; rotation augmentation would then turn
+  that distortion into shears no real X-ray shows. Squash gives the bone more
+  pixels; it is what the MURA paper did (320 x 320);
+* its contrast is stretched so that its darkest pixel is 0 and its brightest
+  255 (per image: MURA's exposures and bit depths vary from image to image).
+
+Black (0) is the background: of an X-ray, of the padding, and of the corners
+that rotation augmentation brings in. The network sees
+``(pixel - mean) / std``, with the mean and standard deviation of all the
+training pixels.
+
+The cache
+---------
+Decoding 40,561 PNG files takes minutes, so each split is decoded once per
+image size and resize mode into ``<cache_dir>/mura-<root id>-<split>-<S>px-<resize>.npy``
+(uint8, N x S x S, about 2 GB for all of MURA at 224 px, opened memory-mapped so
+it is never read into memory at once) with ``.json`` beside it: the key, the
+image paths in row order, the unreadable images left out, and the pixel
+mean and standard deviation. uint8 is enough: after the contrast stretch
+an image has 256 grey levels, more than a network at these sizes can tell
+apart, and float32 would take four times the space.
+
+The key is a SHA-256 over the format version, the split, the size, the resize
+mode, the bytes of the split's two CSV files, and every image's path, byte size
+and modification time; when any of them changes, the cache is rebuilt. Both
+files are written to temporary files and renamed into place, the ``.json``
+last: the ``.json`` is what marks a cache as complete, so an interrupted build
+never leaves a cache that looks valid.
+"""
+import csv
+import functools
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import warnings
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from ..backend import default_rng
+from ..data import ArrayBatches, random_flip_rotate
+from ..utils import atomic_path
+
+FOLDER = "MURA-v1.1"
+SPLITS = ("train", "valid")
+STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
+RESIZE_MODES = ("pad", "squash")
+CACHE_FORMAT_VERSION = 1
+MAX_ROTATION_DEGREES = 30.0  # the MURA paper's augmentation
+SYNTHETIC_MARK = "SYNTHETIC"
+
+# Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
+_HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+# What Pillow raises for a file it cannot decode (truncated, corrupt, not an image).
+_UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+
+
+class UnreadableImageWarning(UserWarning):
+    """An image of the dataset could not be decoded and was left out."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of MURA, as the CSV files describe it.
+
+    ``study`` and ``path`` are as the CSV files give them, relative to the
+    folder above ``MURA-v1.1``: ``study`` ends with ``/``
+    (``MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/``) and ``path``
+    is that plus ``imageJ.png``. ``label``: 1 abnormal, 0 normal.
+    """
+
+    split: str
+    study_type: str
+    patient: str
+    study: str
+    path: str
+    label: int
+
+
+# ----------------------------------------------------------------- the index
+def find_root(path):
+    """The ``MURA-v1.1`` folder at or below ``path``, as a ``Path``.
+
+    ``path`` may be the folder itself, its parent, or the parent of a doubled
+    ``MURA-v1.1/MURA-v1.1`` that some downloads unpack into. The folder is
+    recognised by its ``train_labeled_studies.csv``; ``FileNotFoundError``
+    lists the places looked at when none has it.
+    """
+    path = Path(path)
+    candidates = [path, path / FOLDER, path / FOLDER / FOLDER]
+    for candidate in candidates:
+        if (candidate / "train_labeled_studies.csv").is_file():
+            return candidate
+    looked = ", ".join(str(c / "train_labeled_studies.csv") for c in candidates)
+    raise FileNotFoundError(f"MURA: train_labeled_studies.csv not found; looked for {looked}")
+
+
+def _image_file(root, csv_path):
+    """The file of an image or study whose CSV path is ``csv_path`` (``MURA-v1.1/...``).
+
+    The CSV paths start with the folder's own name, so they are resolved
+    against ``root`` itself; that works even when the folder was renamed.
+    """
+    return root.joinpath(*csv_path.rstrip("/").split("/")[1:])
+
+
+def _csv_rows(file):
+    """``(line number, row)`` for every non-blank row of a CSV file without a header row."""
+    if not file.is_file():
+        raise FileNotFoundError(f"MURA: {file} not found")
+    # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
+    with open(file, newline="", encoding="utf-8-sig") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if row:
+                yield line, [field.strip() for field in row]
+
+
+def _parse_path(text, split, parts_expected, where):
+    """The folders of a CSV path, checked against the MURA layout; errors name ``where``."""
+    parts = text.rstrip("/").split("/")
+    layout = f"{FOLDER}/{split}/XR_<TYPE>/patientNNNNN/studyK_positive|negative/" + (
+        "imageJ.png" if parts_expected == 6 else "")
+    if len(parts) != parts_expected or parts[0] != FOLDER or parts[1] != split or not parts[2].startswith("XR_"):
+        raise ValueError(f"MURA: {where}: {text!r} does not follow the layout {layout}")
+    return parts
+
+
+def _label_from_folder(study_folder, where):
+    if study_folder.endswith("_positive"):
+        return 1
+    if study_folder.endswith("_negative"):
+        return 0
+    raise ValueError(f"MURA: {where}: study folder {study_folder!r} ends neither in _positive nor in _negative")
+
+
+def read_index(root, split):
+    """The images of one split (``"train"`` or ``"valid"``) as a list of ``ImageRecord``.
+
+    Reads ``<split>_labeled_studies.csv`` and ``<split>_image_paths.csv``
+    (no header rows: every line is data), in the order of the image CSV.
+    Raises, naming the file and line: ``FileNotFoundError`` for a missing CSV
+    or image file; ``ValueError`` for an empty split, a path outside the layout, a label other
+    than 0/1, a label that contradicts the study folder's ``_positive`` /
+    ``_negative`` suffix, a study listed twice or without images, or an
+    image whose study is not listed.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"MURA: unknown split {split!r}; choose one of {SPLITS}")
+    root = find_root(root)
+    studies_csv = root / f"{split}_labeled_studies.csv"
+    images_csv = root / f"{split}_image_paths.csv"
+
+    study_labels = {}  # study path without its trailing "/" -> (study path as given, label)
+    for line, row in _csv_rows(studies_csv):
+        where = f"{studies_csv}, line {line}"
+        if len(row) != 2 or row[1] not in ("0", "1"):
+            raise ValueError(f"MURA: {where}: expected 'study folder path/,label' with label 0 or 1, got {row!r}")
+        study, label = row[0], int(row[1])
+        parts = _parse_path(study, split, 5, where)
+        if _label_from_folder(parts[4], where) != label:
+            raise ValueError(f"MURA: {where}: label {label} contradicts the study folder name {parts[4]!r}")
+        key = study.rstrip("/")
+        if key in study_labels:
+            raise ValueError(f"MURA: {where}: study {study!r} is listed twice")
+        study_labels[key] = (study, label)
+
+    records = []
+    studies_with_images = set()
+    for line, row in _csv_rows(images_csv):
+        where = f"{images_csv}, line {line}"
+        if len(row) != 1:
+            raise ValueError(f"MURA: {where}: expected one image path, got {row!r}")
+        path = row[0]
+        parts = _parse_path(path, split, 6, where)
+        study_key = "/".join(parts[:5])
+        if study_key not in study_labels:
+            raise ValueError(f"MURA: {where}: the study of {path!r} is not listed in {studies_csv}")
+        file = _image_file(root, path)
+        if not file.is_file():
+            raise FileNotFoundError(f"MURA: image {file} not found (listed in {where})")
+        study, label = study_labels[study_key]
+        records.append(ImageRecord(split, parts[2], parts[3], study, path, label))
+        studies_with_images.add(study_key)
+
+    if not records:
+        raise ValueError(f"MURA: {images_csv} lists no images")
+    empty = [study for key, (study, _) in study_labels.items() if key not in studies_with_images]
+    if empty:
+        raise ValueError(f"MURA: {len(empty)} studies of {studies_csv} have no image in {images_csv}, "
+                         f"e.g. {empty[0]!r}")
+    return records
+
+
+# ----------------------------------------------------------------- one image
+def _greyscale(image):
+    """The pixels of a Pillow image as float32 (H, W) grey levels, at full bit depth."""
+    if image.mode in _HIGH_DEPTH_MODES:
+        return np.asarray(image, dtype=np.float32)
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def load_image(file, size, resize="pad"):
+    """Decode an image file into a (size, size) uint8 greyscale array.
+
+    Any Pillow mode (L, LA, RGB, RGBA, P, 16-bit I;16, I, F). ``resize``:
+    ``"pad"`` keeps the aspect ratio and centres the image on black,
+    ``"squash"`` stretches it to the square. The contrast is then stretched
+    to 0..255 (see the module's docstring). Pillow's errors for unreadable
+    files propagate (``OSError`` and others).
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"load_image: resize must be one of {RESIZE_MODES}, got {resize!r}")
+    with Image.open(file) as image:
+        grey = _greyscale(image)
+    height, width = grey.shape
+    if resize == "squash":
+        new_height, new_width = size, size
+    else:
+        scale = size / max(height, width)
+        new_height, new_width = max(1, round(height * scale)), max(1, round(width * scale))
+    # Pillow's bilinear filter widens with the reduction, so shrinking averages, not skips, pixels.
+    small = np.asarray(Image.fromarray(grey).resize((new_width, new_height), Image.Resampling.BILINEAR))
+    low, high = float(small.min()), float(small.max())
+    stretched = (small - low) * (255.0 / (high - low)) if high > low else np.zeros_like(small)
+    square = np.zeros((size, size), dtype=np.uint8)
+    top, left = (size - new_height) // 2, (size - new_width) // 2
+    square[top : top + new_height, left : left + new_width] = np.clip(np.rint(stretched), 0, 255)
+    return square
+
+
+def _decode_or_error(file, size, resize):
+    """``(image, None)``, or ``(None, reason)`` for a file that cannot be decoded."""
+    try:
+        return load_image(file, size, resize), None
+    except _UNREADABLE_IMAGE_ERRORS as error:
+        return None, f"{type(error).__name__}: {error}"
+
+
+@contextmanager
+def _mapper(workers):
+    """A ``map`` that runs in ``workers`` processes (the built-in ``map`` for one)."""
+    if workers == 1:
+        yield map
+        return
+    pool = ProcessPoolExecutor(workers)
+    try:
+        yield functools.partial(pool.map, chunksize=16)
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+# ----------------------------------------------------------------- the cache
+def default_cache_dir():
+    """``$XDG_CACHE_HOME/minidl/mura``, or ``~/.cache/minidl/mura``."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "minidl" / "mura"
+
+
+def _cache_files(cache_dir, root, split, size, resize):
+    """The ``.npy`` and ``.json`` paths of one cache; datasets at different places never share them."""
+    root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
+    stem = f"mura-{root_id}-{split}-{size}px-{resize}"
+    return cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+
+
+def _cache_key(root, split, records, size, resize):
+    """SHA-256 over everything a cache depends on (see the module's docstring)."""
+    digest = hashlib.sha256()
+    settings = {"format_version": CACHE_FORMAT_VERSION, "split": split, "size": size, "resize": resize}
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for name in (f"{split}_labeled_studies.csv", f"{split}_image_paths.csv"):
+        digest.update((root / name).read_bytes())
+    for record in records:
+        stat = _image_file(root, record.path).stat()
+        digest.update(f"{record.path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _read_cache(npy_file, json_file, key):
+    """``(images memmap, index dict)`` of a complete cache with this key, else None."""
+    try:
+        index = json.loads(json_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    if index.get("format_version") != CACHE_FORMAT_VERSION or index.get("key") != key:
+        return None
+    try:
+        images = np.load(npy_file, mmap_mode="r")
+    except (FileNotFoundError, ValueError):
+        return None
+    if images.dtype != np.uint8 or list(images.shape) != index["shape"]:
+        return None
+    return images, index
+
+
+def _keep_first_rows(npy_file, rows):
+    """Shorten the array in ``npy_file`` to its first ``rows`` rows (after skipped images)."""
+    full = np.load(npy_file, mmap_mode="r")
+    with atomic_path(npy_file) as tmp:
+        part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
+        for start in range(0, rows, 1024):
+            stop = min(start + 1024, rows)
+            part[start:stop] = full[start:stop]
+        part.flush()
+        del part
+    del full
+
+
+def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
+    """Decode every image of ``records`` into the cache files; returns the index dict."""
+    npy_file.parent.mkdir(parents=True, exist_ok=True)
+    json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
+    files = [_image_file(root, record.path) for record in records]
+    kept, skipped = [], []
+    pixel_sum = pixel_square_sum = 0
+    decode = functools.partial(_decode_or_error, size=size, resize=resize)
+    with atomic_path(npy_file) as tmp:
+        images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
+        with _mapper(workers) as map_:
+            results = map_(decode, files)
+            bar = tqdm(results, total=len(files), desc=f"Caching MURA {split} at {size} px", unit="image",
+                       disable=not progress)
+            for record, file, (image, error) in zip(records, files, bar):
+                if error is not None:
+                    warnings.warn(f"MURA: left out unreadable image {file} ({error})", UnreadableImageWarning,
+                                  stacklevel=4)
+                    skipped.append({"path": record.path, "error": error})
+                    continue
+                images[len(kept)] = image
+                kept.append(record.path)
+                flat = image.ravel().astype(np.int64)
+                pixel_sum += int(flat.sum())
+                pixel_square_sum += int(flat @ flat)
+        images.flush()
+        del images
+        if not kept:
+            raise ValueError(f"MURA: none of the {len(records)} {split} images could be decoded")
+        if len(kept) < len(records):
+            _keep_first_rows(tmp, len(kept))
+    pixels = len(kept) * size * size
+    mean = pixel_sum / pixels
+    index = {
+        "format_version": CACHE_FORMAT_VERSION, "key": key, "split": split, "size": size, "resize": resize,
+        "dtype": "uint8", "shape": [len(kept), size, size],
+        "pixel_mean": mean, "pixel_std": math.sqrt(max(pixel_square_sum / pixels - mean**2, 0.0)),
+        "images": kept, "skipped_images": skipped,
+    }
+    with atomic_path(json_file) as tmp:
+        Path(tmp).write_text(json.dumps(index))
+    return index
+
+
+def _cached_split(root, split, size, resize, cache_dir, workers, progress):
+    """``(images memmap, kept records, cache index)`` of a split, building the cache if needed."""
+    records = read_index(root, split)
+    key = _cache_key(root, split, records, size, resize)
+    npy_file, json_file = _cache_files(cache_dir, root, split, size, resize)
+    cached = _read_cache(npy_file, json_file, key)
+    if cached is None:
+        index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress)
+        images = np.load(npy_file, mmap_mode="r")
+    else:
+        images, index = cached
+        for skip in index["skipped_images"]:
+            warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
+                          f"found when the cache {json_file} was built)", UnreadableImageWarning, stacklevel=3)
+    by_path = {record.path: record for record in records}
+    return images, [by_path[path] for path in index["images"]], index
+
+
+# ------------------------------------------------------------------ the data
+def class_weights(labels):
+    """The MURA paper's class weights for binary labels (1 abnormal), as ``{0: w_normal, 1: w_abnormal}``.
+
+    With ``A`` abnormal and ``N`` normal labels, ``w_abnormal = N / (A + N)``
+    and ``w_normal = A / (A + N)``: each class then weighs the same in the
+    loss in total. ``ValueError`` when a class is absent.
+    """
+    labels = np.asarray(labels)
+    abnormal, normal = int(np.sum(labels == 1)), int(np.sum(labels == 0))
+    if abnormal + normal != labels.size:
+        raise ValueError(f"class_weights: labels must be 0 or 1, got {np.unique(labels).tolist()}")
+    if abnormal == 0 or normal == 0:
+        raise ValueError(f"class_weights: need both classes, got {abnormal} abnormal and {normal} normal labels")
+    total = abnormal + normal
+    return {0: abnormal / total, 1: normal / total}
+
+
+class MURASplit:
+    """The images of one split (``train`` or ``valid``), decoded and cached.
+
+    Per image (N of them, in the order of the image CSV, unreadable ones left out):
+
+    * ``images``: (N, S, S) uint8 memory-mapped array, read-only;
+    * ``labels``: (N,) int64, 1 abnormal, 0 normal (the label of its study);
+    * ``study_ids``: (N,) int64, the index of its study in ``studies``;
+    * ``records``: list of N ``ImageRecord``.
+
+    Per study (M of them, in order of first appearance):
+
+    * ``studies``: (M,) str, the study folder path as the CSV gives it;
+    * ``study_labels``: (M,) int64; ``study_types``: (M,) str, e.g. ``"XR_WRIST"``.
+
+    And ``skipped_images`` (CSV paths of the unreadable images), ``mean`` and
+    ``std`` (of the training pixels, for normalisation).
+    """
+
+    def __init__(self, name, images, records, skipped_images, mean, std):
+        self.name = name
+        self.images = images
+        self.records = records
+        self.skipped_images = skipped_images
+        self.mean = mean
+        self.std = std
+        self.labels = np.array([record.label for record in records], dtype=np.int64)
+        first_image_of_study = {}
+        for i, record in enumerate(records):
+            first_image_of_study.setdefault(record.study, i)
+        study_index = {study: k for k, study in enumerate(first_image_of_study)}
+        self.study_ids = np.array([study_index[record.study] for record in records], dtype=np.int64)
+        firsts = [records[i] for i in first_image_of_study.values()]
+        self.studies = np.array([record.study for record in firsts], dtype=str)
+        self.study_labels = np.array([record.label for record in firsts], dtype=np.int64)
+        self.study_types = np.array([record.study_type for record in firsts], dtype=str)
+
+    def __len__(self):
+        return len(self.records)
+
+    def __repr__(self):
+        return (f"MURASplit({self.name!r}: {len(self)} images, {len(self.studies)} studies, "
+                f"{len(self.skipped_images)} skipped, images {self.images.shape})")
+
+    def normalise(self, images):
+        """(B, S, S) raw images -> (B, S, S, 1) float32 ``(pixel - mean) / std``, what the network takes."""
+        return ((np.asarray(images, dtype=np.float32) - self.mean) / self.std)[..., np.newaxis]
+
+    def batches(self, batch_size=32, shuffle=None, augment=None, seed=None):
+        """An ``ArrayBatches`` of ``(x, y)``: x (B, S, S, 1) float32 normalised, y (B,) int64.
+
+        ``shuffle`` and ``augment`` default to True for ``train`` and False for
+        ``valid``. Augmentation (random horizontal flips and rotations of up to
+        30 degrees, filled with black) is for training only: asking for it on
+        ``valid`` is a ``ValueError``. ``seed`` makes the epochs reproducible.
+        """
+        training = self.name == "train"
+        shuffle = training if shuffle is None else shuffle
+        augment = training if augment is None else augment
+        if augment and not training:
+            raise ValueError(f"MURASplit {self.name!r}: augmentation is for the training split only")
+        flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=MAX_ROTATION_DEGREES, fill=0.0)
+        return ArrayBatches(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed,
+                            augment=flip_rotate if augment else None, transform=self.normalise)
+
+
+class MURA:
+    """MURA at one image size: ``train`` and ``valid`` (``MURASplit``), both normalised with the training statistics.
+
+    Also ``root`` (the ``MURA-v1.1`` folder), ``size``, ``resize``, ``mean``,
+    ``std``, and ``synthetic`` (True for a replica made by ``synthesize``).
+    """
+
+    def __init__(self, root, size, resize, train, valid):
+        self.root, self.size, self.resize = root, size, resize
+        self.train, self.valid = train, valid
+        self.mean, self.std = train.mean, train.std
+        readme = root / "README.txt"
+        self.synthetic = readme.is_file() and readme.read_text().startswith(SYNTHETIC_MARK)
+
+    def __repr__(self):
+        kind = "synthetic replica" if self.synthetic else "dataset"
+        return f"MURA({kind} at {self.root}, {self.size} px, {self.resize}; train: {self.train}; valid: {self.valid})"
+
+    def class_weights(self, by_study_type=False):
+        """The MURA paper's class weights counted over the training images: ``{0: w_normal, 1: w_abnormal}``.
+
+        With ``by_study_type``, a dict ``{"XR_WRIST": {0: ..., 1: ...}, ...}``
+        counted over each study type's training images.
+        """
+        if not by_study_type:
+            return class_weights(self.train.labels)
+        types = np.array([record.study_type for record in self.train.records])
+        return {kind: class_weights(self.train.labels[types == kind]) for kind in sorted(set(types))}
+
+
+def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progress=True):
+    """Load MURA (or a replica) from ``root``, decoding into the cache on the first call; returns ``MURA``.
+
+    ``root``: the ``MURA-v1.1`` folder, its parent, or the parent of a doubled
+    ``MURA-v1.1/MURA-v1.1``. ``size``: images become size x size.
+    ``resize``: ``"pad"`` or ``"squash"`` (see the module's docstring).
+    ``cache_dir``: where the caches live (default ``default_cache_dir()``).
+    ``workers``: processes that decode images (default: the CPU count, at most
+    8; 1 decodes in this process). A script that passes more than 1 needs
+    the ``if __name__ == "__main__":`` guard wherever processes are not
+    forked (macOS, Windows, Linux from Python 3.14). ``progress``: show a
+    progress bar while decoding.
+
+    Unreadable images are left out, each with an ``UnreadableImageWarning``
+    naming the file, and listed in ``skipped_images``.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(f"load_mura: resize must be one of {RESIZE_MODES}, got {resize!r}")
+    if int(size) != size or size < 1:
+        raise ValueError(f"load_mura: size must be a positive integer, got {size!r}")
+    size = int(size)
+    workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
+    if workers < 1:
+        raise ValueError(f"load_mura: workers must be at least 1, got {workers}")
+    root = find_root(root)
+    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
+    loaded = {}
+    for split in SPLITS:
+        loaded[split] = _cached_split(root, split, size, resize, cache_dir, workers, progress)
+    mean, std = loaded["train"][2]["pixel_mean"], loaded["train"][2]["pixel_std"]
+    if std == 0:
+        raise ValueError(f"MURA: every training pixel is {mean}; the images carry no information")
+    splits = {
+        split: MURASplit(split, images, records, [skip["path"] for skip in index["skipped_images"]], mean, std)
+        for split, (images, records, index) in loaded.items()
+    }
+    return MURA(root, size, resize, splits["train"], splits["valid"])
+
+
+# ------------------------------------------------------ the synthetic replica
+def _synthetic_radiograph(rng, height, width, sign):
+    """A (height, width) float array in 0..255 that looks vaguely like an X-ray of one bone.
+
+    Dark background, a band of soft tissue, a bright bone with a darker
+    marrow cavity, noise; with ``sign``, a very bright elongated blob on the
+    bone (like the metal of a screw or plate, common in abnormal MURA studies).
+    """
+    short = min(height, width)
+    rows = np.arange(height, dtype=np.float32)[:, np.newaxis] - height * rng.uniform(0.4, 0.6)
+    cols = np.arange(width, dtype=np.float32)[np.newaxis, :] - width * rng.uniform(0.4, 0.6)
+    # The bone runs roughly along the long side of the image.
+    angle = rng.uniform(-0.4, 0.4) + (np.pi / 2 if width > height else 0.0)
+    across = cols * math.cos(angle) - rows * math.sin(angle)  # distance from the bone's axis
+    bone_half_width = rng.uniform(0.08, 0.14) * short
+    tissue = (across / (0.35 * short)) ** 2
+    bone = (across / bone_half_width) ** 2
+    bone = bone * bone * bone  # flat-topped profiles: exp(-d^4), exp(-d^6)
+    image = (rng.uniform(10, 25) + 50 * np.exp(-tissue * tissue)
+             + rng.uniform(0.8, 1.2) * (120 * np.exp(-bone) - 35 * np.exp(-64 * bone))
+             + 6 * rng.standard_normal((height, width), dtype=np.float32))
+    if sign:
+        along = cols * math.sin(angle) + rows * math.cos(angle) - rng.uniform(-0.3, 0.3) * max(height, width)
+        across = across - rng.uniform(-1, 1) * bone_half_width
+        turn = rng.uniform(0, np.pi)
+        length, thickness = rng.uniform(0.10, 0.16) * short, rng.uniform(0.04, 0.07) * short
+        u = (along * math.cos(turn) + across * math.sin(turn)) / length
+        v = (-along * math.sin(turn) + across * math.cos(turn)) / thickness
+        image += 140 * np.exp(-((u * u + v * v) ** 2))
+    return np.clip(image, 0, 255)
+
+
+def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_patient=2, max_images_per_study=3,
+               min_size=48, max_size=512, abnormal_fraction=0.4, sign_noise=0.1, seed=0):
+    """Write a synthetic replica of MURA v1.1 into ``root/MURA-v1.1``; returns that folder's ``Path``.
+
+    Same layout and CSV files as the real dataset (see the module's
+    docstring): the seven study types, 5-digit patient ids (train first, then
+    valid), 1..max_studies_per_patient studies per patient, all of one study
+    type, 1..max_images_per_study PNG images per study (mostly L, some RGB),
+    non-square, the long side drawn log-uniformly from [min_size, max_size]
+    pixels so that most are small. A share ``abnormal_fraction`` of each
+    split's studies (rounded) is abnormal.
+
+    The sign of abnormality is a very bright elongated blob on the bone. It
+    is noisy: each image shows it with probability ``1 - sign_noise`` if its
+    study is abnormal, ``sign_noise`` if normal. A ``README.txt`` inside says
+    that the data are synthetic and how they were made. The same arguments
+    give the same files. If ``root/MURA-v1.1`` exists already, it is returned
+    as it is when it is a replica made with the same arguments, and
+    ``FileExistsError`` is raised otherwise.
+    """
+    arguments = dict(train_patients=train_patients, valid_patients=valid_patients,
+                     max_studies_per_patient=max_studies_per_patient, max_images_per_study=max_images_per_study,
+                     min_size=min_size, max_size=max_size, abnormal_fraction=abnormal_fraction,
+                     sign_noise=sign_noise, seed=seed)
+    readme = (f"{SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
+              "minidl.datasets.mura.synthesize. These are NOT radiographs and NOT the MURA dataset:\n"
+              "each image is a drawn bone on a dark background, and the 'abnormal' sign is a bright blob,\n"
+              "shown by most images of abnormal studies and a few images of normal ones.\n"
+              "Results on this data say nothing about medical images.\n\n"
+              f"Arguments: {json.dumps(arguments, sort_keys=True)}\n")
+    root = Path(root)
+    target = root / FOLDER
+    if target.exists():
+        existing = target / "README.txt"
+        if existing.is_file() and existing.read_text() == readme:
+            return target
+        raise FileExistsError(f"synthesize: {target} exists and is not a replica made with these arguments; "
+                              "remove it or choose another root")
+    if train_patients < 1 or valid_patients < 1:
+        raise ValueError(f"synthesize: each split needs a patient, got {train_patients} and {valid_patients}")
+    if min_size < 2 or max_size < min_size:
+        raise ValueError(f"synthesize: need 2 <= min_size <= max_size, got {min_size} and {max_size}")
+    rng = default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden temporary folder first and renamed at the end.
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{FOLDER}."))
+    staging.chmod(0o755)  # mkdtemp makes it private to its owner
+    try:
+        first_patient = 1
+        for split, patients in (("train", train_patients), ("valid", valid_patients)):
+            _synthesize_split(staging, split, range(first_patient, first_patient + patients), rng, arguments)
+            first_patient += patients
+        (staging / "README.txt").write_text(readme)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _synthesize_split(folder, split, patient_numbers, rng, arguments):
+    """Write one split's images and its two CSV files into ``folder``."""
+    studies = []  # (study path, study type)
+    for number in patient_numbers:
+        study_type = STUDY_TYPES[rng.integers(len(STUDY_TYPES))]
+        for k in range(1, rng.integers(1, arguments["max_studies_per_patient"] + 1) + 1):
+            studies.append((f"{split}/{study_type}/patient{number:05d}/study{k}", study_type))
+    abnormal = np.zeros(len(studies), dtype=bool)
+    abnormal[rng.permutation(len(studies))[: round(arguments["abnormal_fraction"] * len(studies))]] = True
+
+    image_lines, study_lines = [], []
+    log_min, log_max = np.log(arguments["min_size"]), np.log(arguments["max_size"])
+    for (study, _), label in zip(studies, abnormal):
+        study_folder = f"{study}_{'positive' if label else 'negative'}"
+        (folder / study_folder).mkdir(parents=True)
+        study_lines.append(f"{FOLDER}/{study_folder}/,{int(label)}\n")
+        for j in range(1, rng.integers(1, arguments["max_images_per_study"] + 1) + 1):
+            long_side = int(round(np.exp(rng.uniform(log_min, log_max))))
+            short_side = max(2, int(round(long_side * rng.uniform(0.6, 0.95))))
+            height, width = (long_side, short_side) if rng.random() < 0.7 else (short_side, long_side)
+            sign = bool(label) != (rng.random() < arguments["sign_noise"])
+            pixels = np.rint(_synthetic_radiograph(rng, height, width, sign)).astype(np.uint8)
+            image = Image.fromarray(pixels)
+            if rng.random() < 0.25:
+                image = image.convert("RGB")
+            image.save(folder / study_folder / f"image{j}.png", compress_level=1)
+            image_lines.append(f"{FOLDER}/{study_folder}/image{j}.png\n")
+    (folder / f"{split}_image_paths.csv").write_text("".join(image_lines))
+    (folder / f"{split}_labeled_studies.csv").write_text("".join(study_lines))

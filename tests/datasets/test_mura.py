@@ -1,0 +1,426 @@
+"""The MURA loader (minidl.datasets.mura) on tiny hand-made trees and on the synthetic replica."""
+import os
+import re
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from minidl.datasets import mura
+from minidl.datasets.mura import (
+    STUDY_TYPES, UnreadableImageWarning, class_weights, find_root, load_image, load_mura, read_index, synthesize,
+)
+
+SIZE = 16
+
+
+def gradient(height=12, width=20, high=255, dtype=np.uint8):
+    """A left-to-right ramp from 0 to ``high``: every decoding of it must give the same picture."""
+    ramp = np.linspace(0, high, width)
+    return np.rint(np.tile(ramp, (height, 1))).astype(dtype)
+
+
+def png(mode, height=12, width=20):
+    """A Pillow image of the gradient in ``mode``."""
+    if mode == "I;16":
+        return Image.fromarray(gradient(height, width, high=4000, dtype=np.uint16))
+    grey = Image.fromarray(gradient(height, width))
+    if mode == "LA":
+        image = Image.merge("LA", (grey, Image.new("L", grey.size, 0)))  # fully transparent
+        return image
+    return grey.convert(mode)
+
+
+CORRUPT = b"\x89PNG\r\n\x1a\n" + b"not really a png" * 4
+
+
+def write_tree(parent, splits, folder="MURA-v1.1"):
+    """Write a MURA tree under ``parent/folder``; returns its path.
+
+    ``splits``: {split: [(study folder below the split, CSV label, [images])]}, an image
+    being a Pillow image or raw bytes. Also leaves the junk of a Mac copy around.
+    """
+    root = parent / folder
+    for split, studies in splits.items():
+        image_lines, study_lines = [], []
+        for study, label, images in studies:
+            (root / split / study).mkdir(parents=True)
+            study_lines.append(f"MURA-v1.1/{split}/{study}/,{label}\n")
+            for j, image in enumerate(images, start=1):
+                file = root / split / study / f"image{j}.png"
+                if isinstance(image, bytes):
+                    file.write_bytes(image)
+                else:
+                    image.save(file)
+                image_lines.append(f"MURA-v1.1/{split}/{study}/image{j}.png\n")
+            (root / split / study / "._image1.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+            (root / split / study / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+        (root / f"{split}_image_paths.csv").write_text("".join(image_lines))
+        (root / f"{split}_labeled_studies.csv").write_text("".join(study_lines))
+    (root / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    return root
+
+
+def quirky_splits():
+    return {
+        "train": [
+            ("XR_WRIST/patient00001/study1_positive", 1, [png("L"), png("RGB", 20, 12)]),
+            ("XR_HAND/patient00002/study1_negative", 0, [png("I;16"), png("LA"), png("RGBA")]),
+            ("XR_ELBOW/patient00003/study1_negative", 0, [CORRUPT, png("L", 30, 10)]),
+            ("XR_ELBOW/patient00003/study2_positive", 1, [png("L", 8, 8)]),
+        ],
+        "valid": [
+            ("XR_WRIST/patient00004/study1_positive", 1, [png("L")]),
+            ("XR_FINGER/patient00005/study1_negative", 0, [png("RGB"), png("L")]),
+        ],
+    }
+
+
+def load_quiet(root, cache_dir, **options):
+    """load_mura at SIZE px in this process, expecting the corrupt image's warning."""
+    with pytest.warns(UnreadableImageWarning, match=r"study1_negative[/\\]image1\.png"):
+        return load_mura(root, size=SIZE, cache_dir=cache_dir, workers=1, progress=False, **options)
+
+
+@pytest.fixture
+def quirky(tmp_path):
+    return write_tree(tmp_path / "data", quirky_splits())
+
+
+# ------------------------------------------------------------------ finding and indexing
+def test_the_first_csv_line_is_data_not_a_header(quirky):
+    records = read_index(quirky, "train")
+    assert len(records) == 8
+    first = records[0]
+    assert first.study == "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/"
+    assert first.path == first.study + "image1.png"
+    assert (first.split, first.study_type, first.patient, first.label) == ("train", "XR_WRIST", "patient00001", 1)
+    assert [r.path.rsplit("/", 1)[1] for r in records] == [f"image{j}.png" for j in (1, 2, 1, 2, 3, 1, 2, 1)]
+
+
+def test_the_root_is_found_from_itself_its_parent_and_a_doubled_folder(tmp_path):
+    root = write_tree(tmp_path / "plain", quirky_splits())
+    assert find_root(root) == root
+    assert find_root(root.parent) == root
+    doubled = write_tree(tmp_path / "doubled" / "MURA-v1.1", quirky_splits())
+    assert doubled == tmp_path / "doubled" / "MURA-v1.1" / "MURA-v1.1"
+    assert find_root(tmp_path / "doubled" / "MURA-v1.1") == doubled
+    assert find_root(tmp_path / "doubled") == doubled
+    assert len(read_index(tmp_path / "doubled", "valid")) == 3
+    with pytest.raises(FileNotFoundError, match="train_labeled_studies.csv"):
+        find_root(tmp_path)
+
+
+def test_a_missing_csv_is_an_error_naming_it(quirky):
+    (quirky / "valid_image_paths.csv").unlink()
+    read_index(quirky, "train")
+    with pytest.raises(FileNotFoundError, match="valid_image_paths.csv"):
+        read_index(quirky, "valid")
+
+
+def test_a_missing_image_is_an_error_naming_it(quirky):
+    (quirky / "train/XR_HAND/patient00002/study1_negative/image2.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"patient00002[/\\]study1_negative[/\\]image2\.png"):
+        read_index(quirky, "train")
+
+
+def test_a_label_that_contradicts_the_folder_name_is_an_error(tmp_path):
+    splits = quirky_splits()
+    splits["valid"][1] = ("XR_FINGER/patient00005/study1_negative", 1, [png("L")])
+    root = write_tree(tmp_path, splits)
+    with pytest.raises(ValueError, match=r"valid_labeled_studies.csv, line 2: label 1 contradicts .*study1_negative"):
+        read_index(root, "valid")
+
+
+def test_paths_outside_the_layout_are_errors_naming_the_line(quirky):
+    csv = quirky / "valid_image_paths.csv"
+    csv.write_text(csv.read_text() + "valid/XR_WRIST/patient00004/study1_positive/image1.png\n")
+    with pytest.raises(ValueError, match="valid_image_paths.csv, line 4"):
+        read_index(quirky, "valid")
+
+
+# ------------------------------------------------------------------ decoding
+@pytest.mark.parametrize("mode", ["RGB", "LA", "RGBA", "I;16", "P"])
+def test_every_mode_decodes_to_the_same_grey_picture(tmp_path, mode):
+    png("L").save(tmp_path / "grey.png")
+    png(mode).save(tmp_path / "other.png")
+    with Image.open(tmp_path / "other.png") as image:
+        assert image.mode == mode
+    grey = load_image(tmp_path / "grey.png", SIZE).astype(int)
+    other = load_image(tmp_path / "other.png", SIZE).astype(int)
+    assert grey.max() == 255
+    assert np.abs(grey - other).max() <= 2
+
+
+def test_pad_keeps_the_aspect_ratio_and_squash_fills_the_square(tmp_path):
+    png("L", height=10, width=40).save(tmp_path / "wide.png")
+    padded = load_image(tmp_path / "wide.png", SIZE, resize="pad")
+    squashed = load_image(tmp_path / "wide.png", SIZE, resize="squash")
+    assert padded.shape == squashed.shape == (SIZE, SIZE) and padded.dtype == np.uint8
+    content_rows = np.flatnonzero(padded.any(axis=1))
+    assert content_rows.tolist() == [6, 7, 8, 9]  # 10 x 40 -> 4 x 16, centred
+    assert squashed.any(axis=1).all()
+    assert padded[:, -1].max() == squashed[:, -1].max() == 255  # contrast stretched to the full range
+
+
+# ------------------------------------------------------------------ loading
+def test_the_quirky_tree_loads_with_the_corrupt_image_left_out(quirky, tmp_path):
+    data = load_quiet(quirky, tmp_path / "cache")
+    train = data.train
+    corrupt = "MURA-v1.1/train/XR_ELBOW/patient00003/study1_negative/image1.png"
+    assert train.skipped_images == [corrupt] and data.valid.skipped_images == []
+    assert len(train) == 7 and corrupt not in [r.path for r in train.records]
+    assert isinstance(train.images, np.memmap) and not train.images.flags.writeable
+    assert train.images.shape == (7, SIZE, SIZE) and train.images.dtype == np.uint8
+    assert np.all(train.images.max(axis=(1, 2)) == 255)
+    assert not any("._" in r.path for r in train.records + data.valid.records)
+    assert data.synthetic is False
+
+
+def test_images_are_grouped_by_study(quirky, tmp_path):
+    train = load_quiet(quirky, tmp_path / "cache").train
+    np.testing.assert_array_equal(train.labels, [1, 1, 0, 0, 0, 0, 1])
+    np.testing.assert_array_equal(train.study_ids, [0, 0, 1, 1, 1, 2, 3])
+    assert train.studies.tolist() == [
+        "MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/",
+        "MURA-v1.1/train/XR_HAND/patient00002/study1_negative/",
+        "MURA-v1.1/train/XR_ELBOW/patient00003/study1_negative/",
+        "MURA-v1.1/train/XR_ELBOW/patient00003/study2_positive/",
+    ]
+    np.testing.assert_array_equal(train.study_labels, [1, 0, 0, 1])
+    assert train.study_types.tolist() == ["XR_WRIST", "XR_HAND", "XR_ELBOW", "XR_ELBOW"]
+
+
+def test_class_weights_follow_the_mura_paper():
+    assert class_weights([1, 0, 0, 0]) == {0: 0.25, 1: 0.75}
+    weights = class_weights(np.array([1, 1, 0, 0, 0, 0, 1]))
+    assert weights == pytest.approx({0: 3 / 7, 1: 4 / 7})
+    with pytest.raises(ValueError, match="both classes"):
+        class_weights([0, 0])
+    with pytest.raises(ValueError, match="0 or 1"):
+        class_weights([0, 2])
+
+
+def test_class_weights_count_training_images_overall_and_per_study_type(tmp_path):
+    splits = {
+        "train": [
+            ("XR_HAND/patient00001/study1_positive", 1, [png("L")]),
+            ("XR_HAND/patient00002/study1_negative", 0, [png("L"), png("L"), png("L")]),
+            ("XR_WRIST/patient00003/study1_positive", 1, [png("L"), png("L")]),
+            ("XR_WRIST/patient00004/study1_negative", 0, [png("L"), png("L")]),
+        ],
+        "valid": [("XR_HAND/patient00005/study1_positive", 1, [png("L")] * 5)],
+    }
+    data = load_mura(write_tree(tmp_path, splits), size=8, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert data.class_weights() == pytest.approx({0: 3 / 8, 1: 5 / 8})
+    by_type = data.class_weights(by_study_type=True)
+    assert by_type.keys() == {"XR_HAND", "XR_WRIST"}
+    assert by_type["XR_HAND"] == pytest.approx({0: 1 / 4, 1: 3 / 4})
+    assert by_type["XR_WRIST"] == pytest.approx({0: 1 / 2, 1: 1 / 2})
+
+
+def test_batches_cover_every_image_normalised_with_the_training_statistics(quirky, tmp_path):
+    data = load_quiet(quirky, tmp_path / "cache")
+    pixels = np.asarray(data.train.images, dtype=np.float64)
+    assert data.mean == pytest.approx(pixels.mean()) and data.std == pytest.approx(pixels.std())
+    assert data.valid.mean == data.mean and data.valid.std == data.std
+    batches = data.train.batches(batch_size=3, augment=False, seed=0)
+    assert len(batches) == 3
+    pairs = list(batches)
+    assert [len(y) for _, y in pairs] == [3, 3, 1]
+    x = np.concatenate([xb for xb, _ in pairs])
+    assert x.shape == (7, SIZE, SIZE, 1) and x.dtype == np.float32
+    assert x.mean() == pytest.approx(0.0, abs=1e-5) and x.std() == pytest.approx(1.0, abs=1e-5)
+    assert sorted(np.concatenate([y for _, y in pairs]).tolist()) == sorted(data.train.labels.tolist())
+    valid = list(data.valid.batches(batch_size=2))
+    np.testing.assert_allclose(valid[0][0][..., 0], (data.valid.images[:2] - data.mean) / data.std, rtol=1e-6)
+
+
+def test_augmentation_is_for_training_only_and_seeded(quirky, tmp_path):
+    data = load_quiet(quirky, tmp_path / "cache")
+    assert data.train.batches().augment is not None and data.train.batches().shuffle
+    assert data.valid.batches().augment is None and not data.valid.batches().shuffle
+    with pytest.raises(ValueError, match="training split only"):
+        data.valid.batches(augment=True)
+    first = [x for x, _ in data.train.batches(batch_size=7, seed=1)][0]
+    again = [x for x, _ in data.train.batches(batch_size=7, seed=1)][0]
+    plain = [x for x, _ in data.train.batches(batch_size=7, augment=False, seed=1)][0]
+    np.testing.assert_array_equal(first, again)
+    assert not np.allclose(first, plain)
+
+
+# ------------------------------------------------------------------ the cache
+def cache_files(cache_dir):
+    return sorted(p.name for p in cache_dir.iterdir())
+
+
+def forbid_decoding(monkeypatch):
+    def decode(*args, **kwargs):
+        raise AssertionError("the cache should have been reused, not rebuilt")
+
+    monkeypatch.setattr(mura, "load_image", decode)
+
+
+def count_decoding(monkeypatch):
+    calls = []
+    real = mura.load_image
+
+    def decode(file, size, resize="pad"):
+        calls.append(file)
+        return real(file, size, resize)
+
+    monkeypatch.setattr(mura, "load_image", decode)
+    return calls
+
+
+def test_the_cache_is_reused(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = load_quiet(quirky, cache)
+    assert len(cache_files(cache)) == 4  # .npy and .json for train and valid
+    npy = cache / next(name for name in cache_files(cache) if "-train-" in name and name.endswith(".npy"))
+    mtime = npy.stat().st_mtime_ns
+    forbid_decoding(monkeypatch)
+    second = load_quiet(quirky, cache)  # the skipped image is reported again
+    np.testing.assert_array_equal(first.train.images, second.train.images)
+    assert second.train.skipped_images == first.train.skipped_images
+    assert second.mean == first.mean
+    assert npy.stat().st_mtime_ns == mtime
+
+
+def test_the_cache_is_rebuilt_when_an_image_changes(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    before = np.array(load_quiet(quirky, cache).valid.images)
+    Image.fromarray(gradient()[:, ::-1].copy()).save(quirky / "valid/XR_WRIST/patient00004/study1_positive/image1.png")
+    calls = count_decoding(monkeypatch)
+    after = load_quiet(quirky, cache)
+    assert len(calls) == 3  # valid only: the train cache still holds
+    np.testing.assert_array_equal(after.valid.images[0], before[0][:, ::-1])
+    assert len(cache_files(cache)) == 4
+
+
+def test_each_size_and_resize_mode_has_its_own_cache(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    load_quiet(quirky, cache)
+    calls = count_decoding(monkeypatch)
+    with pytest.warns(UnreadableImageWarning):
+        smaller = load_mura(quirky, size=12, cache_dir=cache, workers=1, progress=False)
+    assert smaller.train.images.shape == (7, 12, 12)
+    assert len(calls) == 11
+    load_quiet(quirky, cache, resize="squash")
+    assert len(calls) == 22
+    assert len(cache_files(cache)) == 12
+    load_quiet(quirky, cache)
+    assert len(calls) == 22
+
+
+def test_a_crash_mid_build_leaves_no_cache_that_looks_valid(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    real = mura.load_image
+    calls = []
+
+    def crash_on_the_third_image(file, size, resize="pad"):
+        calls.append(file)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(file, size, resize)
+
+    monkeypatch.setattr(mura, "load_image", crash_on_the_third_image)
+    with pytest.raises(KeyboardInterrupt):
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert cache_files(cache) == []  # no temporary file left either
+    load_quiet(quirky, cache)  # builds from scratch
+
+    # A crash while rebuilding a stale cache must not leave the old index in place.
+    (quirky / "train/XR_WRIST/patient00001/study1_positive/image1.png").write_bytes(
+        (quirky / "train/XR_ELBOW/patient00003/study2_positive/image1.png").read_bytes())
+    calls.clear()
+    with pytest.raises(KeyboardInterrupt):
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert not any(name.endswith(".json") and "-train-" in name for name in cache_files(cache))
+    calls_after = count_decoding(monkeypatch)
+    load_quiet(quirky, cache)
+    assert len(calls_after) == 8
+
+
+def test_decoding_in_worker_processes_gives_the_same_cache(quirky, tmp_path):
+    one = load_quiet(quirky, tmp_path / "one")
+    with pytest.warns(UnreadableImageWarning):
+        two = load_mura(quirky, size=SIZE, cache_dir=tmp_path / "two", workers=2, progress=False)
+    np.testing.assert_array_equal(one.train.images, two.train.images)
+    assert two.train.skipped_images == one.train.skipped_images
+
+
+def test_bad_options_are_clear_errors(quirky, tmp_path):
+    with pytest.raises(ValueError, match="resize"):
+        load_mura(quirky, resize="crop", cache_dir=tmp_path)
+    with pytest.raises(ValueError, match="size"):
+        load_mura(quirky, size=0, cache_dir=tmp_path)
+
+
+# ------------------------------------------------------------------ the synthetic replica
+LINE = re.compile(r"^MURA-v1\.1/(train|valid)/XR_[A-Z]+/patient\d{5}/study\d+_(positive|negative)/")
+
+
+@pytest.fixture(scope="module")
+def replica(tmp_path_factory):
+    parent = tmp_path_factory.mktemp("replica")
+    return synthesize(parent, train_patients=40, valid_patients=10, max_size=96, seed=3)
+
+
+def test_synthesize_writes_the_exact_layout(replica):
+    assert replica.name == "MURA-v1.1"
+    assert sorted(p.name for p in replica.iterdir()) == [
+        "README.txt", "train", "train_image_paths.csv", "train_labeled_studies.csv",
+        "valid", "valid_image_paths.csv", "valid_labeled_studies.csv"]
+    assert (replica / "README.txt").read_text().startswith("SYNTHETIC")
+    patients = {}
+    for split in ("train", "valid"):
+        image_lines = (replica / f"{split}_image_paths.csv").read_text().splitlines()
+        study_lines = (replica / f"{split}_labeled_studies.csv").read_text().splitlines()
+        assert all(LINE.match(line) and line.endswith(".png") for line in image_lines)  # first line too: no header
+        assert all(LINE.match(line) and re.search(r"/,[01]$", line) for line in study_lines)
+        files = sorted(str(p.relative_to(replica.parent)).replace(os.sep, "/")
+                       for p in (replica / split).rglob("*") if p.is_file())
+        assert files == sorted(image_lines)
+        patients[split] = {line.split("/")[3] for line in study_lines}
+        for line in study_lines:
+            assert line.split("/")[2] in STUDY_TYPES
+            assert line.endswith(",1") == ("_positive/" in line)
+    assert patients["train"].isdisjoint(patients["valid"])
+
+
+def test_synthesize_makes_about_40_percent_abnormal_studies_in_varied_pngs(replica):
+    for split in ("train", "valid"):
+        labels = [int(line[-1]) for line in (replica / f"{split}_labeled_studies.csv").read_text().splitlines()]
+        assert abs(np.mean(labels) - 0.4) <= 1 / len(labels)
+    modes, shapes = set(), set()
+    for file in (replica / "train").rglob("*.png"):
+        with Image.open(file) as image:
+            modes.add(image.mode)
+            shapes.add(image.size)
+    assert modes == {"L", "RGB"}
+    assert all(max(size) <= 96 for size in shapes) and any(w != h for w, h in shapes) and len(shapes) > 10
+
+
+def test_synthesize_is_reproducible_and_does_not_overwrite(replica, tmp_path):
+    again = synthesize(tmp_path, train_patients=40, valid_patients=10, max_size=96, seed=3)
+    for name in ("train_image_paths.csv", "valid_labeled_studies.csv"):
+        assert (again / name).read_bytes() == (replica / name).read_bytes()
+    study = (again / "train_image_paths.csv").read_text().splitlines()[0][len("MURA-v1.1/"):]
+    assert (again / study).read_bytes() == (replica / study).read_bytes()
+    assert synthesize(tmp_path, train_patients=40, valid_patients=10, max_size=96, seed=3) == again
+    with pytest.raises(FileExistsError, match="MURA-v1.1"):
+        synthesize(tmp_path, train_patients=40, valid_patients=10, max_size=96, seed=4)
+
+
+def test_the_synthetic_sign_is_learnable_but_noisy(replica, tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the replica has no unreadable image
+        data = load_mura(replica.parent, size=32, cache_dir=tmp_path, workers=1, progress=False)
+    assert data.synthetic
+    # The bright blob leaves few pixels near the top of the range, since everything else is darker.
+    bright = (np.asarray(data.train.images) >= 230).mean(axis=(1, 2))
+    threshold = np.median(bright)
+    accuracy = np.mean((bright < threshold) == data.train.labels)
+    assert 0.7 < accuracy < 0.97

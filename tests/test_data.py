@@ -1,0 +1,137 @@
+"""Batching, shuffling and augmentation (minidl.data)."""
+import numpy as np
+import pytest
+
+from minidl.data import ArrayBatches, random_flip_rotate
+
+
+def epoch(batches):
+    """The (x, y) batches of one iteration, as a list."""
+    return list(batches)
+
+
+def test_every_sample_once_per_epoch_with_the_last_partial_batch():
+    x = np.arange(10, dtype=np.uint8).reshape(10, 1) * np.ones((1, 3), dtype=np.uint8)
+    y = np.arange(10) % 2
+    batches = ArrayBatches(x, y, batch_size=4, shuffle=True, seed=1)
+    assert len(batches) == 3
+    for _ in range(3):
+        pairs = epoch(batches)
+        assert [len(yb) for _, yb in pairs] == [4, 4, 2]
+        seen = np.concatenate([xb[:, 0] for xb, _ in pairs])
+        assert sorted(seen.tolist()) == list(range(10))
+        for xb, yb in pairs:
+            assert xb.dtype == np.float32 and yb.dtype == np.int64
+            np.testing.assert_array_equal(yb, xb[:, 0].astype(int) % 2)  # labels stay with their samples
+
+
+def test_a_fresh_shuffle_each_epoch_reproducible_from_the_seed():
+    x, y = np.arange(50).reshape(50, 1), np.zeros(50)
+
+    def orders(seed, epochs=3):
+        batches = ArrayBatches(x, y, batch_size=7, shuffle=True, seed=seed)
+        return [np.concatenate([xb[:, 0] for xb, _ in batches]).tolist() for _ in range(epochs)]
+
+    first, again = orders(seed=3), orders(seed=3)
+    assert first == again
+    assert first[0] != first[1] != first[2]
+    assert orders(seed=4) != first
+
+
+def test_without_shuffle_the_order_is_the_array_order():
+    x = np.arange(7).reshape(7, 1)
+    batches = ArrayBatches(x, np.zeros(7), batch_size=3, shuffle=False)
+    assert [xb[:, 0].tolist() for xb, _ in batches] == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_augment_then_transform_are_applied_to_each_batch():
+    x = np.ones((5, 2, 2), dtype=np.uint8)
+    calls = []
+
+    def augment(xb, rng):
+        calls.append(isinstance(rng, np.random.Generator))
+        return xb * 3
+
+    batches = ArrayBatches(x, np.zeros(5), batch_size=2, shuffle=False, augment=augment,
+                           transform=lambda xb: (xb - 1)[..., None])
+    xbs = [xb for xb, _ in batches]
+    assert calls == [True, True, True]
+    assert xbs[0].shape == (2, 2, 2, 1)
+    assert all(np.all(xb == 2) for xb in xbs)
+
+
+def test_batches_read_a_memory_mapped_array(tmp_path):
+    images = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(9, 4, 4))
+    images[:] = np.arange(9, dtype=np.uint8)[:, None, None]
+    images.flush()
+    mapped = np.load(tmp_path / "x.npy", mmap_mode="r")
+    batches = ArrayBatches(mapped, np.arange(9), batch_size=4, seed=0)
+    for xb, yb in batches:
+        np.testing.assert_array_equal(xb[:, 0, 0], yb)
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match="3 samples in x but 2 labels"):
+        ArrayBatches(np.zeros((3, 1)), np.zeros(2))
+    with pytest.raises(ValueError, match="batch_size"):
+        ArrayBatches(np.zeros((3, 1)), np.zeros(3), batch_size=0)
+
+
+def images(n=6, size=9):
+    rng = np.random.default_rng(0)
+    return rng.random((n, size, size)).astype(np.float32)
+
+
+def test_flip_rotate_is_deterministic_for_a_seed():
+    x = images()
+    a = random_flip_rotate(x, np.random.default_rng(5))
+    b = random_flip_rotate(x, np.random.default_rng(5))
+    c = random_flip_rotate(x, np.random.default_rng(6))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert a.dtype == np.float32 and a.shape == x.shape
+
+
+def test_flips_are_exact_mirror_images():
+    x = images(n=40)
+    out = random_flip_rotate(x, np.random.default_rng(0), flip=True, max_degrees=0.0)
+    mirrored = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(out, x)])
+    unchanged = np.array([np.array_equal(o, xi) for o, xi in zip(out, x)])
+    assert np.all(mirrored | unchanged)
+    assert 5 < mirrored.sum() < 35
+
+
+def test_rotation_by_zero_is_the_identity_and_the_input_is_untouched():
+    x = images()
+    before = x.copy()
+    out = random_flip_rotate(x, np.random.default_rng(0), flip=False, max_degrees=0.0)
+    np.testing.assert_array_equal(out, before)
+    random_flip_rotate(x, np.random.default_rng(0))
+    np.testing.assert_array_equal(x, before)
+
+
+def test_rotation_fills_the_corners_with_the_background_and_keeps_the_centre():
+    x = np.ones((8, 21, 21, 1), dtype=np.float32)
+    rng = np.random.default_rng(1)
+    out = random_flip_rotate(x, rng, flip=False, max_degrees=30.0, fill=-2.0)
+    angles = np.random.default_rng(1).uniform(-30, 30, size=8)
+    for image, angle in zip(out, angles):
+        assert image.shape == (21, 21, 1)
+        assert image[10, 10, 0] == pytest.approx(1.0)
+        if abs(angle) > 10:
+            assert image[0, 0, 0] == pytest.approx(-2.0)
+
+
+def test_rotation_turns_a_bar():
+    x = np.zeros((1, 21, 21), dtype=np.float32)
+    x[0, 10, :] = 1.0  # a horizontal bar through the centre
+    # With flip=False the angle is the generator's first draw from [-max_degrees, max_degrees].
+    seed = next(s for s in range(100) if abs(np.random.default_rng(s).uniform(-90, 90)) > 75)
+    out = random_flip_rotate(x, np.random.default_rng(seed), flip=False, max_degrees=90.0)[0]
+    assert out[:, 10].sum() > 3 * out[10, :].sum()  # now nearly vertical
+    assert out[10, 10] == pytest.approx(1.0)
+
+
+def test_flip_rotate_rejects_a_single_image():
+    with pytest.raises(ValueError, match="expected images"):
+        random_flip_rotate(np.zeros((5, 5)), np.random.default_rng(0))
