@@ -76,9 +76,13 @@ class Sequential:
         if layer.rng is None:
             layer.rng = default_rng(self._seeds.spawn(1)[0])
         self.layers.append(layer)
-        self._update_input_grad_flags()
         if self.input_shape is not None:
-            self._build_layers(self.input_shape)
+            try:
+                self._build_layers(self.input_shape)
+            except ValueError:
+                self.layers.pop()  # a layer that does not fit is not added
+                raise
+        self._update_input_grad_flags()
 
     def _update_input_grad_flags(self):
         # Nothing upstream of the first layer needs dL/dx: skip that work.
@@ -87,21 +91,27 @@ class Sequential:
 
     def build(self, input_shape):
         """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
-        self.input_shape = tuple(int(s) for s in input_shape)
-        self._build_layers(self.input_shape)
+        input_shape = tuple(int(s) for s in input_shape)
+        self._build_layers(input_shape)
+        self.input_shape = input_shape
 
     def _build_layers(self, input_shape):
-        xp = backend_module()
-        shape = input_shape
+        # Check every layer's input shape first, so that a shape that does not fit
+        # leaves no layer built for it.
+        shapes, shape = [], input_shape
         for layer in self.layers:
-            if not layer.built:
-                layer.build_for(shape, xp, self.dtype)
-            elif not layer.accepts(shape):
+            rank_ok = layer.input_rank is None or len(shape) == layer.input_rank
+            if not rank_ok or (layer.built and not layer.accepts(shape)):
                 raise ValueError(
                     f"{layer.describe()}: expected input {layer.expected_shape_text()}, got (N, "
                     + ", ".join(map(str, shape)) + ")"
                 )
+            shapes.append(shape)
             shape = layer.output_shape(shape)
+        xp = backend_module()
+        for layer, layer_input in zip(self.layers, shapes):
+            if not layer.built:
+                layer.build_for(layer_input, xp, self.dtype)
         return shape
 
     @property
@@ -265,23 +275,30 @@ class Sequential:
 
     def _fit_epoch(self, batches, loss, epoch, epochs, verbose):
         total_loss, total_correct, seen = 0.0, 0, 0
-        bar = tqdm(batches, desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
+        # The bar is fed by hand rather than wrapping ``batches``: tqdm.auto's class
+        # calls iter() on what it wraps as soon as it is created, so wrapping would
+        # start every epoch's pass over a user's iterable twice.
+        bar = tqdm(total=len(batches) if hasattr(batches, "__len__") else None,
+                   desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=verbose != 1, leave=True, file=sys.stderr, dynamic_ncols=True)
-        for index, (xb, yb) in enumerate(bar):
-            xb, yb = self._to_device(*self._check_batch(xb, yb, "fit"))
-            value, correct = self._train_step(xb, yb, loss)
-            if not np.isfinite(value):
-                raise FloatingPointError(
-                    f"fit: the loss became {value} at epoch {epoch + 1}, batch {index + 1}; "
-                    "training stopped before that batch updated the weights "
-                    "(try a lower learning rate, or check the inputs for extreme values)"
-                )
-            n = len(yb)
-            total_loss += value * n
-            total_correct += correct
-            seen += n
-            bar.set_postfix(loss=f"{total_loss / seen:.4f}", accuracy=f"{total_correct / seen:.4f}")
-        bar.close()
+        try:
+            for index, (xb, yb) in enumerate(batches):
+                xb, yb = self._to_device(*self._check_batch(xb, yb, "fit"))
+                value, correct = self._train_step(xb, yb, loss)
+                if not np.isfinite(value):
+                    raise FloatingPointError(
+                        f"fit: the loss became {value} at epoch {epoch + 1}, batch {index + 1}; "
+                        "training stopped before that batch updated the weights "
+                        "(try a lower learning rate, or check the inputs for extreme values)"
+                    )
+                n = len(yb)
+                total_loss += value * n
+                total_correct += correct
+                seen += n
+                bar.update(1)
+                bar.set_postfix(loss=f"{total_loss / seen:.4f}", accuracy=f"{total_correct / seen:.4f}")
+        finally:
+            bar.close()
         if seen == 0:
             raise ValueError("fit: the training data produced no batches")
         return {"loss": total_loss / seen, "accuracy": total_correct / seen}
@@ -324,8 +341,11 @@ class Sequential:
             raise RuntimeError(f"{what}: call compile(optimizer, loss) first")
 
     def _check_images(self, x, what):
+        """Check the inputs' type and per-sample shape; an unbuilt model is built for that shape."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
+        if self.input_shape is None and self.layers:
+            self.build(x.shape[1:])
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape {tuple(x.shape)}"
@@ -342,8 +362,14 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
-        if not bool(get_array_module(x).isfinite(x).all()):
-            raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+        xp = get_array_module(x)
+        # In chunks of about 2**22 numbers: x may be a memory-mapped data set.
+        rows = max(1, 2**22 // max(1, int(np.prod(x.shape[1:]))))
+        for start in range(0, len(x), rows):
+            if not bool(xp.isfinite(x[start : start + rows]).all()):
+                raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+        if y.ndim == 1 and y.dtype.kind == "f" and not bool(get_array_module(y).all(y == y.round())):
+            raise ValueError(f"{what}: labels must be whole class indices, got non-integer or NaN values")
         classes = self.output_classes
         if classes is not None and y.ndim == 1 and len(y):
             low, high = y.min(), y.max()
@@ -371,6 +397,9 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         if int(batch_size) < 1:
             raise ValueError(f"{what}: batch_size must be positive, got {batch_size}")
+        # Check all the data now, not batch by batch: a bad sample near the end
+        # must not stop training after earlier batches have changed the weights.
+        self._check_batch(x, y, what)
         return ArrayBatches(x, y, int(batch_size), shuffle, seed=int(self.rng.integers(2**63)))
 
     def _validation_batches(self, data, batch_size):

@@ -1,7 +1,7 @@
 """Small helpers shared across minidl: atomic file writes."""
 import contextlib
 import os
-import tempfile
+import secrets
 
 
 @contextlib.contextmanager
@@ -19,8 +19,15 @@ def atomic_path(path):
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{base}.", suffix=".tmp")
-    os.close(fd)
+    # Not tempfile.mkstemp: it makes the file private (mode 0600), and the rename
+    # would pass that on to ``path``. Mode 0666 is filtered by the umask, as for open().
+    while True:
+        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            break
+        except FileExistsError:
+            continue
     try:
         yield tmp
         with open(tmp, "rb+") as f:

@@ -1,0 +1,285 @@
+"""Callbacks: EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, CSVLogger.
+
+Two kinds of test: the rules (patience, best-only, min_lr, ...) are checked by
+driving a callback through scripted epochs whose monitored values we choose,
+with the model's weights set to a different, known value in every epoch; then
+each callback runs inside a real ``fit``.
+"""
+import csv
+import os
+
+import numpy as np
+import pytest
+from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_images
+
+from minidl import Sequential
+from minidl.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+from minidl.optimizers import SGD, Adam
+
+
+def epoch_weights(model, epoch):
+    """Distinct, reproducible weights for scripted epoch ``epoch``."""
+    rng = np.random.default_rng(1000 + epoch)
+    return [rng.standard_normal(w.shape).astype(w.dtype) for w in model.get_weights()]
+
+
+def drive(callback, model, values, monitor="val_loss", after_epoch=None):
+    """Run ``callback`` through scripted epochs as ``fit`` would: epoch e sets the weights
+    to ``epoch_weights(model, e)`` and ends with logs ``{monitor: values[e]}``;
+    ``after_epoch(e)``, if given, runs after the callback's ``on_epoch_end``.
+
+    Returns the number of epochs run (fewer than ``len(values)`` if training stopped).
+    """
+    callback.set_model(model)
+    model.stop_training = False
+    callback.on_train_begin()
+    epochs = 0
+    for epoch, value in enumerate(values):
+        callback.on_epoch_begin(epoch)
+        model.set_weights(epoch_weights(model, epoch))
+        callback.on_epoch_end(epoch, {monitor: value, "lr": model.optimizer.lr})
+        if after_epoch is not None:
+            after_epoch(epoch)
+        epochs += 1
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return epochs
+
+
+def learnable_with_misleading_validation(seed=0):
+    """Training data a model learns, and validation data with every label flipped, so the
+    validation loss rises as training goes on and improvement soon stops."""
+    x, y = tiny_images(32, seed=seed)
+    xv, yv = tiny_images(16, seed=seed + 1)
+    return x, y, xv, 1 - yv
+
+
+# ------------------------------------------------------------- EarlyStopping
+@pytest.mark.parametrize("patience", [1, 2, 3])
+def test_early_stopping_stops_after_patience_epochs_without_improvement(patience):
+    model = tiny_cnn()
+    stopper = EarlyStopping(patience=patience)
+    values = [3.0, 2.0] + [2.5] * 10  # best at epoch 1, never improved on afterwards
+    assert drive(stopper, model, values) == 2 + patience
+    assert stopper.stopped_epoch == 1 + patience
+
+
+def test_early_stopping_waits_afresh_after_each_improvement_and_honours_min_delta():
+    model = tiny_cnn()
+    # Epoch 3 improves (1.0 < 2.0), resetting the wait; 4 and 5 do not: stop after epoch 5.
+    assert drive(EarlyStopping(patience=2), model, [3.0, 2.0, 2.5, 1.0, 1.5, 1.6, 0.5]) == 6
+    # With min_delta = 0.5, the drop from 2.0 to 1.8 is not an improvement.
+    assert drive(EarlyStopping(patience=2, min_delta=0.5), model, [2.0, 1.8, 1.9, 0.1]) == 3
+    # Accuracy is maximised.
+    stopper = EarlyStopping(monitor="val_accuracy", patience=1)
+    assert drive(stopper, model, [0.5, 0.7, 0.6, 0.9], monitor="val_accuracy") == 3
+
+
+def test_early_stopping_restores_the_best_epochs_weights_only_when_asked():
+    values = [3.0, 2.0, 2.5, 1.0, 1.5, 1.6, 1.7]
+    model = tiny_cnn()
+    drive(EarlyStopping(patience=2, restore_best_weights=True), model, values)
+    assert_weights_equal(model.get_weights(), epoch_weights(model, 3))
+
+    drive(EarlyStopping(patience=2, restore_best_weights=False), model, values)
+    assert_weights_equal(model.get_weights(), epoch_weights(model, 5))
+
+
+def test_early_stopping_in_fit_stops_and_restores_the_best_weights():
+    x, y, xv, yv = learnable_with_misleading_validation()
+    model = tiny_cnn(optimizer=Adam(0.05))
+    recorder = EpochRecorder()
+    patience = 2
+    history = model.fit(x, y, epochs=30, batch_size=8, validation_data=(xv, yv), verbose=0,
+                        callbacks=[recorder, EarlyStopping(patience=patience, restore_best_weights=True)])
+    val_loss = history.history["val_loss"]
+    best = int(np.argmin(val_loss))
+    assert len(val_loss) < 30, "the validation loss should stop improving"
+    assert len(val_loss) == best + patience + 1
+    assert_weights_equal(model.get_weights(), recorder.weights[best])
+    assert model.evaluate(xv, yv)["loss"] == pytest.approx(val_loss[best], rel=1e-6)
+
+
+def test_monitoring_a_missing_key_names_what_is_there():
+    x, y = tiny_images(8)
+    with pytest.raises(KeyError, match="val_loss"):
+        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[EarlyStopping(monitor="val_loss")])
+
+
+# ----------------------------------------------------------- ModelCheckpoint
+def _file_state(path):
+    """What identifies one version of a file: its inode (a rename gives a new one) and bytes."""
+    with open(path, "rb") as f:
+        return os.stat(path).st_ino, f.read()
+
+
+def test_checkpoint_replaces_the_file_only_when_the_monitored_value_improves(tmp_path):
+    path = tmp_path / "best.npz"
+    values = [3.0, 2.0, 2.5, 1.0, 1.5, 1.2]
+    improved = [True, True, False, True, False, False]
+    model = tiny_cnn()
+    states = []
+    drive(ModelCheckpoint(path, monitor="val_loss", save_best_only=True), model, values,
+          after_epoch=lambda epoch: states.append(_file_state(path)))
+    for epoch in range(1, len(values)):
+        changed = states[epoch] != states[epoch - 1]
+        assert changed == improved[epoch], f"epoch {epoch}"
+    assert sorted(os.listdir(tmp_path)) == ["best.npz"], "no temporary file may remain"
+
+    loaded = Sequential.load(path)
+    assert_weights_equal(loaded.get_weights(), epoch_weights(model, 3))
+
+
+def test_checkpoint_in_fit_holds_the_best_epochs_model(tmp_path):
+    x, y, xv, yv = learnable_with_misleading_validation(seed=3)
+    # Random labels: the validation loss goes up and down, so some epochs improve and some do not.
+    yv = np.random.default_rng(0).integers(0, 2, len(yv))
+    model = tiny_cnn(optimizer=Adam(0.05))
+    recorder = EpochRecorder()
+    path = tmp_path / "best.npz"
+    history = model.fit(x, y, epochs=8, batch_size=8, validation_data=(xv, yv), verbose=0,
+                        callbacks=[recorder, ModelCheckpoint(path, monitor="val_loss")])
+    best = int(np.argmin(history.history["val_loss"]))
+    assert best < 7, "precondition: later epochs must not improve, so the file must resist them"
+    loaded = Sequential.load(path)
+    assert_weights_equal(loaded.get_weights(), recorder.weights[best])
+    reference = tiny_cnn()
+    reference.set_weights(recorder.weights[best])
+    np.testing.assert_array_equal(loaded.predict(xv), reference.predict(xv))
+
+
+def test_checkpoint_with_a_pattern_and_every_epoch(tmp_path):
+    x, y = tiny_images(8)
+    model = tiny_cnn()
+    recorder = EpochRecorder()
+    pattern = str(tmp_path / "ckpt-{epoch:02d}-{loss:.3f}.npz")
+    model.fit(x, y, epochs=3, batch_size=4, verbose=0,
+              callbacks=[recorder, ModelCheckpoint(pattern, save_best_only=False)])
+    names = sorted(os.listdir(tmp_path))
+    assert names == [f"ckpt-{e + 1:02d}-{recorder.logs[e]['loss']:.3f}.npz" for e in range(3)]
+    for epoch, name in enumerate(names):
+        assert_weights_equal(Sequential.load(tmp_path / name).get_weights(), recorder.weights[epoch])
+
+
+def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "best.npz"
+    model = tiny_cnn()
+    checkpoint = ModelCheckpoint(path)
+    checkpoint.set_model(model)
+    model.set_weights(epoch_weights(model, 0))
+    checkpoint.on_epoch_end(0, {"val_loss": 2.0})
+    before = _file_state(path)
+
+    real_savez = np.savez
+
+    def crash_midway(file, **arrays):
+        real_savez(file, **dict(list(arrays.items())[:2]))  # part of the file is written...
+        raise OSError("disk full")  # ...then the write fails
+
+    monkeypatch.setattr(np, "savez", crash_midway)
+    model.set_weights(epoch_weights(model, 1))
+    with pytest.raises(OSError, match="disk full"):
+        checkpoint.on_epoch_end(1, {"val_loss": 1.0})
+    assert _file_state(path) == before
+    assert sorted(os.listdir(tmp_path)) == ["best.npz"]
+    monkeypatch.undo()
+    assert_weights_equal(Sequential.load(path).get_weights(), epoch_weights(model, 0))
+
+
+# --------------------------------------------------------- ReduceLROnPlateau
+def _lrs(callback, model, values):
+    """The learning rate after each scripted epoch."""
+    lrs = []
+    drive(callback, model, values, after_epoch=lambda epoch: lrs.append(model.optimizer.lr))
+    return lrs
+
+
+def test_reduce_lr_divides_by_ten_after_patience_stalled_epochs_down_to_min_lr():
+    model = tiny_cnn(optimizer=SGD(lr=0.1))
+    reducer = ReduceLROnPlateau(factor=0.1, patience=2, min_lr=1e-3)
+    lrs = _lrs(reducer, model, [1.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0])
+    assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-3], rel=1e-12)
+
+
+def test_reduce_lr_counts_only_consecutive_stalled_epochs():
+    model = tiny_cnn(optimizer=SGD(lr=0.1))
+    reducer = ReduceLROnPlateau(factor=0.1, patience=2)
+    # Improvements at epochs 2 and 4 reset the count; epochs 5 and 6 stall: the cut comes after 6.
+    lrs = _lrs(reducer, model, [1.0, 1.1, 0.9, 1.0, 0.8, 0.85, 0.9])
+    assert lrs == pytest.approx([0.1] * 6 + [0.01], rel=1e-12)
+
+
+def test_reduce_lr_never_goes_below_min_lr_even_when_the_factor_would_jump_past_it():
+    model = tiny_cnn(optimizer=SGD(lr=0.1))
+    lrs = _lrs(ReduceLROnPlateau(factor=0.1, patience=1, min_lr=0.05), model, [1.0, 2.0, 2.0, 2.0])
+    assert lrs == pytest.approx([0.1, 0.05, 0.05, 0.05], rel=1e-12)
+
+
+def test_reduce_lr_in_fit_changes_the_optimisers_rate():
+    x, y, xv, yv = learnable_with_misleading_validation(seed=5)
+    model = tiny_cnn(optimizer=Adam(0.05))
+    history = model.fit(x, y, epochs=8, batch_size=8, validation_data=(xv, yv), verbose=0,
+                        callbacks=[ReduceLROnPlateau(factor=0.1, patience=1, min_lr=1e-5)])
+    lrs = history.history["lr"]  # the rate each epoch trained with
+    assert lrs[0] == pytest.approx(0.05)
+    assert model.optimizer.lr < lrs[0]
+    for before, after in zip(lrs, lrs[1:] + [model.optimizer.lr]):
+        assert after == pytest.approx(before) or after == pytest.approx(max(before / 10, 1e-5))
+
+
+# ------------------------------------------------------------------ CSVLogger
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_csv_logger_writes_one_row_per_epoch_to_disk_as_each_epoch_ends(tmp_path):
+    path = tmp_path / "log.csv"
+    x, y = tiny_images(16)
+    xv, yv = tiny_images(8, seed=1)
+    rows_seen = []
+
+    class ReadBack(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            rows_seen.append(len(_rows(path)))  # read by another handle while training runs
+
+    recorder = EpochRecorder()
+    model = tiny_cnn()
+    model.fit(x, y, epochs=3, batch_size=8, validation_data=(xv, yv), verbose=0,
+              callbacks=[recorder, CSVLogger(path), ReadBack()])
+    assert rows_seen == [1, 2, 3]
+    rows = _rows(path)
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
+    for epoch, (row, logs) in enumerate(zip(rows, recorder.logs)):
+        assert int(row["epoch"]) == epoch + 1
+        for key, value in logs.items():
+            assert float(row[key]) == value, (epoch, key)
+
+
+def test_csv_logger_keeps_the_finished_epochs_when_training_crashes(tmp_path):
+    path = tmp_path / "log.csv"
+    x, y = tiny_images(16)
+
+    class Crash(Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 3:
+                raise RuntimeError("power cut")
+
+    recorder = EpochRecorder()
+    with pytest.raises(RuntimeError, match="power cut"):
+        tiny_cnn().fit(x, y, epochs=10, batch_size=8, verbose=0, callbacks=[recorder, CSVLogger(path), Crash()])
+    rows = _rows(path)
+    assert [int(row["epoch"]) for row in rows] == [1, 2, 3]
+    assert [float(row["loss"]) for row in rows] == [logs["loss"] for logs in recorder.logs]
+
+
+def test_csv_logger_starts_afresh_or_appends(tmp_path):
+    path = tmp_path / "log.csv"
+    x, y = tiny_images(16)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[CSVLogger(path)])
+    model.fit(x, y, epochs=4, initial_epoch=2, batch_size=8, verbose=0, callbacks=[CSVLogger(path, append=True)])
+    assert [int(row["epoch"]) for row in _rows(path)] == [1, 2, 3, 4]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[CSVLogger(path)])
+    assert [int(row["epoch"]) for row in _rows(path)] == [1]

@@ -1,0 +1,478 @@
+"""Sequential: fit / train_on_batch / evaluate / predict / summary, freezing, determinism,
+bad input, non-finite losses, and learning a non-linear image task."""
+import re
+
+import numpy as np
+import pytest
+from model_fixtures import (
+    IMAGE_SHAPE,
+    assert_weights_equal,
+    bar_images,
+    cross_entropy,
+    epochs_of,
+    id_features,
+    recording_model,
+    tiny_cnn,
+    tiny_images,
+    weights_differ,
+)
+from numpy.testing import assert_allclose
+
+from minidl import Sequential
+from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
+from minidl.losses import CrossEntropy
+from minidl.optimizers import SGD, Adam
+
+
+class Reiterable:
+    """A re-iterable of fixed ``(x, y)`` batches that counts how often it was iterated."""
+
+    def __init__(self, batches):
+        self.batches = batches
+        self.passes = 0
+
+    def __iter__(self):
+        self.passes += 1
+        return iter(self.batches)
+
+
+# ------------------------------------------------------------------ batching
+def test_fit_makes_a_full_freshly_shuffled_pass_each_epoch_including_the_last_partial_batch():
+    n, batch_size, epochs = 23, 5, 4
+    x, y = id_features(n)
+    model, recorder = recording_model()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0)
+
+    per_epoch = epochs_of(recorder.training_batches(), per_epoch=5)
+    assert len(per_epoch) == epochs
+    orders = []
+    for batches in per_epoch:
+        assert [len(b) for b in batches] == [5, 5, 5, 5, 3]
+        seen = [i for b in batches for i in b]
+        assert sorted(seen) == list(range(n)), "every sample exactly once per epoch"
+        orders.append(seen)
+    assert all(order != list(range(n)) for order in orders), "shuffle=True must shuffle"
+    assert len({tuple(order) for order in orders}) == epochs, "each epoch needs a fresh order"
+
+
+def test_fit_without_shuffle_keeps_the_order():
+    x, y = id_features(11)
+    model, recorder = recording_model()
+    model.fit(x, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    expected = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+    assert recorder.training_batches() == expected * 2
+
+
+def test_fit_takes_a_reiterable_of_batches_and_passes_over_it_each_epoch():
+    x, y = id_features(10)
+    batches = Reiterable([(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])])
+    model, recorder = recording_model()
+    history = model.fit(batches, epochs=3, verbose=0)
+    assert batches.passes == 3
+    assert recorder.training_batches() == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]] * 3
+    assert len(history.history["loss"]) == 3
+
+
+# ------------------------------------------------------------------- history
+def test_history_has_per_epoch_loss_accuracy_and_validation_metrics():
+    x, y = tiny_images(40, seed=1)
+    xv, yv = tiny_images(17, seed=2)
+    model = tiny_cnn()
+    history = model.fit(x, y, epochs=3, batch_size=8, validation_data=(xv, yv), verbose=0)
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        assert len(history.history[key]) == 3, key
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    # The last epoch's validation metrics are those of the final weights.
+    final = model.evaluate(xv, yv)
+    assert history.history["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-6)
+    assert history.history["val_accuracy"][-1] == pytest.approx(final["accuracy"])
+
+
+def test_validation_data_may_be_a_reiterable_of_batches():
+    x, y = tiny_images(20, seed=1)
+    xv, yv = tiny_images(11, seed=2)
+    batches = Reiterable([(xv[:4], yv[:4]), (xv[4:8], yv[4:8]), (xv[8:], yv[8:])])
+    model = tiny_cnn()
+    history = model.fit(x, y, epochs=2, batch_size=8, validation_data=batches, verbose=0)
+    assert batches.passes == 2
+    final = model.evaluate(xv, yv)
+    assert history.history["val_loss"][-1] == pytest.approx(final["loss"], rel=1e-6)
+    assert history.history["val_accuracy"][-1] == pytest.approx(final["accuracy"])
+
+
+def test_epoch_loss_and_accuracy_average_over_samples_not_batches():
+    # With lr = 0 the weights stay put, so the epoch's training metrics must equal
+    # evaluate() on the training set; 23 samples in batches of 7 (7, 7, 7, 2) make
+    # a mean of the batch means differ from the mean over samples.
+    x, y = tiny_images(23, seed=3)
+    model = tiny_cnn(optimizer=SGD(lr=0.0))
+    history = model.fit(x, y, epochs=1, batch_size=7, verbose=0)
+    expected = model.evaluate(x, y)
+    assert history.history["loss"][0] == pytest.approx(expected["loss"], rel=1e-6)
+    assert history.history["accuracy"][0] == pytest.approx(expected["accuracy"])
+
+
+# ------------------------------------------------------------------ verbosity
+def test_progress_bar_shows_loss_and_accuracy(capfd):
+    x, y = tiny_images(20)
+    tiny_cnn().fit(x, y, epochs=2, batch_size=8, verbose=1)
+    out, err = capfd.readouterr()
+    shown = out + err
+    assert "Epoch 1/2" in shown and "Epoch 2/2" in shown
+    assert re.search(r"loss=\d+\.\d+", shown)
+    assert re.search(r"accuracy=\d+\.\d+", shown)
+
+
+def test_verbose_2_prints_one_line_per_epoch(capfd):
+    x, y = tiny_images(20)
+    tiny_cnn().fit(x, y, epochs=3, batch_size=8, verbose=2)
+    out, err = capfd.readouterr()
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 3
+    assert all("loss" in line and "accuracy" in line for line in lines)
+
+
+def test_verbose_0_prints_nothing(capfd):
+    x, y = tiny_images(20)
+    xv, yv = tiny_images(10, seed=1)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=2, batch_size=8, validation_data=(xv, yv), verbose=0)
+    model.evaluate(xv, yv)
+    model.predict(xv)
+    assert capfd.readouterr() == ("", "")
+
+
+# ------------------------------------------------------- one step, evaluate, predict
+def test_train_on_batch_returns_the_batch_loss_and_updates_the_weights():
+    x, y = tiny_images(16, seed=4)
+    model = tiny_cnn()
+    before = model.get_weights()
+    expected = cross_entropy(model.predict(x), y)
+    loss = model.train_on_batch(x, y)
+    assert isinstance(loss, float)
+    assert loss == pytest.approx(expected, rel=1e-5)
+    assert weights_differ(before, model.get_weights())
+    losses = [model.train_on_batch(x, y) for _ in range(10)]
+    assert losses[-1] < loss
+
+
+def test_evaluate_returns_the_cross_entropy_and_accuracy_of_predict():
+    x, y = tiny_images(30, seed=5)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    p = model.predict(x)
+    result = model.evaluate(x, y, batch_size=7)
+    assert set(result) == {"loss", "accuracy"}
+    assert result["loss"] == pytest.approx(cross_entropy(p, y), rel=1e-5)
+    assert result["loss"] == pytest.approx(CrossEntropy().forward(p, y), rel=1e-5)
+    assert result["accuracy"] == pytest.approx(np.mean(p.argmax(axis=1) == y))
+    assert model.evaluate(x, y, batch_size=100)["loss"] == pytest.approx(result["loss"], rel=1e-6)
+
+
+def test_predict_returns_numpy_probabilities_in_batches():
+    x, _ = id_features(10)
+    model, recorder = recording_model()
+    p = model.predict(x, batch_size=4)
+    assert type(p) is np.ndarray
+    assert p.shape == (10, 2) and p.dtype == np.float32
+    assert np.all((p >= 0) & (p <= 1))
+    assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
+    assert recorder.calls == [(False, [0, 1, 2, 3]), (False, [4, 5, 6, 7]), (False, [8, 9])]
+
+
+def test_predict_does_not_depend_on_the_batch_size():
+    x, _ = tiny_images(25, seed=6)
+    model = tiny_cnn(dropout=0.5)  # dropout must be off when predicting
+    reference = model.predict(x, batch_size=256)
+    for batch_size in (1, 7, 25):
+        assert_allclose(model.predict(x, batch_size=batch_size), reference, rtol=1e-6, atol=1e-7)
+
+
+# ------------------------------------------------------------------- summary
+def test_summary_lists_layers_output_shapes_and_parameter_counts():
+    model = tiny_cnn()
+    model.layers[0].trainable = False
+    lines = []
+    text = model.summary(print_fn=lines.append)
+    assert lines == [text]
+
+    rows = {}
+    for line in text.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if len(cells) == 3 and cells[0] != "Layer (type)":
+            rows[cells[0].split()[0]] = cells
+    expected_shapes = {
+        "conv": "(None, 4, 4, 3)", "relu": "(None, 4, 4, 3)", "pool": "(None, 2, 2, 3)",
+        "flatten": "(None, 12)", "head": "(None, 2)", "softmax": "(None, 2)",
+    }
+    assert list(rows) == [layer.name for layer in model.layers] == list(expected_shapes)
+    for layer in model.layers:
+        name_cell, shape_cell, count_cell = rows[layer.name]
+        assert type(layer).__name__ in name_cell
+        assert shape_cell == expected_shapes[layer.name]
+        assert int(count_cell.replace(",", "")) == sum(p.size for p in layer.params.values())
+    assert rows["conv"][2] == "30" and rows["head"][2] == "26"  # 3*3*1*3 + 3, 12*2 + 2
+
+    def total(label):
+        match = re.search(rf"^{label} params: ([\d,]+)$", text, re.MULTILINE)
+        return int(match.group(1).replace(",", ""))
+
+    assert total("Total") == model.count_params() == 56
+    assert total("Trainable") == 26
+    assert total("Non-trainable") == 30
+
+
+# ------------------------------------------------------------------- freezing
+def test_a_frozen_layer_keeps_its_weights_and_its_gradients_are_not_computed():
+    x, y = tiny_images(24, seed=7)
+    model = tiny_cnn()
+    conv, head = model.layers[0], model.layers[-2]
+    conv.trainable = False
+    for g in conv.grads.values():
+        g[...] = 123.0  # a sentinel that a backward pass would overwrite
+    conv_before = {k: v.copy() for k, v in conv.params.items()}
+    head_before = {k: v.copy() for k, v in head.params.items()}
+
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+
+    for k in conv.params:
+        np.testing.assert_array_equal(conv.params[k], conv_before[k])
+        assert np.all(conv.grads[k] == 123.0), f"the frozen layer's grads[{k!r}] were computed"
+    assert all(not np.array_equal(head.params[k], head_before[k]) for k in head.params)
+
+
+def test_a_frozen_layer_between_trainable_ones_still_passes_gradients_through():
+    x, y = tiny_images(24, seed=8)
+    model = Sequential(
+        [Conv2D(2, 3, name="c1"), ReLU(), Conv2D(2, 3, name="c2"), Flatten(), Dense(2, name="d"), Softmax()],
+        input_shape=IMAGE_SHAPE, seed=0,
+    )
+    model.layers[2].trainable = False
+    model.compile(Adam(0.01))
+    before = {layer.name: [v.copy() for v in layer.params.values()] for layer in model.layers if layer.params}
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    after = {layer.name: list(layer.params.values()) for layer in model.layers if layer.params}
+    assert_weights_equal(before["c2"], after["c2"])
+    assert weights_differ(before["c1"], after["c1"]), "the layer below a frozen one must still learn"
+    assert weights_differ(before["d"], after["d"])
+
+
+def test_changing_trainable_after_training_started_asks_for_compile_again():
+    x, y = tiny_images(16)
+    model = tiny_cnn()
+    model.train_on_batch(x, y)
+    model.layers[0].trainable = False
+    with pytest.raises(RuntimeError, match="compile"):
+        model.train_on_batch(x, y)
+    model.compile(Adam(0.01))
+    before = model.layers[0].params["W"].copy()
+    model.train_on_batch(x, y)
+    np.testing.assert_array_equal(model.layers[0].params["W"], before)
+
+
+# ---------------------------------------------------------------- class_weight
+@pytest.mark.parametrize("class_weight", [{0: 3.0, 1: 0.5}, {0: 1.0, 1: 0.0}])
+def test_class_weight_makes_the_training_loss_the_weighted_cross_entropy(class_weight):
+    x, y = tiny_images(23, seed=9)
+    assert 0 < y.sum() < len(y)
+    model = tiny_cnn(optimizer=SGD(lr=0.0))  # weights fixed: the epoch loss is one number
+    p = model.predict(x)
+    weighted = model.fit(x, y, epochs=1, batch_size=7, class_weight=class_weight, verbose=0)
+    plain = model.fit(x, y, epochs=1, batch_size=7, verbose=0)
+    assert weighted.history["loss"][0] == pytest.approx(cross_entropy(p, y, class_weight), rel=1e-5)
+    assert plain.history["loss"][0] == pytest.approx(cross_entropy(p, y), rel=1e-5)
+    assert weighted.history["loss"][0] != pytest.approx(plain.history["loss"][0], rel=1e-3)
+
+
+def test_class_weight_changes_the_updates():
+    x, y = tiny_images(16, seed=10)
+    plain, weighted = tiny_cnn(optimizer=SGD(0.1)), tiny_cnn(optimizer=SGD(0.1))
+    plain.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    weighted.fit(x, y, epochs=1, batch_size=16, class_weight={0: 1.0, 1: 4.0}, verbose=0)
+    assert weights_differ(plain.get_weights(), weighted.get_weights())
+
+
+# ---------------------------------------------------------------- determinism
+def _layers():
+    return [Conv2D(3, 3), ReLU(), MaxPool2D(2), Flatten(), Dropout(0.3), Dense(2), Softmax()]
+
+
+def test_the_same_seed_gives_the_same_initial_weights_and_another_seed_different_ones():
+    a = Sequential(_layers(), input_shape=IMAGE_SHAPE, seed=42).get_weights()
+    b = Sequential(_layers(), input_shape=IMAGE_SHAPE, seed=42).get_weights()
+    c = Sequential(_layers(), input_shape=IMAGE_SHAPE, seed=43).get_weights()
+    lazy = Sequential(_layers(), seed=42)
+    lazy.build(IMAGE_SHAPE)
+    assert_weights_equal(a, b)
+    assert_weights_equal(a, lazy.get_weights())
+    assert all(not np.array_equal(u, v) for u, v in zip(a[::2], c[::2])), "kernels must differ"
+
+
+def test_the_same_seed_gives_the_same_training_run():
+    x, y = tiny_images(30, seed=11)
+    xv, yv = tiny_images(10, seed=12)
+
+    def run(seed):
+        model = Sequential(_layers(), input_shape=IMAGE_SHAPE, seed=seed)
+        model.compile(Adam(0.01))
+        history = model.fit(x, y, epochs=3, batch_size=8, validation_data=(xv, yv), verbose=0)
+        return model.get_weights(), history.history
+
+    weights_1, history_1 = run(5)
+    weights_2, history_2 = run(5)
+    assert_weights_equal(weights_1, weights_2)
+    assert history_1 == history_2
+    weights_3, _ = run(6)
+    assert weights_differ(weights_1, weights_3)
+
+
+# ------------------------------------------------------------------ bad input
+def _bad_inputs():
+    """``(id, x, y, message pattern)``: each defect sits in the *last* sample, so the
+    earlier batches would already have trained if the check came batch by batch."""
+    x, y = tiny_images(20, seed=13)
+    y_float = y.astype(np.float64)
+
+    def last(array, value):
+        array = array.copy()
+        array[-1] = value
+        return array
+
+    return [
+        ("length mismatch", x, y[:-1], r"20 inputs but 19 labels"),
+        ("too few axes", x[..., 0], y, r"shape|rank"),
+        ("wrong size", x[:, :5, :5], y, r"shape"),
+        ("wrong channels", np.concatenate([x, x], axis=-1), y, r"shape"),
+        ("label too large", x, last(y, 2), r"label"),
+        ("negative label", x, last(y, -1), r"label"),
+        ("fractional label", x, last(y_float, 0.5), r"label"),
+        ("NaN label", x, last(y_float, np.nan), r"label"),
+        ("string images", x.astype(str), y, r"numeric"),
+        ("object images", x.astype(object), y, r"numeric"),
+        ("string labels", x, y.astype(str), r"numeric"),
+        ("NaN image", last(x, np.nan), y, r"NaN"),
+        ("infinite image", last(x, np.inf), y, r"infinite"),
+    ]
+
+
+BAD_INPUTS = _bad_inputs()
+
+
+#: Sizes and channel counts are only wrong for a model that already knows its input shape.
+WRONG_FOR_A_BUILT_MODEL_ONLY = ("wrong size", "wrong channels")
+FIT_CASES = [
+    pytest.param(case, built, id=f"{case[0]}-{'built' if built else 'lazy'}")
+    for case in BAD_INPUTS
+    for built in (True, False)
+    if built or case[0] not in WRONG_FOR_A_BUILT_MODEL_ONLY
+]
+
+
+@pytest.mark.parametrize("case, built", FIT_CASES)
+def test_fit_rejects_bad_input_before_changing_any_weight(case, built):
+    _, x, y, message = case
+    model = tiny_cnn(input_shape=IMAGE_SHAPE if built else None)
+    initial = tiny_cnn().get_weights()  # what the same seed builds
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    after = model.get_weights()
+    if after:  # a lazy model may still be unbuilt
+        assert_weights_equal(after, initial)
+    assert model.optimizer.t == 0
+
+
+@pytest.mark.parametrize("x, y, message", [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
+def test_train_on_batch_and_evaluate_reject_bad_input(x, y, message):
+    model = tiny_cnn()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=message):
+        model.train_on_batch(x, y)
+    assert_weights_equal(model.get_weights(), before)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(x, y, batch_size=4)
+
+
+def test_bad_validation_data_is_rejected_before_training():
+    x, y = tiny_images(20)
+    xv, yv = tiny_images(8, seed=1)
+    xv[-1, 0, 0, 0] = np.nan
+    model = tiny_cnn()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="NaN"):
+        model.fit(x, y, epochs=1, batch_size=4, validation_data=(xv, yv), verbose=0)
+    assert_weights_equal(model.get_weights(), before)
+
+
+def test_training_without_compile_is_a_runtime_error():
+    x, y = tiny_images(8)
+    model = tiny_cnn(compile=False)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.fit(x, y, verbose=0)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.train_on_batch(x, y)
+    with pytest.raises(RuntimeError, match="compile"):
+        model.evaluate(x, y)
+
+
+# ------------------------------------------------------------ non-finite loss
+def _with_unit_kernels(model):
+    """Set the convolution's kernel to ones, so that images of 3e38 surely overflow it:
+    a few small training steps keep every weight near 1 and each output sums nine terms."""
+    model.layers[0].params["W"][...] = 1.0
+    return model
+
+
+def test_a_non_finite_loss_stops_fit_naming_epoch_and_batch_before_that_batch_updates():
+    x, y = tiny_images(12, seed=14)
+    good = [(x[:4], y[:4]), (x[4:8], y[4:8]), (x[8:], y[8:])]
+    huge = np.full_like(x[:4], 3e38)  # finite, but with kernels near 1 the convolution overflows
+
+    class BadInSecondEpoch:
+        """Epoch 1: the good batches; epoch 2: two good batches, then one that overflows."""
+
+        def __init__(self):
+            self.passes = 0
+
+        def __iter__(self):
+            self.passes += 1
+            return iter(good if self.passes == 1 else [good[0], good[1], (huge, y[:4]), good[2]])
+
+    model = _with_unit_kernels(tiny_cnn())
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError) as error:
+        model.fit(BadInSecondEpoch(), epochs=3, verbose=0)
+    assert re.search(r"epoch 2\b", str(error.value)) and re.search(r"batch 3\b", str(error.value))
+
+    # The weights are exactly those after the five good steps, and the optimiser took five steps.
+    reference = _with_unit_kernels(tiny_cnn())
+    for xb, yb in good + good[:2]:
+        reference.train_on_batch(xb, yb)
+    assert model.optimizer.t == reference.optimizer.t == 5
+    assert_weights_equal(model.get_weights(), reference.get_weights())
+
+
+def test_train_on_batch_with_a_non_finite_loss_raises_and_changes_nothing():
+    x, y = tiny_images(4)
+    model = _with_unit_kernels(tiny_cnn())
+    before = model.get_weights()
+    with np.errstate(over="ignore", invalid="ignore"), pytest.raises(FloatingPointError):
+        model.train_on_batch(np.full_like(x, 3e38), y)
+    assert_weights_equal(model.get_weights(), before)
+    assert model.optimizer.t == 0
+
+
+# ------------------------------------------------------------------- learning
+def test_a_small_cnn_learns_bar_orientation_to_95_percent_held_out():
+    x, y = bar_images(2400, seed=100)
+    x_test, y_test = bar_images(500, seed=200)
+
+    def train(layers):
+        model = Sequential(layers, input_shape=(12, 12, 1), seed=0)
+        model.compile(Adam(0.01))
+        model.fit(x, y, epochs=10, batch_size=32, verbose=0)
+        return model.evaluate(x_test, y_test)["accuracy"]
+
+    cnn = train([Conv2D(8, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(2), Softmax()])
+    assert cnn >= 0.95
+    # The task is not linearly separable: a linear model on the pixels stays far below.
+    linear = train([Flatten(), Dense(2), Softmax()])
+    assert linear < 0.8

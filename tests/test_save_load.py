@@ -1,0 +1,210 @@
+"""Save and load: one .npz without pickle, atomic writes, exact round trips."""
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_images, weights_differ
+
+from minidl import Sequential
+from minidl.losses import CrossEntropy
+from minidl.optimizers import Adam
+
+
+@pytest.fixture
+def trained(tmp_path):
+    """A CNN with Dropout trained a little with Adam, saved to ``model.npz``; and its data."""
+    x, y = tiny_images(24, seed=1)
+    model = tiny_cnn(dropout=0.3, optimizer=Adam(0.01))
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    return model, path, x, y
+
+
+def test_the_file_is_one_npz_of_plain_arrays_and_json(trained):
+    model, path, _, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    assert all(a.dtype != object for a in arrays.values())
+    architecture = json.loads(str(arrays["architecture"]))
+    assert [spec["class"] for spec in architecture["layers"]] == [type(layer).__name__ for layer in model.layers]
+    saved_params = [a for key, a in arrays.items() if key.startswith("param/")]
+    assert len(saved_params) == len(model.get_weights())
+    for weight in model.get_weights():
+        assert any(a.shape == weight.shape and np.array_equal(a, weight) for a in saved_params)
+    assert any(key.startswith("optimizer/") for key in arrays), "the optimiser state is saved"
+
+
+def test_a_loaded_model_predicts_and_trains_exactly_like_the_original(trained):
+    model, path, x, y = trained
+    loaded = Sequential.load(path)
+    assert [type(layer) for layer in loaded.layers] == [type(layer) for layer in model.layers]
+    assert type(loaded.optimizer) is Adam
+    assert loaded.optimizer.get_config() == model.optimizer.get_config()
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+
+    # The next steps — Dropout masks, Adam's moments and step count — are identical.
+    for xb, yb in [(x[:8], y[:8]), (x[8:16], y[8:16])]:
+        assert loaded.train_on_batch(xb, yb) == model.train_on_batch(xb, yb)
+        assert_weights_equal(loaded.get_weights(), model.get_weights())
+    # And so is a whole epoch, shuffling included.
+    a = model.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    b = loaded.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    assert a.history == b.history
+    assert_weights_equal(loaded.get_weights(), model.get_weights())
+
+
+def test_the_round_trip_is_needed_for_identical_training(trained):
+    """Control for the test above: a fresh optimiser (no saved state) trains differently."""
+    model, path, x, y = trained
+    loaded = Sequential.load(path)
+    loaded.compile(Adam(0.01))
+    model.train_on_batch(x[:8], y[:8])
+    loaded.train_on_batch(x[:8], y[:8])
+    assert weights_differ(loaded.get_weights(), model.get_weights())
+
+
+def test_a_lowered_learning_rate_and_the_loss_settings_survive(tmp_path):
+    x, y = tiny_images(8)
+    model = tiny_cnn()
+    model.compile(Adam(0.01), loss=CrossEntropy(class_weight=[1.0, 3.0]))
+    model.train_on_batch(x, y)
+    model.optimizer.lr = 0.0005  # as ReduceLROnPlateau would
+    model.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz")
+    assert loaded.optimizer.lr == 0.0005
+    assert loaded.loss.get_config() == model.loss.get_config()
+    assert loaded.train_on_batch(x, y) == model.train_on_batch(x, y)
+
+
+def test_frozen_layers_stay_frozen_after_loading(tmp_path):
+    x, y = tiny_images(16)
+    model = tiny_cnn()
+    model.layers[0].trainable = False
+    model.compile(Adam(0.01))
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.npz")
+
+    loaded = Sequential.load(tmp_path / "m.npz")
+    assert [layer.trainable for layer in loaded.layers] == [layer.trainable for layer in model.layers]
+    conv_before = loaded.layers[0].params["W"].copy()
+    head_before = loaded.layers[-2].params["W"].copy()
+    loaded.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    np.testing.assert_array_equal(loaded.layers[0].params["W"], conv_before)
+    assert not np.array_equal(loaded.layers[-2].params["W"], head_before)
+
+
+def test_a_model_built_from_its_first_batch_round_trips(tmp_path):
+    x, y = tiny_images(16)
+    model = tiny_cnn(input_shape=None)
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    model.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert loaded.train_on_batch(x, y) == model.train_on_batch(x, y)
+
+
+# ---------------------------------------------------------------- no pickle
+class Payload:
+    """An object whose unpickling runs ``os.mkdir(flag)``: a stand-in for malicious code."""
+
+    def __init__(self, flag):
+        self.flag = str(flag)
+
+    def __reduce__(self):
+        return os.mkdir, (self.flag,)
+
+
+@pytest.mark.parametrize("key", ["architecture", "param/0/W", "optimizer/extra"])
+def test_a_file_holding_a_pickled_object_is_refused_without_running_it(trained, tmp_path, key):
+    _, path, _, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    flag = tmp_path / "code-ran"
+    arrays[key] = np.array([Payload(flag)], dtype=object)
+    crafted = tmp_path / "crafted.npz"
+    np.savez(crafted, **arrays)
+
+    with pytest.raises(ValueError, match="pickle"):
+        Sequential.load(crafted)
+    assert not flag.exists(), "loading ran code from the file"
+
+    # Control: the payload is real — unpickling the same entry does run it.
+    with np.load(crafted, allow_pickle=True) as npz:
+        npz[key]
+    assert flag.exists()
+
+
+def test_a_file_that_is_not_a_minidl_model_is_refused(tmp_path):
+    path = tmp_path / "other.npz"
+    np.savez(path, weights=np.zeros(3))
+    with pytest.raises(ValueError, match="architecture"):
+        Sequential.load(path)
+
+
+# ----------------------------------------------------------- atomic writes
+def _crash_midway(real_savez):
+    def savez(file, **arrays):
+        real_savez(file, **dict(list(arrays.items())[:2]))  # part of the file is written...
+        raise OSError("disk full")  # ...then the write fails
+
+    return savez
+
+
+def test_a_failed_save_leaves_the_old_file_intact_and_no_temporary_file(trained, monkeypatch):
+    model, path, x, y = trained
+    old_bytes = path.read_bytes()
+    old_listing = sorted(os.listdir(path.parent))
+    model.train_on_batch(x[:8], y[:8])  # something new to save
+
+    monkeypatch.setattr(np, "savez", _crash_midway(np.savez))
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path)
+    with pytest.raises(OSError, match="disk full"):
+        model.save(path.parent / "new.npz")
+    monkeypatch.undo()
+
+    assert path.read_bytes() == old_bytes
+    assert sorted(os.listdir(path.parent)) == old_listing
+    Sequential.load(path)  # still a readable model
+
+
+def test_save_replaces_the_file_by_renaming_a_complete_new_one(trained):
+    model, path, x, y = trained
+    old_inode = os.stat(path).st_ino
+    model.train_on_batch(x[:8], y[:8])
+    model.save(path)
+    assert os.stat(path).st_ino != old_inode, "the file must be replaced, not rewritten in place"
+    assert sorted(os.listdir(path.parent)) == ["model.npz"]
+    assert_weights_equal(Sequential.load(path).get_weights(), model.get_weights())
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o002], ids=["umask-022", "umask-002"])
+def test_saved_files_get_the_usual_permissions(tmp_path, umask):
+    """A temporary file made private (mode 0600) must not leave the saved model unreadable to others."""
+    model = tiny_cnn()
+    old = os.umask(umask)
+    try:
+        model.save(tmp_path / "m.npz")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "m.npz").st_mode) == 0o666 & ~umask
+
+
+def test_saving_during_training_does_not_change_the_run(tmp_path):
+    """Saving mid-training (as ModelCheckpoint does) does not change the training run."""
+    x, y = tiny_images(16)
+
+    class SaveEachEpoch(EpochRecorder):
+        def on_epoch_end(self, epoch, logs=None):
+            self.model.save(tmp_path / f"e{epoch}.npz")
+            super().on_epoch_end(epoch, logs)
+
+    a, b = tiny_cnn(dropout=0.3), tiny_cnn(dropout=0.3)
+    ha = a.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[SaveEachEpoch()])
+    hb = b.fit(x, y, epochs=3, batch_size=8, verbose=0)
+    assert ha.history == hb.history
+    assert_weights_equal(a.get_weights(), b.get_weights())
