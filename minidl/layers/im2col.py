@@ -120,13 +120,20 @@ def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
     wo = output_size(w + sum(pads[1]), kw, sw)
     if out is None:
         out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    padded = pads != NO_PADDING
     for p, q, x_index, out_index in window_taps((h, w), kernel, strides, pads, (ho, wo)):
         window_entry = out[:, :, :, p, q, :]
-        if padded:
-            window_entry.fill(0)
         window_entry[out_index] = x[x_index]
+        _zero_outside(window_entry, out_index)
     return out
+
+
+def _zero_outside(grid, index):
+    """Zero the border of ``grid`` (N, Ho, Wo, C) that ``index`` (all rows/columns but a border) leaves out."""
+    _, rows, cols = index
+    grid[:, : rows.start] = 0
+    grid[:, rows.stop :] = 0
+    grid[:, rows, : cols.start] = 0
+    grid[:, rows, cols.stop :] = 0
 
 
 def col2im(cols, x_shape, strides, pads=NO_PADDING):
