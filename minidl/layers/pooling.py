@@ -26,6 +26,9 @@ class _Pool2D(Layer):
         super().__init__(name)
         self.pool_size = pair(pool_size, f"{type(self).__name__} pool_size")
         self.strides = self.pool_size if strides is None else pair(strides, f"{type(self).__name__} strides")
+        if self.pool_size[0] * self.pool_size[1] > 255:
+            raise ValueError(f"{type(self).__name__}: windows of more than 255 entries are not supported, "
+                             f"got pool_size {self.pool_size}")
 
     def accepts(self, input_shape):
         return input_shape[-1] == self.input_shape[-1]
@@ -52,8 +55,13 @@ class _Pool2D(Layer):
             return None
         xp = get_array_module(dy)
         dx = xp.zeros(self.x_shape, dtype=dy.dtype)
+        (ph, pw), (sh, sw) = self.pool_size, self.strides
+        overlapping = sh < ph or sw < pw
         for t, x_index in enumerate(self.taps(self.x_shape, dy.shape[1:3])):
-            dx[x_index] += self.window_gradient(dy, t)
+            if overlapping:  # an input in several windows sums their gradients
+                dx[x_index] += self.window_gradient(dy, t)
+            else:
+                dx[x_index] = self.window_gradient(dy, t)
         return dx
 
     def get_config(self):
@@ -73,11 +81,17 @@ class MaxPool2D(_Pool2D):
     def pool(self, x, taps):
         xp = get_array_module(x)
         y = x[taps[0]].copy()
-        self.argmax = xp.zeros(y.shape, dtype=xp.uint8)
-        for t, tap in enumerate(taps[1:], start=1):
-            greater = x[tap] > y
-            xp.copyto(y, x[tap], where=greater)
-            xp.copyto(self.argmax, t, where=greater)
+        for tap in taps[1:]:
+            xp.maximum(y, x[tap], out=y)
+        # argmax = the first offset t where x[tap_t] == y. Going backwards over
+        # the offsets, argmax = where(x[tap_t] == y, t, argmax), done in place on
+        # uint8 as argmax = t + (x[tap_t] != y) * (argmax - t).
+        self.argmax = xp.full(y.shape, len(taps) - 1, dtype=xp.uint8)
+        for t in range(len(taps) - 2, -1, -1):
+            not_max = (x[taps[t]] != y).view(xp.uint8)
+            self.argmax -= t
+            self.argmax *= not_max
+            self.argmax += t
         return y
 
     def window_gradient(self, dy, t):
