@@ -59,7 +59,7 @@ def parse_args(argv=None):
     p.add_argument("--size", type=int, default=64, help="images are resized to SIZE x SIZE (default 64)")
     p.add_argument("--resize", choices=mura.RESIZE_MODES, default="pad",
                    help="pad to square keeping the aspect ratio (default) or squash")
-    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
@@ -74,6 +74,8 @@ def parse_args(argv=None):
     p.add_argument("--init-from", help="a trained model.npz whose convolutional base to reuse, with a new head")
     p.add_argument("--freeze-base", action="store_true", help="do not train the convolutional base")
     p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs")
+    p.add_argument("--lr-patience", type=int, default=2,
+                   help="epochs without a lower validation loss before the learning rate is divided by 10")
     p.add_argument("--device", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
@@ -157,7 +159,7 @@ def train(args, data, out):
         best,
         ModelCheckpoint(out / "last.npz", save_best_only=False),
         CSVLogger(out / "history.csv", append=args.resume),
-        ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=1, min_lr=1e-6, verbose=1),
+        ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
         EarlyStopping(monitor="val_loss", patience=args.patience),
     ]
     start = time.perf_counter()
