@@ -79,7 +79,7 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["numpy", "cupy"], default="numpy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
-    p.add_argument("--cache-dir", help="where decoded images are cached (default: ~/.cache/minidl)")
+    p.add_argument("--cache-dir", help="where decoded images are cached (default: ~/.cache/minidl/mura)")
     p.add_argument("--synthetic-patients", type=int, default=400,
                    help="training patients in the synthetic replica (default 400)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
@@ -162,8 +162,10 @@ def train(args, data, out):
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
         EarlyStopping(monitor="val_loss", patience=args.patience),
     ]
+    train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed)
+    train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
     start = time.perf_counter()
-    model.fit(data.train.batches(args.batch_size, augment=args.augment, seed=args.seed),
+    model.fit(train_batches,
               epochs=args.epochs, initial_epoch=done,
               validation_data=data.valid.batches(256),
               class_weight=class_weight, callbacks=callbacks, verbose=0 if args.quiet else 1)
@@ -194,7 +196,7 @@ def evaluate(model, data, out):
         "per_study_type": report["per_study_type"],
     }
     with atomic_path(out / "metrics.json") as tmp, open(tmp, "w") as f:
-        json.dump(result, f, indent=2)
+        json.dump(_nan_to_null(result), f, indent=2, allow_nan=False)
     with atomic_path(out / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["study", "study_type", "label", "probability"])
@@ -206,6 +208,15 @@ def evaluate(model, data, out):
     if (out / "history.csv").exists():
         plots.plot_history(read_history(out / "history.csv"), out / "curves.png")
     return result, report
+
+
+def _nan_to_null(value):
+    """Undefined figures (nan) as JSON null: strict JSON has no NaN."""
+    if isinstance(value, dict):
+        return {k: _nan_to_null(v) for k, v in value.items()}
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
 
 
 def read_history(path):

@@ -16,7 +16,7 @@ on training batches only; evaluation sees the images as they are.
 import numpy as np
 from scipy import ndimage
 
-from .backend import default_rng
+from .backend import default_rng, get_array_module, to_device
 
 
 class ArrayBatches:
@@ -29,7 +29,9 @@ class ArrayBatches:
 
     A batch goes through three steps:
 
-    1. its rows of ``x`` are read and converted to float32;
+    1. its rows of ``x`` are read, converted to float32 and placed on the
+       current backend (``minidl.set_backend``): on a GPU, the next two steps
+       run there;
     2. ``augment(xb, rng)``, if given, changes them randomly (training only),
        drawing from the iteration's generator ``rng``;
     3. ``transform(xb)``, if given, maps them to what the network takes, e.g.
@@ -68,7 +70,7 @@ class ArrayBatches:
             # The order inside a batch does not matter to the gradient, and sorted
             # rows read a memory-mapped file front to back.
             rows = np.sort(order[start : start + self.batch_size])
-            xb = np.asarray(self.x[rows], dtype=np.float32)
+            xb = to_device(self.x[rows], dtype=np.float32)
             if self.augment is not None:
                 xb = self.augment(xb, rng)
             if self.transform is not None:
@@ -79,25 +81,37 @@ class ArrayBatches:
 def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     """Randomly mirror and rotate a batch of images; returns a new float32 array.
 
-    ``x``: (B, H, W) or (B, H, W, C) images. Each image is mirrored left-right
-    with probability 1/2 when ``flip``, then rotated about its centre by an
-    angle drawn uniformly from [-max_degrees, max_degrees]. The rotated image
+    ``x``: (B, H, W) or (B, H, W, C) images, NumPy or CuPy (the work is done
+    where ``x`` lives: ``scipy.ndimage`` or ``cupyx.scipy.ndimage``). Each
+    image is mirrored left-right with probability 1/2 when ``flip``, then
+    rotated about its centre by an angle drawn uniformly from
+    [-max_degrees, max_degrees], with linear interpolation. The rotated image
     keeps its size (corners are cut off) and the area rotated in from outside
     takes the value ``fill``, which should be the background (black, for an
     X-ray). ``rng`` is a ``numpy.random.Generator``; the same generator state
     gives the same result. ``max_degrees=0`` and ``flip=False`` return a copy
     of ``x``.
     """
-    x = np.array(x, dtype=np.float32)
+    xp = get_array_module(x)
+    x = xp.array(x, dtype=xp.float32)
     if x.ndim not in (3, 4):
         raise ValueError(f"random_flip_rotate: expected images (B, H, W) or (B, H, W, C), got shape {x.shape}")
     if flip:
-        mirrored = rng.random(len(x)) < 0.5
+        mirrored = xp.asarray(rng.random(len(x)) < 0.5)
         x[mirrored] = x[mirrored, :, ::-1]
     angles = rng.uniform(-max_degrees, max_degrees, size=len(x))
+    rotate = _ndimage_for(xp).rotate
     for image, angle in zip(x, angles):
         if angle != 0.0:
             # axes=(1, 0) turns the (height, width) plane; linear interpolation.
-            image[...] = ndimage.rotate(image, angle, axes=(1, 0), reshape=False, order=1,
-                                        mode="constant", cval=fill)
+            image[...] = rotate(image, angle, axes=(1, 0), reshape=False, order=1, mode="constant", cval=fill)
     return x
+
+
+def _ndimage_for(xp):
+    """``scipy.ndimage`` for NumPy arrays, ``cupyx.scipy.ndimage`` for CuPy arrays."""
+    if xp is np:
+        return ndimage
+    from cupyx.scipy import ndimage as cupy_ndimage
+
+    return cupy_ndimage

@@ -85,9 +85,12 @@ class Sequential:
         self._update_input_grad_flags()
 
     def _update_input_grad_flags(self):
-        # Nothing upstream of the first layer needs dL/dx: skip that work.
-        for i, layer in enumerate(self.layers):
-            layer.needs_input_grad = i > 0
+        # dL/dx is only needed where a trainable layer lies upstream: not for the
+        # first layer, nor anywhere in a frozen base (transfer learning).
+        trainable_before = False
+        for layer in self.layers:
+            layer.needs_input_grad = trainable_before
+            trainable_before = trainable_before or (layer.trainable and bool(layer.params))
 
     def build(self, input_shape):
         """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
@@ -112,6 +115,7 @@ class Sequential:
         for layer, layer_input in zip(self.layers, shapes):
             if not layer.built:
                 layer.build_for(layer_input, xp, self.dtype)
+        self._update_input_grad_flags()
         return shape
 
     @property
@@ -173,6 +177,8 @@ class Sequential:
         g = loss.backward()
         for layer in reversed(layers):
             g = layer.backward(g)
+            if g is None:  # no trainable layer upstream: nothing left to compute
+                break
 
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
@@ -207,6 +213,7 @@ class Sequential:
 
     def _train_step(self, x, y, loss):
         """Forward and loss; if finite, backward and update. Returns ``(loss, correct predictions)``."""
+        self._update_input_grad_flags()  # layers may have been frozen since the last step
         p, value = self._forward_loss(x, y, loss, training=True)
         correct = self._count_correct(p, y)
         if np.isfinite(value):

@@ -89,7 +89,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..backend import default_rng
+from ..backend import default_rng, get_array_module
 from ..data import ArrayBatches, random_flip_rotate
 from ..utils import atomic_path
 
@@ -484,7 +484,8 @@ class MURASplit:
 
     def normalise(self, images):
         """(B, S, S) raw images -> (B, S, S, 1) float32 ``(pixel - mean) / std``, what the network takes."""
-        return ((np.asarray(images, dtype=np.float32) - self.mean) / self.std)[..., np.newaxis]
+        xp = get_array_module(images)
+        return ((xp.asarray(images, dtype=xp.float32) - self.mean) / self.std)[..., None]
 
     def batches(self, batch_size=32, shuffle=None, augment=None, seed=None):
         """An ``ArrayBatches`` of ``(x, y)``: x (B, S, S, 1) float32 normalised, y (B,) int64.

@@ -1,0 +1,174 @@
+"""The documentation runs: every ```python block of README.md and docs/**/*.md, in order.
+
+Each Markdown file is one test case. Its ```python blocks run one after the
+other in a single namespace, as a reader would paste them into one session,
+with the working directory (and ``tempfile``'s folder) set to a fresh
+temporary directory, so files the docs write land there. Blocks with any
+other tag (```text, ```bash, ```json) or none are shown, not run.
+
+A failing block is reported by file, block number and line; its traceback
+points at the Markdown file itself, because each block is compiled with the
+file's name and its own line numbers.
+
+A second check per file: every relative link (``[text](path)``) points at a
+file or folder that exists in the repository.
+"""
+import re
+import sys
+import tempfile
+import traceback
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# An opening fence: up to 3 spaces of indentation (more inside list items is
+# allowed too), then ``` or ~~~ (3 or more), then the info string.
+FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})(?P<info>[^`]*)$")
+# [text](target) and ![alt](target); the target ends at whitespace or ")".
+LINK = re.compile(r"!?\[[^\]]*\]\((?P<target>[^)\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def markdown_files():
+    files = [ROOT / "README.md"] + sorted((ROOT / "docs").rglob("*.md"))
+    return [f for f in files if f.is_file()]
+
+
+def code_blocks(text):
+    """``(language, first line number, code)`` for every fenced block of ``text``, in order.
+
+    The line number is that of the block's first code line (1-based). Code
+    inside an indented fence (a list item) is dedented by the fence's indent.
+    """
+    blocks = []
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        match = FENCE.match(lines[i])
+        if not match:
+            i += 1
+            continue
+        indent, fence = len(match["indent"]), match["fence"]
+        info = match["info"].strip().split()
+        language = info[0].lower() if info else ""
+        body, j = [], i + 1
+        while j < len(lines):
+            closing = lines[j].strip()
+            if closing.startswith(fence[0] * len(fence)) and set(closing) == {fence[0]}:
+                break
+            line = lines[j]
+            body.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
+            j += 1
+        else:
+            raise ValueError(f"unclosed {fence} fence opened at line {i + 1}")
+        blocks.append((language, i + 2, "\n".join(body) + "\n"))
+        i = j + 1
+    return blocks
+
+
+def python_blocks(path):
+    return [(line, code) for language, line, code in code_blocks(path.read_text(encoding="utf-8"))
+            if language == "python"]
+
+
+def relative(path):
+    return path.relative_to(ROOT).as_posix()
+
+
+FILES = markdown_files()
+
+
+@pytest.fixture
+def docs_session(tmp_path, monkeypatch):
+    """A fresh working directory, the repository importable, Agg plots, and the CPU backend."""
+    import minidl.backend
+    from minidl.layers.base import LAYER_CLASSES
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(ROOT))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    layer_classes = dict(LAYER_CLASSES)
+    yield tmp_path
+    # Custom layers defined by a page must not leak into other tests, nor a backend choice.
+    LAYER_CLASSES.clear()
+    LAYER_CLASSES.update(layer_classes)
+    minidl.backend.set_backend("numpy")
+
+
+def test_docs_exist():
+    """The pages that the README and index link to are there, and they hold runnable examples."""
+    names = {relative(f) for f in FILES}
+    for page in ("docs/index.md", "docs/tutorial.md", "docs/custom_layer.md", "docs/gpu.md", "docs/mura.md"):
+        assert page in names, f"{page} is missing"
+    for page in ("docs/index.md", "docs/tutorial.md", "docs/custom_layer.md"):
+        assert python_blocks(ROOT / page), f"{page} has no ```python block"
+
+
+@pytest.mark.parametrize("path", FILES, ids=relative)
+def test_python_blocks_run(path, docs_session):
+    namespace = {"__name__": "__main__"}
+    blocks = python_blocks(path)
+    for number, (line, code) in enumerate(blocks, start=1):
+        # Pad with blank lines so that line numbers in tracebacks are the Markdown file's.
+        source = "\n" * (line - 1) + code
+        failure = None
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("default")
+                exec(compile(source, str(path), "exec"), namespace)
+        except (Exception, SystemExit) as error:  # noqa: BLE001 - report anything a block raises
+            last = line + code.count("\n") - 1
+            details = "".join(traceback.format_exception(type(error), error, error.__traceback__.tb_next))
+            failure = (f"{relative(path)}: python block {number} of {len(blocks)} (lines {line}-{last}) "
+                       f"raised {type(error).__name__}: {error}\n\n{details}")
+        if failure is not None:
+            pytest.fail(failure, pytrace=False)
+
+
+@pytest.mark.parametrize("path", FILES, ids=relative)
+def test_relative_links_resolve(path):
+    lines = path.read_text(encoding="utf-8").splitlines()
+    # Links inside code blocks are code, not links: blank those lines out.
+    for _, first, code in code_blocks("\n".join(lines)):
+        for k in range(first - 1, first - 1 + code.count("\n")):
+            lines[k] = ""
+    broken = []
+    for number, line in enumerate(lines, start=1):
+        line = re.sub(r"`[^`]*`", "", line)  # nor inside inline code
+        for match in LINK.finditer(line):
+            target = match["target"]
+            if re.match(r"^[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                continue  # http:, https:, mailto: and in-page anchors
+            if not (path.parent / target.split("#", 1)[0]).exists():
+                broken.append(f"{target} (line {number})")
+    assert not broken, f"{relative(path)} links to missing files: " + ", ".join(broken)
+
+
+def test_mura_guide_lists_every_option_of_the_training_script(capsys, monkeypatch):
+    """docs/mura.md's option table names exactly the options that examples/train_mura.py accepts."""
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script prepends the repository to it
+    spec = importlib.util.spec_from_file_location("train_mura_for_docs", ROOT / "examples" / "train_mura.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    option_lines = [line for line in capsys.readouterr().out.splitlines() if re.match(r"^  -", line)]
+    # An option line is "  --name METAVAR, --other  description": keep what precedes the description.
+    invocations = [line.strip().split("  ")[0] for line in option_lines]
+    accepted = {o for text in invocations for o in re.findall(r"--[a-z][a-z-]*", text)} - {"--help"}
+    guide = (ROOT / "docs" / "mura.md").read_text(encoding="utf-8")
+    table = [line for line in guide.splitlines() if line.startswith("| `--")]
+    documented = {o for line in table for o in re.findall(r"--[a-z][a-z-]*", line.split("|")[1])}
+    assert accepted == documented, (
+        f"docs/mura.md's option table is out of date: undocumented {sorted(accepted - documented)}, "
+        f"no longer accepted {sorted(documented - accepted)}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))
