@@ -119,8 +119,13 @@ class Layer:
         """Whether a built layer can take per-sample ``input_shape``.
 
         By default only the shape it was built for; layers whose parameters do
-        not depend on the spatial size (convolutions) relax this.
+        not depend on the spatial size (convolutions) relax this. A layer
+        without parameters (ReLU, Dropout, Flatten, Softmax) was built from
+        nothing, so it takes any shape of its rank: after a convolution it must
+        follow that convolution to other image sizes.
         """
+        if not self.params:
+            return self.input_rank is None or len(input_shape) == self.input_rank
         return tuple(input_shape) == self.input_shape
 
     def expected_shape_text(self):

@@ -1,0 +1,292 @@
+"""The Layer protocol every layer follows, its error messages, and constructor validation."""
+import re
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from layer_cases import (
+    FIXED_CASES,
+    conv_cases,
+    dense_cases,
+    dropout_cases,
+    examples,
+    flatten_cases,
+    pool_cases,
+    random_input,
+    relu_cases,
+    seeds,
+    softmax_cases,
+)
+from numpy.testing import assert_array_equal
+
+from minidl.gradcheck import check_layer
+from minidl.layers import AvgPool2D, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Softmax
+from minidl.layers.base import LAYER_CLASSES
+
+ALL_CASES = st.one_of(
+    dense_cases(),
+    conv_cases(),
+    pool_cases(MaxPool2D),
+    pool_cases(AvgPool2D),
+    relu_cases(),
+    softmax_cases(),
+    flatten_cases(),
+    dropout_cases(),
+)
+
+
+# --------------------------------------------------------------- the protocol
+@examples(40)
+@given(case=ALL_CASES, seed=seeds)
+def test_output_shape_agrees_with_forward_and_backward_returns_input_shape(case, seed):
+    layer = case.make()
+    x = random_input(case.shape, seed)
+    y = layer.forward(x, training=case.training)
+    assert y.shape == (case.shape[0],) + tuple(layer.output_shape(case.shape[1:]))
+    assert layer.backward(np.ones_like(y)).shape == x.shape
+    assert set(layer.grads) == set(layer.params)
+    for name in layer.params:
+        assert layer.grads[name].shape == layer.params[name].shape
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", sorted(FIXED_CASES))
+def test_parameters_outputs_and_gradients_take_the_dtype_of_the_first_input(name, dtype):
+    case = FIXED_CASES[name]
+    layer = case.make()
+    x = random_input(case.shape, 0, dtype)
+    y = layer.forward(x)
+    assert y.dtype == dtype
+    assert layer.backward(np.ones_like(y)).dtype == dtype
+    for name in layer.params:
+        assert layer.params[name].dtype == dtype
+        assert layer.grads[name].dtype == dtype
+
+
+@pytest.mark.parametrize("name", ["dense", "conv_same_stride2"])
+def test_parameter_gradients_are_overwritten_not_accumulated(name):
+    case = FIXED_CASES[name]
+    layer = case.make()
+    x = random_input(case.shape, 0)
+    dy = random_input((case.shape[0],) + layer.output_shape(case.shape[1:]), 1)
+    layer.forward(x)
+    layer.backward(dy)
+    first = {k: v.copy() for k, v in layer.grads.items()}
+    layer.forward(x)
+    layer.backward(dy)
+    for k in first:
+        assert_array_equal(layer.grads[k], first[k])
+
+
+@pytest.mark.parametrize("name", ["dense", "conv_valid"])
+def test_frozen_layer_leaves_its_grads_alone_but_still_passes_the_input_gradient(name):
+    case = FIXED_CASES[name]
+    x = random_input(case.shape, 0)
+    trained = case.make()
+    trained.rng = np.random.default_rng(0)
+    y = trained.forward(x)
+    dx_trained = trained.backward(np.ones_like(y))
+
+    frozen = case.make()
+    frozen.rng = np.random.default_rng(0)
+    frozen.trainable = False
+    frozen.forward(x)
+    before = {k: v.copy() for k, v in frozen.params.items()}
+    assert_array_equal(frozen.backward(np.ones_like(y)), dx_trained)
+    for k in frozen.grads:
+        assert_array_equal(frozen.grads[k], 0)
+        assert_array_equal(frozen.params[k], before[k])
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_CASES))
+def test_needs_input_grad_false_skips_the_input_gradient(name):
+    case = FIXED_CASES[name]
+    layer = case.make()
+    layer.needs_input_grad = False
+    y = layer.forward(random_input(case.shape, 0))
+    assert layer.backward(np.ones_like(y)) is None
+
+
+def test_parameters_are_built_once_from_the_first_input():
+    layer = Dense(3)
+    layer.forward(random_input((2, 4), 0))
+    W = layer.params["W"]
+    layer.forward(random_input((5, 4), 1))
+    assert layer.params["W"] is W
+
+
+def test_same_generator_seed_gives_the_same_weights():
+    a, b = Conv2D(4, 3), Conv2D(4, 3)
+    a.rng, b.rng = np.random.default_rng(5), np.random.default_rng(5)
+    x = random_input((1, 6, 6, 2), 0)
+    a.forward(x)
+    b.forward(x)
+    assert_array_equal(a.params["W"], b.params["W"])
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_CASES))
+def test_config_round_trip_rebuilds_an_equivalent_layer(name):
+    case = FIXED_CASES[name]
+    layer = case.make(name="original")
+    config = layer.get_config()
+    clone = LAYER_CLASSES[type(layer).__name__].from_config(config)
+    assert type(clone) is type(layer) and clone.get_config() == config
+    x = random_input(case.shape, 0)
+    layer.forward(x)
+    clone.forward(x)  # build
+    for k in layer.params:
+        clone.params[k][...] = layer.params[k]
+    assert_array_equal(clone.forward(x), layer.forward(x))
+
+
+def test_every_public_layer_is_registered_by_class_name():
+    for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, ReLU, Softmax, Dropout):
+        assert LAYER_CLASSES[cls.__name__] is cls
+
+
+class Scale(Layer):
+    """A user-written layer, as the Layer docstring describes: y = x * s (one scale per feature)."""
+
+    def build(self, input_shape):
+        self.add_weight("s", input_shape[-1:], lambda shape, rng: rng.uniform(0.5, 1.5, size=shape))
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * self.params["s"]
+
+    def backward(self, dy):
+        self.grads["s"][...] = (dy * self.x).reshape(-1, self.x.shape[-1]).sum(axis=0)
+        return dy * self.params["s"]
+
+
+def test_a_user_layer_built_with_add_weight_passes_check_layer():
+    layer = Scale()
+    report = check_layer(layer, random_input((3, 4), 0))
+    assert set(report) == {"x", "s"}
+    assert LAYER_CLASSES["Scale"] is Scale
+
+
+def test_base_layer_requires_forward_and_backward():
+    layer = Layer()
+    with pytest.raises(NotImplementedError):
+        layer.forward(np.zeros((1, 2)))
+    with pytest.raises(NotImplementedError):
+        layer.backward(np.zeros((1, 2)))
+
+
+def test_layers_without_parameters_take_any_shape_they_can_compute():
+    # Elementwise layers and Flatten after a convolution must follow it to other image sizes.
+    for layer, first, later in [
+        (ReLU(), (2, 8, 8, 3), (1, 5, 7, 3)),
+        (Dropout(0.5), (2, 8, 8, 3), (1, 5, 7, 2)),
+        (Flatten(), (2, 8, 8, 3), (1, 5, 7, 3)),
+        (Softmax(), (2, 4), (3, 6)),
+    ]:
+        layer.forward(random_input(first, 0))
+        assert layer.forward(random_input(later, 1)).shape[0] == later[0]
+
+
+# ------------------------------------------------------------------- errors
+def message(*parts):
+    """A regex matching ``parts`` in this order (each taken literally)."""
+    return ".*".join(re.escape(p) for p in parts)
+
+
+def test_error_for_the_wrong_rank_names_layer_expected_and_received_shape():
+    conv = Conv2D(8, 3, name="conv1")
+    conv.forward(np.zeros((1, 64, 64, 3)))
+    with pytest.raises(ValueError) as err:
+        conv.forward(np.zeros((32, 64, 64)))
+    assert str(err.value) == "Conv2D 'conv1': expected input (N, H, W, 3), got (32, 64, 64)"
+
+
+def test_error_for_the_wrong_channel_count_names_layer_and_shapes():
+    conv = Conv2D(8, 3, name="conv1")
+    conv.forward(np.zeros((1, 16, 16, 3)))
+    with pytest.raises(ValueError, match=message("Conv2D 'conv1'", "(N, H, W, 3)", "(4, 16, 16, 1)")):
+        conv.forward(np.zeros((4, 16, 16, 1)))
+
+
+@pytest.mark.parametrize(
+    "layer, bad_shape, expected",
+    [
+        (Conv2D(2, 3, name="c"), (4, 8, 8), "rank 4"),
+        (MaxPool2D(2, name="p"), (4, 8), "rank 4"),
+        (AvgPool2D(2, name="p"), (4, 8, 8, 2, 1), "rank 4"),
+        (Dense(2, name="d"), (4, 8, 8), "rank 2"),
+        (Softmax(name="s"), (4,), "rank 2"),
+    ],
+)
+def test_error_for_the_wrong_rank_before_building(layer, bad_shape, expected):
+    with pytest.raises(ValueError, match=message(f"'{layer.name}'", expected, str(bad_shape))):
+        layer.forward(np.zeros(bad_shape))
+    assert not layer.built
+
+
+def test_error_for_the_wrong_feature_count_of_a_built_dense_layer():
+    dense = Dense(3, name="head")
+    dense.forward(np.zeros((2, 10)))
+    with pytest.raises(ValueError, match=message("Dense 'head'", "(N, 10)", "(2, 12)")):
+        dense.forward(np.zeros((2, 12)))
+    with pytest.raises(ValueError, match=message("Dense 'head'", "(N, 10)", "(2, 2, 5)")):
+        dense.forward(np.zeros((2, 2, 5)))
+
+
+def test_error_for_the_wrong_channel_count_of_a_built_pooling_layer():
+    pool = MaxPool2D(2, name="pool1")
+    pool.forward(np.zeros((1, 8, 8, 3)))
+    with pytest.raises(ValueError, match=message("MaxPool2D 'pool1'", "3)", "(1, 8, 8, 4)")):
+        pool.forward(np.zeros((1, 8, 8, 4)))
+
+
+def test_error_when_the_window_does_not_fit():
+    with pytest.raises(ValueError, match=message("Conv2D 'c'", "5x5", "3x4")):
+        Conv2D(1, 5, name="c").forward(np.zeros((1, 3, 4, 1)))
+    with pytest.raises(ValueError, match=message("MaxPool2D 'p'", "3x3", "2x5")):
+        MaxPool2D(3, name="p").forward(np.zeros((1, 2, 5, 1)))
+
+
+def test_unnamed_layer_errors_still_name_the_class():
+    with pytest.raises(ValueError, match=r"^Dense: expected input"):
+        Dense(2).forward(np.zeros((3,)))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Dense(0),
+        lambda: Dense(-3),
+        lambda: Dense(2.5),
+        lambda: Dense(True),
+        lambda: Dense("8"),
+        lambda: Conv2D(0, 3),
+        lambda: Conv2D(4, 0),
+        lambda: Conv2D(4, (3,)),
+        lambda: Conv2D(4, (3, 3, 3)),
+        lambda: Conv2D(4, 2.5),
+        lambda: Conv2D(4, (2.5, 3)),
+        lambda: Conv2D(4, 3, strides=0),
+        lambda: Conv2D(4, 3, strides=(1, -1)),
+        lambda: Conv2D(4, 3, padding="full"),
+        lambda: Conv2D(4, 3, padding="SAME"),
+        lambda: MaxPool2D(0),
+        lambda: MaxPool2D((2, 0)),
+        lambda: MaxPool2D(2, strides=0),
+        lambda: AvgPool2D("2"),
+        lambda: AvgPool2D(2, strides=(1, 2, 3)),
+        lambda: Dropout(1.0),
+        lambda: Dropout(-0.1),
+        lambda: Dropout(1.5),
+        lambda: ReLU(threshold="high"),
+    ],
+)
+def test_bad_constructor_arguments_raise_value_error(make):
+    with pytest.raises(ValueError):
+        make()
+
+
+def test_unknown_initializer_is_reported_by_name_at_the_latest_when_building():
+    with pytest.raises(ValueError, match="nope"):
+        Dense(4, kernel_initializer="nope").forward(np.zeros((1, 4)))

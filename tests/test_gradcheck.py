@@ -1,0 +1,120 @@
+"""The gradient checker itself: it must pass right layers, catch wrong ones, and skip kinks."""
+import re
+
+import numpy as np
+import pytest
+from layer_cases import random_input
+from numpy.testing import assert_allclose, assert_array_equal
+
+from minidl.gradcheck import check_layer, numerical_gradient
+from minidl.layers import Dense, ReLU
+
+INDEX = r"index \((\d+), (\d+)\)"
+
+
+class InputGradientOff(Dense):
+    """Dense whose dL/dx is 1 % too large everywhere."""
+
+    def backward(self, dy):
+        return super().backward(dy) * 1.01
+
+
+class WeightGradientOff(Dense):
+    """Dense whose dL/dW is 1 % too large everywhere (dL/dx and dL/db are right)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["W"] *= 1.01
+        return dx
+
+
+class OneEntryOff(Dense):
+    """Dense whose dL/dx is wrong in a single entry, (1, 2)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dx[1, 2] += 0.05
+        return dx
+
+
+def test_a_correct_layer_passes_and_reports_small_errors():
+    report = check_layer(Dense(3), random_input((2, 4), 0))
+    assert set(report) == {"x", "W", "b"}
+    assert all(0 <= err < 1e-5 for err in report.values())
+
+
+def test_one_percent_off_input_gradient_is_caught_naming_the_worst_entry():
+    with pytest.raises(AssertionError) as err:
+        check_layer(InputGradientOff(3), random_input((2, 4), 0))
+    text = str(err.value)
+    assert "dL/dx" in text
+    assert re.search(INDEX, text)
+    assert "relative error" in text
+
+
+def test_one_percent_off_weight_gradient_is_caught_naming_the_worst_entry():
+    with pytest.raises(AssertionError) as err:
+        check_layer(WeightGradientOff(3), random_input((2, 4), 0))
+    text = str(err.value)
+    assert "dL/dW" in text
+    assert re.search(INDEX, text)
+
+
+def test_the_entry_named_is_the_wrong_one():
+    with pytest.raises(AssertionError, match=r"dL/dx is wrong at index \(1, 2\)"):
+        check_layer(OneEntryOff(3), random_input((3, 4), 0))
+
+
+def test_layer_name_appears_in_the_message():
+    with pytest.raises(AssertionError, match="InputGradientOff 'head'"):
+        check_layer(InputGradientOff(2, name="head"), random_input((2, 3), 0))
+
+
+def test_missing_input_gradient_is_an_error_unless_not_asked_for():
+    layer = Dense(2)
+    layer.needs_input_grad = False
+    with pytest.raises(AssertionError, match="None"):
+        check_layer(layer, random_input((2, 3), 0))
+    assert set(check_layer(layer, random_input((2, 3), 0), check_input=False)) == {"W", "b"}
+
+
+def test_numerical_gradient_matches_a_known_analytic_gradient():
+    # f(x) = sum(sin(x) * x^2)  =>  df/dx = cos(x) x^2 + 2 x sin(x)
+    x = random_input((3, 4), 0)
+    original = x.copy()
+    numeric = numerical_gradient(lambda v: np.sum(np.sin(v) * v**2), x)
+    assert_allclose(numeric, np.cos(x) * x**2 + 2 * x * np.sin(x), rtol=1e-7, atol=1e-9)
+    assert_array_equal(x, original)  # x is not modified
+
+
+def test_numerical_gradient_of_a_quadratic_form():
+    # f(x) = x^T A x  =>  df/dx = (A + A^T) x
+    rng = np.random.default_rng(1)
+    A, x = rng.standard_normal((5, 5)), rng.standard_normal(5)
+    assert_allclose(numerical_gradient(lambda v: v @ A @ v, x), (A + A.T) @ x, rtol=1e-7, atol=1e-9)
+
+
+def test_kinks_are_skipped_rather_than_failing():
+    # A ReLU input exactly at the threshold has no derivative: backward says 0 (the
+    # PyTorch convention) while central differences average the two slopes.
+    layer = ReLU(threshold=0.5)
+    x = random_input((4, 5), 0)
+    x[0, 0] = x[2, 3] = 0.5  # 2 of 20 entries on the kink
+    g = np.random.default_rng(0).standard_normal(x.shape)  # check_layer's upstream gradient (seed 0)
+    numeric = numerical_gradient(lambda v: float((ReLU(0.5).forward(v) * g).sum()), x)
+    assert numeric[0, 0] == pytest.approx(g[0, 0] / 2, rel=1e-6)  # would fail a plain comparison
+    report = check_layer(layer, x)
+    assert report["x"] < 1e-5
+
+
+def test_too_many_kinks_is_a_usage_error():
+    x = np.zeros((2, 5))  # every input on the ReLU's kink
+    with pytest.raises(ValueError, match="kink"):
+        check_layer(ReLU(), x)
+
+
+def test_check_layer_runs_in_float64_whatever_the_input_dtype():
+    layer = Dense(2)
+    report = check_layer(layer, random_input((2, 3), 0, np.float32))
+    assert layer.params["W"].dtype == np.float64
+    assert report["W"] < 1e-5

@@ -1,0 +1,206 @@
+"""CrossEntropy: finite differences, PyTorch, Keras's class weights, and the fused softmax path."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from layer_cases import examples, load_torch_reference, random_input, seeds
+from numpy.testing import assert_allclose, assert_array_equal
+
+from minidl.gradcheck import numerical_gradient
+from minidl.layers import Softmax
+from minidl.layers.activations import softmax
+from minidl.losses import CrossEntropy
+
+
+@st.composite
+def loss_cases(draw):
+    """Scores, labels (integer or one-hot) and class weights (None, a list or a partial dict)."""
+    n, k = draw(st.integers(1, 4)), draw(st.integers(2, 5))
+    seed = draw(seeds)
+    rng = np.random.default_rng(seed)
+    z = 2 * rng.standard_normal((n, k))
+    labels = rng.integers(0, k, size=n)
+    y_true = labels if draw(st.booleans()) else np.eye(k)[labels]
+    weights = rng.uniform(0.2, 3.0, size=k)
+    class_weight = draw(
+        st.sampled_from(
+            [None, list(weights), {0: float(weights[0]), k - 1: float(weights[k - 1])}]
+        )
+    )
+    return z, y_true, labels, class_weight
+
+
+def weight_vector(class_weight, k):
+    """``class_weight`` as one weight per class (the dict's missing classes weigh 1)."""
+    if class_weight is None:
+        return None
+    if isinstance(class_weight, dict):
+        w = np.ones(k)
+        for cls, v in class_weight.items():
+            w[cls] = v
+        return w
+    return np.asarray(class_weight)
+
+
+# -------------------------------------------------------- finite differences
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+@examples(30)
+@given(case=loss_cases())
+def test_gradient_matches_finite_differences(from_logits, case):
+    z, y_true, _, class_weight = case
+    # Central differences of -log p with step h are off by about (h/p)^2 / 3 relative: keep
+    # the probabilities >= 0.1/K (mixed with the uniform distribution) so that h = 1e-6 is
+    # small next to them. The PyTorch test below covers probabilities near 0.
+    k = z.shape[1]
+    y_pred = z if from_logits else 0.9 * softmax(z) + 0.1 / k
+    loss = CrossEntropy(from_logits=from_logits, class_weight=class_weight)
+    loss.forward(y_pred, y_true)
+    analytic = loss.backward()
+    numeric = numerical_gradient(lambda v: CrossEntropy(from_logits, class_weight).forward(v, y_true), y_pred)
+    assert analytic.shape == y_pred.shape
+    assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
+
+
+# ------------------------------------------------------------------- PyTorch
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+@examples(20)
+@given(case=loss_cases())
+def test_loss_and_gradient_match_pytorch(from_logits, dtype, case):
+    ref = load_torch_reference()
+    z, y_true, _, class_weight = case
+    y_pred = (z if from_logits else softmax(z)).astype(dtype)
+    loss = CrossEntropy(from_logits=from_logits, class_weight=class_weight)
+    value = loss.forward(y_pred, y_true)
+    grad = loss.backward()
+    ref_value, ref_grad = ref.torch_cross_entropy(
+        y_pred, y_true, from_logits=from_logits, class_weight=weight_vector(class_weight, z.shape[1])
+    )
+    tol = ref.tolerance(dtype)
+    assert isinstance(value, float)
+    assert value == pytest.approx(ref_value, rel=tol["rtol"], abs=tol["atol"])
+    assert grad.dtype == dtype
+    assert_allclose(grad, ref_grad, **tol)
+
+
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+def test_soft_targets_match_pytorch(from_logits):
+    ref = load_torch_reference()
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((4, 3))
+    targets = softmax(rng.standard_normal((4, 3)))  # rows are probability vectors, not one-hot
+    y_pred = z if from_logits else softmax(z)
+    loss = CrossEntropy(from_logits=from_logits)
+    value = loss.forward(y_pred, targets)
+    ref_value, ref_grad = ref.torch_cross_entropy(y_pred, targets, from_logits=from_logits)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert_allclose(loss.backward(), ref_grad, rtol=1e-11, atol=1e-12)
+
+
+# ------------------------------------------------------------ the definition
+def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():
+    # Two samples with p(true class) = 1/2 and 1/4, classes 0 and 1, weights 2 and 1:
+    # (2 * log 2 + 1 * log 4) / 2 = 2 log 2; renormalising by the weights would give 4/3 log 2.
+    p = np.array([[0.5, 0.5], [0.75, 0.25]])
+    value = CrossEntropy(class_weight=[2.0, 1.0]).forward(p, np.array([0, 1]))
+    assert value == pytest.approx(2 * math.log(2), rel=1e-12)
+    assert CrossEntropy(class_weight={0: 2.0}).forward(p, np.array([0, 1])) == pytest.approx(value, rel=1e-12)
+
+
+def test_loss_is_the_mean_negative_log_probability_of_the_true_class():
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    expected = -(math.log(0.7) + math.log(0.8)) / 2
+    assert CrossEntropy().forward(p, np.array([0, 2])) == pytest.approx(expected, rel=1e-12)
+    assert CrossEntropy().forward(p, np.eye(3)[[0, 2]]) == pytest.approx(expected, rel=1e-12)
+    assert CrossEntropy().forward(p, np.array([0.0, 2.0])) == pytest.approx(expected, rel=1e-12)
+
+
+def test_logits_and_probabilities_give_the_same_loss():
+    z = random_input((5, 4), 0)
+    y = np.array([0, 3, 1, 1, 2])
+    assert CrossEntropy(from_logits=True).forward(z, y) == pytest.approx(CrossEntropy().forward(softmax(z), y), rel=1e-12)
+    assert CrossEntropy(from_logits=True).forward(z, y) == CrossEntropy().forward_from_logits(z, y)
+
+
+def test_softmax_backward_of_the_probability_gradient_is_the_fused_gradient():
+    # Chain rule through the Softmax layer's Jacobian = (p - y) / N computed directly.
+    z = random_input((4, 5), 0)
+    y = np.array([4, 0, 2, 2])
+    layer, loss = Softmax(), CrossEntropy()
+    loss.forward(layer.forward(z), y)
+    through_softmax = layer.backward(loss.backward())
+    fused = CrossEntropy()
+    fused.forward_from_logits(z, y)
+    assert_allclose(through_softmax, fused.backward(), rtol=1e-10, atol=1e-15)
+    assert_allclose(through_softmax, (softmax(z) - np.eye(5)[y]) / 4, rtol=1e-10, atol=1e-15)
+
+
+# ------------------------------------------------------ probabilities 0 and 1
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_path_is_exact_and_finite_when_probabilities_are_0_and_1(dtype):
+    z = np.array([[1000.0, -1000.0], [1000.0, -1000.0], [-1000.0, 1000.0]], dtype=dtype)
+    y = np.array([0, 1, 1])
+    p = Softmax().forward(z)
+    assert_array_equal(p, [[1, 0], [1, 0], [0, 1]])  # probabilities exactly 0 and 1
+    loss = CrossEntropy()
+    value = loss.forward_from_logits(z, y)
+    # only sample 1 is wrong, by log-odds 2000: loss = (0 + 2000 + 0) / 3
+    assert value == pytest.approx(2000 / 3, rel=1e-6)
+    grad = loss.backward()
+    assert grad.dtype == dtype
+    assert_array_equal(grad, np.array([[0, 0], [1, -1], [0, 0]], dtype=dtype) / dtype(3))
+
+
+def test_fused_path_matches_pytorch_on_extreme_logits():
+    ref = load_torch_reference()
+    z = np.array([[1000.0, -1000.0, 0.0], [-500.0, 500.0, 499.0], [30.0, -30.0, 0.0]])
+    y = np.array([1, 2, 0])
+    loss = CrossEntropy(from_logits=True)
+    value = loss.forward(z, y)
+    ref_value, ref_grad = ref.torch_cross_entropy(z, y, from_logits=True)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    assert_allclose(loss.backward(), ref_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_probability_path_stays_finite_when_a_probability_is_0():
+    p = np.array([[1.0, 0.0], [0.0, 1.0]])
+    loss = CrossEntropy()
+    value = loss.forward(p, np.array([0, 0]))  # sample 1 gives its true class probability 0
+    assert math.isfinite(value) and value > 10  # -log(eps) / 2, large but finite
+    grad = loss.backward()
+    assert np.isfinite(grad).all()
+    assert grad[0, 0] == pytest.approx(-0.5)  # -1 / (N p) at p = 1
+    assert grad[0, 1] == 0 and grad[1, 1] == 0  # y = 0 there: no gradient, no 0 * inf
+
+
+# ------------------------------------------------------------ input checking
+@pytest.mark.parametrize(
+    "y_pred, y_true, match",
+    [
+        (np.full((2, 3), 1 / 3), np.array([0, 3]), r"\[0, 2\]"),
+        (np.full((2, 3), 1 / 3), np.array([-1, 0]), "class indices"),
+        (np.full((2, 3), 1 / 3), np.array([0, 1, 2]), "3 labels for 2"),
+        (np.full((2, 3), 1 / 3), np.array([0.5, 1.0]), "integer"),
+        (np.full((2, 3), 1 / 3), np.eye(2), r"\(2, 3\)"),
+        (np.full((2, 3), 1 / 3), -np.eye(3)[[0, 1]], "negative"),
+        (np.full((2, 3), 1 / 3), np.zeros((2, 3, 1)), "shape"),
+        (np.full(3, 1 / 3), np.array([0]), r"\(N, K\)"),
+        (np.ones((2, 3), dtype=int), np.array([0, 1]), "floating"),
+    ],
+)
+def test_bad_inputs_raise_value_error(y_pred, y_true, match):
+    with pytest.raises(ValueError, match=match):
+        CrossEntropy().forward(y_pred, y_true)
+
+
+@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, [1.0, 2.0, 3.0, 4.0]])
+def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight):
+    with pytest.raises(ValueError, match="class_weight"):
+        CrossEntropy(class_weight=class_weight).forward(np.full((2, 3), 1 / 3), np.array([0, 1]))
+
+
+def test_backward_before_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="before forward"):
+        CrossEntropy().backward()
