@@ -23,7 +23,7 @@ from .backend import backend_module, default_rng, get_array_module, to_numpy
 from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
-from .layers.base import LAYER_CLASSES, Layer
+from .layers.base import LAYER_CLASSES, Layer, Scratch
 from .losses import CrossEntropy
 from .utils import atomic_path
 
@@ -57,6 +57,7 @@ class Sequential:
         self.stop_training = False
         self.input_shape = None
         self._trainable_keys = None
+        self._scratch = Scratch()
         for layer in layers:
             self.add(layer)
         if input_shape is not None:
@@ -75,12 +76,15 @@ class Sequential:
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         if layer.rng is None:
             layer.rng = default_rng(self._seeds.spawn(1)[0])
+        layer.in_model = True
+        layer.scratch = self._scratch
         self.layers.append(layer)
         if self.input_shape is not None:
             try:
                 self._build_layers(self.input_shape)
             except ValueError:
                 self.layers.pop()  # a layer that does not fit is not added
+                layer.in_model, layer.scratch = False, None
                 raise
         self._update_input_grad_flags()
 

@@ -18,11 +18,16 @@ class ReLU(Layer):
     def forward(self, x, training=False):
         self.check_input(x)
         xp = get_array_module(x)
-        self.passes = x > self.threshold
-        return xp.maximum(x, x.dtype.type(self.threshold))
+        m = x.dtype.type(self.threshold)
+        self.passes = xp.greater(x, m, out=self.buffer("passes", x.shape, xp.bool_, xp))
+        return xp.maximum(x, m)
 
     def backward(self, dy):
-        return dy * self.passes if self.needs_input_grad else None
+        if not self.needs_input_grad:
+            return None
+        xp = get_array_module(dy)
+        # In a model the incoming gradient is ours to overwrite (see Layer.in_model).
+        return xp.multiply(dy, self.passes, out=dy if self.in_model else None)
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name}

@@ -17,6 +17,8 @@ To write your own layer, subclass ``Layer``, create parameters in ``build``
 with ``add_weight`` and implement ``forward`` and ``backward``; then check it
 with ``minidl.gradcheck.check_layer``.
 """
+import math
+
 from .. import initializers
 from ..backend import default_rng, get_array_module
 
@@ -35,6 +37,12 @@ class Layer:
             skips its parameter gradients (transfer learning: a frozen base).
         needs_input_grad: if False, ``backward`` may skip computing dL/dx (the
             first layer of a model: nothing upstream wants it) and return None.
+        in_model: set by ``Sequential``. A layer in a model may keep its large
+            result arrays from one step to the next and write into them again
+            (``buffer``), and overwrite its input and the gradient it receives
+            (the model passes each array on once and never looks at it again).
+            Used alone (False, the default), a layer returns fresh arrays and
+            leaves its arguments untouched.
     """
 
     #: Rank of one input sample (without the batch axis), or None to accept any.
@@ -50,10 +58,13 @@ class Layer:
         self.grads = {}
         self.trainable = True
         self.needs_input_grad = True
+        self.in_model = False
         self.built = False
         self.input_shape = None
         self.rng = None
         self._placement = None  # (array module, dtype) for add_weight, set while building
+        self._buffers = {}
+        self.scratch = None  # a Scratch shared by the layers of a model (see Layer.in_model)
 
     # ----------------------------------------------------------------- building
     def build(self, input_shape):
@@ -140,6 +151,31 @@ class Layer:
         """``ClassName 'name'``, the prefix of every error message."""
         return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
+    def buffer(self, name, shape, dtype, xp):
+        """An uninitialised ``xp`` array of ``shape`` and ``dtype`` to write a result into.
+
+        In a model (``in_model``) the same array comes back at every step while
+        the shape stays the same: allocating ~100 MB afresh every step costs
+        more here than the arithmetic that fills it. Otherwise it is new.
+        """
+        shape = tuple(int(s) for s in shape)
+        if not self.in_model:
+            return xp.empty(shape, dtype=dtype)
+        array = self._buffers.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype or get_array_module(array) is not xp:
+            array = self._buffers[name] = xp.empty(shape, dtype=dtype)
+        return array
+
+    def scratch_array(self, shape, dtype, xp):
+        """An uninitialised array for temporaries that live only during one ``forward`` or ``backward`` call.
+
+        In a model it is a view of memory that all the model's layers share,
+        one call at a time (``Scratch``); otherwise it is new.
+        """
+        if self.scratch is None:
+            return xp.empty(tuple(int(s) for s in shape), dtype=dtype)
+        return self.scratch.array(shape, dtype, xp)
+
     # ------------------------------------------------------------ computation
     def forward(self, x, training=False):
         """Compute the output for input batch ``x`` and keep what ``backward`` needs."""
@@ -166,3 +202,24 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+class Scratch:
+    """One block of memory that the layers of a model take turns to use for temporaries.
+
+    Conv2D's im2col matrix is the largest array of a training step (for a 3x3
+    convolution, nine copies of its input); sharing one block between all
+    convolutions of a model costs the memory of the largest instead of their sum.
+    """
+
+    def __init__(self):
+        self._block = None
+
+    def array(self, shape, dtype, xp):
+        """The first ``prod(shape)`` elements of the block as an array of ``shape`` and ``dtype``; the block grows as needed."""
+        shape = tuple(int(s) for s in shape)
+        nbytes = math.prod(shape) * xp.dtype(dtype).itemsize
+        block = self._block
+        if block is None or block.nbytes < nbytes or get_array_module(block) is not xp:
+            block = self._block = xp.empty(nbytes, dtype=xp.uint8)
+        return block[:nbytes].view(dtype).reshape(shape)

@@ -53,15 +53,6 @@ class Conv2D(Layer):
             return super().expected_shape_text()
         return f"(N, H, W, {self.input_shape[-1]})"
 
-    def _workspace(self, x, ho, wo):
-        """The im2col buffer, kept across steps: allocating ~100 MB afresh each step costs more than filling it."""
-        xp = get_array_module(x)
-        shape = (x.shape[0], ho, wo) + self.kernel_size + (x.shape[3],)
-        buffer = getattr(self, "_cols_buffer", None)
-        if buffer is None or buffer.shape != shape or buffer.dtype != x.dtype or get_array_module(buffer) is not xp:
-            buffer = self._cols_buffer = xp.empty(shape, dtype=x.dtype)
-        return buffer
-
     def _pads(self, h, w):
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         return (padding_amounts(h, kh, sh, self.padding), padding_amounts(w, kw, sw, self.padding))
@@ -81,13 +72,13 @@ class Conv2D(Layer):
 
     def forward(self, x, training=False):
         self.check_input(x)
+        xp = get_array_module(x)
         n = x.shape[0]
         ho, wo, f = self.output_shape(x.shape[1:])
         self.pads = self._pads(*x.shape[1:3])
-        self.x_shape = x.shape
-        self.cols = im2col(x, self.kernel_size, self.strides, self.pads, out=self._workspace(x, ho, wo))
-        X = self.cols.reshape(n * ho * wo, -1)
-        Y = X @ self.params["W"].reshape(-1, f)
+        self.x = x
+        X = self.im2col_matrix(x)
+        Y = xp.matmul(X, self.params["W"].reshape(-1, f), out=self.buffer("Y", (X.shape[0], f), x.dtype, xp))
         Y += self.params["b"]
         return Y.reshape(n, ho, wo, f)
 
@@ -95,15 +86,26 @@ class Conv2D(Layer):
         xp = get_array_module(dy)
         f = self.filters
         dY = dy.reshape(-1, f)
-        X = self.cols.reshape(dY.shape[0], -1)
+        W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
+            # X is rebuilt rather than kept since forward: in a model, every
+            # Conv2D shares one block of scratch memory for it.
+            X = self.im2col_matrix(self.x)
             xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
             xp.sum(dY, axis=0, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
-        # X is no longer needed: its buffer receives dL/dX.
-        dX = xp.matmul(dY, self.params["W"].reshape(-1, f).T, out=X)
-        return col2im(dX.reshape(self.cols.shape), self.x_shape, self.strides, self.pads)
+        dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
+        dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (self.x.shape[3],))
+        dx = self.buffer("dx", self.x.shape, dy.dtype, xp)
+        return col2im(dcols, self.x.shape, self.strides, self.pads, out=dx)
+
+    def im2col_matrix(self, x):
+        """The im2col matrix ``X`` (N*Ho*Wo, kh*kw*C) of input ``x``, in scratch memory."""
+        n, _, _, c = x.shape
+        ho, wo, _ = self.output_shape(x.shape[1:])
+        cols = self.scratch_array((n, ho, wo) + self.kernel_size + (c,), x.dtype, get_array_module(x))
+        return im2col(x, self.kernel_size, self.strides, self.pads, out=cols).reshape(n * ho * wo, -1)
 
     def get_config(self):
         return {

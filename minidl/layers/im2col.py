@@ -136,15 +136,20 @@ def _zero_outside(grid, index):
     grid[:, rows, cols.stop :] = 0
 
 
-def col2im(cols, x_shape, strides, pads=NO_PADDING):
+def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
     """Adjoint of ``im2col``: add window gradients ``cols`` (N, Ho, Wo, kh, kw, C) onto an ``x_shape`` array.
 
     Entries of ``cols`` that came from the zero padding have no input to go to
-    and are dropped.
+    and are dropped. ``out``, if given, is an ``x_shape`` array to overwrite
+    with the result.
     """
     xp = get_array_module(cols)
     _, ho, wo, kh, kw, _ = cols.shape
-    dx = xp.zeros(x_shape, dtype=cols.dtype)
+    if out is None:
+        dx = xp.zeros(x_shape, dtype=cols.dtype)
+    else:
+        dx = out
+        dx.fill(0)
     for p, q, x_index, out_index in window_taps(x_shape[1:3], (kh, kw), strides, pads, (ho, wo)):
         dx[x_index] += cols[:, :, :, p, q, :][out_index]
     return dx

@@ -54,9 +54,12 @@ class _Pool2D(Layer):
         if not self.needs_input_grad:
             return None
         xp = get_array_module(dy)
-        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         overlapping = sh < ph or sw < pw
+        tiled = (sh, sw) == (ph, pw) and (dy.shape[1] * ph, dy.shape[2] * pw) == tuple(self.x_shape[1:3])
+        # When the windows tile the input, every entry of dx is written below;
+        # otherwise some inputs are in no window (zero) or in several (summed).
+        dx = (xp.empty if tiled else xp.zeros)(self.x_shape, dtype=dy.dtype)
         for t, x_index in enumerate(self.taps(self.x_shape, dy.shape[1:3])):
             if overlapping:  # an input in several windows sums their gradients
                 dx[x_index] += self.window_gradient(dy, t)
@@ -86,7 +89,8 @@ class MaxPool2D(_Pool2D):
         # argmax = the first offset t where x[tap_t] == y. Going backwards over
         # the offsets, argmax = where(x[tap_t] == y, t, argmax), done in place on
         # uint8 as argmax = t + (x[tap_t] != y) * (argmax - t).
-        self.argmax = xp.full(y.shape, len(taps) - 1, dtype=xp.uint8)
+        self.argmax = self.buffer("argmax", y.shape, xp.uint8, xp)
+        self.argmax.fill(len(taps) - 1)
         for t in range(len(taps) - 2, -1, -1):
             not_max = (x[taps[t]] != y).view(xp.uint8)
             self.argmax -= t
