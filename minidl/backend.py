@@ -104,11 +104,3 @@ def default_rng(seed=None):
     if isinstance(seed, numpy.random.Generator):
         return seed
     return numpy.random.default_rng(seed)
-
-
-def device_rng(xp, seed):
-    """A random generator of module ``xp`` (``numpy`` or ``cupy``) seeded with ``seed``.
-
-    Used for per-step randomness that is drawn where the data is (dropout masks).
-    """
-    return xp.random.default_rng(seed)

@@ -73,4 +73,3 @@ def test_default_rng_is_seedable_and_passes_generators_through():
     assert_array_equal(backend.default_rng(4).random(5), backend.default_rng(4).random(5))
     g = np.random.default_rng(0)
     assert backend.default_rng(g) is g
-    assert_array_equal(backend.device_rng(np, 9).random(3), np.random.default_rng(9).random(3))

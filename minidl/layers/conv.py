@@ -2,7 +2,7 @@
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import col2im, im2col, output_size, padding_amounts, pair
+from .im2col import col2im, column_sums, im2col, output_size, padding_amounts, pair
 
 
 class Conv2D(Layer):
@@ -17,7 +17,7 @@ class Conv2D(Layer):
     matrix ``X`` (N*Ho*Wo, kh*kw*C) with ``W`` reshaped to (kh*kw*C, F)::
 
         Y = X W + b        (the Dense layer's equation, one row per window)
-        dL/dW = X^T dY     dL/db = sum of dY over rows
+        dL/dW = X^T dY     dL/db = 1^T dY, the sum of dY's rows
         dL/dX = dY W^T     then col2im adds each window's gradient back onto x
 
     ``padding="same"`` pads zeros so that ``Ho = ceil(H / sh)`` (Keras's rule,
@@ -92,7 +92,7 @@ class Conv2D(Layer):
             # Conv2D shares one block of scratch memory for it.
             X = self.im2col_matrix(self.x)
             xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
-            xp.sum(dY, axis=0, out=self.grads["b"])
+            column_sums(dY, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
         dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))

@@ -2,6 +2,7 @@
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
+from .im2col import column_sums
 
 
 class Dense(Layer):
@@ -44,7 +45,7 @@ class Dense(Layer):
         xp = get_array_module(dy)
         if self.computes_param_grads:
             xp.matmul(self.x.T, dy, out=self.grads["W"])
-            xp.sum(dy, axis=0, out=self.grads["b"])
+            column_sums(dy, out=self.grads["b"])
         return dy @ self.params["W"].T if self.needs_input_grad else None
 
     def get_config(self):

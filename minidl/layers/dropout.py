@@ -1,5 +1,5 @@
 """Inverted dropout (Srivastava et al. 2014; thesis section 2.3.6)."""
-from ..backend import device_rng, get_array_module
+from ..backend import get_array_module
 from .base import Layer
 
 
@@ -29,10 +29,9 @@ class Dropout(Layer):
             self.scaled_mask = None
             return x
         xp = get_array_module(x)
-        # One seed per step from the layer's CPU generator: the masks are then
-        # reproducible from that generator's state alone, on the CPU or the GPU.
-        rng = device_rng(xp, int(self.generator().integers(2**63)))
-        keep = rng.random(x.shape, dtype=x.dtype) >= self.rate
+        # Drawn on the CPU from the layer's generator, then moved: the same seed
+        # gives the same masks on the CPU and the GPU.
+        keep = xp.asarray(self.generator().random(x.shape, dtype=x.dtype) >= self.rate)
         self.scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self.scaled_mask
 

@@ -20,8 +20,8 @@ windows receives the sum of their gradients).
 Neither loops over pixels. Both loop over the ``kh * kw`` kernel offsets
 ``(p, q)`` (``window_taps``); for each, one strided slab of the input holds
 offset ``(p, q)`` of every window in the batch, and moves in one assignment.
-The zero padding is never built: entries of ``cols`` that fall in it are set
-to zero, and ``col2im`` simply drops their gradients.
+``im2col`` copies ``x`` into a zero-bordered array first; ``col2im`` never
+builds the padding: it drops the gradients of entries that fall in it.
 """
 import math
 import numbers
@@ -114,26 +114,20 @@ def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
     allocating a large array each time).
     """
     xp = get_array_module(x)
+    if pads != NO_PADDING:
+        (top, bottom), (left, right) = pads
+        n, h, w, c = x.shape
+        padded = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+        padded[:, top : top + h, left : left + w, :] = x
+        x = padded
     n, h, w, c = x.shape
     (kh, kw), (sh, sw) = kernel, strides
-    ho = output_size(h + sum(pads[0]), kh, sh)
-    wo = output_size(w + sum(pads[1]), kw, sw)
+    ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
     if out is None:
         out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    for p, q, x_index, out_index in window_taps((h, w), kernel, strides, pads, (ho, wo)):
-        window_entry = out[:, :, :, p, q, :]
-        window_entry[out_index] = x[x_index]
-        _zero_outside(window_entry, out_index)
+    for p, q, x_index, _ in window_taps((h, w), kernel, strides, NO_PADDING, (ho, wo)):
+        out[:, :, :, p, q, :] = x[x_index]
     return out
-
-
-def _zero_outside(grid, index):
-    """Zero the border of ``grid`` (N, Ho, Wo, C) that ``index`` (all rows/columns but a border) leaves out."""
-    _, rows, cols = index
-    grid[:, : rows.start] = 0
-    grid[:, rows.stop :] = 0
-    grid[:, rows, : cols.start] = 0
-    grid[:, rows, cols.stop :] = 0
 
 
 def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
@@ -153,3 +147,16 @@ def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
     for p, q, x_index, out_index in window_taps(x_shape[1:3], (kh, kw), strides, pads, (ho, wo)):
         dx[x_index] += cols[:, :, :, p, q, :][out_index]
     return dx
+
+
+def column_sums(a, out=None):
+    """``1^T a``: the sum of the rows of a tall matrix ``a`` (M, F), as a product with a vector of ones.
+
+    Equal to ``a.sum(axis=0)``; written as a matrix product because on a GPU
+    CuPy's reduction down the columns of a tall matrix is ~100x slower than the
+    BLAS (37 ms against 0.3 ms for the first convolution's bias gradient at
+    224 px, batch 32, on an H100). On the CPU the two take the same time.
+    """
+    xp = get_array_module(a)
+    ones = xp.ones(a.shape[0], dtype=a.dtype)
+    return xp.matmul(ones, a, out=out)
