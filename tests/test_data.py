@@ -135,3 +135,18 @@ def test_rotation_turns_a_bar():
 def test_flip_rotate_rejects_a_single_image():
     with pytest.raises(ValueError, match="expected images"):
         random_flip_rotate(np.zeros((5, 5)), np.random.default_rng(0))
+
+
+def test_rotation_of_the_batch_equals_ndimage_rotate_image_by_image():
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    x = rng.random((5, 19, 26)).astype(np.float32)
+    out = random_flip_rotate(x, np.random.default_rng(8), flip=False, max_degrees=30.0, fill=0.25)
+    angles = np.random.default_rng(8).uniform(-30.0, 30.0, size=5)
+    expected = np.stack([
+        ndimage.rotate(image, angle, axes=(1, 0), reshape=False, order=1, mode="constant", cval=0.25)
+        for image, angle in zip(x, angles)
+    ])
+    np.testing.assert_allclose(out, expected, atol=1e-4)
+    assert not np.allclose(out, x, atol=1e-2)  # it did rotate
