@@ -70,7 +70,8 @@ class ArrayBatches:
             # The order inside a batch does not matter to the gradient, and sorted
             # rows read a memory-mapped file front to back.
             rows = np.sort(order[start : start + self.batch_size])
-            xb = to_device(self.x[rows], dtype=np.float32)
+            # Moved as stored (MURA's uint8 is a quarter of float32's bytes), converted there.
+            xb = to_device(self.x[rows]).astype(np.float32, copy=False)
             if self.augment is not None:
                 xb = self.augment(xb, rng)
             if self.transform is not None:
@@ -97,8 +98,8 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     if x.ndim not in (3, 4):
         raise ValueError(f"random_flip_rotate: expected images (B, H, W) or (B, H, W, C), got shape {x.shape}")
     if flip:
-        mirrored = xp.asarray(rng.random(len(x)) < 0.5)
-        x[mirrored] = x[mirrored, :, ::-1]
+        mirrored = xp.asarray(rng.random(len(x)) < 0.5).reshape((-1,) + (1,) * (x.ndim - 1))
+        x = xp.where(mirrored, x[:, :, ::-1], x)
     angles = rng.uniform(-max_degrees, max_degrees, size=len(x))
     if max_degrees == 0 or len(x) == 0:
         return x
