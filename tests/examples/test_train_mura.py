@@ -99,3 +99,23 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     with open(resumed / "history.csv", newline="") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [1, 2]
+
+
+def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, tmp_path):
+    from minidl import Sequential
+    from minidl.architectures import split_base
+
+    out, common, _ = run
+    transfer = tmp_path / "transfer"
+    run_script("--init-from", out / "model.npz", "--freeze-base", "--out", transfer, "--epochs", 1, *common,
+               cwd=tmp_path)
+    donor_base, donor_head = split_base(Sequential.load(out / "model.npz").layers)
+    new_base, new_head = split_base(Sequential.load(transfer / "last.npz").layers)
+    assert [type(layer) for layer in new_base] == [type(layer) for layer in donor_base]
+    for old, new in zip(donor_base, new_base):
+        assert not new.trainable or not new.params
+        for name in old.params:
+            np.testing.assert_array_equal(new.params[name], old.params[name])
+    changed = [not np.array_equal(a.params[k], b.params[k])
+               for a, b in zip(donor_head, new_head) for k in a.params]
+    assert changed and all(changed)  # a new head, not the donor's
