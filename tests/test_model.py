@@ -476,3 +476,31 @@ def test_a_small_cnn_learns_bar_orientation_to_95_percent_held_out():
     # The task is not linearly separable: a linear model on the pixels stays far below.
     linear = train([Flatten(), Dense(2), Softmax()])
     assert linear < 0.8
+
+
+def test_a_layer_that_rebinds_its_gradients_still_trains_like_one_that_writes_in_place():
+    # Sequential keeps trainable parameters in one flat array; a layer that assigns
+    # new arrays to ``grads`` instead of writing into them must still be updated.
+    from minidl.layers import Dense, Softmax
+    from minidl.losses import CrossEntropy
+    from minidl.optimizers import Adam
+
+    class RebindingDense(Dense):
+        def backward(self, dy):
+            self.grads = {"W": self.x.T @ dy, "b": dy.sum(axis=0)}
+            return dy @ self.params["W"].T
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((16, 5)).astype(np.float32), rng.integers(0, 3, 16)
+    models = []
+    for dense in (Dense, RebindingDense):
+        model = Sequential([dense(4), dense(3), Softmax()], input_shape=(5,), seed=3)
+        model.compile(Adam(0.05), CrossEntropy())
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        models.append(model)
+    reference, rebinding = (m.get_weights() for m in models)
+    assert not np.allclose(reference[0], Sequential([Dense(4), Dense(3), Softmax()], input_shape=(5,), seed=3)
+                           .get_weights()[0])
+    for a, b in zip(reference, rebinding):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
