@@ -160,7 +160,12 @@ class Sequential:
 
     # ----------------------------------------------------------- computation
     def forward(self, x, training=False):
-        """Run ``x`` through every layer; returns the last layer's output."""
+        """Run ``x`` through every layer; returns the last layer's output.
+
+        The layers of a model write their results into arrays they reuse at
+        the next call (``Layer.in_model``): copy the result to keep it past
+        the next ``forward``. ``predict`` does, and returns NumPy.
+        """
         for layer in self.layers:
             x = layer.forward(x, training=training)
         return x
