@@ -150,3 +150,54 @@ def test_rotation_of_the_batch_equals_ndimage_rotate_image_by_image():
     ])
     np.testing.assert_allclose(out, expected, atol=1e-4)
     assert not np.allclose(out, x, atol=1e-2)  # it did rotate
+
+
+def _flip_only(x, rng):
+    return random_flip_rotate(x, rng, flip=True, max_degrees=0.0)
+
+
+def test_prefetched_batches_are_the_same_batches():
+    x = np.arange(23 * 4 * 4, dtype=np.float32).reshape(23, 4, 4)
+    y = np.arange(23) % 2
+    plain = ArrayBatches(x, y, batch_size=5, seed=4, augment=_flip_only)
+    ahead = ArrayBatches(x, y, batch_size=5, seed=4, augment=_flip_only, prefetch=2)
+    for _ in range(2):  # two epochs: each draws its own order and flips
+        pairs = list(zip(plain, ahead, strict=True))
+        assert len(pairs) == 5
+        for (xa, ya), (xb, yb) in pairs:
+            np.testing.assert_array_equal(xa, xb)
+            np.testing.assert_array_equal(ya, yb)
+
+
+def test_prefetch_raises_the_producers_error_where_it_happened():
+    from minidl.data import prefetch
+
+    def numbers():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    seen = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetch(numbers(), depth=1):
+            seen.append(item)
+    assert seen == [1, 2]
+
+
+def test_stopping_early_stops_the_prefetch_thread():
+    import threading
+
+    from minidl.data import prefetch
+
+    def endless():
+        n = 0
+        while True:
+            n += 1
+            yield n
+
+    items = prefetch(endless(), depth=2)
+    assert [next(items), next(items), next(items)] == [1, 2, 3]
+    items.close()
+    assert not any(t.name == "minidl-prefetch" and t.is_alive() for t in threading.enumerate())
+    with pytest.raises(ValueError, match="depth"):
+        next(prefetch([], depth=0))
