@@ -162,8 +162,7 @@ def train(args, data, out):
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
         EarlyStopping(monitor="val_loss", patience=args.patience),
     ]
-    # Two batches are read and augmented ahead, in a thread, while the model trains.
-    train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed, prefetch=2)
+    train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
     start = time.perf_counter()
     model.fit(train_batches,

@@ -13,9 +13,6 @@ network a slightly different version of every training image in each epoch,
 so that it learns what the images show, not the images themselves. It is used
 on training batches only; evaluation sees the images as they are.
 """
-import queue
-import threading
-
 import numpy as np
 from scipy import ndimage
 
@@ -44,13 +41,9 @@ class ArrayBatches:
     from a generator seeded with ``(seed, e)``, so a run is reproducible from
     ``seed`` yet every epoch differs; ``seed=None`` draws fresh entropy.
     ``epoch`` counts the iterations begun so far.
-
-    With ``prefetch=k`` a background thread prepares up to ``k`` batches
-    ahead (see ``prefetch``), so that reading and augmenting the next batch
-    overlaps the training step on the current one; the batches are the same.
     """
 
-    def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None, prefetch=0):
+    def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None):
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
         if int(batch_size) < 1:
@@ -62,7 +55,6 @@ class ArrayBatches:
         self.seed = seed
         self.augment = augment
         self.transform = transform
-        self.prefetch = int(prefetch)
         self.epoch = 0
 
     def __len__(self):
@@ -70,12 +62,8 @@ class ArrayBatches:
         return -(-len(self.y) // self.batch_size)
 
     def __iter__(self):
-        batches = self._epoch(default_rng(None if self.seed is None else [self.seed, self.epoch]))
+        rng = default_rng(None if self.seed is None else [self.seed, self.epoch])
         self.epoch += 1
-        return prefetch(batches, self.prefetch) if self.prefetch else batches
-
-    def _epoch(self, rng):
-        """The batches of one epoch, shuffled and augmented with ``rng``."""
         n = len(self.y)
         order = rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, n, self.batch_size):
@@ -89,55 +77,6 @@ class ArrayBatches:
             if self.transform is not None:
                 xb = self.transform(xb)
             yield xb, self.y[rows]
-
-
-def prefetch(iterable, depth):
-    """Iterate over ``iterable`` while a background thread produces up to ``depth`` items ahead.
-
-    The items and their order are unchanged. An exception raised while
-    producing is raised here, at the item where it happened; stopping early
-    (``break``, or an error in the consumer) stops the thread. Reading a
-    memory-mapped file, NumPy and CuPy release Python's global lock while
-    they work, so the producer runs while the consumer trains.
-    """
-    if depth < 1:
-        raise ValueError(f"prefetch: depth must be at least 1, got {depth}")
-    items = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def offer(entry):
-        """Put ``entry`` in the queue unless the consumer has stopped; whether it went in."""
-        while not stop.is_set():
-            try:
-                items.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce():
-        try:
-            for item in iterable:
-                if not offer((item, None)):
-                    return
-            offer((done, None))
-        except BaseException as error:  # handed to the consumer, raised there
-            offer((done, error))
-
-    producer = threading.Thread(target=produce, name="minidl-prefetch", daemon=True)
-    producer.start()
-    try:
-        while True:
-            item, error = items.get()
-            if error is not None:
-                raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        producer.join()
 
 
 def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):

@@ -487,15 +487,13 @@ class MURASplit:
         xp = get_array_module(images)
         return ((xp.asarray(images, dtype=xp.float32) - self.mean) / self.std)[..., None]
 
-    def batches(self, batch_size=32, shuffle=None, augment=None, seed=None, prefetch=0):
+    def batches(self, batch_size=32, shuffle=None, augment=None, seed=None):
         """An ``ArrayBatches`` of ``(x, y)``: x (B, S, S, 1) float32 normalised, y (B,) int64.
 
         ``shuffle`` and ``augment`` default to True for ``train`` and False for
         ``valid``. Augmentation (random horizontal flips and rotations of up to
         30 degrees, filled with black) is for training only: asking for it on
         ``valid`` is a ``ValueError``. ``seed`` makes the epochs reproducible.
-        ``prefetch``: batches prepared ahead in a background thread (see
-        ``minidl.data.prefetch``).
         """
         training = self.name == "train"
         shuffle = training if shuffle is None else shuffle
@@ -504,8 +502,7 @@ class MURASplit:
             raise ValueError(f"MURASplit {self.name!r}: augmentation is for the training split only")
         flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=MAX_ROTATION_DEGREES, fill=0.0)
         return ArrayBatches(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed,
-                            augment=flip_rotate if augment else None, transform=self.normalise,
-                            prefetch=prefetch)
+                            augment=flip_rotate if augment else None, transform=self.normalise)
 
 
 class MURA:
