@@ -78,14 +78,13 @@ class Sequential:
         if layer.rng is None:
             layer.rng = default_rng(self._seeds.spawn(1)[0])
         layer.in_model = True
-        layer.scratch = self._scratch
         self.layers.append(layer)
         if self.input_shape is not None:
             try:
                 self._build_layers(self.input_shape)
             except ValueError:
                 self.layers.pop()  # a layer that does not fit is not added
-                layer.in_model, layer.scratch = False, None
+                layer.in_model = False
                 raise
         self._update_input_grad_flags()
 
@@ -120,6 +119,10 @@ class Sequential:
         for layer, layer_input in zip(self.layers, shapes):
             if not layer.built:
                 layer.build_for(layer_input, xp, self.dtype)
+            # On the CPU, where memory is the tighter budget, the layers share one
+            # scratch block (Conv2D then rebuilds its im2col matrix in backward);
+            # on a GPU, CuPy's memory pool makes separate arrays cheap.
+            layer.scratch = self._scratch if xp is np else None
         self._update_input_grad_flags()
         return shape
 

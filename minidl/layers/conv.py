@@ -78,6 +78,9 @@ class Conv2D(Layer):
         self.pads = self._pads(*x.shape[1:3])
         self.x = x
         X = self.im2col_matrix(x)
+        # In shared scratch memory (a model on the CPU) X is overwritten by the
+        # next layer, and backward rebuilds it; otherwise it is kept.
+        self.X = None if self.scratch is not None else X
         Y = xp.matmul(X, self.params["W"].reshape(-1, f), out=self.buffer("Y", (X.shape[0], f), x.dtype, xp))
         Y += self.params["b"]
         return Y.reshape(n, ho, wo, f)
@@ -88,9 +91,7 @@ class Conv2D(Layer):
         dY = dy.reshape(-1, f)
         W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
-            # X is rebuilt rather than kept since forward: in a model, every
-            # Conv2D shares one block of scratch memory for it.
-            X = self.im2col_matrix(self.x)
+            X = self.X if self.X is not None else self.im2col_matrix(self.x)
             xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
             column_sums(dY, out=self.grads["b"])
         if not self.needs_input_grad:
