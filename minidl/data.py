@@ -23,13 +23,14 @@ class ArrayBatches:
     """Mini-batches ``(x, y)`` of arrays, shuffled afresh in every epoch.
 
     ``x``: (N, ...) samples, any numeric dtype (a ``np.memmap`` works);
-    ``y``: (N,) integer labels. Each iteration yields ``ceil(N / batch_size)``
-    pairs ``(xb, yb)``: ``xb`` float32 (B, ...), ``yb`` int64 (B,), every sample
-    exactly once, the last batch holding the remainder.
+    ``y``: (N,) integer labels, or (N, K) target rows. Each iteration yields
+    ``ceil(N / batch_size)`` pairs ``(xb, yb)``: ``xb`` of ``dtype`` (float32)
+    (B, ...), ``yb`` int64 (B,) or (B, K), every sample exactly once, the last
+    batch holding the remainder.
 
     A batch goes through three steps:
 
-    1. its rows of ``x`` are read, converted to float32 and placed on the
+    1. its rows of ``x`` are read, converted to ``dtype`` and placed on the
        current backend (``minidl.set_backend``): on a GPU, the next two steps
        run there;
     2. ``augment(xb, rng)``, if given, changes them randomly (training only),
@@ -43,13 +44,17 @@ class ArrayBatches:
     ``epoch`` counts the iterations begun so far.
     """
 
-    def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None):
+    def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
+                 dtype=np.float32):
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
         if int(batch_size) < 1:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size}")
         self.x = x
-        self.y = np.asarray(y, dtype=np.int64)
+        y = np.asarray(y)
+        # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
+        self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(dtype)
+        self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.seed = seed
@@ -71,7 +76,7 @@ class ArrayBatches:
             # rows read a memory-mapped file front to back.
             rows = np.sort(order[start : start + self.batch_size])
             # Moved as stored (MURA's uint8 is a quarter of float32's bytes), converted there.
-            xb = to_device(self.x[rows]).astype(np.float32, copy=False)
+            xb = to_device(self.x[rows]).astype(self.dtype, copy=False)
             if self.augment is not None:
                 xb = self.augment(xb, rng)
             if self.transform is not None:

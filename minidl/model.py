@@ -27,8 +27,8 @@ from .layers.base import LAYER_CLASSES, Layer, Scratch
 from .losses import CrossEntropy
 from .utils import atomic_path
 
-#: Bumped whenever the layout of saved ``.npz`` files changes.
-FILE_FORMAT = 1
+#: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
+FILE_FORMAT = 2
 
 
 class Sequential:
@@ -366,7 +366,8 @@ class Sequential:
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
         else:
             chunks = (b[0] if isinstance(b, tuple) else b for b in x)
-        outputs = [to_numpy(self.forward(self._to_device(chunk)[0], training=False)) for chunk in chunks]
+        # Copied: the last layer may write every batch's result into the same reused array.
+        outputs = [np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))) for chunk in chunks]
         if not outputs:
             return np.zeros((0, self.output_classes or 0), dtype=self.dtype)
         return np.concatenate(outputs)
@@ -436,7 +437,8 @@ class Sequential:
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
         self._check_batch(x, y, what)
-        return ArrayBatches(x, y, int(batch_size), shuffle, seed=int(self.rng.integers(2**63)))
+        seed = int(self.rng.integers(2**63)) if shuffle else None
+        return ArrayBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype)
 
     def _validation_batches(self, data, batch_size):
         if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
@@ -568,7 +570,7 @@ class Sequential:
                     raise ValueError(f"Sequential.load: {path} lacks {key} or it has the wrong shape")
                 layer.params[name][...] = xp.asarray(arrays[key])
         if arch["input_shape"] is not None:
-            model.input_shape = tuple(arch["input_shape"])
+            model.build(arch["input_shape"])  # the layers are built: this shares the scratch block
         if arch["optimizer"] is not None:
             loss_spec = arch["loss"]
             loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None

@@ -504,3 +504,55 @@ def test_a_layer_that_rebinds_its_gradients_still_trains_like_one_that_writes_in
                            .get_weights()[0])
     for a, b in zip(reference, rebinding):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_predict_copies_each_batch_when_the_last_layer_reuses_its_result_array():
+    # A model ending in Conv2D returns the layer's reused output buffer from forward.
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 4, 4, 1)).astype(np.float32)
+    model = Sequential([Conv2D(3, 4), Flatten()], input_shape=(4, 4, 1), seed=0)
+    model.compile(Adam(), CrossEntropy(from_logits=True))
+    assert_allclose(model.predict(x, batch_size=2), model.predict(x, batch_size=8), rtol=1e-6, atol=1e-7)
+
+
+def test_fit_and_evaluate_keep_probability_targets():
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((12, 5)).astype(np.float32)
+    soft = np.full((12, 2), 0.1, dtype=np.float32)
+    soft[np.arange(12), rng.integers(0, 2, 12)] = 0.9
+    model = Sequential([Dense(2), Softmax()], input_shape=(5,), seed=0)
+    model.compile(Adam(), CrossEntropy())
+    p = model.predict(x)
+    expected = float(-(soft * np.log(p)).sum(axis=1).mean())
+    assert model.evaluate(x, soft)["loss"] == pytest.approx(expected, rel=1e-5)
+    history = model.fit(x, soft, epochs=2, batch_size=12, shuffle=False, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_evaluating_between_fits_does_not_change_the_training_run():
+    x, y = tiny_images(20, seed=3)
+    runs = []
+    for evaluate_between in (False, True):
+        model = tiny_cnn()
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        if evaluate_between:
+            model.evaluate(x, y)
+        model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+        runs.append(model.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_float64_model_trains_on_float64_batches():
+    seen = []
+
+    class Spy(ReLU):
+        def forward(self, x, training=False):
+            seen.append(x.dtype)
+            return super().forward(x, training)
+
+    x = np.random.default_rng(4).standard_normal((6, 3))
+    model = Sequential([Spy(), Dense(2), Softmax()], input_shape=(3,), seed=0, dtype="float64")
+    model.compile(Adam(), CrossEntropy())
+    model.fit(x, np.arange(6) % 2, epochs=1, batch_size=3, verbose=0)
+    assert seen and all(dtype == np.float64 for dtype in seen)

@@ -208,3 +208,15 @@ def test_saving_during_training_does_not_change_the_run(tmp_path):
     hb = b.fit(x, y, epochs=3, batch_size=8, verbose=0)
     assert ha.history == hb.history
     assert_weights_equal(a.get_weights(), b.get_weights())
+
+
+def test_a_loaded_model_shares_one_scratch_block_like_the_original(tmp_path):
+    from minidl.layers import Conv2D, Dense, Flatten, ReLU, Softmax
+
+    model = Sequential([Conv2D(2, 3), ReLU(), Conv2D(2, 3), Flatten(), Dense(2), Softmax()],
+                       input_shape=(7, 7, 1), seed=0)
+    model.compile(Adam(), CrossEntropy())
+    model.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz")
+    assert all(layer.scratch is loaded._scratch for layer in loaded.layers)
+    assert loaded._scratch is not model._scratch

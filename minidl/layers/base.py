@@ -39,10 +39,9 @@ class Layer:
             first layer of a model: nothing upstream wants it) and return None.
         in_model: set by ``Sequential``. A layer in a model may keep its large
             result arrays from one step to the next and write into them again
-            (``buffer``), and overwrite its input and the gradient it receives
-            (the model passes each array on once and never looks at it again).
-            Used alone (False, the default), a layer returns fresh arrays and
-            leaves its arguments untouched.
+            (``buffer``): what ``forward`` returns is valid until its next call,
+            which is all a model needs. Used alone (False, the default), a
+            layer returns fresh arrays. Layers never modify their arguments.
     """
 
     #: Rank of one input sample (without the batch axis), or None to accept any.
@@ -82,14 +81,15 @@ class Layer:
 
         ``initializer`` is a function from ``minidl.initializers`` (or a name of
         one). Values are drawn on the CPU from ``self.rng`` and then placed on the
-        module and dtype of the layer's first input.
+        module and dtype of the layer's first input. Read the parameter as
+        ``self.params[name]`` wherever it is used, and write gradients into
+        ``self.grads[name]``: a model may move both into arrays of its own.
         """
         init = initializers.get(initializer)
         value = init(tuple(int(s) for s in shape), self.generator())
         xp, dtype = self._placement
         self.params[name] = xp.asarray(value, dtype=dtype)
         self.grads[name] = xp.zeros_like(self.params[name])
-        return self.params[name]
 
     def generator(self):
         """The layer's ``numpy.random.Generator`` (``Sequential`` seeds it; fresh entropy otherwise)."""

@@ -26,8 +26,8 @@ class _Pool2D(Layer):
         super().__init__(name)
         self.pool_size = pair(pool_size, f"{type(self).__name__} pool_size")
         self.strides = self.pool_size if strides is None else pair(strides, f"{type(self).__name__} strides")
-        if self.pool_size[0] * self.pool_size[1] > 255:
-            raise ValueError(f"{type(self).__name__}: windows of more than 255 entries are not supported, "
+        if self.pool_size[0] * self.pool_size[1] > 256:
+            raise ValueError(f"{type(self).__name__}: windows of more than 256 entries are not supported, "
                              f"got pool_size {self.pool_size}")
 
     def accepts(self, input_shape):
