@@ -165,6 +165,11 @@ class ReduceLROnPlateau(_Monitor):
         self.wait = 0
         self.cooldown_left = 0
 
+    def on_train_begin(self, logs=None):
+        self.best = math.inf if self.mode == "min" else -math.inf
+        self.wait = 0
+        self.cooldown_left = 0
+
     def on_epoch_end(self, epoch, logs=None):
         value = self.current(logs)
         if self.cooldown_left > 0:

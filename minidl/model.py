@@ -441,7 +441,7 @@ class Sequential:
         return ArrayBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype)
 
     def _validation_batches(self, data, batch_size):
-        if isinstance(data, tuple) and len(data) == 2 and hasattr(data[0], "shape"):
+        if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
             return self._batches(data[0], data[1], batch_size, False, "validation_data")
         return data
 

@@ -283,3 +283,23 @@ def test_csv_logger_starts_afresh_or_appends(tmp_path):
     assert [int(row["epoch"]) for row in _rows(path)] == [1, 2, 3, 4]
     model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[CSVLogger(path)])
     assert [int(row["epoch"]) for row in _rows(path)] == [1]
+
+
+def test_reduce_lr_on_plateau_starts_afresh_in_each_fit():
+    from minidl.callbacks import ReduceLROnPlateau
+
+    class FakeOptimizer:
+        lr = 1.0
+
+    class FakeModel:
+        optimizer = FakeOptimizer()
+
+    callback = ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=1)
+    callback.set_model(FakeModel())
+    callback.on_train_begin()
+    callback.on_epoch_end(0, {"val_loss": 0.1})
+    callback.on_train_begin()  # a second fit: 0.5 is its first epoch, not a plateau after 0.1
+    callback.on_epoch_end(0, {"val_loss": 0.5})
+    assert FakeModel.optimizer.lr == 1.0
+    callback.on_epoch_end(1, {"val_loss": 0.6})
+    assert FakeModel.optimizer.lr == 0.5

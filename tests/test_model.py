@@ -556,3 +556,17 @@ def test_a_float64_model_trains_on_float64_batches():
     model.compile(Adam(), CrossEntropy())
     model.fit(x, np.arange(6) % 2, epochs=1, batch_size=3, verbose=0)
     assert seen and all(dtype == np.float64 for dtype in seen)
+
+
+def test_validation_data_may_be_a_list_of_two_arrays():
+    x, y = tiny_images(10, seed=5)
+    model = tiny_cnn()
+    history = model.fit(x, y, epochs=1, batch_size=5, validation_data=[x, y], verbose=0)
+    assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x, y)["loss"], rel=1e-6)
+
+
+def test_layer_sizes_may_be_numpy_integers():
+    dense, conv = Dense(np.int64(3)), Conv2D(np.int32(2), 3)
+    assert (dense.units, conv.filters) == (3, 2) and type(dense.units) is int
+    with pytest.raises(ValueError, match="units"):
+        Dense(2.5)

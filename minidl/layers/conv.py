@@ -1,4 +1,6 @@
 """2-D convolution over NHWC batches (thesis sections 2.4.2 and 2.4.3)."""
+import numbers
+
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
@@ -29,11 +31,11 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  kernel_initializer="glorot_uniform", name=None):
         super().__init__(name)
-        if isinstance(filters, bool) or not isinstance(filters, int) or filters < 1:
+        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
         if padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
-        self.filters = filters
+        self.filters = int(filters)
         self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
         self.strides = pair(strides, "Conv2D strides")
         self.padding = padding

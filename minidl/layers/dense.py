@@ -1,4 +1,6 @@
 """Fully connected layer (thesis section 2.2.1)."""
+import numbers
+
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
@@ -23,9 +25,9 @@ class Dense(Layer):
 
     def __init__(self, units, kernel_initializer="glorot_uniform", name=None):
         super().__init__(name)
-        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
-        self.units = units
+        self.units = int(units)
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape):
