@@ -167,16 +167,17 @@ def train(args, data, out):
     start = time.perf_counter()
     model.fit(train_batches,
               epochs=args.epochs, initial_epoch=done,
-              validation_data=data.valid.batches(256),
+              validation_data=data.valid.batches(args.batch_size),
               class_weight=class_weight, callbacks=callbacks, verbose=0 if args.quiet else 1)
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz")
 
 
-def evaluate(model, data, out):
+def evaluate(model, data, out, batch_size):
     """Study-level predictions, metrics.json, predictions.csv and the plots; returns the metrics."""
     valid = data.valid
-    image_probabilities = model.predict(valid.batches(256))[:, 1]
+    # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
+    image_probabilities = model.predict(valid.batches(batch_size))[:, 1]
     study_ids, study_probabilities = metrics.aggregate_by_study(valid.study_ids, image_probabilities)
     studies, labels, types = valid.studies[study_ids], valid.study_labels[study_ids], valid.study_types[study_ids]
     with warnings.catch_warnings(record=True) as undefined:
@@ -246,7 +247,7 @@ def main(argv=None):
         model = minidl.Sequential.load(args.evaluate)
     else:
         model = train(args, data, out)
-    result, report = evaluate(model, data, out)
+    result, report = evaluate(model, data, out, args.batch_size)
     print_report(report, data.synthetic)
     log.info("Wrote %s", ", ".join(sorted(os.listdir(out))))
     return result

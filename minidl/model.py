@@ -71,8 +71,11 @@ class Sequential:
             raise TypeError(f"Sequential.add: expected a minidl Layer, got {type(layer).__name__}")
         if layer.name is None:
             kind = type(layer).__name__.lower()
-            same_kind = sum(type(other) is type(layer) for other in self.layers)
-            layer.name = f"{kind}_{same_kind + 1}"
+            taken = {other.name for other in self.layers}
+            number = sum(type(other) is type(layer) for other in self.layers) + 1
+            while f"{kind}_{number}" in taken:
+                number += 1
+            layer.name = f"{kind}_{number}"
         if any(other.name == layer.name for other in self.layers):
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         if layer.rng is None:

@@ -570,3 +570,8 @@ def test_layer_sizes_may_be_numpy_integers():
     assert (dense.units, conv.filters) == (3, 2) and type(dense.units) is int
     with pytest.raises(ValueError, match="units"):
         Dense(2.5)
+
+
+def test_automatic_names_do_not_collide_with_given_ones():
+    model = Sequential([Dense(3, name="dense_2"), Dense(2)], input_shape=(4,))
+    assert [layer.name for layer in model.layers] == ["dense_2", "dense_3"]

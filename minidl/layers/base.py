@@ -85,6 +85,8 @@ class Layer:
         ``self.params[name]`` wherever it is used, and write gradients into
         ``self.grads[name]``: a model may move both into arrays of its own.
         """
+        if self._placement is None:
+            raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
         init = initializers.get(initializer)
         value = init(tuple(int(s) for s in shape), self.generator())
         xp, dtype = self._placement

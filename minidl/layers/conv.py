@@ -4,7 +4,8 @@ import numbers
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import col2im, column_sums, im2col, output_size, padding_amounts, pair
+from .dense import column_sums
+from .im2col import col2im, im2col, output_size, padding_amounts, pair
 
 
 class Conv2D(Layer):

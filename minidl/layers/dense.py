@@ -4,7 +4,6 @@ import numbers
 from .. import initializers
 from ..backend import get_array_module
 from .base import Layer
-from .im2col import column_sums
 
 
 class Dense(Layer):
@@ -56,3 +55,16 @@ class Dense(Layer):
             "kernel_initializer": initializers.name_of(self.kernel_initializer),
             "name": self.name,
         }
+
+
+def column_sums(a, out=None):
+    """``1^T a``: the sum of the rows of a tall matrix ``a`` (M, F), as a product with a vector of ones.
+
+    Equal to ``a.sum(axis=0)``; written as a matrix product because on a GPU
+    CuPy's reduction down the columns of a tall matrix is ~100x slower than the
+    BLAS (37 ms against 0.3 ms for the first convolution's bias gradient at
+    224 px, batch 32, on an H100). On the CPU the two take the same time.
+    """
+    xp = get_array_module(a)
+    ones = xp.ones(a.shape[0], dtype=a.dtype)
+    return xp.matmul(ones, a, out=out)

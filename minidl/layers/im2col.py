@@ -148,15 +148,3 @@ def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
         dx[x_index] += cols[:, :, :, p, q, :][out_index]
     return dx
 
-
-def column_sums(a, out=None):
-    """``1^T a``: the sum of the rows of a tall matrix ``a`` (M, F), as a product with a vector of ones.
-
-    Equal to ``a.sum(axis=0)``; written as a matrix product because on a GPU
-    CuPy's reduction down the columns of a tall matrix is ~100x slower than the
-    BLAS (37 ms against 0.3 ms for the first convolution's bias gradient at
-    224 px, batch 32, on an H100). On the CPU the two take the same time.
-    """
-    xp = get_array_module(a)
-    ones = xp.ones(a.shape[0], dtype=a.dtype)
-    return xp.matmul(ones, a, out=out)
