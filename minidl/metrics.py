@@ -126,6 +126,14 @@ def _probabilities(values, name, caller):
     return probabilities
 
 
+def _labels_and_scores(y_true, scores, caller):
+    """Binary labels and finite scores of the same length, validated for ``caller``."""
+    y_true = _binary_labels(y_true, "y_true", caller)
+    scores = _finite_scores(scores, "scores", caller)
+    _same_length(caller, y_true=y_true, scores=scores)
+    return y_true, scores
+
+
 def _ratio(numerator, denominator, what):
     """``numerator / denominator`` as a float, or ``nan`` with a warning when the denominator is 0."""
     if denominator == 0:
@@ -276,9 +284,7 @@ def roc_curve(y_true, scores, drop_intermediate=True):
             non-finite scores.
     """
     caller = "roc_curve"
-    y_true = _binary_labels(y_true, "y_true", caller)
-    scores = _finite_scores(scores, "scores", caller)
-    _same_length(caller, y_true=y_true, scores=scores)
+    y_true, scores = _labels_and_scores(y_true, scores, caller)
 
     order = np.argsort(-scores, kind="stable")
     sorted_scores = scores[order]
@@ -341,9 +347,7 @@ def roc_auc(y_true, scores):
             non-finite scores.
     """
     caller = "roc_auc"
-    y_true = _binary_labels(y_true, "y_true", caller)
-    scores = _finite_scores(scores, "scores", caller)
-    _same_length(caller, y_true=y_true, scores=scores)
+    y_true, scores = _labels_and_scores(y_true, scores, caller)
     if y_true.min() == y_true.max():
         _warn_undefined(f"roc_auc: y_true holds only class {y_true[0]}; the AUC is undefined, returning nan")
         return float("nan")

@@ -322,7 +322,7 @@ class Sequential:
                    disable=verbose != 1, leave=True, file=sys.stderr, dynamic_ncols=True)
         try:
             for index, (xb, yb) in enumerate(batches):
-                xb, yb = self._to_device(*self._check_batch(xb, yb, "fit"))
+                xb, yb = self._to_device(*self._checked(xb, yb, batches, "fit"))
                 value, correct = self._train_step(xb, yb, loss)
                 if not np.isfinite(value):
                     raise FloatingPointError(
@@ -351,7 +351,7 @@ class Sequential:
     def _evaluate_batches(self, batches):
         total_loss, total_correct, seen = 0.0, 0, 0
         for xb, yb in batches:
-            xb, yb = self._to_device(*self._check_batch(xb, yb, "evaluate"))
+            xb, yb = self._to_device(*self._checked(xb, yb, batches, "evaluate"))
             p, value = self._forward_loss(xb, yb, self.loss, training=False)
             total_loss += value * len(yb)
             total_correct += self._count_correct(p, yb)
@@ -420,6 +420,10 @@ class Sequential:
                 )
         return x, y
 
+    def _checked(self, x, y, batches, what):
+        """``_check_batch``, unless ``batches`` come from arrays ``_batches`` has checked in full."""
+        return (x, y) if isinstance(batches, _CheckedBatches) else self._check_batch(x, y, what)
+
     def _to_device(self, x, y=None):
         xp = backend_module()
         x = xp.asarray(x, dtype=self.dtype)
@@ -441,7 +445,7 @@ class Sequential:
         # must not stop training after earlier batches have changed the weights.
         self._check_batch(x, y, what)
         seed = int(self.rng.integers(2**63)) if shuffle else None
-        return ArrayBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype)
+        return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype)
 
     def _validation_batches(self, data, batch_size):
         if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
@@ -583,6 +587,10 @@ class Sequential:
             optimizer.set_state(state)
             model._trainable_keys = arch["optimizer"]["trainable_keys"]
         return model
+
+
+class _CheckedBatches(ArrayBatches):
+    """Batches of arrays that ``Sequential._batches`` has already validated in full."""
 
 
 def _flatten(slots):
