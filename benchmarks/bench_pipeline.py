@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from minidl.backend import set_backend  # noqa: E402
 from minidl.datasets import mura  # noqa: E402
@@ -66,6 +67,9 @@ def main(argv=None):
     parser.add_argument("--dir", help="work folder (default: a temporary one, removed afterwards)")
     parser.add_argument("--device", choices=["numpy", "cupy"], default="numpy",
                         help="where batches are augmented and normalised (cupy: on the GPU)")
+    parser.add_argument("--train", action="store_true",
+                        help="also train the reference CNN for an epoch on the augmented batches, against "
+                             "as many steps on one fixed batch: does the pipeline keep up with the step?")
     args = parser.parse_args(argv)
     set_backend(args.device)
 
@@ -98,7 +102,32 @@ def main(argv=None):
         rate = seen / (time.perf_counter() - start)
         print(f"augmented training batches on {args.device}: {rate:.0f} images/s "
               f"({rate / args.batch_size:.1f} batches of {args.batch_size} per second)")
-        return {"images": images, "build_images_per_s": images / build, "batch_images_per_s": rate}
+        result = {"images": images, "build_images_per_s": images / build, "batch_images_per_s": rate}
+        if args.train:
+            result.update(train_rates(batches, args.size))
+        return result
+
+
+def train_rates(batches, size):
+    """Images per second of an epoch of training on ``batches`` and of as many steps on one fixed batch."""
+    import common  # benchmarks/common.py: the reference CNN
+
+    model = common.minidl_model(size)
+    fixed = None
+    for x, y in batches:  # warm-up epoch: memory pool, kernel caches
+        model.train_on_batch(x, y)
+        fixed = fixed or (x, y)
+    rates = {}
+    for name, source in (("epoch_images_per_s", batches), ("fixed_batch_images_per_s", None)):
+        start, seen = time.perf_counter(), 0
+        for x, y in source if source is not None else [fixed] * len(batches):
+            seen += len(y)
+            model.train_on_batch(x, y)  # returns the loss as a float: waits for the step
+        rates[name] = seen / (time.perf_counter() - start)
+    print(f"training the reference CNN at {size} px: an augmented epoch at {rates['epoch_images_per_s']:.0f} images/s, "
+          f"one fixed batch at {rates['fixed_batch_images_per_s']:.0f} images/s "
+          f"({rates['epoch_images_per_s'] / rates['fixed_batch_images_per_s']:.0%})")
+    return rates
 
 
 if __name__ == "__main__":

@@ -56,9 +56,13 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
     variants = {"torch": common.torch_model(model, False, torch_device)}
     if channels_last_too:
         variants["torch_channels_last"] = common.torch_model(model, True, torch_device)
+    if device == "cupy":
+        # PyTorch's default lets cuDNN run float32 convolutions in TF32; this variant
+        # turns that off, for exact float32 arithmetic like minidl's default.
+        variants["torch_fp32"] = common.torch_model(model, False, torch_device)
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(torch_device)
     ty = torch.from_numpy(y).to(torch_device)
-    inputs = {"torch": tx, "torch_channels_last": tx.contiguous(memory_format=torch.channels_last)}
+    inputs = {"torch": tx, "torch_fp32": tx, "torch_channels_last": tx.contiguous(memory_format=torch.channels_last)}
     optimisers = {name: torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7) for name, net in variants.items()}
     loss_fn = torch.nn.CrossEntropyLoss()
     xd, yd = xp.asarray(x), xp.asarray(y)
@@ -72,6 +76,7 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
 
     def torch_step(name):
         net, opt = variants[name], optimisers[name]
+        torch.backends.cudnn.allow_tf32 = name != "torch_fp32"
         net.train()
         opt.zero_grad(set_to_none=True)
         loss_fn(net(inputs[name]), ty).backward()
@@ -79,6 +84,7 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
 
     def torch_infer(name):
         net = variants[name]
+        torch.backends.cudnn.allow_tf32 = name != "torch_fp32"
         net.eval()
         with torch.no_grad():
             net(inputs[name])
@@ -94,6 +100,7 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
             train[name].append(common.timed(fn, sync))
         for name, fn in infers.items():
             infer[name].append(common.timed(fn, sync))
+    torch.backends.cudnn.allow_tf32 = True  # PyTorch's default again
     return ({k: common.median_ms(v) for k, v in train.items()},
             {k: common.median_ms(v) for k, v in infer.items()})
 
@@ -218,26 +225,38 @@ def main(argv=None):
     parser.add_argument("--layer-size", type=int, default=128, help="image size for the per-layer table")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU only)")
+    parser.add_argument("--tf32", action="store_true",
+                        help="with --device cupy: let cuBLAS round minidl's float32 matrix products to TF32 "
+                             "(CuPy's CUPY_TF32=1), as cuDNN does for PyTorch's convolutions by default")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.tf32:
+        if args.device != "cupy":
+            parser.error("--tf32 needs --device cupy")
+        if "cupy" in sys.modules:
+            parser.error("--tf32 must be set before CuPy is imported")
+        os.environ["CUPY_TF32"] = "1"  # read by CuPy when it is imported
 
     import torch
 
     threads = args.threads or os.cpu_count()
     torch.set_num_threads(threads)
     minidl.set_backend(args.device)
-    results = {"machine": machine_description(args.device), "device": args.device,
+    results = {"machine": machine_description(args.device), "device": args.device, "tf32": args.tf32,
                "batch_size": args.batch_size, "repeats": args.repeats, "networks": [], "layers": []}
     print(results["machine"])
     print(f"\nReference MURA CNN, batch {args.batch_size}, median of {args.repeats} (ms)")
-    print(f"{'size':>5} {'phase':>9} {'minidl':>9} {'torch':>9} {'ratio':>6} {'torch CL':>9} {'ratio':>6}")
+    fp32 = args.device == "cupy"
+    print(f"{'size':>5} {'phase':>9} {'minidl':>9} {'torch':>9} {'ratio':>6} {'torch CL':>9} {'ratio':>6}"
+          + (f" {'torch fp32':>10} {'ratio':>6}" if fp32 else ""))
     for size in args.sizes:
         train, infer = time_network(size, args.batch_size, args.repeats, args.device)
         for phase, t in (("train", train), ("inference", infer)):
             row = {"size": size, "phase": phase, **{k: round(v, 2) for k, v in t.items()}}
             results["networks"].append(row)
             print(f"{size:>5} {phase:>9} {t['minidl']:>9.1f} {t['torch']:>9.1f} {t['minidl'] / t['torch']:>6.2f} "
-                  f"{t['torch_channels_last']:>9.1f} {t['minidl'] / t['torch_channels_last']:>6.2f}")
+                  f"{t['torch_channels_last']:>9.1f} {t['minidl'] / t['torch_channels_last']:>6.2f}"
+                  + (f" {t['torch_fp32']:>10.1f} {t['minidl'] / t['torch_fp32']:>6.2f}" if fp32 else ""))
     if not args.no_layers:
         print(f"\nEach layer alone at {args.layer_size} px (ms): forward, backward")
         rows = time_layers(args.layer_size, args.batch_size, args.repeats, args.device)

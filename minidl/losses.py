@@ -45,11 +45,32 @@ class CrossEntropy:
 
     def forward(self, y_pred, y_true):
         """The mean loss of the batch, as a Python float; keeps what ``backward`` needs."""
-        if self.from_logits:
-            return self.forward_from_logits(y_pred, y_true)
+        return float(self.batch_loss(y_pred, y_true))
+
+    def forward_from_logits(self, z, y_true):
+        """The mean loss for scores ``z`` (N, K); ``backward`` then returns ``dL/dz = w (p - y) / N``.
+
+        ``Sequential`` calls this with the input of its final ``Softmax`` layer,
+        which keeps the loss exact and finite even where a probability is 0 or 1.
+        """
+        return float(self.batch_loss(z, y_true, logits=True))
+
+    def batch_loss(self, y_pred, y_true, logits=None, check_labels=True):
+        """The mean loss as a 0-d array where ``y_pred`` lives (a NumPy scalar on the CPU); keeps what ``backward`` needs.
+
+        ``forward`` is this as a float. On a GPU, reading the value waits for
+        every queued kernel, so ``Sequential`` reads it only after queueing the
+        backward pass too. ``logits`` overrides ``from_logits`` (True: ``y_pred``
+        holds scores ``z``). ``check_labels=False`` skips the checks that need the
+        labels' values on the host (in range, whole, not negative): for callers
+        that have checked them already, as ``Sequential`` does before a batch
+        reaches the device.
+        """
+        if self.from_logits if logits is None else logits:
+            return self._from_logits(y_pred, y_true, check_labels)
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
-        y, w = self._targets(y_true, p)
+        y, w = self._targets(y_true, p, check_labels)
         # p is clipped below at the dtype's machine epsilon, so a true class
         # predicted with probability exactly 0 gives a large but finite loss.
         # Where y_j = 0 the term y_j log p_j is 0 even when p_j = 0 (no 0 * inf).
@@ -60,22 +81,17 @@ class CrossEntropy:
         n = p.shape[0]
         # dL/dp = -w y / (N p); zero where p was clipped (the clip is flat there).
         self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype)
-        return float((w * losses).sum() / n)
+        return (w * losses).sum() / n
 
-    def forward_from_logits(self, z, y_true):
-        """The mean loss for scores ``z`` (N, K); ``backward`` then returns ``dL/dz = w (p - y) / N``.
-
-        ``Sequential`` calls this with the input of its final ``Softmax`` layer,
-        which keeps the loss exact and finite even where a probability is 0 or 1.
-        """
+    def _from_logits(self, z, y_true, check_labels):
         xp = get_array_module(z)
         z = self._check(z, "logits")
-        y, w = self._targets(y_true, z)
+        y, w = self._targets(y_true, z, check_labels)
         log_p = log_softmax(z)
         losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
         n = z.shape[0]
-        self._grad = (w[:, None] * (softmax(z) - y) / n).astype(z.dtype)
-        return float((w * losses).sum() / n)
+        self._grad = (w[:, None] * (xp.exp(log_p) - y) / n).astype(z.dtype)
+        return (w * losses).sum() / n
 
     def backward(self):
         """The gradient of the last ``forward``'s loss with respect to its first argument."""
@@ -93,7 +109,7 @@ class CrossEntropy:
             raise ValueError(f"CrossEntropy: {what} must be floating point, got dtype {y_pred.dtype}")
         return y_pred
 
-    def _targets(self, y_true, y_pred):
+    def _targets(self, y_true, y_pred, check_labels=True):
         """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated."""
         xp = get_array_module(y_pred)
         n, k = y_pred.shape
@@ -102,12 +118,12 @@ class CrossEntropy:
             if y_true.shape[0] != n:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
             if y_true.dtype.kind not in "iub":
-                if y_true.dtype.kind != "f" or not bool(xp.all(y_true == xp.round(y_true))):
+                if y_true.dtype.kind != "f" or (check_labels and not bool(xp.all(y_true == xp.round(y_true)))):
                     raise ValueError(
                         f"CrossEntropy: 1-D labels must be integer class indices, got dtype {y_true.dtype}"
                     )
             labels = y_true.astype(xp.int64)
-            if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            if check_labels and n and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(
                     f"CrossEntropy: labels must be class indices in [0, {k - 1}], "
                     f"got values from {int(labels.min())} to {int(labels.max())}"
@@ -119,7 +135,7 @@ class CrossEntropy:
                     f"CrossEntropy: one-hot targets must have shape {(n, k)}, got {tuple(y_true.shape)}"
                 )
             y = y_true.astype(y_pred.dtype)
-            if n and bool(xp.any(y < 0)):
+            if check_labels and n and bool(xp.any(y < 0)):
                 raise ValueError("CrossEntropy: target rows must not be negative")
         else:
             raise ValueError(f"CrossEntropy: labels must be (N,) or (N, K), got shape {tuple(y_true.shape)}")

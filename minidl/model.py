@@ -177,16 +177,21 @@ class Sequential:
         return x
 
     def _forward_loss(self, x, y, loss, training):
-        """Forward pass and loss value; returns ``(outputs, loss)``."""
+        """Forward pass and loss; returns ``(outputs, loss)``, the loss a 0-d array on the device.
+
+        The labels were checked before the batch reached the device, so the
+        loss does not check them again: on a GPU that would wait for the
+        forward pass to finish before the backward pass could be queued.
+        """
         if self._fused:
             *body, softmax = self.layers
             z = x
             for layer in body:
                 z = layer.forward(z, training=training)
             p = softmax.forward(z, training=training)
-            return p, loss.forward_from_logits(z, y)
+            return p, loss.batch_loss(z, y, logits=True, check_labels=False)
         p = self.forward(x, training=training)
-        return p, loss.forward(p, y)
+        return p, loss.batch_loss(p, y, check_labels=False)
 
     def _backward(self, loss):
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
@@ -244,14 +249,22 @@ class Sequential:
         return loss
 
     def _train_step(self, x, y, loss):
-        """Forward and loss; if finite, backward and update. Returns ``(loss, correct predictions)``."""
+        """Forward, loss and backward; then, if the loss is finite, the update.
+
+        Returns ``(loss, correct predictions)``. Everything up to the update is
+        queued before the loss value is read: on a GPU, reading it is the one
+        wait per step for the queued kernels. A non-finite loss leaves the
+        weights and the optimiser's state untouched (the gradients it produced
+        stay in ``grads`` until the next step overwrites them).
+        """
         self._update_input_grad_flags()  # layers may have been frozen since the last step
-        p, value = self._forward_loss(x, y, loss, training=True)
+        p, batch_loss = self._forward_loss(x, y, loss, training=True)
         correct = self._count_correct(p, y)
+        self._backward(loss)
+        value = float(batch_loss)
         if np.isfinite(value):
-            self._backward(loss)
             self.optimizer.step(*self._params_and_grads())
-        return value, correct
+        return value, int(correct)
 
     def _training_loss(self, class_weight):
         if class_weight is None:
@@ -262,8 +275,9 @@ class Sequential:
 
     @staticmethod
     def _count_correct(p, y):
+        """How many rows of ``p`` have their largest entry at the true class, as a 0-d array."""
         labels = y if y.ndim == 1 else y.argmax(axis=1)
-        return int((p.argmax(axis=1) == labels).sum())
+        return (p.argmax(axis=1) == labels).sum()
 
     # ------------------------------------------------------------------- fit
     def fit(self, x, y=None, epochs=1, batch_size=32, validation_data=None, shuffle=True,
@@ -353,8 +367,8 @@ class Sequential:
         for xb, yb in batches:
             xb, yb = self._to_device(*self._checked(xb, yb, batches, "evaluate"))
             p, value = self._forward_loss(xb, yb, self.loss, training=False)
-            total_loss += value * len(yb)
-            total_correct += self._count_correct(p, yb)
+            total_loss += float(value) * len(yb)
+            total_correct += int(self._count_correct(p, yb))
             seen += len(yb)
         if seen == 0:
             raise ValueError("evaluate: no samples")
@@ -408,16 +422,20 @@ class Sequential:
         for start in range(0, len(x), rows):
             if not bool(xp.isfinite(x[start : start + rows]).all()):
                 raise ValueError(f"{what}: the inputs contain NaN or infinite values")
-        if y.ndim == 1 and y.dtype.kind == "f" and not bool(get_array_module(y).all(y == y.round())):
+        # Labels are few: they are checked on the host (one transfer, not one wait per check).
+        y_host = to_numpy(y)
+        if y.ndim == 1 and y.dtype.kind == "f" and not (y_host == y_host.round()).all():
             raise ValueError(f"{what}: labels must be whole class indices, got non-integer or NaN values")
         classes = self.output_classes
         if classes is not None and y.ndim == 1 and len(y):
-            low, high = y.min(), y.max()
+            low, high = y_host.min(), y_host.max()
             if low < 0 or high >= classes:
                 raise ValueError(
                     f"{what}: labels must be class indices 0..{classes - 1} for a model with {classes} outputs, "
                     f"got values from {low} to {high}"
                 )
+        if y.ndim == 2 and len(y) and (y_host < 0).any():
+            raise ValueError(f"{what}: target rows must not be negative")
         return x, y
 
     def _checked(self, x, y, batches, what):

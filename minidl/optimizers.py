@@ -352,12 +352,14 @@ class Adam(Optimizer):
         w *= 1 - self.beta2
         v *= self.beta2
         v += w
-        # theta = theta - lr * m_hat / (sqrt(v_hat) + eps), written with m and v
+        # theta = theta - lr * m_hat / (sqrt(v_hat) + eps), written with m and v:
+        # with c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t), m_hat / (sqrt(v_hat) + eps)
+        # is (c2 / c1) * m / (sqrt(v) + eps * c2), one whole-array operation fewer.
+        c1, c2 = 1 - self.beta1**self.t, math.sqrt(1 - self.beta2**self.t)
         xp.sqrt(v, out=w)
-        w /= math.sqrt(1 - self.beta2**self.t)
-        w += self.eps
+        w += self.eps * c2
         xp.divide(m, w, out=w)
-        w *= self.lr / (1 - self.beta1**self.t)
+        w *= self.lr * c2 / c1
         theta -= w
 
     def get_config(self):

@@ -36,6 +36,7 @@ def test_pipeline_benchmark_builds_the_cache_and_feeds_batches(tmp_path):
     import bench_pipeline
 
     results = bench_pipeline.main(["--patients", "3", "--size", "16", "--min-size", "48", "--epochs", "1",
-                                   "--workers", "1", "--dir", str(tmp_path)])
+                                   "--workers", "1", "--dir", str(tmp_path), "--train"])
     assert results["images"] > 0
     assert results["build_images_per_s"] > 0 and results["batch_images_per_s"] > 0
+    assert results["epoch_images_per_s"] > 0 and results["fixed_batch_images_per_s"] > 0

@@ -204,3 +204,25 @@ def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weigh
 def test_backward_before_forward_is_an_error():
     with pytest.raises(RuntimeError, match="before forward"):
         CrossEntropy().backward()
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_batch_loss_is_forward_as_an_array_and_keeps_the_same_gradient(from_logits):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((5, 3))
+    y_pred = z if from_logits else np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    y = np.array([0, 2, 1, 1, 0])
+    loss = CrossEntropy(from_logits=from_logits, class_weight=[1.0, 2.0, 0.5])
+    value = loss.forward(y_pred, y)
+    grad = loss.backward()
+    array = loss.batch_loss(y_pred, y, check_labels=False)
+    assert np.ndim(array) == 0 and array.dtype == np.float64
+    assert float(array) == value
+    np.testing.assert_array_equal(loss.backward(), grad)
+
+
+def test_batch_loss_without_label_checks_still_checks_shapes():
+    with pytest.raises(ValueError, match="3 labels for 2"):
+        CrossEntropy().batch_loss(np.full((2, 3), 1 / 3), np.array([0, 1, 2]), check_labels=False)
+    with pytest.raises(ValueError, match=r"\(2, 3\)"):
+        CrossEntropy().batch_loss(np.full((2, 3), 1 / 3), np.eye(2), check_labels=False)

@@ -347,6 +347,7 @@ def _bad_inputs():
         ("negative label", x, last(y, -1), r"label"),
         ("fractional label", x, last(y_float, 0.5), r"label"),
         ("NaN label", x, last(y_float, np.nan), r"label"),
+        ("negative target row", x, last(np.eye(2)[y], [1.5, -0.5]), r"negative"),
         ("string images", x.astype(str), y, r"numeric"),
         ("object images", x.astype(object), y, r"numeric"),
         ("string labels", x, y.astype(str), r"numeric"),

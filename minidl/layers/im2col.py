@@ -17,11 +17,13 @@ transposes::
 *adding* where windows overlap (an input pixel that appears in several
 windows receives the sum of their gradients).
 
-Neither loops over pixels. Both loop over the ``kh * kw`` kernel offsets
-``(p, q)`` (``window_taps``); for each, one strided slab of the input holds
-offset ``(p, q)`` of every window in the batch, and moves in one assignment.
-``im2col`` copies ``x`` into a zero-bordered array first; ``col2im`` never
-builds the padding: it drops the gradients of entries that fall in it.
+Neither loops over pixels. ``im2col`` copies ``x`` into a zero-bordered
+array, views all its windows at once without copying (``as_strided``:
+stepping one row further moves ``x.strides[1]`` bytes) and copies that view
+into the matrix in one assignment. ``col2im`` loops over the ``kh * kw`` kernel offsets ``(p, q)``
+(``window_taps``): for each, one strided slab of ``dx`` receives offset
+``(p, q)`` of every window's gradient in one addition. It never builds the
+padding: it drops the gradients of entries that fall in it.
 """
 import math
 import numbers
@@ -120,13 +122,18 @@ def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
         padded = xp.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
         padded[:, top : top + h, left : left + w, :] = x
         x = padded
-    n, h, w, c = x.shape
     (kh, kw), (sh, sw) = kernel, strides
-    ho, wo = output_size(h, kh, sh), output_size(w, kw, sw)
+    ho, wo = output_size(x.shape[1], kh, sh), output_size(x.shape[2], kw, sw)
+    # A view of x, nothing copied: windows[n, i, j, p, q, c] = x[n, i*sh + p, j*sw + q, c],
+    # by stepping sh rows for i and 1 row for p (likewise sw columns for j, 1 for q).
+    sn, sh_bytes, sw_bytes, sc = x.strides
+    windows = xp.lib.stride_tricks.as_strided(
+        x, shape=(x.shape[0], ho, wo, kh, kw, x.shape[3]),
+        strides=(sn, sh * sh_bytes, sw * sw_bytes, sh_bytes, sw_bytes, sc),
+    )
     if out is None:
-        out = xp.empty((n, ho, wo, kh, kw, c), dtype=x.dtype)
-    for p, q, x_index, _ in window_taps((h, w), kernel, strides, NO_PADDING, (ho, wo)):
-        out[:, :, :, p, q, :] = x[x_index]
+        out = xp.empty(windows.shape, dtype=x.dtype)
+    out[...] = windows  # the one copy
     return out
 
 

@@ -15,9 +15,10 @@ class _Pool2D(Layer):
     """What the two poolings share: shapes, and the backward loop over window offsets.
 
     Subclasses define ``pool(x, taps)`` (the forward reduction over the input
-    slabs ``x[tap]``, one per window offset) and ``window_gradient(dy, t)``
-    (the gradient that reaches offset ``t`` of every window); ``backward``
-    adds each onto its slab of ``dL/dx``.
+    slabs ``x[tap]``, one per window offset), ``window_gradient(dy, t)`` (the
+    gradient that reaches offset ``t`` of every window), which ``backward``
+    adds onto its slab of ``dL/dx``, and ``tile_gradient(dy, out)``, the same
+    for all offsets at once when the windows tile the input.
     """
 
     input_rank = 3
@@ -55,16 +56,19 @@ class _Pool2D(Layer):
             return None
         xp = get_array_module(dy)
         (ph, pw), (sh, sw) = self.pool_size, self.strides
-        overlapping = sh < ph or sw < pw
-        tiled = (sh, sw) == (ph, pw) and (dy.shape[1] * ph, dy.shape[2] * pw) == tuple(self.x_shape[1:3])
-        # When the windows tile the input, every entry of dx is written below;
-        # otherwise some inputs are in no window (zero) or in several (summed).
-        dx = (xp.empty if tiled else xp.zeros)(self.x_shape, dtype=dy.dtype)
-        for t, x_index in enumerate(self.taps(self.x_shape, dy.shape[1:3])):
-            if overlapping:  # an input in several windows sums their gradients
-                dx[x_index] += self.window_gradient(dy, t)
-            else:
-                dx[x_index] = self.window_gradient(dy, t)
+        n, ho, wo, c = dy.shape
+        if (sh, sw) == (ph, pw) and (ho * ph, wo * pw) == tuple(self.x_shape[1:3]):
+            # The windows tile the input: seen as (N, Ho, ph, Wo, pw, C), dx holds one
+            # window per (n, i, j, c) and dy broadcasts over it as (N, Ho, 1, Wo, 1, C),
+            # so every entry of dx is written by one whole-array operation.
+            dx = xp.empty(self.x_shape, dtype=dy.dtype)
+            self.tile_gradient(dy.reshape(n, ho, 1, wo, 1, c), out=dx.reshape(n, ho, ph, wo, pw, c))
+            return dx
+        # Otherwise some inputs are in no window (their gradient is 0) or in several
+        # (overlapping windows: their gradients add up), one window offset at a time.
+        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
+        for t, x_index in enumerate(self.taps(self.x_shape, (ho, wo))):
+            dx[x_index] += self.window_gradient(dy, t)
         return dx
 
     def get_config(self):
@@ -83,24 +87,38 @@ class MaxPool2D(_Pool2D):
 
     def pool(self, x, taps):
         xp = get_array_module(x)
-        y = x[taps[0]].copy()
-        for tap in taps[1:]:
+        # argmax = the first offset holding the window's maximum. Offset t takes over
+        # exactly where it is strictly greater than the maximum of offsets 0..t-1
+        # (a tie keeps the earlier offset); t grows along the loop, so the last
+        # offset to take over is max(argmax, t * [x_t > y]), all in uint8.
+        shape = x[taps[0]].shape
+        self.argmax = self.buffer("argmax", shape, xp.uint8, xp)
+        if len(taps) == 1:
+            self.argmax.fill(0)
+            return x[taps[0]].copy()
+        greater = self.buffer("greater", shape, xp.bool_, xp)
+        xp.greater(x[taps[1]], x[taps[0]], out=greater)
+        y = xp.maximum(x[taps[0]], x[taps[1]])
+        self.argmax[...] = greater  # offset 1 where it beats offset 0, else 0
+        took_over = self.buffer("took_over", shape, xp.uint8, xp)
+        for t, tap in enumerate(taps[2:], start=2):
+            xp.greater(x[tap], y, out=greater)
             xp.maximum(y, x[tap], out=y)
-        # argmax = the first offset t where x[tap_t] == y. Going backwards over
-        # the offsets, argmax = where(x[tap_t] == y, t, argmax), done in place on
-        # uint8 as argmax = t + (x[tap_t] != y) * (argmax - t).
-        self.argmax = self.buffer("argmax", y.shape, xp.uint8, xp)
-        self.argmax.fill(len(taps) - 1)
-        for t in range(len(taps) - 2, -1, -1):
-            not_max = (x[taps[t]] != y).view(xp.uint8)
-            self.argmax -= t
-            self.argmax *= not_max
-            self.argmax += t
+            xp.multiply(greater, xp.uint8(t), out=took_over)
+            xp.maximum(self.argmax, took_over, out=self.argmax)
         return y
 
     def window_gradient(self, dy, t):
         """The gradient reaching offset ``t`` of every window: ``dy`` where it held the maximum."""
         return dy * (self.argmax == t)
+
+    def tile_gradient(self, dy, out):
+        """``out`` (N, Ho, ph, Wo, pw, C) = ``dy`` (N, Ho, 1, Wo, 1, C) at each window's maximum, else 0."""
+        xp = get_array_module(dy)
+        n, ho, _, wo, _, c = dy.shape
+        ph, pw = self.pool_size
+        offsets = xp.arange(ph * pw, dtype=xp.uint8).reshape(1, 1, ph, 1, pw, 1)
+        xp.multiply(self.argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
 
 
 class AvgPool2D(_Pool2D):
@@ -116,3 +134,7 @@ class AvgPool2D(_Pool2D):
     def window_gradient(self, dy, t):
         """Every offset of a window gets an equal share of its gradient."""
         return dy / (self.pool_size[0] * self.pool_size[1])
+
+    def tile_gradient(self, dy, out):
+        """``out`` (N, Ho, ph, Wo, pw, C) = ``dy`` (N, Ho, 1, Wo, 1, C) shared equally by each window."""
+        get_array_module(dy).divide(dy, self.pool_size[0] * self.pool_size[1], out=out)
