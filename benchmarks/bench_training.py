@@ -74,17 +74,19 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
     def minidl_infer():
         model.forward(xd, training=False)
 
+    def torch_net(name):
+        torch.backends.cudnn.allow_tf32 = name != "torch_fp32"  # PyTorch's default is True
+        return variants[name]
+
     def torch_step(name):
-        net, opt = variants[name], optimisers[name]
-        torch.backends.cudnn.allow_tf32 = name != "torch_fp32"
+        net, opt = torch_net(name), optimisers[name]
         net.train()
         opt.zero_grad(set_to_none=True)
         loss_fn(net(inputs[name]), ty).backward()
         opt.step()
 
     def torch_infer(name):
-        net = variants[name]
-        torch.backends.cudnn.allow_tf32 = name != "torch_fp32"
+        net = torch_net(name)
         net.eval()
         with torch.no_grad():
             net(inputs[name])

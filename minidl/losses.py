@@ -66,7 +66,9 @@ class CrossEntropy:
         that have checked them already, as ``Sequential`` does before a batch
         reaches the device.
         """
-        if self.from_logits if logits is None else logits:
+        if logits is None:
+            logits = self.from_logits
+        if logits:
             return self._from_logits(y_pred, y_true, check_labels)
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
@@ -84,6 +86,7 @@ class CrossEntropy:
         return (w * losses).sum() / n
 
     def _from_logits(self, z, y_true, check_labels):
+        """``batch_loss`` for scores ``z`` (N, K): ``L = -sum_j y_j log softmax(z)_j``, ``dL/dz = w (p - y) / N``."""
         xp = get_array_module(z)
         z = self._check(z, "logits")
         y, w = self._targets(y_true, z, check_labels)

@@ -20,10 +20,11 @@ windows receives the sum of their gradients).
 Neither loops over pixels. ``im2col`` copies ``x`` into a zero-bordered
 array, views all its windows at once without copying (``as_strided``:
 stepping one row further moves ``x.strides[1]`` bytes) and copies that view
-into the matrix in one assignment. ``col2im`` loops over the ``kh * kw`` kernel offsets ``(p, q)``
-(``window_taps``): for each, one strided slab of ``dx`` receives offset
-``(p, q)`` of every window's gradient in one addition. It never builds the
-padding: it drops the gradients of entries that fall in it.
+into the matrix in one assignment. ``col2im`` loops over the ``kh * kw``
+kernel offsets ``(p, q)`` (``window_taps``): for each, one strided slab of
+``dx`` receives offset ``(p, q)`` of every window's gradient in one
+addition. It never builds the padding: it drops the gradients of entries
+that fall in it.
 """
 import math
 import numbers
@@ -126,10 +127,10 @@ def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
     ho, wo = output_size(x.shape[1], kh, sh), output_size(x.shape[2], kw, sw)
     # A view of x, nothing copied: windows[n, i, j, p, q, c] = x[n, i*sh + p, j*sw + q, c],
     # by stepping sh rows for i and 1 row for p (likewise sw columns for j, 1 for q).
-    sn, sh_bytes, sw_bytes, sc = x.strides
+    sample_bytes, row_bytes, column_bytes, channel_bytes = x.strides
     windows = xp.lib.stride_tricks.as_strided(
         x, shape=(x.shape[0], ho, wo, kh, kw, x.shape[3]),
-        strides=(sn, sh * sh_bytes, sw * sw_bytes, sh_bytes, sw_bytes, sc),
+        strides=(sample_bytes, sh * row_bytes, sw * column_bytes, row_bytes, column_bytes, channel_bytes),
     )
     if out is None:
         out = xp.empty(windows.shape, dtype=x.dtype)
