@@ -173,10 +173,12 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
     for two classes its ``a, b, c, d`` are ``C[0, 0], C[1, 0], C[0, 1], C[1, 1]``.)
 
     Args:
-        y_true, y_pred: 1-D arrays of length ``n`` of class indices ``0 .. K-1``.
-        num_classes: ``K``. By default ``1 + `` the largest index seen, so
-            classes above the largest one present are left out; pass it to get
-            a fixed ``(K, K)`` shape.
+        y_true, y_pred: 1-D arrays of length ``n`` of class indices ``>= 0``.
+        num_classes: ``K``, for a fixed ``(K, K)`` matrix whose row and column
+            ``i`` are class ``i`` (scikit-learn's ``labels=range(K)``). By
+            default, as scikit-learn's default, the matrix covers only the
+            classes present in either array, in increasing order: row ``i``
+            is then the ``i``-th smallest of those, not necessarily class ``i``.
 
     Returns:
         An int64 array of shape ``(K, K)`` whose entries sum to ``n``.
@@ -189,11 +191,15 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
     y_true = _class_indices(y_true, "y_true", caller)
     y_pred = _class_indices(y_pred, "y_pred", caller)
     _same_length(caller, y_true=y_true, y_pred=y_pred)
-    largest = int(max(y_true.max(), y_pred.max()))
     if num_classes is None:
-        num_classes = largest + 1
-    elif largest >= num_classes:
-        raise ValueError(f"{caller}: label {largest} does not fit num_classes={num_classes}")
+        # Renumber the classes present as 0 .. K-1 in increasing order.
+        present, indices = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+        y_true, y_pred = np.split(indices, [len(y_true)])
+        num_classes = len(present)
+    else:
+        largest = int(max(y_true.max(), y_pred.max()))
+        if largest >= num_classes:
+            raise ValueError(f"{caller}: label {largest} does not fit num_classes={num_classes}")
     # Each (i, j) pair gets its own bin i * K + j; counting the bins fills C row by row.
     pair_index = y_true * num_classes + y_pred
     counts = np.bincount(pair_index, minlength=num_classes * num_classes)

@@ -67,11 +67,15 @@ def test_confusion_matrix_matches_sklearn(pair):
     y_true, y_pred, k = pair
     ours = metrics.confusion_matrix(y_true, y_pred, num_classes=k)
     np.testing.assert_array_equal(ours, quietly(skm.confusion_matrix, y_true, y_pred, labels=np.arange(k)))
-    largest = max(max(y_true), max(y_pred))
-    np.testing.assert_array_equal(
-        metrics.confusion_matrix(y_true, y_pred),
-        quietly(skm.confusion_matrix, y_true, y_pred, labels=np.arange(largest + 1)),
-    )
+    np.testing.assert_array_equal(metrics.confusion_matrix(y_true, y_pred), skm.confusion_matrix(y_true, y_pred))
+
+
+def test_confusion_matrix_by_default_covers_the_classes_present_as_sklearn():
+    # Classes 0 and 2 never occur: scikit-learn's default matrix is 2 x 2 over classes 1 and 3.
+    y_true, y_pred = [1, 3, 3, 1], [1, 3, 1, 1]
+    np.testing.assert_array_equal(metrics.confusion_matrix(y_true, y_pred), [[2, 0], [1, 1]])
+    np.testing.assert_array_equal(metrics.confusion_matrix(y_true, y_pred), skm.confusion_matrix(y_true, y_pred))
+    assert metrics.confusion_matrix(y_true, y_pred, num_classes=4).shape == (4, 4)
 
 
 def test_confusion_matrix_rows_are_true_classes():
