@@ -132,36 +132,41 @@ def build_model(args, input_shape):
 
 
 def completed_epochs(history_csv):
-    """Epochs recorded in ``history.csv`` and their best validation loss (for ``--resume``)."""
+    """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``)."""
     with open(history_csv, newline="") as f:
-        rows = list(csv.DictReader(f))
-    best = min((float(r["val_loss"]) for r in rows), default=math.inf)
-    return len(rows), best
+        return [{key: float(value) for key, value in row.items() if key != "epoch"} for row in csv.DictReader(f)]
 
 
 def train(args, data, out):
     input_shape = (args.size, args.size, 1)
     if args.resume:
         model = minidl.Sequential.load(out / "last.npz")
-        done, best_val_loss = completed_epochs(out / "history.csv")
-        log.info("Resuming %s after epoch %d (best val_loss %.4f)", out / "last.npz", done, best_val_loss)
+        past_epochs = completed_epochs(out / "history.csv")
+        log.info("Resuming %s after epoch %d", out / "last.npz", len(past_epochs))
     else:
         model = build_model(args, input_shape)
-        done, best_val_loss = 0, math.inf
+        past_epochs = []
     if not args.quiet:
         model.summary(print_fn=log.info)
     class_weight = data.class_weights() if args.class_weights else None
     if class_weight:
         log.info("Class weights (MURA paper): normal %.3f, abnormal %.3f", class_weight[0], class_weight[1])
-    best = ModelCheckpoint(out / "model.npz", monitor="val_loss", save_best_only=True)
-    best.best = best_val_loss
-    callbacks = [
-        best,
-        ModelCheckpoint(out / "last.npz", save_best_only=False),
-        CSVLogger(out / "history.csv", append=args.resume),
+    monitors = [
+        ModelCheckpoint(out / "model.npz", monitor="val_loss", save_best_only=True),
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
         EarlyStopping(monitor="val_loss", patience=args.patience),
     ]
+    for monitor in monitors:  # a resumed run carries on with the best loss and the epochs waited so far
+        monitor.catch_up(past_epochs)
+    # last.npz is written after the learning rate is lowered, so that it holds the rate the
+    # next epoch uses, and before history.csv, so that an interrupted write costs an epoch
+    # trained twice rather than one skipped.
+    callbacks = [
+        *monitors,
+        ModelCheckpoint(out / "last.npz", save_best_only=False),
+        CSVLogger(out / "history.csv", append=args.resume),
+    ]
+    done = len(past_epochs)
     train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
     start = time.perf_counter()

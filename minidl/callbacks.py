@@ -54,6 +54,11 @@ class _Monitor(Callback):
 
     ``mode="auto"`` minimises losses and maximises anything else (accuracy).
     An epoch improves on the best so far when it beats it by more than ``min_delta``.
+
+    Each subclass keeps its counters in ``observe(value)``, which takes one
+    epoch's monitored value and says whether to act (stop, save, lower the
+    rate); ``on_epoch_end`` acts. Keeping the two apart is what lets
+    :meth:`catch_up` replay the epochs of an interrupted run without acting.
     """
 
     def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
@@ -64,7 +69,31 @@ class _Monitor(Callback):
         self.monitor = monitor
         self.mode = mode
         self.min_delta = abs(float(min_delta))
-        self.best = math.inf if mode == "min" else -math.inf
+        self.past_values = []
+        self.reset()
+
+    def reset(self):
+        """Forget every epoch seen: the state of a new training run."""
+        self.best = math.inf if self.mode == "min" else -math.inf
+
+    def catch_up(self, past_logs):
+        """Count the epochs an interrupted run already trained, for resuming it.
+
+        ``past_logs`` are those epochs' logs, oldest first (the rows of its
+        :class:`CSVLogger` file, say). The callback then carries on from the
+        state they left: the best value so far, the epochs waited. Nothing is
+        acted on again: no learning rate is lowered twice.
+        """
+        self.past_values = [float(self.current(logs)) for logs in past_logs]
+        self._replay()
+
+    def _replay(self):
+        self.reset()
+        for value in self.past_values:
+            self.observe(value)
+
+    def observe(self, value):
+        raise NotImplementedError
 
     def current(self, logs):
         """The monitored value in ``logs``; ``KeyError`` naming what is available if absent."""
@@ -86,34 +115,46 @@ class EarlyStopping(_Monitor):
     """Stop when ``monitor`` has not improved for ``patience`` epochs in a row (Keras's rule).
 
     With ``restore_best_weights=True`` the model ends with the weights of its
-    best epoch rather than its last.
+    best epoch rather than its last. Each ``fit`` starts counting afresh,
+    from the epochs given to :meth:`catch_up` if any.
     """
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
-        super().__init__(monitor, mode, min_delta)
         self.patience = int(patience)
         self.restore_best_weights = restore_best_weights
-        self.wait = 0
         self.best_weights = None
         self.stopped_epoch = None
+        super().__init__(monitor, mode, min_delta)
+
+    def reset(self):
+        super().reset()
+        self.wait = 0
+
+    def catch_up(self, past_logs):
+        if self.restore_best_weights:
+            raise ValueError("EarlyStopping: restore_best_weights cannot resume an interrupted run, whose "
+                             "best weights were not kept; load them from its ModelCheckpoint instead")
+        super().catch_up(past_logs)
+
+    def observe(self, value):
+        """Count one epoch; True when ``patience`` epochs have passed without improvement."""
+        if self.improved(value):
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
 
     def on_train_begin(self, logs=None):
-        self.wait = 0
-        self.best = math.inf if self.mode == "min" else -math.inf
+        self._replay()
         self.best_weights = None
         self.stopped_epoch = None
 
     def on_epoch_end(self, epoch, logs=None):
-        value = self.current(logs)
-        if self.improved(value):
-            self.best, self.wait = value, 0
-            if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
-            return
-        self.wait += 1
-        if self.wait >= self.patience:
+        if self.observe(self.current(logs)):
             self.stopped_epoch = epoch
             self.model.stop_training = True
+        elif self.wait == 0 and self.restore_best_weights:
+            self.best_weights = self.model.get_weights()
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
@@ -126,7 +167,9 @@ class ModelCheckpoint(_Monitor):
     ``path`` may contain ``{epoch}`` (1-based) and any log key, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``. Writes are atomic
     (``Sequential.save`` writes a temporary file and renames it), so a crash
-    mid-save leaves the previous checkpoint intact.
+    mid-save leaves the previous checkpoint intact. The best value is kept
+    from one ``fit`` to the next, so a later run does not overwrite a better
+    model with a worse one.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
@@ -134,13 +177,17 @@ class ModelCheckpoint(_Monitor):
         self.path = str(path)
         self.save_best_only = save_best_only
 
+    def observe(self, value):
+        """True when ``value`` improves on the best so far (and becomes it)."""
+        if self.improved(value):
+            self.best = value
+            return True
+        return False
+
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
-        if self.save_best_only:
-            value = self.current(logs)
-            if not self.improved(value):
-                return
-            self.best = value
+        if self.save_best_only and not self.observe(self.current(logs)):
+            return
         self.model.save(self.path.format(epoch=epoch + 1, **logs))
 
 
@@ -149,12 +196,12 @@ class ReduceLROnPlateau(_Monitor):
 
     The MURA paper divides the rate by 10 (``factor=0.1``) each time the
     validation loss plateaus. ``cooldown`` epochs after a reduction are not
-    counted; the rate never goes below ``min_lr``.
+    counted; the rate never goes below ``min_lr``. Each ``fit`` starts
+    counting afresh, from the epochs given to :meth:`catch_up` if any.
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
                  cooldown=0, mode="auto", verbose=0):
-        super().__init__(monitor, mode, min_delta)
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
         self.factor = float(factor)
@@ -162,34 +209,42 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = float(min_lr)
         self.cooldown = int(cooldown)
         self.verbose = verbose
+        super().__init__(monitor, mode, min_delta)
+
+    def reset(self):
+        super().reset()
         self.wait = 0
         self.cooldown_left = 0
 
-    def on_train_begin(self, logs=None):
-        self.best = math.inf if self.mode == "min" else -math.inf
-        self.wait = 0
-        self.cooldown_left = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        value = self.current(logs)
+    def observe(self, value):
+        """Count one epoch; True when the rate is due to be lowered."""
         if self.cooldown_left > 0:
             self.cooldown_left -= 1
             self.wait = 0
         if self.improved(value):
             self.best, self.wait = value, 0
-            return
+            return False
         if self.cooldown_left > 0:
-            return
+            return False
         self.wait += 1
-        if self.wait >= self.patience:
-            optimizer = self.model.optimizer
-            new_lr = max(optimizer.lr * self.factor, self.min_lr)
-            if new_lr < optimizer.lr:
-                if self.verbose:
-                    print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowers the learning rate to {new_lr:.3g}")
-                optimizer.lr = new_lr
-                self.cooldown_left = self.cooldown
-            self.wait = 0
+        if self.wait < self.patience:
+            return False
+        # A reduction that min_lr stops changes no rate; its cooldown then changes nothing either.
+        self.wait, self.cooldown_left = 0, self.cooldown
+        return True
+
+    def on_train_begin(self, logs=None):
+        self._replay()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.observe(self.current(logs)):
+            return
+        optimizer = self.model.optimizer
+        new_lr = max(optimizer.lr * self.factor, self.min_lr)
+        if new_lr < optimizer.lr:
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowers the learning rate to {new_lr:.3g}")
+            optimizer.lr = new_lr
 
 
 class CSVLogger(Callback):

@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_images
 
 from minidl import Sequential
@@ -303,3 +305,60 @@ def test_reduce_lr_on_plateau_starts_afresh_in_each_fit():
     assert FakeModel.optimizer.lr == 1.0
     callback.on_epoch_end(1, {"val_loss": 0.6})
     assert FakeModel.optimizer.lr == 0.5
+
+
+# ------------------------------------------------------------- resuming: catch_up
+class RecordingModel:
+    """What the monitoring callbacks touch: the optimiser's rate, stop_training, save()."""
+
+    def __init__(self, lr):
+        self.optimizer = SGD(lr)
+        self.stop_training = False
+        self.saved = []
+
+    def save(self, path):
+        self.saved.append(path)
+
+
+def run_epochs(callback, values, first_epoch=0, lr=1.0):
+    """Drive ``callback`` through one ``fit`` of scripted ``val_loss`` values from
+    ``first_epoch``; returns, per epoch run, (rate after it, stopped, saved)."""
+    model = RecordingModel(lr)
+    callback.set_model(model)
+    callback.on_train_begin()
+    record = []
+    for epoch, value in enumerate(values, start=first_epoch):
+        callback.on_epoch_end(epoch, {"val_loss": value})
+        record.append((model.optimizer.lr, model.stop_training, bool(model.saved)))
+        model.saved.clear()
+        if model.stop_training:
+            break
+    callback.on_train_end()
+    return record
+
+
+MONITORS = {
+    "EarlyStopping": lambda: EarlyStopping(patience=2, min_delta=0.05),
+    "ReduceLROnPlateau": lambda: ReduceLROnPlateau(factor=0.5, patience=2, cooldown=1, min_lr=0.2),
+    "ModelCheckpoint": lambda: ModelCheckpoint("best.npz"),
+}
+
+
+@pytest.mark.parametrize("make", MONITORS.values(), ids=MONITORS.keys())
+@given(values=st.lists(st.sampled_from([1.0, 0.98, 0.9, 0.8, 1.2]), min_size=1, max_size=12),
+       split=st.integers(0, 12))
+def test_a_run_resumed_after_catch_up_acts_as_the_uninterrupted_run(make, values, split):
+    whole = run_epochs(make(), values)
+    stopped = whole[-1][1]
+    split = min(split, len(whole) - stopped)  # the run was interrupted after `split` epochs, before any stop
+    resumed = make()
+    resumed.catch_up([{"val_loss": value, "loss": 0.0} for value in values[:split]])
+    lr_at_split = whole[split - 1][0] if split else 1.0  # restored with the optimiser's state
+    assert run_epochs(resumed, values[split:], first_epoch=split, lr=lr_at_split) == whole[split:]
+
+
+def test_catch_up_names_a_missing_monitor_and_refuses_lost_best_weights():
+    with pytest.raises(KeyError, match="val_loss"):
+        EarlyStopping().catch_up([{"loss": 1.0}])
+    with pytest.raises(ValueError, match="restore_best_weights"):
+        EarlyStopping(restore_best_weights=True).catch_up([{"val_loss": 1.0}])

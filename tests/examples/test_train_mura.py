@@ -38,7 +38,7 @@ def run(tmp_path_factory):
     return out, common, stdout
 
 
-def read_predictions(path):
+def read_csv(path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     return rows
@@ -56,7 +56,7 @@ def test_writes_every_output(run):
 def test_metrics_json_agrees_with_predictions_csv(run):
     out, _, _ = run
     result = json.loads((out / "metrics.json").read_text())
-    rows = read_predictions(out / "predictions.csv")
+    rows = read_csv(out / "predictions.csv")
     assert list(rows[0]) == ["study", "study_type", "label", "probability"]
     labels = np.array([int(r["label"]) for r in rows])
     probabilities = np.array([float(r["probability"]) for r in rows])
@@ -86,7 +86,7 @@ def test_evaluate_reproduces_the_metrics(run, tmp_path):
     first = json.loads((out / "metrics.json").read_text())
     second = json.loads((again / "metrics.json").read_text())
     assert second["overall"] == pytest.approx(first["overall"], nan_ok=True)
-    assert read_predictions(again / "predictions.csv") == read_predictions(out / "predictions.csv")
+    assert read_csv(again / "predictions.csv") == read_csv(out / "predictions.csv")
 
 
 def test_resume_continues_from_the_last_epoch(run, tmp_path):
@@ -99,6 +99,20 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
     with open(resumed / "history.csv", newline="") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
     assert epochs == [1, 2]
+
+
+def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_included(run, tmp_path):
+    # A high rate makes the validation loss stall: the rate is cut after epochs 3 and 4 and
+    # training stops after epoch 5, two epochs after the run below is interrupted.
+    _, common, _ = run
+    plateau = [*common, "--lr", 0.02, "--lr-patience", 1, "--patience", 3]
+    run_script("--out", tmp_path / "whole", "--epochs", 6, *plateau, cwd=tmp_path)
+    run_script("--out", tmp_path / "resumed", "--epochs", 3, *plateau, cwd=tmp_path)
+    run_script("--out", tmp_path / "resumed", "--epochs", 6, "--resume", *plateau, cwd=tmp_path)
+    whole = read_csv(tmp_path / "whole" / "history.csv")
+    assert [float(row["lr"]) for row in whole] == pytest.approx([0.02, 0.02, 0.02, 0.002, 0.0002])
+    assert read_csv(tmp_path / "resumed" / "history.csv") == whole
+    assert (tmp_path / "resumed" / "model.npz").read_bytes() == (tmp_path / "whole" / "model.npz").read_bytes()
 
 
 def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, tmp_path):
