@@ -49,6 +49,7 @@ PAPER_KAPPA = {
 }
 
 OPTIMIZERS = {"adam": Adam, "sgd": lambda lr: SGD(lr, momentum=0.9), "rmsprop": RMSProp}
+CLASS_WEIGHTS = ("study-type", "overall", "none")
 
 
 def parse_args(argv=None):
@@ -66,8 +67,11 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.5, help="dropout rate before the last layer")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and rotations up to 30 degrees while training (default on)")
-    p.add_argument("--class-weights", action=argparse.BooleanOptionalAction, default=True,
-                   help="weight the loss by the MURA paper's class weights (default on)")
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="study-type",
+                   help="weight each image's loss by its class's share, counted within its study type as the "
+                        "MURA paper does (default), over the whole training set, or not at all")
+    p.add_argument("--no-class-weights", dest="class_weights", action="store_const", const="none",
+                   help="the same as --class-weights none")
     p.add_argument("--model", choices=sorted(ARCHITECTURES), default="baseline")
     p.add_argument("--vgg-width-divisor", type=int, default=8,
                    help="divide VGG16's filter counts by this (1 is VGG16 itself; default 8)")
@@ -137,6 +141,21 @@ def completed_epochs(history_csv):
         return [{key: float(value) for key, value in row.items() if key != "epoch"} for row in csv.DictReader(f)]
 
 
+def loss_weights(data, mode):
+    """One loss weight per training image for ``--class-weights`` (None for ``none``), logged."""
+    if mode == "none":
+        return None
+    by_study_type = mode == "study-type"
+    try:
+        weights = data.class_weights(by_study_type=by_study_type)
+    except ValueError as error:
+        sys.exit(f"train_mura.py: --class-weights {mode}: {error} "
+                 "(--class-weights overall counts both classes over all study types)")
+    for kind, pair in (weights.items() if by_study_type else [("all types", weights)]):
+        log.info("Loss weights (MURA paper), %s: normal %.3f, abnormal %.3f", kind, pair[0], pair[1])
+    return data.image_weights(by_study_type=by_study_type)
+
+
 def train(args, data, out):
     input_shape = (args.size, args.size, 1)
     if args.resume:
@@ -148,9 +167,7 @@ def train(args, data, out):
         past_epochs = []
     if not args.quiet:
         model.summary(print_fn=log.info)
-    class_weight = data.class_weights() if args.class_weights else None
-    if class_weight:
-        log.info("Class weights (MURA paper): normal %.3f, abnormal %.3f", class_weight[0], class_weight[1])
+    sample_weight = loss_weights(data, args.class_weights)
     monitors = [
         ModelCheckpoint(out / "model.npz", monitor="val_loss", save_best_only=True),
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
@@ -167,13 +184,14 @@ def train(args, data, out):
         CSVLogger(out / "history.csv", append=args.resume),
     ]
     done = len(past_epochs)
-    train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed)
+    train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed,
+                                       sample_weight=sample_weight)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
     start = time.perf_counter()
     model.fit(train_batches,
               epochs=args.epochs, initial_epoch=done,
               validation_data=data.valid.batches(args.batch_size),
-              class_weight=class_weight, callbacks=callbacks, verbose=0 if args.quiet else 1)
+              callbacks=callbacks, verbose=0 if args.quiet else 1)
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz")
 

@@ -26,7 +26,8 @@ class ArrayBatches:
     ``y``: (N,) integer labels, or (N, K) target rows. Each iteration yields
     ``ceil(N / batch_size)`` pairs ``(xb, yb)``: ``xb`` of ``dtype`` (float32)
     (B, ...), ``yb`` int64 (B,) or (B, K), every sample exactly once, the last
-    batch holding the remainder.
+    batch holding the remainder. With ``sample_weight`` (N,), a weight per
+    sample for the loss, it yields triples ``(xb, yb, wb)``.
 
     A batch goes through three steps:
 
@@ -45,9 +46,12 @@ class ArrayBatches:
     """
 
     def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
-                 dtype=np.float32):
+                 dtype=np.float32, sample_weight=None):
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
+        if sample_weight is not None and np.shape(sample_weight) != (len(y),):
+            raise ValueError(f"ArrayBatches: sample_weight must have shape {(len(y),)}, "
+                             f"got {np.shape(sample_weight)}")
         if int(batch_size) < 1:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size}")
         self.x = x
@@ -60,6 +64,7 @@ class ArrayBatches:
         self.seed = seed
         self.augment = augment
         self.transform = transform
+        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype)
         self.epoch = 0
 
     def __len__(self):
@@ -81,7 +86,10 @@ class ArrayBatches:
                 xb = self.augment(xb, rng)
             if self.transform is not None:
                 xb = self.transform(xb)
-            yield xb, self.y[rows]
+            if self.sample_weight is None:
+                yield xb, self.y[rows]
+            else:
+                yield xb, self.y[rows], self.sample_weight[rows]
 
 
 def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):

@@ -19,7 +19,9 @@ off-diagonal terms. minidl uses ``p - y``.
 The loss of a batch is the mean over its ``N`` samples, so every gradient
 carries a factor ``1/N``. With ``class_weight``, sample ``n`` is weighted by
 ``w[class of n]`` and the loss is ``(1/N) sum_n w_n L_n`` (Keras's rule:
-the weights are not renormalised).
+the weights are not renormalised). A ``sample_weight`` per sample multiplies
+into ``w_n`` the same way (the MURA paper's loss weights each image by its
+class's share within its study type).
 """
 from .backend import get_array_module
 from .layers.activations import log_softmax, softmax
@@ -43,36 +45,40 @@ class CrossEntropy:
         self.from_logits = bool(from_logits)
         self.class_weight = class_weight
 
-    def forward(self, y_pred, y_true):
-        """The mean loss of the batch, as a Python float; keeps what ``backward`` needs."""
-        return float(self.batch_loss(y_pred, y_true))
+    def forward(self, y_pred, y_true, sample_weight=None):
+        """The mean loss of the batch, as a Python float; keeps what ``backward`` needs.
 
-    def forward_from_logits(self, z, y_true):
+        ``sample_weight``: optional (N,) non-negative weight per sample.
+        """
+        return float(self.batch_loss(y_pred, y_true, sample_weight=sample_weight))
+
+    def forward_from_logits(self, z, y_true, sample_weight=None):
         """The mean loss for scores ``z`` (N, K); ``backward`` then returns ``dL/dz = w (p - y) / N``.
 
         ``Sequential`` calls this with the input of its final ``Softmax`` layer,
         which keeps the loss exact and finite even where a probability is 0 or 1.
         """
-        return float(self.batch_loss(z, y_true, logits=True))
+        return float(self.batch_loss(z, y_true, logits=True, sample_weight=sample_weight))
 
-    def batch_loss(self, y_pred, y_true, logits=None, check_labels=True):
+    def batch_loss(self, y_pred, y_true, logits=None, check_labels=True, sample_weight=None):
         """The mean loss as a 0-d array where ``y_pred`` lives (a NumPy scalar on the CPU); keeps what ``backward`` needs.
 
         ``forward`` is this as a float. On a GPU, reading the value waits for
         every queued kernel, so ``Sequential`` reads it only after queueing the
         backward pass too. ``logits`` overrides ``from_logits`` (True: ``y_pred``
         holds scores ``z``). ``check_labels=False`` skips the checks that need the
-        labels' values on the host (in range, whole, not negative): for callers
-        that have checked them already, as ``Sequential`` does before a batch
+        labels' and the sample weights' values on the host (labels in range,
+        whole, not negative; weights finite, not negative): for callers that
+        have checked them already, as ``Sequential`` does before a batch
         reaches the device.
         """
         if logits is None:
             logits = self.from_logits
         if logits:
-            return self._from_logits(y_pred, y_true, check_labels)
+            return self._from_logits(y_pred, y_true, check_labels, sample_weight)
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
-        y, w = self._targets(y_true, p, check_labels)
+        y, w = self._targets(y_true, p, check_labels, sample_weight)
         # p is clipped below at the dtype's machine epsilon, so a true class
         # predicted with probability exactly 0 gives a large but finite loss.
         # Where y_j = 0 the term y_j log p_j is 0 even when p_j = 0 (no 0 * inf).
@@ -85,11 +91,11 @@ class CrossEntropy:
         self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype)
         return (w * losses).sum() / n
 
-    def _from_logits(self, z, y_true, check_labels):
+    def _from_logits(self, z, y_true, check_labels, sample_weight):
         """``batch_loss`` for scores ``z`` (N, K): ``L = -sum_j y_j log softmax(z)_j``, ``dL/dz = w (p - y) / N``."""
         xp = get_array_module(z)
         z = self._check(z, "logits")
-        y, w = self._targets(y_true, z, check_labels)
+        y, w = self._targets(y_true, z, check_labels, sample_weight)
         log_p = log_softmax(z)
         losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
         n = z.shape[0]
@@ -112,7 +118,7 @@ class CrossEntropy:
             raise ValueError(f"CrossEntropy: {what} must be floating point, got dtype {y_pred.dtype}")
         return y_pred
 
-    def _targets(self, y_true, y_pred, check_labels=True):
+    def _targets(self, y_true, y_pred, check_labels=True, sample_weight=None):
         """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated."""
         xp = get_array_module(y_pred)
         n, k = y_pred.shape
@@ -142,7 +148,17 @@ class CrossEntropy:
                 raise ValueError("CrossEntropy: target rows must not be negative")
         else:
             raise ValueError(f"CrossEntropy: labels must be (N,) or (N, K), got shape {tuple(y_true.shape)}")
-        return y, y @ self._class_weights(k, xp, y_pred.dtype)
+        w = y @ self._class_weights(k, xp, y_pred.dtype)
+        if sample_weight is None:
+            return y, w
+        sample_weight = xp.asarray(sample_weight)
+        if sample_weight.shape != (n,):
+            raise ValueError(f"CrossEntropy: sample_weight must have shape {(n,)}, got {tuple(sample_weight.shape)}")
+        if sample_weight.dtype.kind not in "fiub":
+            raise ValueError(f"CrossEntropy: sample_weight must be numbers, got dtype {sample_weight.dtype}")
+        if check_labels and n and not bool(xp.all(xp.isfinite(sample_weight) & (sample_weight >= 0))):
+            raise ValueError("CrossEntropy: sample_weight must be finite and not negative")
+        return y, w * sample_weight.astype(y_pred.dtype)
 
     def _class_weights(self, k, xp, dtype):
         if self.class_weight is None:

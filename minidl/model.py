@@ -176,7 +176,7 @@ class Sequential:
             x = layer.forward(x, training=training)
         return x
 
-    def _forward_loss(self, x, y, loss, training):
+    def _forward_loss(self, x, y, loss, training, sample_weight=None):
         """Forward pass and loss; returns ``(outputs, loss)``, the loss a 0-d array on the device.
 
         The labels were checked before the batch reached the device, so the
@@ -189,9 +189,9 @@ class Sequential:
             for layer in body:
                 z = layer.forward(z, training=training)
             p = softmax.forward(z, training=training)
-            return p, loss.batch_loss(z, y, logits=True, check_labels=False)
+            return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self.forward(x, training=training)
-        return p, loss.batch_loss(p, y, check_labels=False)
+        return p, loss.batch_loss(p, y, check_labels=False, sample_weight=sample_weight)
 
     def _backward(self, loss):
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
@@ -236,19 +236,21 @@ class Sequential:
                     arrays[name] = view
         return [flat_params], [flat_grads]
 
-    def train_on_batch(self, x, y, class_weight=None):
+    def train_on_batch(self, x, y, class_weight=None, sample_weight=None):
         """One step — forward, backward, update — on one batch; returns the loss (a float).
 
-        Raises ``FloatingPointError`` before updating anything if the loss is not finite.
+        ``sample_weight``: optional (N,) weight per sample, multiplying its loss
+        (and its class's weight). Raises ``FloatingPointError`` before updating
+        anything if the loss is not finite.
         """
         self._require_compiled("train_on_batch")
-        x, y = self._to_device(*self._check_batch(x, y, "train_on_batch"))
-        loss, _ = self._train_step(x, y, self._training_loss(class_weight))
+        x, y, w = self._to_device(*self._check_batch(x, y, "train_on_batch", sample_weight))
+        loss, _ = self._train_step(x, y, self._training_loss(class_weight), w)
         if not np.isfinite(loss):
             raise FloatingPointError(f"train_on_batch: the loss is {loss}; the weights were not updated")
         return loss
 
-    def _train_step(self, x, y, loss):
+    def _train_step(self, x, y, loss, sample_weight=None):
         """Forward, loss and backward; then, if the loss is finite, the update.
 
         Returns ``(loss, correct predictions)``. Everything up to the update is
@@ -258,7 +260,7 @@ class Sequential:
         stay in ``grads`` until the next step overwrites them).
         """
         self._update_input_grad_flags()  # layers may have been frozen since the last step
-        p, batch_loss = self._forward_loss(x, y, loss, training=True)
+        p, batch_loss = self._forward_loss(x, y, loss, training=True, sample_weight=sample_weight)
         correct = self._count_correct(p, y)
         self._backward(loss)
         value = float(batch_loss)
@@ -281,19 +283,23 @@ class Sequential:
 
     # ------------------------------------------------------------------- fit
     def fit(self, x, y=None, epochs=1, batch_size=32, validation_data=None, shuffle=True,
-            class_weight=None, callbacks=(), verbose=1, initial_epoch=0):
+            class_weight=None, sample_weight=None, callbacks=(), verbose=1, initial_epoch=0):
         """Train for ``epochs`` full passes over the data; returns a ``History``.
 
         ``x, y`` are arrays (a fresh seeded shuffle each epoch when ``shuffle``,
         the last partial batch included), or ``x`` is a re-iterable of
-        ``(x_batch, y_batch)`` pairs and ``y`` is None. ``validation_data`` is
-        ``(x_val, y_val)`` or such an iterable. ``verbose``: 0 silent, 1 a
+        ``(x_batch, y_batch)`` pairs and ``y`` is None. ``class_weight``
+        weights each sample's loss by its class; ``sample_weight`` (N,), with
+        arrays, by sample (an iterable gives per-sample weights as a third
+        element, ``(x_batch, y_batch, w_batch)``); the two multiply.
+        ``validation_data`` is ``(x_val, y_val)``, ``(x_val, y_val, w_val)``
+        or such an iterable. ``verbose``: 0 silent, 1 a
         progress bar per epoch, 2 one line per epoch. A non-finite loss stops
         training with ``FloatingPointError`` naming the epoch and batch, before
         that batch updates any weight.
         """
         self._require_compiled("fit")
-        train = self._batches(x, y, batch_size, shuffle, "fit")
+        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
         loss = self._training_loss(class_weight)
         history = History()
@@ -335,9 +341,9 @@ class Sequential:
                    desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
                    disable=verbose != 1, leave=True, file=sys.stderr, dynamic_ncols=True)
         try:
-            for index, (xb, yb) in enumerate(batches):
-                xb, yb = self._to_device(*self._checked(xb, yb, batches, "fit"))
-                value, correct = self._train_step(xb, yb, loss)
+            for index, batch in enumerate(batches):
+                xb, yb, wb = self._to_device(*self._checked(batch, batches, "fit"))
+                value, correct = self._train_step(xb, yb, loss, wb)
                 if not np.isfinite(value):
                     raise FloatingPointError(
                         f"fit: the loss became {value} at epoch {epoch + 1}, batch {index + 1}; "
@@ -357,16 +363,19 @@ class Sequential:
         return {"loss": total_loss / seen, "accuracy": total_correct / seen}
 
     # --------------------------------------------------- evaluate and predict
-    def evaluate(self, x, y=None, batch_size=256):
-        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict."""
+    def evaluate(self, x, y=None, batch_size=256, sample_weight=None):
+        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict.
+
+        With ``sample_weight`` (or batches ``(x, y, w)``) the loss is the mean of the weighted losses.
+        """
         self._require_compiled("evaluate")
-        return self._evaluate_batches(self._batches(x, y, batch_size, False, "evaluate"))
+        return self._evaluate_batches(self._batches(x, y, batch_size, False, "evaluate", sample_weight))
 
     def _evaluate_batches(self, batches):
         total_loss, total_correct, seen = 0.0, 0, 0
-        for xb, yb in batches:
-            xb, yb = self._to_device(*self._checked(xb, yb, batches, "evaluate"))
-            p, value = self._forward_loss(xb, yb, self.loss, training=False)
+        for batch in batches:
+            xb, yb, wb = self._to_device(*self._checked(batch, batches, "evaluate"))
+            p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
             total_loss += float(value) * len(yb)
             total_correct += int(self._count_correct(p, yb))
             seen += len(yb)
@@ -405,8 +414,11 @@ class Sequential:
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape {tuple(x.shape)}"
             )
 
-    def _check_batch(self, x, y, what):
-        """Validate one batch before it can update anything: shapes, types, labels, finiteness."""
+    def _check_batch(self, x, y, what, sample_weight=None):
+        """Validate one batch before it can update anything: shapes, types, labels, weights, finiteness.
+
+        Returns ``(x, y, sample_weight)``, lists made arrays.
+        """
         x = np.asarray(x) if isinstance(x, (list, tuple)) else x
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
         self._check_images(x, what)
@@ -436,22 +448,45 @@ class Sequential:
                 )
         if y.ndim == 2 and len(y) and (y_host < 0).any():
             raise ValueError(f"{what}: target rows must not be negative")
-        return x, y
+        return x, y, self._check_sample_weight(sample_weight, len(y), what)
 
-    def _checked(self, x, y, batches, what):
-        """``_check_batch``, unless ``batches`` come from arrays ``_batches`` has checked in full."""
-        return (x, y) if isinstance(batches, _CheckedBatches) else self._check_batch(x, y, what)
+    @staticmethod
+    def _check_sample_weight(sample_weight, n, what):
+        if sample_weight is None:
+            return None
+        w = np.asarray(sample_weight) if isinstance(sample_weight, (list, tuple)) else sample_weight
+        if not hasattr(w, "shape") or w.shape != (n,):
+            raise ValueError(f"{what}: sample_weight must have shape {(n,)}, one weight per sample, "
+                             f"got {getattr(w, 'shape', type(w).__name__)}")
+        w_host = to_numpy(w)
+        if w_host.dtype.kind not in "fiub" or not (np.isfinite(w_host) & (w_host >= 0)).all():
+            raise ValueError(f"{what}: sample_weight must be finite numbers, not negative")
+        return w
 
-    def _to_device(self, x, y=None):
+    def _checked(self, batch, batches, what):
+        """A batch ``(x, y)`` or ``(x, y, w)`` as ``(x, y, w)``: checked, unless
+        ``batches`` come from arrays ``_batches`` has checked in full."""
+        if not isinstance(batch, (tuple, list)) or len(batch) not in (2, 3):
+            got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
+            raise ValueError(f"{what}: each batch must be a pair (x, y) or a triple (x, y, sample_weight), got {got}")
+        x, y, w = (*batch, None) if len(batch) == 2 else batch
+        return (x, y, w) if isinstance(batches, _CheckedBatches) else self._check_batch(x, y, what, w)
+
+    def _to_device(self, x, y=None, sample_weight=None):
+        """``x`` as the model's dtype, ``y`` and ``sample_weight`` (those given), on the current backend."""
         xp = backend_module()
         x = xp.asarray(x, dtype=self.dtype)
-        return (x, None) if y is None else (x, xp.asarray(y))
+        y = None if y is None else xp.asarray(y)
+        return x, y, None if sample_weight is None else xp.asarray(sample_weight, dtype=self.dtype)
 
-    def _batches(self, x, y, batch_size, shuffle, what):
-        """``(x, y)`` batches from arrays (shuffled by the model's generator) or a given iterable."""
+    def _batches(self, x, y, batch_size, shuffle, what, sample_weight=None):
+        """``(x, y)`` or ``(x, y, w)`` batches from arrays (shuffled by the model's generator) or a given iterable."""
         if y is None:
             if hasattr(x, "shape"):
                 raise ValueError(f"{what}: labels y are missing (pass arrays x, y or an iterable of (x, y) batches)")
+            if sample_weight is not None:
+                raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
+                                 "an iterable gives its weights in (x, y, w) batches")
             return x
         x = np.asarray(x) if isinstance(x, (list, tuple)) else x
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
@@ -461,13 +496,14 @@ class Sequential:
             raise ValueError(f"{what}: batch_size must be positive, got {batch_size}")
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
-        self._check_batch(x, y, what)
+        x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
         seed = int(self.rng.integers(2**63)) if shuffle else None
-        return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype)
+        return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype,
+                               sample_weight=None if sample_weight is None else to_numpy(sample_weight))
 
     def _validation_batches(self, data, batch_size):
-        if isinstance(data, (tuple, list)) and len(data) == 2 and hasattr(data[0], "shape"):
-            return self._batches(data[0], data[1], batch_size, False, "validation_data")
+        if isinstance(data, (tuple, list)) and len(data) in (2, 3) and hasattr(data[0], "shape"):
+            return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         return data
 
     # ------------------------------------------------------------ weights

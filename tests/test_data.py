@@ -75,6 +75,18 @@ def test_bad_arguments_are_clear_errors():
         ArrayBatches(np.zeros((3, 1)), np.zeros(2))
     with pytest.raises(ValueError, match="batch_size"):
         ArrayBatches(np.zeros((3, 1)), np.zeros(3), batch_size=0)
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(3,\)"):
+        ArrayBatches(np.zeros((3, 1)), np.zeros(3), sample_weight=np.ones(2))
+
+
+def test_sample_weights_travel_with_their_samples():
+    x, y = np.arange(10).reshape(10, 1), np.arange(10) % 3
+    triples = epoch(ArrayBatches(x, y, batch_size=4, shuffle=True, seed=2, sample_weight=np.arange(10) / 10))
+    assert [len(batch) for batch in triples] == [3, 3, 3]
+    for xb, yb, wb in triples:
+        assert wb.dtype == np.float32
+        np.testing.assert_allclose(wb, xb[:, 0] / 10)
+        np.testing.assert_array_equal(yb, xb[:, 0].astype(int) % 3)
 
 
 def images(n=6, size=9):

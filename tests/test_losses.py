@@ -16,7 +16,8 @@ from minidl.losses import CrossEntropy
 
 @st.composite
 def loss_cases(draw):
-    """Scores, labels (integer or one-hot) and class weights (None, a list or a partial dict)."""
+    """Scores, labels (integer or one-hot), class weights (None, a list or a partial dict)
+    and sample weights (None, or one per sample, some of them 0)."""
     n, k = draw(st.integers(1, 4)), draw(st.integers(2, 5))
     seed = draw(seeds)
     rng = np.random.default_rng(seed)
@@ -29,7 +30,8 @@ def loss_cases(draw):
             [None, list(weights), {0: float(weights[0]), k - 1: float(weights[k - 1])}]
         )
     )
-    return z, y_true, labels, class_weight
+    sample_weight = draw(st.sampled_from([None, rng.uniform(0.0, 3.0, size=n) * (rng.random(n) > 0.2)]))
+    return z, y_true, labels, class_weight, sample_weight
 
 
 def weight_vector(class_weight, k):
@@ -49,16 +51,18 @@ def weight_vector(class_weight, k):
 @examples(30)
 @given(case=loss_cases())
 def test_gradient_matches_finite_differences(from_logits, case):
-    z, y_true, _, class_weight = case
+    z, y_true, _, class_weight, sample_weight = case
     # Central differences of -log p with step h are off by about (h/p)^2 / 3 relative: keep
     # the probabilities >= 0.1/K (mixed with the uniform distribution) so that h = 1e-6 is
     # small next to them. The PyTorch test below covers probabilities near 0.
     k = z.shape[1]
     y_pred = z if from_logits else 0.9 * softmax(z) + 0.1 / k
     loss = CrossEntropy(from_logits=from_logits, class_weight=class_weight)
-    loss.forward(y_pred, y_true)
+    loss.forward(y_pred, y_true, sample_weight)
     analytic = loss.backward()
-    numeric = numerical_gradient(lambda v: CrossEntropy(from_logits, class_weight).forward(v, y_true), y_pred)
+    numeric = numerical_gradient(
+        lambda v: CrossEntropy(from_logits, class_weight).forward(v, y_true, sample_weight), y_pred
+    )
     assert analytic.shape == y_pred.shape
     assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-7)
 
@@ -70,13 +74,14 @@ def test_gradient_matches_finite_differences(from_logits, case):
 @given(case=loss_cases())
 def test_loss_and_gradient_match_pytorch(from_logits, dtype, case):
     ref = load_torch_reference()
-    z, y_true, _, class_weight = case
+    z, y_true, _, class_weight, sample_weight = case
     y_pred = (z if from_logits else softmax(z)).astype(dtype)
     loss = CrossEntropy(from_logits=from_logits, class_weight=class_weight)
-    value = loss.forward(y_pred, y_true)
+    value = loss.forward(y_pred, y_true, sample_weight)
     grad = loss.backward()
     ref_value, ref_grad = ref.torch_cross_entropy(
-        y_pred, y_true, from_logits=from_logits, class_weight=weight_vector(class_weight, z.shape[1])
+        y_pred, y_true, from_logits=from_logits, class_weight=weight_vector(class_weight, z.shape[1]),
+        sample_weight=sample_weight,
     )
     tol = ref.tolerance(dtype)
     assert isinstance(value, float)
@@ -193,6 +198,23 @@ def test_probability_path_stays_finite_when_a_probability_is_0():
 def test_bad_inputs_raise_value_error(y_pred, y_true, match):
     with pytest.raises(ValueError, match=match):
         CrossEntropy().forward(y_pred, y_true)
+
+
+@pytest.mark.parametrize(
+    "sample_weight, match",
+    [([1.0], r"shape \(2,\)"), ([[1.0, 1.0]], "shape"), ([1.0, -0.5], "negative"),
+     ([np.nan, 1.0], "finite"), ([np.inf, 1.0], "finite"), (np.array(["a", "b"]), "numbers")],
+)
+def test_bad_sample_weights_raise_value_error(sample_weight, match):
+    with pytest.raises(ValueError, match=match):
+        CrossEntropy().forward(np.full((2, 3), 1 / 3), np.array([0, 1]), sample_weight)
+
+
+def test_sample_weights_equal_to_the_class_weights_give_the_class_weighted_loss():
+    p, y = softmax(np.random.default_rng(3).standard_normal((5, 3))), np.array([0, 2, 2, 1, 0])
+    by_class, by_sample = CrossEntropy(class_weight=[0.5, 2.0, 3.0]), CrossEntropy()
+    assert by_sample.forward(p, y, np.array([0.5, 3.0, 3.0, 2.0, 0.5])) == pytest.approx(by_class.forward(p, y), rel=1e-12)
+    assert_allclose(by_sample.backward(), by_class.backward(), rtol=1e-12)
 
 
 @pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, [1.0, 2.0, 3.0, 4.0]])

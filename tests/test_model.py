@@ -19,6 +19,7 @@ from model_fixtures import (
 from numpy.testing import assert_allclose
 
 from minidl import Sequential
+from minidl.data import ArrayBatches
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
 from minidl.losses import CrossEntropy
 from minidl.optimizers import SGD, Adam
@@ -290,6 +291,60 @@ def test_class_weight_changes_the_updates():
     plain.fit(x, y, epochs=1, batch_size=16, verbose=0)
     weighted.fit(x, y, epochs=1, batch_size=16, class_weight={0: 1.0, 1: 4.0}, verbose=0)
     assert weights_differ(plain.get_weights(), weighted.get_weights())
+
+
+# --------------------------------------------------------------- sample_weight
+def test_sample_weights_equal_to_the_class_weights_train_exactly_as_class_weight():
+    x, y = tiny_images(20, seed=11)
+    class_weight = {0: 0.5, 1: 2.5}
+    by_class, by_sample = tiny_cnn(optimizer=SGD(0.1)), tiny_cnn(optimizer=SGD(0.1))
+    a = by_class.fit(x, y, epochs=2, batch_size=6, class_weight=class_weight, verbose=0)
+    b = by_sample.fit(x, y, epochs=2, batch_size=6, sample_weight=np.where(y == 1, 2.5, 0.5), verbose=0)
+    assert a.history["loss"] == pytest.approx(b.history["loss"], rel=1e-6)
+    assert_weights_equal(by_class.get_weights(), by_sample.get_weights())
+
+
+def test_sample_weights_from_arrays_and_from_batches_of_triples_train_alike():
+    x, y = tiny_images(20, seed=12)
+    w = np.random.default_rng(0).uniform(0.0, 2.0, size=len(y))
+    from_arrays, from_batches, unweighted = (tiny_cnn(optimizer=SGD(0.1)) for _ in range(3))
+    from_arrays.fit(x, y, epochs=1, batch_size=6, shuffle=False, sample_weight=w, verbose=0)
+    from_batches.fit(ArrayBatches(x, y, 6, shuffle=False, sample_weight=w), epochs=1, verbose=0)
+    unweighted.fit(x, y, epochs=1, batch_size=6, shuffle=False, verbose=0)
+    assert_weights_equal(from_arrays.get_weights(), from_batches.get_weights())
+    assert weights_differ(from_arrays.get_weights(), unweighted.get_weights())
+
+
+def test_zero_sample_weights_leave_the_weights_alone_and_evaluate_weighs_the_loss():
+    x, y = tiny_images(9, seed=13)
+    model = tiny_cnn(optimizer=SGD(0.5))
+    before = model.get_weights()
+    assert model.train_on_batch(x, y, sample_weight=np.zeros(len(y))) == 0.0
+    assert_weights_equal(model.get_weights(), before)
+    w = np.arange(len(y), dtype=float)
+    p = model.predict(x)
+    losses = -np.log(p[np.arange(len(y)), y].astype(np.float64))
+    assert model.evaluate(x, y, batch_size=4, sample_weight=w)["loss"] == pytest.approx((w * losses).mean(), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda m, x, y: m.train_on_batch(x, y, sample_weight=np.ones(len(y) - 1)), "one weight per sample"),
+        (lambda m, x, y: m.fit(x, y, sample_weight=-np.ones(len(y)), verbose=0), "not negative"),
+        (lambda m, x, y: m.evaluate(x, y, sample_weight=np.full(len(y), np.nan)), "finite"),
+        (lambda m, x, y: m.fit([(x, y)], sample_weight=np.ones(len(y)), verbose=0), r"\(x, y, w\) batches"),
+        (lambda m, x, y: m.fit([(x, y, np.ones(len(y)), 1)], verbose=0), "got 4 items"),
+        (lambda m, x, y: m.fit([(x, y, -np.ones(len(y)))], verbose=0), "not negative"),
+    ],
+)
+def test_bad_sample_weights_are_refused_before_any_update(call, match):
+    x, y = tiny_images(8, seed=14)
+    model = tiny_cnn(optimizer=SGD(0.5))
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=match):
+        call(model, x, y)
+    assert_weights_equal(model.get_weights(), before)
 
 
 # ---------------------------------------------------------------- determinism

@@ -134,13 +134,14 @@ def torch_elementwise(fn, x, dy):
     return y.detach().numpy(), grad_of(xt)
 
 
-def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None):
+def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None, sample_weight=None):
     """Mean cross-entropy and its gradient for ``y_pred`` (logits or probabilities).
 
     ``y_true``: class indices (N,) or target rows (N, K). With ``class_weight``
     (one weight per class; integer or one-hot labels only) the loss is Keras's
     ``mean_n(w[class of n] * L_n)``: PyTorch's per-sample losses
-    (``reduction="none"``) weighted, then averaged over N, not renormalised.
+    (``reduction="none"``) weighted, then averaged over N, not renormalised;
+    ``sample_weight`` (N,) multiplies in the same way.
     """
     pt = leaf(y_pred)
     y_true = np.asarray(y_true)
@@ -159,6 +160,8 @@ def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None):
     if class_weight is not None:
         weights = torch.tensor(np.asarray(class_weight, dtype=y_pred.dtype)[labels])
         per_sample = weights * per_sample
+    if sample_weight is not None:
+        per_sample = torch.tensor(np.asarray(sample_weight, dtype=y_pred.dtype)) * per_sample
     loss = per_sample.mean()
     loss.backward()
     return loss.detach().item(), grad_of(pt)

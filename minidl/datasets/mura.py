@@ -487,13 +487,15 @@ class MURASplit:
         xp = get_array_module(images)
         return ((xp.asarray(images, dtype=xp.float32) - self.mean) / self.std)[..., None]
 
-    def batches(self, batch_size=32, shuffle=None, augment=None, seed=None):
+    def batches(self, batch_size=32, shuffle=None, augment=None, seed=None, sample_weight=None):
         """An ``ArrayBatches`` of ``(x, y)``: x (B, S, S, 1) float32 normalised, y (B,) int64.
 
         ``shuffle`` and ``augment`` default to True for ``train`` and False for
         ``valid``. Augmentation (random horizontal flips and rotations of up to
         30 degrees, filled with black) is for training only: asking for it on
         ``valid`` is a ``ValueError``. ``seed`` makes the epochs reproducible.
+        With ``sample_weight`` (one loss weight per image, e.g.
+        ``MURA.image_weights()``), the batches are triples ``(x, y, w)``.
         """
         training = self.name == "train"
         shuffle = training if shuffle is None else shuffle
@@ -502,7 +504,8 @@ class MURASplit:
             raise ValueError(f"MURASplit {self.name!r}: augmentation is for the training split only")
         flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=MAX_ROTATION_DEGREES, fill=0.0)
         return ArrayBatches(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed,
-                            augment=flip_rotate if augment else None, transform=self.normalise)
+                            augment=flip_rotate if augment else None, transform=self.normalise,
+                            sample_weight=sample_weight)
 
 
 class MURA:
@@ -531,8 +534,32 @@ class MURA:
         """
         if not by_study_type:
             return class_weights(self.train.labels)
-        types = np.array([record.study_type for record in self.train.records])
-        return {kind: class_weights(self.train.labels[types == kind]) for kind in sorted(set(types))}
+        types = self._training_image_types()
+        weights = {}
+        for kind in sorted(set(types)):
+            try:
+                weights[kind] = class_weights(self.train.labels[types == kind])
+            except ValueError as error:
+                raise ValueError(f"MURA: the training images of {kind}: {error}") from None
+        return weights
+
+    def image_weights(self, by_study_type=True):
+        """One loss weight per training image (N,), float32: its class's weight from :meth:`class_weights`.
+
+        By study type, this is the MURA paper's weighted loss: within each
+        study type, abnormal and normal images weigh the same in total. Pass
+        it as the training batches' ``sample_weight``.
+        """
+        labels = self.train.labels
+        if not by_study_type:
+            weight = self.class_weights()
+            return np.where(labels == 1, weight[1], weight[0]).astype(np.float32)
+        by_type = self.class_weights(by_study_type=True)
+        types = self._training_image_types()
+        return np.array([by_type[kind][label] for kind, label in zip(types, labels)], dtype=np.float32)
+
+    def _training_image_types(self):
+        return np.array([record.study_type for record in self.train.records])
 
 
 def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progress=True):

@@ -31,7 +31,9 @@ def run_script(*args, cwd):
 def run(tmp_path_factory):
     """One epoch on a tiny replica: (output folder, common arguments, stdout)."""
     tmp = tmp_path_factory.mktemp("mura")
-    common = ["--cache-dir", tmp / "cache", "--size", 32, "--synthetic-patients", 24,
+    # 32 patients: the smallest replica (of seed 0) whose every study type has training
+    # images of both classes, which the default per-study-type loss weights need.
+    common = ["--cache-dir", tmp / "cache", "--size", 32, "--synthetic-patients", 32,
               "--batch-size", 16, "--workers", 1, "--quiet"]
     out = tmp / "out"
     stdout = run_script("--out", out, "--epochs", 1, *common, cwd=tmp)
@@ -51,6 +53,24 @@ def test_writes_every_output(run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "SYNTHETIC" in stdout
     assert "backend: numpy" in stdout
+
+
+def test_the_loss_is_weighted_per_study_type_by_default(run):
+    _, _, stdout = run
+    for study_type in ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST"):
+        assert f"Loss weights (MURA paper), {study_type}: normal" in stdout
+
+
+def test_per_study_type_weights_without_both_classes_in_a_type_fail_clearly(tmp_path):
+    # With 24 patients (seed 0) no training forearm study is abnormal.
+    args = ["--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--size", 16,
+            "--synthetic-patients", 24, "--workers", 1, "--quiet"]
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0
+    assert "XR_FOREARM" in result.stderr and "--class-weights overall" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out" / "last.npz").exists()
 
 
 def test_metrics_json_agrees_with_predictions_csv(run):
@@ -102,15 +122,15 @@ def test_resume_continues_from_the_last_epoch(run, tmp_path):
 
 
 def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_included(run, tmp_path):
-    # A high rate makes the validation loss stall: the rate is cut after epochs 3 and 4 and
-    # training stops after epoch 5, two epochs after the run below is interrupted.
+    # A high rate makes the validation loss stall after epoch 1: the rate is cut after epochs
+    # 2 and 3 and training stops after epoch 4, all after the run below is interrupted.
     _, common, _ = run
-    plateau = [*common, "--lr", 0.02, "--lr-patience", 1, "--patience", 3]
+    plateau = [*common, "--lr", 0.05, "--lr-patience", 1, "--patience", 3]
     run_script("--out", tmp_path / "whole", "--epochs", 6, *plateau, cwd=tmp_path)
-    run_script("--out", tmp_path / "resumed", "--epochs", 3, *plateau, cwd=tmp_path)
+    run_script("--out", tmp_path / "resumed", "--epochs", 2, *plateau, cwd=tmp_path)
     run_script("--out", tmp_path / "resumed", "--epochs", 6, "--resume", *plateau, cwd=tmp_path)
     whole = read_csv(tmp_path / "whole" / "history.csv")
-    assert [float(row["lr"]) for row in whole] == pytest.approx([0.02, 0.02, 0.02, 0.002, 0.0002])
+    assert [float(row["lr"]) for row in whole] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
     assert read_csv(tmp_path / "resumed" / "history.csv") == whole
     assert (tmp_path / "resumed" / "model.npz").read_bytes() == (tmp_path / "whole" / "model.npz").read_bytes()
 
