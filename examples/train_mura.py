@@ -67,7 +67,7 @@ def parse_args(argv=None):
     p.add_argument("--dropout", type=float, default=0.5, help="dropout rate before the last layer")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and rotations up to 30 degrees while training (default on)")
-    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="study-type",
+    p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="study-type", nargs="?", const="study-type",
                    help="weight each image's loss by its class's share, counted within its study type as the "
                         "MURA paper does (default), over the whole training set, or not at all")
     p.add_argument("--no-class-weights", dest="class_weights", action="store_const", const="none",
@@ -138,7 +138,9 @@ def build_model(args, input_shape):
 def completed_epochs(history_csv):
     """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``)."""
     with open(history_csv, newline="") as f:
-        return [{key: float(value) for key, value in row.items() if key != "epoch"} for row in csv.DictReader(f)]
+        # An empty cell is a value that epoch did not log (CSVLogger leaves it blank).
+        return [{key: float(value) for key, value in row.items() if key != "epoch" and value != ""}
+                for row in csv.DictReader(f)]
 
 
 def loss_weights(data, mode):
@@ -149,8 +151,8 @@ def loss_weights(data, mode):
     try:
         weights = data.class_weights(by_study_type=by_study_type)
     except ValueError as error:
-        sys.exit(f"train_mura.py: --class-weights {mode}: {error} "
-                 "(--class-weights overall counts both classes over all study types)")
+        hint = " (--class-weights overall counts the classes over all study types)" if by_study_type else ""
+        sys.exit(f"train_mura.py: --class-weights {mode}: {error}{hint}")
     for kind, pair in (weights.items() if by_study_type else [("all types", weights)]):
         log.info("Loss weights (MURA paper), %s: normal %.3f, abnormal %.3f", kind, pair[0], pair[1])
     return data.image_weights(by_study_type=by_study_type)

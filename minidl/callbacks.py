@@ -88,9 +88,12 @@ class _Monitor(Callback):
         self._replay()
 
     def _replay(self):
+        """Reset, then observe the caught-up epochs; True if the last of them called for action."""
         self.reset()
+        acted = False
         for value in self.past_values:
-            self.observe(value)
+            acted = self.observe(value)
+        return acted
 
     def observe(self, value):
         raise NotImplementedError
@@ -120,11 +123,11 @@ class EarlyStopping(_Monitor):
     """
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+        super().__init__(monitor, mode, min_delta)
         self.patience = int(patience)
         self.restore_best_weights = restore_best_weights
         self.best_weights = None
         self.stopped_epoch = None
-        super().__init__(monitor, mode, min_delta)
 
     def reset(self):
         super().reset()
@@ -145,9 +148,10 @@ class EarlyStopping(_Monitor):
         return self.wait >= self.patience
 
     def on_train_begin(self, logs=None):
-        self._replay()
         self.best_weights = None
         self.stopped_epoch = None
+        if self._replay():  # the interrupted run had already stopped: so does this one, at once
+            self.model.stop_training = True
 
     def on_epoch_end(self, epoch, logs=None):
         if self.observe(self.current(logs)):
@@ -177,6 +181,10 @@ class ModelCheckpoint(_Monitor):
         self.path = str(path)
         self.save_best_only = save_best_only
 
+    def catch_up(self, past_logs):
+        if self.save_best_only:  # saving every epoch has nothing to catch up on
+            super().catch_up(past_logs)
+
     def observe(self, value):
         """True when ``value`` improves on the best so far (and becomes it)."""
         if self.improved(value):
@@ -202,6 +210,7 @@ class ReduceLROnPlateau(_Monitor):
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
                  cooldown=0, mode="auto", verbose=0):
+        super().__init__(monitor, mode, min_delta)
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
         self.factor = float(factor)
@@ -209,7 +218,6 @@ class ReduceLROnPlateau(_Monitor):
         self.min_lr = float(min_lr)
         self.cooldown = int(cooldown)
         self.verbose = verbose
-        super().__init__(monitor, mode, min_delta)
 
     def reset(self):
         super().reset()

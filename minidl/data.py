@@ -16,7 +16,8 @@ on training batches only; evaluation sees the images as they are.
 import numpy as np
 from scipy import ndimage
 
-from .backend import default_rng, get_array_module, to_device
+from .backend import default_rng, get_array_module, to_device, to_numpy
+from .losses import check_sample_weight
 
 
 class ArrayBatches:
@@ -49,9 +50,6 @@ class ArrayBatches:
                  dtype=np.float32, sample_weight=None):
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
-        if sample_weight is not None and np.shape(sample_weight) != (len(y),):
-            raise ValueError(f"ArrayBatches: sample_weight must have shape {(len(y),)}, "
-                             f"got {np.shape(sample_weight)}")
         if int(batch_size) < 1:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size}")
         self.x = x
@@ -64,7 +62,10 @@ class ArrayBatches:
         self.seed = seed
         self.augment = augment
         self.transform = transform
-        self.sample_weight = None if sample_weight is None else np.asarray(sample_weight, dtype=dtype)
+        if sample_weight is not None:  # checked in full now, not when a bad weight's batch comes up
+            sample_weight = check_sample_weight(to_numpy(sample_weight), len(y),
+                                                np.result_type(dtype, np.float32), "ArrayBatches")
+        self.sample_weight = sample_weight
         self.epoch = 0
 
     def __len__(self):

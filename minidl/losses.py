@@ -27,6 +27,26 @@ from .backend import get_array_module
 from .layers.activations import log_softmax, softmax
 
 
+def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
+    """``sample_weight`` as an (n,) array of ``dtype``, where it lives: one weight per sample.
+
+    Raises ``ValueError`` naming ``caller`` for another shape, non-numbers,
+    and (with ``check_values``, which on a GPU waits for the values) weights
+    that are negative, NaN, or infinite once in ``dtype``.
+    """
+    xp = get_array_module(sample_weight)
+    w = xp.asarray(sample_weight)
+    if w.shape != (n,):
+        raise ValueError(f"{caller}: sample_weight must have shape {(n,)}, one weight per sample, "
+                         f"got {tuple(w.shape)}")
+    if w.dtype.kind not in "fiub":
+        raise ValueError(f"{caller}: sample_weight must be numbers, got dtype {w.dtype}")
+    largest = xp.finfo(dtype).max
+    if check_values and n and not bool(xp.all(xp.isfinite(w) & (w >= 0) & (w <= largest))):
+        raise ValueError(f"{caller}: sample_weight must be finite {xp.dtype(dtype).name} numbers, not negative")
+    return w.astype(dtype, copy=False)
+
+
 class CrossEntropy:
     """Mean categorical cross-entropy over a batch.
 
@@ -151,14 +171,7 @@ class CrossEntropy:
         w = y @ self._class_weights(k, xp, y_pred.dtype)
         if sample_weight is None:
             return y, w
-        sample_weight = xp.asarray(sample_weight)
-        if sample_weight.shape != (n,):
-            raise ValueError(f"CrossEntropy: sample_weight must have shape {(n,)}, got {tuple(sample_weight.shape)}")
-        if sample_weight.dtype.kind not in "fiub":
-            raise ValueError(f"CrossEntropy: sample_weight must be numbers, got dtype {sample_weight.dtype}")
-        if check_labels and n and not bool(xp.all(xp.isfinite(sample_weight) & (sample_weight >= 0))):
-            raise ValueError("CrossEntropy: sample_weight must be finite and not negative")
-        return y, w * sample_weight.astype(y_pred.dtype)
+        return y, w * check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy", check_values=check_labels)
 
     def _class_weights(self, k, xp, dtype):
         if self.class_weight is None:

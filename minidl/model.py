@@ -24,7 +24,7 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
-from .losses import CrossEntropy
+from .losses import CrossEntropy, check_sample_weight
 from .utils import atomic_path
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
@@ -191,6 +191,10 @@ class Sequential:
             p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self.forward(x, training=training)
+        if sample_weight is None:  # a loss of one's own need not know about weights
+            return p, loss.batch_loss(p, y, check_labels=False)
+        if not isinstance(loss, CrossEntropy):
+            raise ValueError(f"sample_weight needs a CrossEntropy loss, got {type(loss).__name__}")
         return p, loss.batch_loss(p, y, check_labels=False, sample_weight=sample_weight)
 
     def _backward(self, loss):
@@ -313,6 +317,8 @@ class Sequential:
             callback.on_train_begin()
         try:
             for epoch in range(initial_epoch, epochs):
+                if self.stop_training:  # set at the end of the last epoch, or by a callback before the first
+                    break
                 for callback in callbacks:
                     callback.on_epoch_begin(epoch)
                 logs = self._fit_epoch(train, loss, epoch, epochs, verbose)
@@ -325,8 +331,6 @@ class Sequential:
                     tqdm.write(" ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k.startswith("val_")))
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
         finally:
             for callback in callbacks:
                 callback.on_train_end()
@@ -391,7 +395,7 @@ class Sequential:
             self._check_images(x, "predict")
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
         else:
-            chunks = (b[0] if isinstance(b, tuple) else b for b in x)
+            chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
         # Copied: the last layer may write every batch's result into the same reused array.
         outputs = [np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))) for chunk in chunks]
         if not outputs:
@@ -448,20 +452,9 @@ class Sequential:
                 )
         if y.ndim == 2 and len(y) and (y_host < 0).any():
             raise ValueError(f"{what}: target rows must not be negative")
-        return x, y, self._check_sample_weight(sample_weight, len(y), what)
-
-    @staticmethod
-    def _check_sample_weight(sample_weight, n, what):
-        if sample_weight is None:
-            return None
-        w = np.asarray(sample_weight) if isinstance(sample_weight, (list, tuple)) else sample_weight
-        if not hasattr(w, "shape") or w.shape != (n,):
-            raise ValueError(f"{what}: sample_weight must have shape {(n,)}, one weight per sample, "
-                             f"got {getattr(w, 'shape', type(w).__name__)}")
-        w_host = to_numpy(w)
-        if w_host.dtype.kind not in "fiub" or not (np.isfinite(w_host) & (w_host >= 0)).all():
-            raise ValueError(f"{what}: sample_weight must be finite numbers, not negative")
-        return w
+        if sample_weight is not None:  # checked on the host, as the labels are
+            sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
+        return x, y, sample_weight
 
     def _checked(self, batch, batches, what):
         """A batch ``(x, y)`` or ``(x, y, w)`` as ``(x, y, w)``: checked, unless
@@ -499,7 +492,7 @@ class Sequential:
         x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
         seed = int(self.rng.integers(2**63)) if shuffle else None
         return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype,
-                               sample_weight=None if sample_weight is None else to_numpy(sample_weight))
+                               sample_weight=sample_weight)
 
     def _validation_batches(self, data, batch_size):
         if isinstance(data, (tuple, list)) and len(data) in (2, 3) and hasattr(data[0], "shape"):

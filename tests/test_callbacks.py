@@ -328,11 +328,11 @@ def run_epochs(callback, values, first_epoch=0, lr=1.0):
     callback.on_train_begin()
     record = []
     for epoch, value in enumerate(values, start=first_epoch):
+        if model.stop_training:  # as fit: a run that had stopped before it was resumed trains no epoch
+            break
         callback.on_epoch_end(epoch, {"val_loss": value})
         record.append((model.optimizer.lr, model.stop_training, bool(model.saved)))
         model.saved.clear()
-        if model.stop_training:
-            break
     callback.on_train_end()
     return record
 
@@ -349,8 +349,7 @@ MONITORS = {
        split=st.integers(0, 12))
 def test_a_run_resumed_after_catch_up_acts_as_the_uninterrupted_run(make, values, split):
     whole = run_epochs(make(), values)
-    stopped = whole[-1][1]
-    split = min(split, len(whole) - stopped)  # the run was interrupted after `split` epochs, before any stop
+    split = min(split, len(whole))  # interrupted after `split` epochs (after it stopped, if split = len(whole))
     resumed = make()
     resumed.catch_up([{"val_loss": value, "loss": 0.0} for value in values[:split]])
     lr_at_split = whole[split - 1][0] if split else 1.0  # restored with the optimiser's state
@@ -362,3 +361,14 @@ def test_catch_up_names_a_missing_monitor_and_refuses_lost_best_weights():
         EarlyStopping().catch_up([{"loss": 1.0}])
     with pytest.raises(ValueError, match="restore_best_weights"):
         EarlyStopping(restore_best_weights=True).catch_up([{"val_loss": 1.0}])
+
+
+def test_fit_trains_no_epoch_when_the_caught_up_run_had_already_stopped():
+    x, y = tiny_images(8, seed=4)
+    model = tiny_cnn(optimizer=SGD(0.5))
+    before = model.get_weights()
+    stopper = EarlyStopping(monitor="loss", patience=1)
+    stopper.catch_up([{"loss": 1.0}, {"loss": 1.5}])  # epoch 2 did not improve: that run stopped there
+    history = model.fit(x, y, epochs=5, initial_epoch=2, batch_size=4, verbose=0, callbacks=[stopper])
+    assert history.epoch == []
+    assert_weights_equal(model.get_weights(), before)

@@ -327,12 +327,41 @@ def test_zero_sample_weights_leave_the_weights_alone_and_evaluate_weighs_the_los
     assert model.evaluate(x, y, batch_size=4, sample_weight=w)["loss"] == pytest.approx((w * losses).mean(), rel=1e-5)
 
 
+def test_validation_data_with_sample_weights_gives_the_weighted_validation_loss():
+    x, y = tiny_images(12, seed=15)
+    xv, yv = tiny_images(7, seed=16)
+    wv = np.random.default_rng(1).uniform(0.0, 2.0, size=len(yv))
+    model = tiny_cnn(optimizer=SGD(0.0))  # weights fixed: the validation loss is one number
+    weighted = model.fit(x, y, epochs=1, verbose=0, validation_data=(xv, yv, wv)).history["val_loss"][0]
+    assert weighted == pytest.approx(model.evaluate(xv, yv, sample_weight=wv)["loss"], rel=1e-6)
+    zero = model.fit(x, y, epochs=1, verbose=0, validation_data=(xv, yv, np.zeros(len(yv))))
+    assert zero.history["val_loss"] == [0.0]
+
+
+def test_sample_weights_need_a_cross_entropy_loss_and_other_losses_still_train_without():
+    class SquaredError:  # a loss of one's own, written without sample weights in mind
+        def batch_loss(self, p, y, check_labels=True):
+            self.grad = 2 * (p - np.eye(p.shape[1])[y]) / len(y)
+            return ((p - np.eye(p.shape[1])[y]) ** 2).sum() / len(y)
+
+        def backward(self):
+            return self.grad
+
+    x, y = tiny_images(8, seed=17)
+    model = tiny_cnn(compile=False)
+    model.compile(SGD(0.1), loss=SquaredError())
+    assert np.isfinite(model.train_on_batch(x, y))
+    with pytest.raises(ValueError, match="sample_weight needs a CrossEntropy loss, got SquaredError"):
+        model.train_on_batch(x, y, sample_weight=np.ones(len(y)))
+
+
 @pytest.mark.parametrize(
     "call, match",
     [
         (lambda m, x, y: m.train_on_batch(x, y, sample_weight=np.ones(len(y) - 1)), "one weight per sample"),
         (lambda m, x, y: m.fit(x, y, sample_weight=-np.ones(len(y)), verbose=0), "not negative"),
         (lambda m, x, y: m.evaluate(x, y, sample_weight=np.full(len(y), np.nan)), "finite"),
+        (lambda m, x, y: m.train_on_batch(x, y, sample_weight=np.full(len(y), 1e39)), "finite float32"),
         (lambda m, x, y: m.fit([(x, y)], sample_weight=np.ones(len(y)), verbose=0), r"\(x, y, w\) batches"),
         (lambda m, x, y: m.fit([(x, y, np.ones(len(y)), 1)], verbose=0), "got 4 items"),
         (lambda m, x, y: m.fit([(x, y, -np.ones(len(y)))], verbose=0), "not negative"),

@@ -495,7 +495,7 @@ class MURASplit:
         30 degrees, filled with black) is for training only: asking for it on
         ``valid`` is a ``ValueError``. ``seed`` makes the epochs reproducible.
         With ``sample_weight`` (one loss weight per image, e.g.
-        ``MURA.image_weights()``), the batches are triples ``(x, y, w)``.
+        ``MURA.image_weights(by_study_type=True)``), the batches are triples ``(x, y, w)``.
         """
         training = self.name == "train"
         shuffle = training if shuffle is None else shuffle
@@ -543,7 +543,7 @@ class MURA:
                 raise ValueError(f"MURA: the training images of {kind}: {error}") from None
         return weights
 
-    def image_weights(self, by_study_type=True):
+    def image_weights(self, by_study_type=False):
         """One loss weight per training image (N,), float32: its class's weight from :meth:`class_weights`.
 
         By study type, this is the MURA paper's weighted loss: within each

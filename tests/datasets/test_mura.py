@@ -219,12 +219,12 @@ def test_class_weights_count_training_images_overall_and_per_study_type(tmp_path
     assert by_type["XR_HAND"] == pytest.approx({0: 1 / 4, 1: 3 / 4})
     assert by_type["XR_WRIST"] == pytest.approx({0: 1 / 2, 1: 1 / 2})
     # One loss weight per training image, in the order of the image CSV (hand, then wrist).
-    np.testing.assert_allclose(data.image_weights(), [3 / 4, 1 / 4, 1 / 4, 1 / 4, 1 / 2, 1 / 2, 1 / 2, 1 / 2])
-    np.testing.assert_allclose(data.image_weights(by_study_type=False), [5 / 8] + [3 / 8] * 3 + [5 / 8] * 2 + [3 / 8] * 2)
-    for weights in (data.image_weights(), data.image_weights(by_study_type=False)):
+    np.testing.assert_allclose(data.image_weights(by_study_type=True), [3 / 4, 1 / 4, 1 / 4, 1 / 4, 1 / 2, 1 / 2, 1 / 2, 1 / 2])
+    np.testing.assert_allclose(data.image_weights(), [5 / 8] + [3 / 8] * 3 + [5 / 8] * 2 + [3 / 8] * 2)
+    for weights in (data.image_weights(by_study_type=True), data.image_weights()):
         labels = data.train.labels
         assert weights[labels == 1].sum() == pytest.approx(weights[labels == 0].sum())
-    x, y, w = next(iter(data.train.batches(4, shuffle=False, augment=False, sample_weight=data.image_weights())))
+    x, y, w = next(iter(data.train.batches(4, shuffle=False, augment=False, sample_weight=data.image_weights(by_study_type=True))))
     np.testing.assert_allclose(w, [3 / 4, 1 / 4, 1 / 4, 1 / 4])
 
 
@@ -239,8 +239,8 @@ def test_per_study_type_weights_name_a_type_with_one_class(tmp_path):
     }
     data = load_mura(write_tree(tmp_path, splits), size=8, cache_dir=tmp_path / "cache", workers=1, progress=False)
     with pytest.raises(ValueError, match="XR_WRIST.*both classes"):
-        data.image_weights()
-    assert data.image_weights(by_study_type=False).shape == (3,)
+        data.image_weights(by_study_type=True)
+    assert data.image_weights().shape == (3,)
 
 
 def test_batches_cover_every_image_normalised_with_the_training_statistics(quirky, tmp_path):

@@ -61,6 +61,28 @@ def test_the_loss_is_weighted_per_study_type_by_default(run):
         assert f"Loss weights (MURA paper), {study_type}: normal" in stdout
 
 
+def test_each_weighting_trains_on_its_own_loss(run, tmp_path):
+    out, common, _ = run
+    losses = {"study-type": float(read_csv(out / "history.csv")[0]["loss"])}
+    for mode in ("overall", "none"):
+        run_script("--out", tmp_path / mode, "--epochs", 1, "--class-weights", mode, *common, cwd=tmp_path)
+        losses[mode] = float(read_csv(tmp_path / mode / "history.csv")[0]["loss"])
+    assert len(set(losses.values())) == 3, losses
+
+
+def test_class_weights_options_parse_as_documented(monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script prepends the repository to it
+    spec = importlib.util.spec_from_file_location("train_mura_options", SCRIPT)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.parse_args([]).class_weights == "study-type"
+    assert script.parse_args(["--class-weights"]).class_weights == "study-type"
+    assert script.parse_args(["--class-weights", "overall"]).class_weights == "overall"
+    assert script.parse_args(["--no-class-weights"]).class_weights == "none"
+
+
 def test_per_study_type_weights_without_both_classes_in_a_type_fail_clearly(tmp_path):
     # With 24 patients (seed 0) no training forearm study is abnormal.
     args = ["--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--size", 16,
