@@ -12,8 +12,10 @@ probabilities, the model fuses them: the loss is computed from the softmax's
 input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 ``minidl.losses``), which stays exact and finite when some ``p`` is 0 or 1.
 """
+import contextlib
 import json
 import sys
+import zipfile
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -80,14 +82,12 @@ class Sequential:
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         if layer.rng is None:
             layer.rng = default_rng(self._seeds.spawn(1)[0])
-        layer.in_model = True
         self.layers.append(layer)
         if self.input_shape is not None:
             try:
                 self._build_layers(self.input_shape)
             except ValueError:
                 self.layers.pop()  # a layer that does not fit is not added
-                layer.in_model = False
                 raise
         self._update_input_grad_flags()
 
@@ -143,10 +143,14 @@ class Sequential:
     def compile(self, optimizer="adam", loss=None, metrics=("accuracy",)):
         """Choose the optimiser (instance or name), the loss (default ``CrossEntropy()``) and metrics.
 
-        The only metric computed during training is ``"accuracy"``; the
-        medical metrics (kappa, AUC, ...) live in ``minidl.metrics``.
+        The optimiser starts afresh: an instance that has taken steps already
+        forgets them (``Optimizer.reset``), since its moments belonged to
+        parameters that may since have been frozen or unfrozen. The only
+        metric computed during training is ``"accuracy"``; the medical metrics
+        (kappa, AUC, ...) live in ``minidl.metrics``.
         """
         self.optimizer = optimizers_module.get(optimizer)
+        self.optimizer.reset()
         self.loss = CrossEntropy() if loss is None else loss
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
@@ -172,9 +176,26 @@ class Sequential:
         the next call (``Layer.in_model``): copy the result to keep it past
         the next ``forward``. ``predict`` does, and returns NumPy.
         """
-        for layer in self.layers:
-            x = layer.forward(x, training=training)
+        with self._running():
+            for layer in self.layers:
+                x = layer.forward(x, training=training)
         return x
+
+    @contextlib.contextmanager
+    def _running(self):
+        """While the model runs its layers they may reuse their result arrays (``Layer.in_model``).
+
+        Only then: a layer taken out of a trained model and called on its own
+        returns fresh arrays again.
+        """
+        outer = [layer.in_model for layer in self.layers]
+        for layer in self.layers:
+            layer.in_model = True
+        try:
+            yield
+        finally:
+            for layer, flag in zip(self.layers, outer):
+                layer.in_model = flag
 
     def _forward_loss(self, x, y, loss, training, sample_weight=None):
         """Forward pass and loss; returns ``(outputs, loss)``, the loss a 0-d array on the device.
@@ -186,9 +207,10 @@ class Sequential:
         if self._fused:
             *body, softmax = self.layers
             z = x
-            for layer in body:
-                z = layer.forward(z, training=training)
-            p = softmax.forward(z, training=training)
+            with self._running():
+                for layer in body:
+                    z = layer.forward(z, training=training)
+                p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self.forward(x, training=training)
         if sample_weight is None:  # a loss of one's own need not know about weights
@@ -201,10 +223,11 @@ class Sequential:
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
         layers = self.layers[:-1] if self._fused else self.layers
         g = loss.backward()
-        for layer in reversed(layers):
-            g = layer.backward(g)
-            if g is None:  # no trainable layer upstream: nothing left to compute
-                break
+        with self._running():
+            for layer in reversed(layers):
+                g = layer.backward(g)
+                if g is None:  # no trainable layer upstream: nothing left to compute
+                    break
 
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
@@ -592,11 +615,21 @@ class Sequential:
                     "files hold only numeric arrays and JSON, and loading never unpickles (which could run code)"
                 ) from None
             raise ValueError(f"Sequential.load: {path} is not a readable .npz file ({exc})") from None
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"Sequential.load: cannot read {path}: {exc}") from None
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"Sequential.load: cannot read {path} as an .npz file: {exc}") from None
         if "architecture" not in arrays:
             raise ValueError(f"Sequential.load: {path} has no architecture entry; it is not a minidl model file")
-        arch = json.loads(str(arrays["architecture"]))
+        try:
+            return cls._from_file_contents(json.loads(str(arrays["architecture"])), arrays, path)
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+            # A field missing or of the wrong type: a damaged or hand-edited file.
+            raise ValueError(
+                f"Sequential.load: {path} is not a valid minidl model file ({type(exc).__name__}: {exc})"
+            ) from None
+
+    @classmethod
+    def _from_file_contents(cls, arch, arrays, path):
+        """``load``'s second half: the model described by the architecture ``arch`` and ``arrays``."""
         if arch.get("format") != FILE_FORMAT:
             raise ValueError(f"Sequential.load: {path} has file format {arch.get('format')}, expected {FILE_FORMAT}")
         layers = []
@@ -606,6 +639,8 @@ class Sequential:
                     f"Sequential.load: {path} uses layer class {spec['class']!r}, which is not defined "
                     "(import the module that defines a custom layer before loading)"
                 )
+            if not isinstance(spec["trainable"], bool):
+                raise ValueError(f"Sequential.load: {path}: 'trainable' must be true or false, got {spec['trainable']!r}")
             layer = LAYER_CLASSES[spec["class"]].from_config(spec["config"])
             layer.trainable = spec["trainable"]
             if spec["rng"] is not None:
@@ -622,18 +657,34 @@ class Sequential:
                 key = f"param/{index}/{name}"
                 if key not in arrays or arrays[key].shape != tuple(layer.params[name].shape):
                     raise ValueError(f"Sequential.load: {path} lacks {key} or it has the wrong shape")
+                if arrays[key].dtype.kind != "f":
+                    raise ValueError(f"Sequential.load: {path}: {key} must be floating point, got {arrays[key].dtype}")
                 layer.params[name][...] = xp.asarray(arrays[key])
         if arch["input_shape"] is not None:
             model.build(arch["input_shape"])  # the layers are built: this shares the scratch block
         if arch["optimizer"] is not None:
-            loss_spec = arch["loss"]
-            loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None
-            optimizer = optimizers_module.from_config(arch["optimizer"]["class"], arch["optimizer"]["config"])
-            model.compile(optimizer, loss)
-            state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
-            optimizer.set_state(state)
-            model._trainable_keys = arch["optimizer"]["trainable_keys"]
+            model._restore_training_state(arch, arrays, path)
         return model
+
+    def _restore_training_state(self, arch, arrays, path):
+        """Compile with the saved loss and optimiser, and restore the optimiser's state, checked against the model."""
+        loss_spec = arch["loss"]
+        if loss_spec is not None and loss_spec["class"] != "CrossEntropy":
+            raise ValueError(f"Sequential.load: {path} names the loss {loss_spec['class']!r}; "
+                             "only CrossEntropy is saved and restored")
+        loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None
+        optimizer = optimizers_module.from_config(arch["optimizer"]["class"], arch["optimizer"]["config"])
+        self.compile(optimizer, loss)
+        state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
+        optimizer.set_state(state)
+        self._trainable_keys = arch["optimizer"]["trainable_keys"]
+        if optimizer.t == 0 or self.input_shape is None:
+            return
+        try:  # what the first step would find out: does the state fit the trainable parameters?
+            params, _ = self._params_and_grads()
+            optimizer._place_state(params)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
 
 
 class _CheckedBatches(ArrayBatches):

@@ -83,12 +83,16 @@ class Optimizer:
     def __init__(self, lr, weight_decay=0.0):
         self.lr = _hyperparameter(self.describe(), "lr", lr, 0.0)
         self.weight_decay = _hyperparameter(self.describe(), "weight_decay", weight_decay, 0.0)
-        self.t = 0
-        self.state = {}
+        self.reset()
 
     def describe(self):
         """The class name, the prefix of every error message."""
         return type(self).__name__
+
+    def reset(self):
+        """Forget the steps taken (``t`` and the slot arrays); the hyperparameters stay."""
+        self.t = 0
+        self.state = {}
 
     # ------------------------------------------------------------------ stepping
     def step(self, params, grads):

@@ -271,6 +271,22 @@ def test_changing_trainable_after_training_started_asks_for_compile_again():
     np.testing.assert_array_equal(model.layers[0].params["W"], before)
 
 
+def test_compiling_again_with_the_same_optimizer_starts_it_afresh():
+    # Freezing the base then unfreezing a layer of the same size must not carry one layer's
+    # Adam moments over to another: the second run equals one with a new optimiser.
+    x, y = tiny_images(16, seed=6)
+    runs = []
+    for reuse in (True, False):
+        model = tiny_cnn(optimizer=Adam(0.01))
+        model.train_on_batch(x, y)
+        model.layers[0].trainable = False
+        model.compile(model.optimizer if reuse else Adam(0.01))
+        assert model.optimizer.t == 0
+        model.train_on_batch(x, y)
+        runs.append(model.get_weights())
+    assert_weights_equal(*runs)
+
+
 # ---------------------------------------------------------------- class_weight
 @pytest.mark.parametrize("class_weight", [{0: 3.0, 1: 0.5}, {0: 1.0, 1: 0.0}])
 def test_class_weight_makes_the_training_loss_the_weighted_cross_entropy(class_weight):
@@ -598,6 +614,20 @@ def test_predict_copies_each_batch_when_the_last_layer_reuses_its_result_array()
     model = Sequential([Conv2D(3, 4), Flatten()], input_shape=(4, 4, 1), seed=0)
     model.compile(Adam(), CrossEntropy(from_logits=True))
     assert_allclose(model.predict(x, batch_size=2), model.predict(x, batch_size=8), rtol=1e-6, atol=1e-7)
+
+
+def test_a_layer_of_a_trained_model_called_on_its_own_returns_fresh_arrays():
+    # Feature extraction with a trained base: each result must survive the next call.
+    x, y = tiny_images(12, seed=5)
+    model = tiny_cnn(optimizer=SGD(0.1))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    conv = model.layers[0]
+    features = [conv.forward(x[i : i + 4]) for i in range(0, 12, 4)]
+    assert features[0] is not features[1]
+    assert_allclose(features[0], conv.forward(x[:4]), rtol=1e-6)
+    assert not conv.in_model
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # and the model still trains with its buffers
+    assert not conv.in_model
 
 
 def test_fit_and_evaluate_keep_probability_targets():

@@ -144,6 +144,68 @@ def test_a_file_that_is_not_a_minidl_model_is_refused(tmp_path):
         Sequential.load(path)
 
 
+def _tampered(path, tmp_path, change):
+    """A copy of the model file at ``path`` with ``change(architecture, arrays)`` applied."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    architecture = json.loads(str(arrays["architecture"]))
+    change(architecture, arrays)
+    arrays["architecture"] = np.array(json.dumps(architecture))
+    out = tmp_path / "tampered.npz"
+    np.savez(out, **arrays)
+    return out
+
+
+def _set(path, value):
+    def change(architecture, arrays):
+        *keys, last = path
+        target = architecture
+        for key in keys:
+            target = target[key]
+        target[last] = value
+    return change
+
+
+def _replace_array(key, make):
+    def change(architecture, arrays):
+        arrays[key] = make(arrays[key])
+    return change
+
+
+def _drop(key):
+    def change(architecture, arrays):
+        del architecture[key]
+    return change
+
+
+@pytest.mark.parametrize("change, match", [
+    (_drop("layers"), r"not a valid minidl model file \(KeyError: 'layers'\)"),
+    (_drop("rng"), "KeyError: 'rng'"),
+    (_set(["layers"], 3), "not a valid minidl model file"),
+    (_set(["layers", 0, "trainable"], "no"), "'trainable' must be true or false"),
+    (_set(["loss", "class"], "MeanSquaredError"), "only CrossEntropy"),
+    (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
+    (_replace_array("param/0/W", lambda w: w.astype(np.int64)), "must be floating point"),
+    (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
+], ids=["no layers", "no rng", "layers not a list", "trainable not a bool", "unknown loss",
+        "trainable keys changed", "integer weights", "optimiser state of the wrong size"])
+def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
+    _, path, _, _ = trained
+    tampered = _tampered(path, tmp_path, change)
+    with pytest.raises(ValueError, match=match) as error:
+        Sequential.load(tampered)
+    assert str(tampered) in str(error.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip file at all", None], ids=["empty", "garbage", "truncated"])
+def test_an_unreadable_file_is_a_clear_error_naming_it(trained, tmp_path, content):
+    _, path, _, _ = trained
+    broken = tmp_path / "broken.npz"
+    broken.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2] if content is None else content)
+    with pytest.raises(ValueError, match="broken.npz"):
+        Sequential.load(broken)
+
+
 # ----------------------------------------------------------- atomic writes
 def _crash_midway(real_savez):
     def savez(file, **arrays):

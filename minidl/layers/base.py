@@ -37,11 +37,12 @@ class Layer:
             skips its parameter gradients (transfer learning: a frozen base).
         needs_input_grad: if False, ``backward`` may skip computing dL/dx (the
             first layer of a model: nothing upstream wants it) and return None.
-        in_model: set by ``Sequential``. A layer in a model may keep its large
-            result arrays from one step to the next and write into them again
-            (``buffer``): what ``forward`` returns is valid until its next call,
-            which is all a model needs. Used alone (False, the default), a
-            layer returns fresh arrays. Layers never modify their arguments.
+        in_model: True while a ``Sequential`` runs the layer. Then it may keep
+            its large result arrays from one step to the next and write into
+            them again (``buffer``): what ``forward`` returns is valid until
+            its next call, which is all a model needs. Called on its own
+            (False), even after training in a model, a layer returns fresh
+            arrays. Layers never modify their arguments.
     """
 
     #: Rank of one input sample (without the batch axis), or None to accept any.
