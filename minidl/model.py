@@ -14,6 +14,7 @@ input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 """
 import contextlib
 import json
+import numbers
 import sys
 import zipfile
 
@@ -47,11 +48,14 @@ class Sequential:
     """
 
     def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+            raise ValueError(f"Sequential: seed must be None or a non-negative int, got {seed!r}")
         self.layers = []
         self.name = name
-        self.seed = seed
+        self.seed = None if seed is None else int(seed)
         self.dtype = np.dtype(dtype)
-        self._seeds = np.random.SeedSequence(seed)
+        # Spawns one generator for the model, then one for each layer added.
+        self._seeds = np.random.SeedSequence(self.seed)
         self.rng = default_rng(self._seeds.spawn(1)[0])
         self.optimizer = None
         self.loss = None
@@ -412,6 +416,8 @@ class Sequential:
 
     def predict(self, x, batch_size=256):
         """Class probabilities for ``x`` (an array, or an iterable of batches or ``(x, y)`` pairs), as NumPy."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)
         if hasattr(x, "shape"):
@@ -585,6 +591,9 @@ class Sequential:
                 for layer in self.layers
             ],
             "rng": self.rng.bit_generator.state,
+            # The seed sequence as it is now, so that a layer added after loading
+            # gets the generator it would have got before saving.
+            "seed_sequence": {"entropy": self._seeds.entropy, "spawned": self._seeds.n_children_spawned},
             "loss": None if self.loss is None else {"class": type(self.loss).__name__, "config": self.loss.get_config()},
             "optimizer": None if self.optimizer is None else {
                 "class": type(self.optimizer).__name__, "config": self.optimizer.get_config(),
@@ -649,6 +658,9 @@ class Sequential:
             layers.append(layer)
         model = cls(layers, seed=arch["seed"], dtype=arch["dtype"], name=arch["name"])
         model.rng.bit_generator.state = arch["rng"]
+        # Files written before the seed sequence was saved: the model and each layer spawned one.
+        seeds = arch.get("seed_sequence") or {"entropy": model._seeds.entropy, "spawned": 1 + len(layers)}
+        model._seeds = np.random.SeedSequence(seeds["entropy"], n_children_spawned=seeds["spawned"])
         xp = backend_module()
         for index, (layer, spec) in enumerate(zip(layers, arch["layers"])):
             if spec["built_for"] is not None:

@@ -408,6 +408,25 @@ def test_the_same_seed_gives_the_same_initial_weights_and_another_seed_different
     assert all(not np.array_equal(u, v) for u, v in zip(a[::2], c[::2])), "kernels must differ"
 
 
+@pytest.mark.parametrize("seed", [-1, 1.5, "0", True])
+def test_a_seed_must_be_a_non_negative_int(seed):
+    with pytest.raises(ValueError, match="seed must be None or a non-negative int"):
+        Sequential([Dense(2)], seed=seed)
+
+
+def test_a_numpy_integer_seed_works_and_saves(tmp_path):
+    model = Sequential([Dense(2), Softmax()], input_shape=(3,), seed=np.int64(4))
+    model.save(tmp_path / "m.npz")
+    assert_weights_equal(Sequential.load(tmp_path / "m.npz").get_weights(),
+                         Sequential([Dense(2), Softmax()], input_shape=(3,), seed=4).get_weights())
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+def test_predict_refuses_a_batch_size_that_is_not_a_positive_int(batch_size):
+    with pytest.raises(ValueError, match="batch_size must be a positive int"):
+        tiny_cnn().predict(tiny_images(4)[0], batch_size=batch_size)
+
+
 def test_the_same_seed_gives_the_same_training_run():
     x, y = tiny_images(30, seed=11)
     xv, yv = tiny_images(10, seed=12)

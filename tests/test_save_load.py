@@ -206,6 +206,19 @@ def test_an_unreadable_file_is_a_clear_error_naming_it(trained, tmp_path, conten
         Sequential.load(broken)
 
 
+@pytest.mark.parametrize("old_file", [False, True], ids=["this format", "without the seed sequence"])
+def test_a_layer_added_after_loading_gets_the_generator_it_would_have_got(tmp_path, old_file):
+    from minidl.layers import Dense
+
+    original = Sequential([Dense(4)], input_shape=(3,), seed=7)
+    original.save(tmp_path / "m.npz")
+    path = _tampered(tmp_path / "m.npz", tmp_path, _drop("seed_sequence")) if old_file else tmp_path / "m.npz"
+    loaded = Sequential.load(path)
+    original.add(Dense(2))
+    loaded.add(Dense(2))
+    assert_weights_equal(loaded.get_weights(), original.get_weights())
+
+
 # ----------------------------------------------------------- atomic writes
 def _crash_midway(real_savez):
     def savez(file, **arrays):

@@ -50,6 +50,17 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):
+            return  # a shared base (_Pool2D), never a layer of a model on its own
+        known = LAYER_CLASSES.get(cls.__name__)
+        # The same class defined again (a re-run notebook cell) replaces itself; another
+        # class of the same name would make a saved model load as the wrong class.
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(
+                f"Layer class {cls.__module__}.{cls.__qualname__}: the name {cls.__name__!r} is taken by "
+                f"{known.__module__}.{known.__qualname__}, and saved models name their layers' classes; "
+                "give it another name"
+            )
         LAYER_CLASSES[cls.__name__] = cls
 
     def __init__(self, name=None):
@@ -104,8 +115,12 @@ class Layer:
         """Validate ``x`` against the layer, building the layer on first use.
 
         Raises ``ValueError`` naming the layer, the expected and the received
-        shape when the rank or (once built) the per-sample shape differs.
+        shape when the rank or (once built) the per-sample shape differs, and
+        for input that is not floating point.
         """
+        if x.dtype.kind != "f":  # parameters take the input's dtype: integers would make them all zero
+            raise ValueError(f"{self.describe()}: expected floating-point input, got dtype {x.dtype} "
+                             "(convert it first, e.g. x.astype(np.float32))")
         if self.input_rank is not None and x.ndim != self.input_rank + 1:
             raise ValueError(
                 f"{self.describe()}: expected input {self.expected_shape_text()}, "
@@ -203,7 +218,10 @@ class Layer:
         return cls(**config)
 
     def __repr__(self):
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        try:
+            args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
+        except ValueError:  # a setting that cannot be saved (a custom initialiser) can still be shown
+            args = "..."
         return f"{type(self).__name__}({args})"
 
 

@@ -143,6 +143,19 @@ def test_config_round_trip_rebuilds_an_equivalent_layer(name):
 def test_every_public_layer_is_registered_by_class_name():
     for cls in (Dense, Conv2D, MaxPool2D, AvgPool2D, Flatten, ReLU, Softmax, Dropout):
         assert LAYER_CLASSES[cls.__name__] is cls
+    assert not any(name.startswith("_") for name in LAYER_CLASSES)  # _Pool2D is not a layer to load
+
+
+def test_a_layer_class_may_not_take_a_registered_name_but_may_be_defined_again():
+    with pytest.raises(TypeError, match="'Dense' is taken by minidl.layers.dense.Dense"):
+        class Dense(Layer):  # noqa: F811 - a user's Dense would load in place of minidl's
+            pass
+    assert LAYER_CLASSES["Dense"].__module__ == "minidl.layers.dense"
+    for _ in range(2):  # a notebook cell run twice defines the same class again
+        class Twice(Layer):
+            pass
+        assert LAYER_CLASSES["Twice"] is Twice
+    del LAYER_CLASSES["Twice"]
 
 
 class Scale(Layer):
@@ -248,6 +261,17 @@ def test_error_when_the_window_does_not_fit():
         MaxPool2D(3, name="p").forward(np.zeros((1, 2, 5, 1)))
 
 
+@pytest.mark.parametrize("layer", [Dense(3), Conv2D(2, 3), AvgPool2D(2), MaxPool2D(2), ReLU(), Flatten()],
+                         ids=lambda layer: type(layer).__name__)
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_])
+def test_integer_input_is_refused_before_it_builds_integer_weights(layer, dtype):
+    layer.name = "first"
+    x = np.ones((2, 4, 4, 3) if not isinstance(layer, Dense) else (2, 5), dtype=dtype)
+    with pytest.raises(ValueError, match=f"'first': expected floating-point input, got dtype {np.dtype(dtype)}"):
+        layer.forward(x)
+    assert not layer.built
+
+
 def test_unnamed_layer_errors_still_name_the_class():
     with pytest.raises(ValueError, match=r"^Dense: expected input"):
         Dense(2).forward(np.zeros((3,)))
@@ -279,12 +303,22 @@ def test_unnamed_layer_errors_still_name_the_class():
         lambda: Dropout(1.0),
         lambda: Dropout(-0.1),
         lambda: Dropout(1.5),
+        lambda: Dropout(None),
+        lambda: Dropout("0.5"),
         lambda: ReLU(threshold="high"),
     ],
 )
 def test_bad_constructor_arguments_raise_value_error(make):
     with pytest.raises(ValueError):
         make()
+
+
+def test_a_layer_with_a_custom_initializer_still_has_a_repr():
+    def halves(shape, rng):
+        return np.full(shape, 0.5)
+
+    assert repr(Dense(3, kernel_initializer=halves)) == "Dense(...)"
+    assert repr(Dense(3)) == "Dense(units=3, kernel_initializer='glorot_uniform')"
 
 
 def test_unknown_initializer_is_reported_by_name_at_the_latest_when_building():
