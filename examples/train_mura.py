@@ -9,12 +9,14 @@ layout into the cache folder and trains on that: it shows the pipeline end to
 end, but its numbers say nothing about X-rays.
 
 It writes into ``--out``: ``model.npz`` (the epoch with the lowest validation
-loss), ``last.npz`` (the latest epoch, for ``--resume``), ``history.csv``,
-``predictions.csv`` (one row per validation study), ``metrics.json``, and the
-plots ``roc.png``, ``confusion.png`` and ``curves.png``.
+loss), ``last.npz`` (the latest epoch, for ``--resume``), ``run.json`` (the
+image size and resize mode, for ``--evaluate`` and ``--resume``),
+``history.csv``, ``predictions.csv`` (one row per validation study),
+``metrics.json``, and the plots ``roc.png``, ``confusion.png`` and ``curves.png``.
 """
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -56,10 +58,12 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description="Train a CNN on MURA (or a synthetic replica) and report "
                                             "study-level kappa, AUC, sensitivity and specificity.")
     p.add_argument("--data", help="MURA-v1.1 folder (or its parent); default: a synthetic replica")
-    p.add_argument("--out", default="runs/mura", help="output folder (default: runs/mura)")
-    p.add_argument("--size", type=int, default=64, help="images are resized to SIZE x SIZE (default 64)")
-    p.add_argument("--resize", choices=mura.RESIZE_MODES, default="pad",
-                   help="pad to square keeping the aspect ratio (default) or squash")
+    p.add_argument("--out", help="output folder (default: runs/mura; with --evaluate, the model's folder)")
+    p.add_argument("--size", type=int,
+                   help="images are resized to SIZE x SIZE (default 64; with --evaluate, the model's size)")
+    p.add_argument("--resize", choices=mura.RESIZE_MODES,
+                   help="pad to square keeping the aspect ratio (default) or squash "
+                        "(with --evaluate, as the model was trained)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
@@ -94,7 +98,49 @@ def parse_args(argv=None):
         p.error("--freeze-base needs --init-from (a trained base to keep)")
     if args.resume and (args.evaluate or args.init_from):
         p.error("--resume continues a run as it was; it takes no --evaluate or --init-from")
+    if args.out is None:
+        args.out = str(Path(args.evaluate).parent) if args.evaluate else "runs/mura"
+    if not args.evaluate:  # --evaluate takes them from the model and its run (evaluation_settings)
+        args.size = 64 if args.size is None else args.size
+        args.resize = "pad" if args.resize is None else args.resize
     return args
+
+
+def write_run_settings(args, out):
+    """``run.json``: what ``--evaluate`` needs to know about the images the model was trained on."""
+    settings = {"size": args.size, "resize": args.resize, "data": args.data, "model": args.model}
+    with atomic_path(out / "run.json") as tmp, open(tmp, "w") as f:
+        json.dump(settings, f, indent=2)
+
+
+def check_resumed_settings(args, out):
+    """Refuse to resume a run on images of another size or resize mode than its ``run.json`` says."""
+    run_file = out / "run.json"
+    if not run_file.exists():
+        return
+    trained = json.loads(run_file.read_text())
+    for option in ("size", "resize"):
+        if trained[option] != getattr(args, option):
+            sys.exit(f"train_mura.py: the run in {out} was trained with --{option} {trained[option]}; "
+                     f"resume it with that, not {getattr(args, option)}")
+
+
+def evaluation_settings(args, model):
+    """Fill in ``--size`` and ``--resize`` for ``--evaluate`` from the model and its ``run.json``; refuse a mismatch."""
+    if model.input_shape is None:
+        sys.exit(f"train_mura.py: {args.evaluate} was never built for an input size; it has not been trained")
+    size = model.input_shape[0]
+    if args.size is not None and args.size != size:
+        sys.exit(f"train_mura.py: {args.evaluate} takes {size} x {size} images; --size {args.size} does not fit")
+    args.size = size
+    run_file = Path(args.evaluate).parent / "run.json"
+    trained_resize = json.loads(run_file.read_text())["resize"] if run_file.exists() else None
+    if trained_resize is None and args.resize is None:
+        log.warning("No run.json beside %s: assuming its images were resized with --resize pad", args.evaluate)
+    if trained_resize is not None and args.resize not in (None, trained_resize):
+        sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
+                 f"(its run.json), not {args.resize}")
+    args.resize = args.resize or trained_resize or "pad"
 
 
 def load_data(args):
@@ -102,7 +148,7 @@ def load_data(args):
     cache_dir = Path(args.cache_dir) if args.cache_dir else mura.default_cache_dir()
     root = args.data
     if root is None:
-        root = cache_dir / f"synthetic-mura-{args.synthetic_patients}"
+        root = cache_dir / f"synthetic-mura-{args.synthetic_patients}-seed{args.seed}"
         log.info("No --data given: using a SYNTHETIC replica of MURA's layout in %s", root)
         mura.synthesize(root, train_patients=args.synthetic_patients,
                         valid_patients=max(args.synthetic_patients // 4, 10), seed=args.seed)
@@ -136,11 +182,26 @@ def build_model(args, input_shape):
 
 
 def completed_epochs(history_csv):
-    """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``)."""
+    """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``).
+
+    A last row cut short (the run died while writing it) is dropped, and the
+    file rewritten without it, so that the resumed run's rows follow whole ones.
+    """
     with open(history_csv, newline="") as f:
-        # An empty cell is a value that epoch did not log (CSVLogger leaves it blank).
-        return [{key: float(value) for key, value in row.items() if key != "epoch" and value != ""}
-                for row in csv.DictReader(f)]
+        text = f.read()
+    rows = list(csv.reader(io.StringIO(text)))
+    if not rows:
+        return []
+    header, body = rows[0], rows[1:]
+    if body and (len(body[-1]) != len(header) or not text.endswith("\n")):
+        log.warning("%s: its last row is incomplete (epoch %s was being written); dropping it",
+                    history_csv, body[-1][0])
+        body = body[:-1]
+        with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as f:
+            csv.writer(f).writerows([header, *body])
+    # An empty cell is a value that epoch did not log (CSVLogger leaves it blank).
+    return [{key: float(value) for key, value in zip(header, row) if key != "epoch" and value != ""}
+            for row in body]
 
 
 def loss_weights(data, mode):
@@ -198,8 +259,11 @@ def train(args, data, out):
     return minidl.Sequential.load(out / "model.npz")
 
 
-def evaluate(model, data, out, batch_size):
-    """Study-level predictions, metrics.json, predictions.csv and the plots; returns the metrics."""
+def evaluate(model, model_path, data, out, batch_size):
+    """Study-level predictions, metrics.json, predictions.csv and the plots; returns the metrics.
+
+    ``curves.png`` shows the model's training, from the ``history.csv`` beside ``model_path``.
+    """
     valid = data.valid
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
     image_probabilities = model.predict(valid.batches(batch_size))[:, 1]
@@ -213,6 +277,7 @@ def evaluate(model, data, out, batch_size):
     if undefined:
         log.info("Some per-type figures are nan: a study type with one class only has no AUC/sensitivity/kappa")
     result = {
+        "model": str(model_path),
         "split": "valid",
         "synthetic": data.synthetic,
         "images": int(len(valid)),
@@ -228,11 +293,15 @@ def evaluate(model, data, out, batch_size):
         writer.writerow(["study", "study_type", "label", "probability"])
         for row in zip(studies, types, labels, study_probabilities):
             writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3]))])
-    plots.plot_roc(labels, study_probabilities, out / "roc.png", title="Validation studies")
+    if len(np.unique(labels)) == 2:
+        plots.plot_roc(labels, study_probabilities, out / "roc.png", title="Validation studies")
+    else:
+        log.warning("No roc.png: the validation studies are all of one class, so there is no ROC curve")
     predictions = metrics.predict_abnormal(study_probabilities)
     plots.plot_confusion_matrix(metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png")
-    if (out / "history.csv").exists():
-        plots.plot_history(read_history(out / "history.csv"), out / "curves.png")
+    history_csv = Path(model_path).parent / "history.csv"
+    if history_csv.exists():
+        plots.plot_history(read_history(history_csv), out / "curves.png")
     return result, report
 
 
@@ -248,7 +317,8 @@ def _nan_to_null(value):
 def read_history(path):
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(r[key]) for r in rows] for key in rows[0] if key != "epoch"} if rows else {}
+    # A blank cell is a value that epoch did not log.
+    return {key: [float(r[key] or "nan") for r in rows] for key in rows[0] if key != "epoch"} if rows else {}
 
 
 def print_report(report, synthetic):
@@ -267,12 +337,19 @@ def main(argv=None):
     log.info("minidl %s; backend: %s", minidl.__version__, device_name())
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(args)
     if args.evaluate:
-        model = minidl.Sequential.load(args.evaluate)
+        model_path = Path(args.evaluate)
+        model = minidl.Sequential.load(model_path)
+        evaluation_settings(args, model)  # before the minutes of decoding images
+        data = load_data(args)
     else:
+        model_path = out / "model.npz"
+        if args.resume:
+            check_resumed_settings(args, out)
+        write_run_settings(args, out)
+        data = load_data(args)
         model = train(args, data, out)
-    result, report = evaluate(model, data, out, args.batch_size)
+    result, report = evaluate(model, model_path, data, out, args.batch_size)
     print_report(report, data.synthetic)
     log.info("Wrote %s", ", ".join(sorted(os.listdir(out))))
     return result

@@ -168,8 +168,9 @@ class EarlyStopping(_Monitor):
 class ModelCheckpoint(_Monitor):
     """Save the model to ``path`` after an epoch: every epoch, or only when ``monitor`` improves.
 
-    ``path`` may contain ``{epoch}`` (1-based) and any log key, e.g.
-    ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``. Writes are atomic
+    The file name may contain ``{epoch}`` (1-based) and any log key, e.g.
+    ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; the folders of ``path`` are
+    taken as they are, braces included. Writes are atomic
     (``Sequential.save`` writes a temporary file and renames it), so a crash
     mid-save leaves the previous checkpoint intact. The best value is kept
     from one ``fit`` to the next, so a later run does not overwrite a better
@@ -196,7 +197,8 @@ class ModelCheckpoint(_Monitor):
         logs = logs or {}
         if self.save_best_only and not self.observe(self.current(logs)):
             return
-        self.model.save(self.path.format(epoch=epoch + 1, **logs))
+        folder, name = os.path.split(self.path)
+        self.model.save(os.path.join(folder, name.format(epoch=epoch + 1, **logs)))
 
 
 class ReduceLROnPlateau(_Monitor):

@@ -425,7 +425,7 @@ def cohen_kappa_ci(y_true, y_pred, confidence=0.95):
     and the interval is the normal one, ``kappa -/+ z * se`` with
     ``z = Phi^{-1}((1 + confidence) / 2)`` (1.96 for 95 %), clipped to
     ``[-1, 1]``, the range of kappa. The MURA paper reports study-level kappa
-    with a 95 % interval in this form; an interval computed another way (the
+    with a 95 % interval too; one computed another way (the
     bootstrap, or the more exact variance of Fleiss, Cohen and Everitt, 1969,
     Psychological Bulletin 72(5)) can differ in the second decimal on small
     sets. This formula treats ``p_e`` as known; with perfect agreement

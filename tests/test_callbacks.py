@@ -164,6 +164,15 @@ def test_checkpoint_with_a_pattern_and_every_epoch(tmp_path):
         assert_weights_equal(Sequential.load(tmp_path / name).get_weights(), recorder.weights[epoch])
 
 
+def test_checkpoint_folders_with_braces_are_taken_as_they_are(tmp_path):
+    folder = tmp_path / "runs" / "lr{0.001}"
+    folder.mkdir(parents=True)
+    x, y = tiny_images(8)
+    tiny_cnn().fit(x, y, epochs=2, batch_size=4, verbose=0,
+                   callbacks=[ModelCheckpoint(folder / "e{epoch}.npz", save_best_only=False)])
+    assert sorted(os.listdir(folder)) == ["e1.npz", "e2.npz"]
+
+
 def test_a_crash_while_checkpointing_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     path = tmp_path / "best.npz"
     model = tiny_cnn()

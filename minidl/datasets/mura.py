@@ -1,7 +1,7 @@
 """MURA: the musculoskeletal radiographs dataset, from the files on disk to training batches.
 
-MURA v1.1 (Rajpurkar et al., 2017) holds 40,561 X-ray images of upper
-extremities, grouped in studies; each study is labelled normal (0) or
+MURA v1.1 (Rajpurkar et al., 2017) makes public 40,005 X-ray images of upper
+extremities (36,808 train, 3,197 valid; its test set is hidden), grouped in studies; each study is labelled normal (0) or
 abnormal (1) by a radiologist. On disk::
 
     MURA-v1.1/
@@ -35,8 +35,10 @@ Image preprocessing
 Every image becomes S x S greyscale uint8:
 
 * colour images become grey (ITU-R 601 luma: X-rays stored as RGB are grey
-  anyway); transparency is ignored; 16-bit images keep their full depth
-  until the contrast stretch below;
+  anyway); transparency is ignored; 16-bit greyscale images (Pillow's
+  ``I;16`` modes) keep their full depth until the contrast stretch below.
+  Pillow opens 16-bit RGB and 16-bit grey-with-alpha PNGs as 8-bit RGB/RGBA,
+  so those lose their low byte;
 * the image is resized so that it fits S x S. ``resize="pad"`` (the default)
   keeps the aspect ratio and fills the rest of the square with black;
   ``resize="squash"`` stretches it to the square. Pad is the default because
@@ -55,7 +57,7 @@ training pixels.
 
 The cache
 ---------
-Decoding 40,561 PNG files takes minutes, so each split is decoded once per
+Decoding 40,005 PNG files takes minutes, so each split is decoded once per
 image size and resize mode into ``<cache_dir>/mura-<root id>-<split>-<S>px-<resize>.npy``
 (uint8, N x S x S, about 2 GB for all of MURA at 224 px, opened memory-mapped so
 it is never read into memory at once) with ``.json`` beside it: the key, the
@@ -218,11 +220,15 @@ def read_index(root, split):
 
     records = []
     studies_with_images = set()
+    first_line = {}  # image path -> the line that listed it
     for line, row in _csv_rows(images_csv):
         where = f"{images_csv}, line {line}"
         if len(row) != 1:
             raise ValueError(f"MURA: {where}: expected one image path, got {row!r}")
         path = row[0]
+        if path in first_line:
+            raise ValueError(f"MURA: {where}: image {path!r} is listed twice (first on line {first_line[path]})")
+        first_line[path] = line
         parts = _parse_path(path, split, 6, where)
         study_key = "/".join(parts[:5])
         if study_key not in study_labels:
@@ -254,7 +260,8 @@ def _greyscale(image):
 def load_image(file, size, resize="pad"):
     """Decode an image file into a (size, size) uint8 greyscale array.
 
-    Any Pillow mode (L, LA, RGB, RGBA, P, 16-bit I;16, I, F). ``resize``:
+    Any Pillow mode (L, LA, RGB, RGBA, P, 16-bit I;16, I, F; 16-bit colour
+    PNGs arrive as 8-bit RGB from Pillow). ``resize``:
     ``"pad"`` keeps the aspect ratio and centres the image on black,
     ``"squash"`` stretches it to the square. The contrast is then stretched
     to 0..255 (see the module's docstring). Pillow's errors for unreadable
@@ -417,7 +424,12 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
             warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
                           f"found when the cache {json_file} was built)", UnreadableImageWarning, stacklevel=3)
     by_path = {record.path: record for record in records}
-    return images, [by_path[path] for path in index["images"]], index
+    kept = [by_path[path] for path in index["images"]]
+    lost = sorted({record.study for record in records} - {record.study for record in kept})
+    for study in lost:
+        warnings.warn(f"MURA: study {study} has no readable image: it is left out of the {split} split",
+                      UnreadableImageWarning, stacklevel=3)
+    return images, kept, index
 
 
 # ------------------------------------------------------------------ the data

@@ -125,6 +125,27 @@ def test_a_missing_image_is_an_error_naming_it(quirky):
         read_index(quirky, "train")
 
 
+def test_an_image_listed_twice_is_an_error_naming_both_lines(quirky):
+    csv_file = quirky / "valid_image_paths.csv"
+    lines = csv_file.read_text().splitlines(keepends=True)
+    csv_file.write_text("".join(lines + lines[:1]))
+    with pytest.raises(ValueError, match=r"line 4: image '.*patient00004/study1_positive/image1.png' is listed "
+                                         r"twice \(first on line 1\)"):
+        read_index(quirky, "valid")
+
+
+def test_a_study_whose_every_image_is_unreadable_is_reported_by_name(tmp_path):
+    splits = quirky_splits()
+    splits["valid"].append(("XR_HAND/patient00006/study1_positive", 1, [CORRUPT, CORRUPT]))
+    root = write_tree(tmp_path / "data", splits)
+    with pytest.warns(UnreadableImageWarning) as caught:
+        data = load_mura(root, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert any("study MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/ has no readable image" in m
+               for m in messages)
+    assert "MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/" not in data.valid.studies.tolist()
+
+
 def test_a_label_that_contradicts_the_folder_name_is_an_error(tmp_path):
     splits = quirky_splits()
     splits["valid"][1] = ("XR_FINGER/patient00005/study1_negative", 1, [png("L")])

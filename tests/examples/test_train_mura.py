@@ -13,7 +13,7 @@ from minidl import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "examples" / "train_mura.py"
-EXPECTED_FILES = {"model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
+EXPECTED_FILES = {"model.npz", "last.npz", "run.json", "history.csv", "metrics.json", "predictions.csv",
                   "roc.png", "confusion.png", "curves.png"}
 
 pytestmark = pytest.mark.slow
@@ -70,17 +70,34 @@ def test_each_weighting_trains_on_its_own_loss(run, tmp_path):
     assert len(set(losses.values())) == 3, losses
 
 
-def test_class_weights_options_parse_as_documented(monkeypatch):
+@pytest.fixture
+def script(monkeypatch):
+    """examples/train_mura.py imported as a module."""
     import importlib.util
 
     monkeypatch.setattr(sys, "path", list(sys.path))  # the script prepends the repository to it
-    spec = importlib.util.spec_from_file_location("train_mura_options", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    spec = importlib.util.spec_from_file_location("train_mura_module", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_class_weights_options_parse_as_documented(script):
     assert script.parse_args([]).class_weights == "study-type"
     assert script.parse_args(["--class-weights"]).class_weights == "study-type"
     assert script.parse_args(["--class-weights", "overall"]).class_weights == "overall"
     assert script.parse_args(["--no-class-weights"]).class_weights == "none"
+
+
+@pytest.mark.parametrize("tail", ["3,0.5,0.7", "3,0.5,0.7,0.6,0.6,0.0", ""], ids=["cut row", "cut last cell", "whole"])
+def test_resume_reads_the_whole_rows_of_history_and_drops_a_cut_last_one(script, tmp_path, tail):
+    history = tmp_path / "history.csv"
+    whole = "epoch,loss,accuracy,val_loss,val_accuracy,lr\r\n1,0.9,0.5,0.8,0.5,0.001\r\n2,0.7,0.6,,0.6,0.001\r\n"
+    history.write_text(whole + tail, newline="")
+    epochs = script.completed_epochs(history)
+    assert [e["loss"] for e in epochs] == [0.9, 0.7]
+    assert "val_loss" not in epochs[1]  # a blank cell is a value that epoch did not log
+    assert history.read_bytes().decode() == whole
 
 
 def test_per_study_type_weights_without_both_classes_in_a_type_fail_clearly(tmp_path):
@@ -129,6 +146,78 @@ def test_evaluate_reproduces_the_metrics(run, tmp_path):
     second = json.loads((again / "metrics.json").read_text())
     assert second["overall"] == pytest.approx(first["overall"], nan_ok=True)
     assert read_csv(again / "predictions.csv") == read_csv(out / "predictions.csv")
+
+
+def without(args, option):
+    """``args`` without ``option`` and its value."""
+    i = args.index(option)
+    return args[:i] + args[i + 2 :]
+
+
+def run_failing(*args, cwd):
+    result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr
+
+
+def test_evaluate_takes_the_size_and_resize_of_the_model_and_names_it(run, tmp_path):
+    out, common, _ = run
+    again = tmp_path / "again"
+    run_script("--evaluate", out / "model.npz", "--out", again, *without(common, "--size"), cwd=tmp_path)
+    result = json.loads((again / "metrics.json").read_text())
+    assert result["model"] == str(out / "model.npz")
+    assert result["overall"] == pytest.approx(json.loads((out / "metrics.json").read_text())["overall"], nan_ok=True)
+    assert {"curves.png", "roc.png", "confusion.png"} <= set(os.listdir(again))  # curves: the model's history
+    assert json.loads((out / "run.json").read_text())["size"] == 32
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--size", 64, "takes 32 x 32 images; --size 64 does not fit"),
+    ("--resize", "squash", "trained on images resized with --resize pad"),
+])
+def test_evaluate_refuses_images_unlike_the_models_before_decoding_any(run, tmp_path, option, value, message):
+    out, common, _ = run
+    cache = tmp_path / "empty-cache"
+    args = [*without(without(common, "--size"), "--cache-dir"), "--cache-dir", cache, option, value]
+    stderr = run_failing("--evaluate", out / "model.npz", "--out", tmp_path / "again", *args, cwd=tmp_path)
+    assert message in stderr
+    assert not cache.exists()
+
+
+def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(run, script, tmp_path, caplog):
+    from minidl import Sequential
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    cache = Path(common[common.index("--cache-dir") + 1])
+    data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
+    with caplog.at_level("WARNING"):
+        result, _ = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data, tmp_path, 16)
+    assert "all of one class" in caplog.text
+    assert not (tmp_path / "roc.png").exists()
+    assert {"metrics.json", "predictions.csv", "confusion.png"} <= set(os.listdir(tmp_path))
+    assert result["overall"]["specificity"] is not None
+
+
+def test_resume_refuses_another_image_size(run, tmp_path):
+    out, common, _ = run
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name in ("last.npz", "model.npz", "history.csv", "run.json"):
+        (resumed / name).write_bytes((out / name).read_bytes())
+    stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, *without(common, "--size"), "--size", 16,
+                         cwd=tmp_path)
+    assert "trained with --size 32; resume it with that, not 16" in stderr
+
+
+def test_a_replica_of_another_seed_goes_into_its_own_folder(run, tmp_path):
+    out, common, _ = run
+    run_script("--out", tmp_path / "seed1", "--epochs", 1, "--seed", 1, "--class-weights", "overall", *common,
+               cwd=tmp_path)
+    cache = Path(common[common.index("--cache-dir") + 1])
+    assert {"synthetic-mura-32-seed0", "synthetic-mura-32-seed1"} <= set(os.listdir(cache))
 
 
 def test_resume_continues_from_the_last_epoch(run, tmp_path):
