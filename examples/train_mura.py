@@ -16,6 +16,7 @@ image size and resize mode, for ``--evaluate`` and ``--resume``),
 """
 import argparse
 import csv
+import importlib.util
 import io
 import json
 import logging
@@ -332,6 +333,9 @@ def print_report(report, synthetic):
 
 def main(argv=None):
     args = parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:  # found out now, not after hours of training
+        sys.exit("train_mura.py draws its plots with matplotlib, which is not installed: "
+                 "pip install -e '.[plot]' (or pip install matplotlib)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     set_backend(args.device)
     log.info("minidl %s; backend: %s", minidl.__version__, device_name())

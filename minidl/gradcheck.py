@@ -69,6 +69,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         h: finite-difference step.
         rtol, atol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         check_input: set False for a layer whose ``backward`` returns None.
+            A frozen layer, or the first of a model, is checked as if it were
+            trainable and had layers before it (on a copy: ``layer`` stays as it is).
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
     are skipped; if more than a fifth of the inputs sit on one, ``ValueError``.
@@ -89,6 +91,9 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     if layer.rng is None:
         layer.rng = default_rng(seed)
     pristine = copy.deepcopy(layer)
+    # Check every gradient, whether or not the layer is frozen or a model's first
+    # (which skip some), on fresh arrays rather than a model's reused ones.
+    pristine.trainable, pristine.needs_input_grad, pristine.in_model = True, True, False
 
     y = copy.deepcopy(pristine).forward(x, training=training)
     g = xp.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))

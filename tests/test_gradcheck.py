@@ -70,9 +70,16 @@ def test_layer_name_appears_in_the_message():
         check_layer(InputGradientOff(2, name="head"), random_input((2, 3), 0))
 
 
+class NoInputGradient(Dense):
+    """Dense whose backward computes the parameter gradients but returns no dL/dx."""
+
+    def backward(self, dy):
+        super().backward(dy)
+        return None
+
+
 def test_missing_input_gradient_is_an_error_unless_not_asked_for():
-    layer = Dense(2)
-    layer.needs_input_grad = False
+    layer = NoInputGradient(2)
     with pytest.raises(AssertionError, match="None"):
         check_layer(layer, random_input((2, 3), 0))
     assert set(check_layer(layer, random_input((2, 3), 0), check_input=False)) == {"W", "b"}
@@ -118,3 +125,21 @@ def test_check_layer_runs_in_float64_whatever_the_input_dtype():
     report = check_layer(layer, random_input((2, 3), 0, np.float32))
     assert layer.params["W"].dtype == np.float64
     assert report["W"] < 1e-5
+
+
+def test_a_frozen_layer_or_a_models_first_is_checked_whole_and_left_as_it_was():
+    from minidl import Sequential
+
+    model = Sequential([Dense(3), ReLU(), Dense(2)], input_shape=(4,), seed=0)
+    first, last = model.layers[0], model.layers[2]
+    last.trainable = False
+    model.build((4,))  # the first layer now needs no input gradient, the frozen one no parameter gradients
+    assert not first.needs_input_grad
+    for layer in (first, last):
+        report = check_layer(layer, random_input((2, layer.input_shape[0]), 1))
+        assert set(report) == {"x", "W", "b"}
+    assert not last.trainable and not first.needs_input_grad
+    with pytest.raises(AssertionError, match="dL/dW is wrong"):
+        frozen_wrong = WeightGradientOff(3)
+        frozen_wrong.trainable = False
+        check_layer(frozen_wrong, random_input((2, 4), 2))

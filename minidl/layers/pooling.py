@@ -27,9 +27,6 @@ class _Pool2D(Layer):
         super().__init__(name)
         self.pool_size = pair(pool_size, f"{type(self).__name__} pool_size")
         self.strides = self.pool_size if strides is None else pair(strides, f"{type(self).__name__} strides")
-        if self.pool_size[0] * self.pool_size[1] > 256:
-            raise ValueError(f"{type(self).__name__}: windows of more than 256 entries are not supported, "
-                             f"got pool_size {self.pool_size}")
 
     def accepts(self, input_shape):
         return input_shape[-1] == self.input_shape[-1]
@@ -81,8 +78,10 @@ class MaxPool2D(_Pool2D):
     The max is locally the identity on its argmax and constant in the other
     entries, so ``dL/dx`` is ``dy`` at each window's maximum and 0 elsewhere
     (summed where overlapping windows share an input). The forward pass
-    records which offset held the maximum (``argmax``, one byte per output);
-    when entries tie, the first offset in row-major order wins, as in PyTorch.
+    records which offset held the maximum (``argmax``, one byte per output for
+    windows of up to 256 entries, the smallest unsigned type that holds the
+    offsets beyond); when entries tie, the first offset in row-major order
+    wins, as in PyTorch.
     """
 
     def pool(self, x, taps):
@@ -90,9 +89,10 @@ class MaxPool2D(_Pool2D):
         # argmax = the first offset holding the window's maximum. Offset t takes over
         # exactly where it is strictly greater than the maximum of offsets 0..t-1
         # (a tie keeps the earlier offset); t grows along the loop, so the last
-        # offset to take over is max(argmax, t * [x_t > y]), all in uint8.
+        # offset to take over is max(argmax, t * [x_t > y]), all in the offsets' type.
         shape = x[taps[0]].shape
-        self.argmax = self.buffer("argmax", shape, xp.uint8, xp)
+        offset_type = xp.min_scalar_type(len(taps) - 1)
+        self.argmax = self.buffer("argmax", shape, offset_type, xp)
         if len(taps) == 1:
             self.argmax.fill(0)
             return x[taps[0]].copy()
@@ -100,11 +100,11 @@ class MaxPool2D(_Pool2D):
         xp.greater(x[taps[1]], x[taps[0]], out=greater)
         y = xp.maximum(x[taps[0]], x[taps[1]])
         self.argmax[...] = greater  # offset 1 where it beats offset 0, else 0
-        took_over = self.buffer("took_over", shape, xp.uint8, xp)
+        took_over = self.buffer("took_over", shape, offset_type, xp)
         for t, tap in enumerate(taps[2:], start=2):
             xp.greater(x[tap], y, out=greater)
             xp.maximum(y, x[tap], out=y)
-            xp.multiply(greater, xp.uint8(t), out=took_over)
+            xp.multiply(greater, offset_type.type(t), out=took_over)
             xp.maximum(self.argmax, took_over, out=self.argmax)
         return y
 
@@ -117,7 +117,7 @@ class MaxPool2D(_Pool2D):
         xp = get_array_module(dy)
         n, ho, _, wo, _, c = dy.shape
         ph, pw = self.pool_size
-        offsets = xp.arange(ph * pw, dtype=xp.uint8).reshape(1, 1, ph, 1, pw, 1)
+        offsets = xp.arange(ph * pw, dtype=self.argmax.dtype).reshape(1, 1, ph, 1, pw, 1)
         xp.multiply(self.argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
 
 

@@ -264,3 +264,13 @@ def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, 
     changed = [not np.array_equal(a.params[k], b.params[k])
                for a, b in zip(donor_head, new_head) for k in a.params]
     assert changed and all(changed)  # a new head, not the donor's
+
+
+def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    with pytest.raises(SystemExit, match=r"matplotlib, which is not installed: pip install -e '.\[plot\]'"):
+        script.main(["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()

@@ -37,6 +37,11 @@ ALWAYS = [
     Case(MaxPool2D, {"pool_size": 3, "strides": 2}, (1, 8, 7, 2)),
     Case(MaxPool2D, {"pool_size": (2, 3), "strides": (3, 1)}, (2, 9, 5, 3)),
 ]
+# Windows of more than 256 entries: max pooling's argmax no longer fits in a byte.
+LARGE = [
+    Case(MaxPool2D, {"pool_size": (17, 18), "strides": (5, 3)}, (2, 23, 25, 2)),
+    Case(MaxPool2D, {"pool_size": (17, 16), "strides": (17, 16)}, (1, 34, 32, 2)),
+]
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -55,6 +60,8 @@ def test_pool_gradients_match_finite_differences(kind, case, seed):
 @given(case=pool_cases(), seed=seeds)
 @example(case=ALWAYS[0], seed=0)
 @example(case=ALWAYS[1], seed=1)
+@example(case=LARGE[0], seed=2)
+@example(case=LARGE[1], seed=3)
 def test_pool_matches_pytorch(kind, dtype, case, seed):
     ref = load_torch_reference()
     x = random_input(case.shape, seed, dtype)
