@@ -73,8 +73,9 @@ def parse_args(argv=None):
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and rotations up to 30 degrees while training (default on)")
     p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="study-type", nargs="?", const="study-type",
-                   help="weight each image's loss by its class's share, counted within its study type as the "
-                        "MURA paper does (default), over the whole training set, or not at all")
+                   help="weight each image's loss by the other class's share of the images, counted within "
+                        "its study type as the MURA paper does (default), over the whole training set, "
+                        "or not at all")
     p.add_argument("--no-class-weights", dest="class_weights", action="store_const", const="none",
                    help="the same as --class-weights none")
     p.add_argument("--model", choices=sorted(ARCHITECTURES), default="baseline")

@@ -52,7 +52,9 @@ class History(Callback):
 class _Monitor(Callback):
     """Shared logic of callbacks that watch one quantity for improvement.
 
-    ``mode="auto"`` minimises losses and maximises anything else (accuracy).
+    ``mode="auto"`` maximises a quantity whose name contains ``acc``,
+    ``kappa`` or ``auc`` and minimises anything else (losses; pass
+    ``mode="max"`` for, say, ``val_f1``).
     An epoch improves on the best so far when it beats it by more than ``min_delta``.
 
     Each subclass keeps its counters in ``observe(value)``, which takes one

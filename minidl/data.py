@@ -26,7 +26,7 @@ class ArrayBatches:
     ``x``: (N, ...) samples, any numeric dtype (a ``np.memmap`` works);
     ``y``: (N,) integer labels, or (N, K) target rows. Each iteration yields
     ``ceil(N / batch_size)`` pairs ``(xb, yb)``: ``xb`` of ``dtype`` (float32)
-    (B, ...), ``yb`` int64 (B,) or (B, K), every sample exactly once, the last
+    (B, ...), ``yb`` int64 (B,) or (B, K) of ``dtype``, every sample exactly once, the last
     batch holding the remainder. With ``sample_weight`` (N,), a weight per
     sample for the loss, it yields triples ``(xb, yb, wb)``.
 

@@ -70,7 +70,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         rtol, atol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         check_input: set False for a layer whose ``backward`` returns None.
             A frozen layer, or the first of a model, is checked as if it were
-            trainable and had layers before it (on a copy: ``layer`` stays as it is).
+            trainable and had layers before it (its flags are changed on a
+            copy; its parameters become float64 in place, as said above).
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
     are skipped; if more than a fifth of the inputs sit on one, ``ValueError``.

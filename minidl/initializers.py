@@ -47,15 +47,19 @@ def uniform_fan_in(shape, rng):
     return rng.uniform(-limit, limit, size=shape)
 
 
+#: The standard deviation of N(0, 1) truncated to [-2, 2]: sqrt(1 - 4 phi(2) / (Phi(2) - Phi(-2))).
+TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
 def he_normal(shape, rng):
     """He et al. (2015): ``W ~ N(0, 2 / fan_in)`` truncated at two standard deviations.
 
     Keras's ``he_normal`` draws from a truncated normal whose standard deviation
-    is ``sqrt(2 / fan_in) / 0.87962566103423978`` (the correction makes the
+    is ``sqrt(2 / fan_in) / TRUNCATED_NORMAL_STD``, ``0.8796...`` (the correction makes the
     truncated distribution's variance ``2 / fan_in``); minidl does the same.
     """
     fan_in, _ = fans(shape)
-    stddev = math.sqrt(2.0 / fan_in) / 0.87962566103423978
+    stddev = math.sqrt(2.0 / fan_in) / TRUNCATED_NORMAL_STD
     values = rng.standard_normal(size=shape)
     outside = np.abs(values) > 2.0
     while outside.any():

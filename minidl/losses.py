@@ -20,8 +20,9 @@ The loss of a batch is the mean over its ``N`` samples, so every gradient
 carries a factor ``1/N``. With ``class_weight``, sample ``n`` is weighted by
 ``w[class of n]`` and the loss is ``(1/N) sum_n w_n L_n`` (Keras's rule:
 the weights are not renormalised). A ``sample_weight`` per sample multiplies
-into ``w_n`` the same way (the MURA paper's loss weights each image by its
-class's share within its study type).
+into ``w_n`` the same way (the MURA paper's loss weights each image by the
+other class's share of its study type's images, so that the rarer class
+weighs more).
 """
 from .backend import get_array_module
 from .layers.activations import log_softmax, softmax
@@ -55,7 +56,10 @@ class CrossEntropy:
             (N, K) and applies the softmax itself, stably; if False (default)
             it takes probabilities ``p`` (N, K), e.g. from a ``Softmax`` layer.
         class_weight: optional weight per class, a sequence of length K or a
-            dict ``{class index: weight}`` (missing classes weigh 1).
+            dict ``{class index: weight}`` (missing classes weigh 1). A target
+            row ``y_n`` weighs ``sum_j y_nj w_j``: its class's weight when it is
+            one-hot, the mix of its classes' weights when it is soft (Keras
+            takes the weight of the row's largest entry instead).
 
     ``y_true`` is either integer class indices of shape (N,) or target rows
     of shape (N, K) (one-hot, or any probability vectors).

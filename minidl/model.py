@@ -286,7 +286,9 @@ class Sequential:
 
         Returns ``(loss, correct predictions)``. Everything up to the update is
         queued before the loss value is read: on a GPU, reading it is the one
-        wait per step for the queued kernels. A non-finite loss leaves the
+        wait per step for the queued kernels (the count of correct predictions
+        is read right after, before the update is queued, so that reading it
+        does not wait for the update too). A non-finite loss leaves the
         weights and the optimiser's state untouched (the gradients it produced
         stay in ``grads`` until the next step overwrites them).
         """
@@ -294,10 +296,10 @@ class Sequential:
         p, batch_loss = self._forward_loss(x, y, loss, training=True, sample_weight=sample_weight)
         correct = self._count_correct(p, y)
         self._backward(loss)
-        value = float(batch_loss)
+        value, correct = float(batch_loss), int(correct)
         if np.isfinite(value):
             self.optimizer.step(*self._params_and_grads())
-        return value, int(correct)
+        return value, correct
 
     def _training_loss(self, class_weight):
         if class_weight is None:

@@ -18,10 +18,9 @@ PACKAGE = Path(__file__).resolve().parent.parent / "minidl"
 #: CPU, after results were brought back with ``to_numpy``, and never see CuPy arrays.
 #:   metrics.py  - scores from NumPy arrays (``predict`` returns NumPy)
 #:   plots.py    - matplotlib figures
-#:   data.py     - batching, shuffling and augmentation of host arrays; the model moves
-#:                 each batch to the device
 #:   datasets/   - files, images and caches on disk
-HOST_ONLY = {"metrics.py", "plots.py", "data.py", "datasets"}
+#: (data.py is scanned: batches move to the device before they are augmented there.)
+HOST_ONLY = {"metrics.py", "plots.py", "datasets"}
 
 #: Device-side modules that must never import numpy or cupy directly (the Chainer rule of
 #: DESIGN.md): the layers, the loss and the optimisers. ``optimizers.py`` is checked when

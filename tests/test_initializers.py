@@ -58,7 +58,7 @@ def test_he_normal_variance_is_two_over_fan_in_truncated_at_two_sigma(shape):
     w = draw(initializers.he_normal, shape)
     # Keras draws a normal truncated at 2 standard deviations of the *untruncated* draw,
     # whose scale is corrected so that the truncated variance is 2 / fan_in.
-    sigma = math.sqrt(2 / fan_in) / 0.87962566103423978
+    sigma = math.sqrt(2 / fan_in) / initializers.TRUNCATED_NORMAL_STD
     assert np.abs(w).max() <= 2 * sigma
     assert abs(w.mean()) < 5 * math.sqrt(2 / fan_in / w.size)
     # kurtosis of a standard normal truncated at +-2 is about 2.36
@@ -69,7 +69,7 @@ def test_he_normal_correction_constant_is_the_std_of_a_normal_truncated_at_two()
     # Var of N(0, 1) truncated to [-2, 2] = 1 - 2 * 2 phi(2) / (Phi(2) - Phi(-2))
     phi = math.exp(-2) / math.sqrt(2 * math.pi)
     mass = math.erf(2 / math.sqrt(2))
-    assert math.sqrt(1 - 4 * phi / mass) == pytest.approx(0.87962566103423978, rel=1e-12)
+    assert math.sqrt(1 - 4 * phi / mass) == pytest.approx(initializers.TRUNCATED_NORMAL_STD, rel=1e-12)
 
 
 @pytest.mark.parametrize("shape", [DENSE, CONV], ids=["dense", "conv"])

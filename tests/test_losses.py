@@ -114,6 +114,14 @@ def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():
     assert CrossEntropy(class_weight={0: 2.0}).forward(p, np.array([0, 1])) == pytest.approx(value, rel=1e-12)
 
 
+def test_a_soft_target_weighs_the_mix_of_its_classes_weights():
+    p = softmax(np.random.default_rng(4).standard_normal((3, 3)))
+    targets = np.array([[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [0.25, 0.25, 0.5]])
+    w = np.array([2.0, 0.5, 1.0])
+    expected = np.mean((targets @ w) * -(targets * np.log(p)).sum(axis=1))
+    assert CrossEntropy(class_weight=list(w)).forward(p, targets) == pytest.approx(expected, rel=1e-12)
+
+
 def test_loss_is_the_mean_negative_log_probability_of_the_true_class():
     p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
     expected = -(math.log(0.7) + math.log(0.8)) / 2
