@@ -115,14 +115,17 @@ def write_run_settings(args, out):
         json.dump(settings, f, indent=2)
 
 
+def run_settings(folder):
+    """The ``run.json`` of the run in ``folder`` as a dict, or None if it has none."""
+    run_file = Path(folder) / "run.json"
+    return json.loads(run_file.read_text()) if run_file.exists() else None
+
+
 def check_resumed_settings(args, out):
     """Refuse to resume a run on images of another size or resize mode than its ``run.json`` says."""
-    run_file = out / "run.json"
-    if not run_file.exists():
-        return
-    trained = json.loads(run_file.read_text())
+    trained = run_settings(out) or {}
     for option in ("size", "resize"):
-        if trained[option] != getattr(args, option):
+        if option in trained and trained[option] != getattr(args, option):
             sys.exit(f"train_mura.py: the run in {out} was trained with --{option} {trained[option]}; "
                      f"resume it with that, not {getattr(args, option)}")
 
@@ -135,8 +138,7 @@ def evaluation_settings(args, model):
     if args.size is not None and args.size != size:
         sys.exit(f"train_mura.py: {args.evaluate} takes {size} x {size} images; --size {args.size} does not fit")
     args.size = size
-    run_file = Path(args.evaluate).parent / "run.json"
-    trained_resize = json.loads(run_file.read_text())["resize"] if run_file.exists() else None
+    trained_resize = (run_settings(Path(args.evaluate).parent) or {}).get("resize")
     if trained_resize is None and args.resize is None:
         log.warning("No run.json beside %s: assuming its images were resized with --resize pad", args.evaluate)
     if trained_resize is not None and args.resize not in (None, trained_resize):
