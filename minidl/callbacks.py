@@ -71,7 +71,7 @@ class _Monitor(Callback):
         self.monitor = monitor
         self.mode = mode
         self.min_delta = abs(float(min_delta))
-        self.past_values = []
+        self._past_values = []
         self.reset()
 
     def reset(self):
@@ -86,14 +86,14 @@ class _Monitor(Callback):
         state they left: the best value so far, the epochs waited. Nothing is
         acted on again: no learning rate is lowered twice.
         """
-        self.past_values = [float(self.current(logs)) for logs in past_logs]
+        self._past_values = [float(self.current(logs)) for logs in past_logs]
         self._replay()
 
     def _replay(self):
         """Reset, then observe the caught-up epochs; True if the last of them called for action."""
         self.reset()
         acted = False
-        for value in self.past_values:
+        for value in self._past_values:
             acted = self.observe(value)
         return acted
 
