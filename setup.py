@@ -23,6 +23,7 @@ setup(
             "scikit-learn>=1.2",
             "torch==2.13.0",
             "matplotlib>=3.6",
+            "threadpoolctl>=3",  # the benchmarks limit NumPy's BLAS threads with it
         ],
     },
 )

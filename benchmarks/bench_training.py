@@ -7,7 +7,9 @@ Run from the repository root:
     python3 benchmarks/bench_training.py --sizes 16 --repeats 2 --no-layers   # a quick check
 
 Both frameworks run in this one process, on the same batches, interleaved
-(minidl, PyTorch NCHW, PyTorch channels_last, minidl, ...), and the report
+(minidl, PyTorch NCHW, PyTorch channels_last, in an order that rotates from
+one repetition to the next), each timed call on the CPU starting after the
+other framework's threads have gone idle (``common.SETTLE_S``), and the report
 gives medians and ratios. Peak memory of a training step is measured in a
 fresh subprocess per framework (``--memory``): Linux's peak resident size
 (VmHWM, reset through /proc/self/clear_refs just before the model is built)
@@ -45,7 +47,7 @@ def _sync_for(device):
     return None
 
 
-def time_network(size, batch_size, repeats, device, channels_last_too=True):
+def time_network(size, batch_size, repeats, device, settle=common.SETTLE_S, channels_last_too=True):
     """Median milliseconds per training step and per inference batch, for each framework."""
     import torch
 
@@ -97,18 +99,22 @@ def time_network(size, batch_size, repeats, device, channels_last_too=True):
         fn()
     train = {name: [] for name in steps}
     infer = {name: [] for name in infers}
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            train[name].append(common.timed(fn, sync))
-        for name, fn in infers.items():
-            infer[name].append(common.timed(fn, sync))
+    for repetition in range(repeats):
+        for name in common.rotated(list(steps), repetition):
+            train[name].append(common.timed(steps[name], sync, settle))
+        for name in common.rotated(list(infers), repetition):
+            infer[name].append(common.timed(infers[name], sync, settle))
     torch.backends.cudnn.allow_tf32 = True  # PyTorch's default again
     return ({k: common.median_ms(v) for k, v in train.items()},
             {k: common.median_ms(v) for k, v in infer.items()})
 
 
-def time_layers(size, batch_size, repeats, device):
-    """Median forward and backward milliseconds of each layer alone, at the shapes it sees in the network."""
+def time_layers(size, batch_size, repeats, device, settle=common.SETTLE_S):
+    """Median forward and backward milliseconds of each layer alone, at the shapes it sees in the network.
+
+    The minidl layers reuse their result arrays, as they do in the network
+    (``in_model``); each timed call follows a warm-up call.
+    """
     import torch
 
     torch_device = "cuda" if device == "cupy" else "cpu"
@@ -122,6 +128,8 @@ def time_layers(size, batch_size, repeats, device):
     activation = xp.asarray(x)
     t_activation = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(torch_device)
     module_index = 0
+    for layer in model.layers:
+        layer.in_model = True  # as while the model runs it: results written into kept arrays
     for index, layer in enumerate(model.layers):
         out = layer.forward(activation, training=True)
         dy = xp.ones_like(out)
@@ -134,23 +142,23 @@ def time_layers(size, batch_size, repeats, device):
         t_in = t_activation.detach().requires_grad_(index > 0)
         t_out = module(t_in)
         t_dy = torch.ones_like(t_out)
+        def torch_forward_backward():
+            torch.autograd.backward(module(t_in), t_dy)
+
+        layer.backward(dy)
+        torch_forward_backward()  # warm-up (minidl's forward ran above)
         fwd, bwd, t_fwd, t_bwd = [], [], [], []
         for _ in range(repeats):
-            fwd.append(common.timed(lambda: layer.forward(activation, training=True), sync))
-            bwd.append(common.timed(lambda: layer.backward(dy), sync))
-            t_fwd.append(common.timed(lambda: module(t_in), sync))
-
-            def torch_backward():
-                t_out_local = module(t_in)
-                torch.autograd.backward(t_out_local, t_dy)
-
-            t_bwd.append(common.timed(torch_backward, sync) - t_fwd[-1])
+            fwd.append(common.timed(lambda: layer.forward(activation, training=True), sync, settle))
+            bwd.append(common.timed(lambda: layer.backward(dy), sync, settle))
+            t_fwd.append(common.timed(lambda: module(t_in), sync, settle))
+            t_bwd.append(common.timed(torch_forward_backward, sync, settle) - t_fwd[-1])
         rows.append({
             "layer": layer_name,
             "minidl_forward_ms": common.median_ms(fwd), "minidl_backward_ms": common.median_ms(bwd),
             "torch_forward_ms": common.median_ms(t_fwd), "torch_backward_ms": max(common.median_ms(t_bwd), 0.0),
         })
-        activation = out
+        activation = out.copy()  # the next layer's input; out is a kept array that the timed calls rewrite
         t_activation = t_out.detach()
     return rows
 
@@ -159,7 +167,9 @@ MEMORY_SCRIPT = r"""
 import sys, json
 sys.path.insert(0, {bench_dir!r}); sys.path.insert(0, {repo!r})
 import numpy as np, torch
+from threadpoolctl import threadpool_limits
 torch.set_num_threads({threads})
+threadpool_limits({threads}, user_api="blas")
 import common
 x, y = common.batch({size}, {batch})
 def status_mb(key):
@@ -202,15 +212,12 @@ def machine_description(device):
 
     lines = [f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
              f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"]
-    try:
-        from threadpoolctl import threadpool_info
+    from threadpoolctl import threadpool_info
 
-        for info in threadpool_info():
-            if info.get("user_api") == "blas":
-                lines.append(f"BLAS: {info.get('internal_api')} {info.get('version')} "
-                             f"({info.get('architecture')} kernels, {info.get('num_threads')} threads)")
-    except ImportError:
-        pass
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            lines.append(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+                         f"({info.get('architecture')} kernels, {info.get('num_threads')} threads)")
     if device == "cupy":
         lines.append(minidl.backend.device_name())
     return "; ".join(lines)
@@ -223,13 +230,16 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--device", choices=["numpy", "cupy"], default="numpy")
     parser.add_argument("--threads", type=int, default=None,
-                        help="PyTorch CPU threads (default: os.cpu_count(), as OpenBLAS uses)")
+                        help="CPU threads for both PyTorch and NumPy's BLAS (default: os.cpu_count())")
     parser.add_argument("--layer-size", type=int, default=128, help="image size for the per-layer table")
     parser.add_argument("--no-layers", action="store_true", help="skip the per-layer table")
     parser.add_argument("--memory", action="store_true", help="measure peak memory (CPU only)")
     parser.add_argument("--tf32", action="store_true",
                         help="with --device cupy: let cuBLAS round minidl's float32 matrix products to TF32 "
                              "(CuPy's CUPY_TF32=1), as cuDNN does for PyTorch's convolutions by default")
+    parser.add_argument("--settle", type=float, default=common.SETTLE_S,
+                        help="seconds of idleness before each timed call on the CPU (default %(default)s), "
+                             "so that neither framework's spinning threads slow the other down")
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.tf32:
@@ -240,9 +250,20 @@ def main(argv=None):
         os.environ["CUPY_TF32"] = "1"  # read by CuPy when it is imported
 
     import torch
+    from threadpoolctl import threadpool_limits
 
     threads = args.threads or os.cpu_count()
+    torch_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        with threadpool_limits(threads, user_api="blas"):  # NumPy's BLAS gets the same number
+            return run(args, threads)
+    finally:
+        torch.set_num_threads(torch_threads)
+
+
+def run(args, threads):
+    """The measurements ``main`` asked for, printed and returned as a dict."""
     minidl.set_backend(args.device)
     results = {"machine": machine_description(args.device), "device": args.device, "tf32": args.tf32,
                "batch_size": args.batch_size, "repeats": args.repeats, "networks": [], "layers": []}
@@ -252,7 +273,7 @@ def main(argv=None):
     print(f"{'size':>5} {'phase':>9} {'minidl':>9} {'torch':>9} {'ratio':>6} {'torch CL':>9} {'ratio':>6}"
           + (f" {'torch fp32':>10} {'ratio':>6}" if fp32 else ""))
     for size in args.sizes:
-        train, infer = time_network(size, args.batch_size, args.repeats, args.device)
+        train, infer = time_network(size, args.batch_size, args.repeats, args.device, args.settle)
         for phase, t in (("train", train), ("inference", infer)):
             row = {"size": size, "phase": phase, **{k: round(v, 2) for k, v in t.items()}}
             results["networks"].append(row)
@@ -261,7 +282,7 @@ def main(argv=None):
                   + (f" {t['torch_fp32']:>10.1f} {t['minidl'] / t['torch_fp32']:>6.2f}" if fp32 else ""))
     if not args.no_layers:
         print(f"\nEach layer alone at {args.layer_size} px (ms): forward, backward")
-        rows = time_layers(args.layer_size, args.batch_size, args.repeats, args.device)
+        rows = time_layers(args.layer_size, args.batch_size, args.repeats, args.device, args.settle)
         results["layers"] = rows
         for r in rows:
             print(f"{r['layer']:<32} minidl {r['minidl_forward_ms']:7.1f} {r['minidl_backward_ms']:7.1f}"

@@ -75,15 +75,35 @@ def median_ms(samples):
     return 1000 * statistics.median(samples)
 
 
-def timed(fn, sync=None):
-    """Seconds one call of ``fn`` takes (``sync`` waits for a GPU to finish first and after)."""
+#: Seconds to let the CPU settle before a timed call: after a parallel operation,
+#: OpenBLAS's worker threads spin for about 0.1 s (and PyTorch's OpenMP threads for
+#: up to 0.2 s) before they sleep. A call timed while the other framework's threads
+#: still spin shares the cores with them: PyTorch right after a NumPy product ran
+#: up to twice as slow on the 2-core machine.
+SETTLE_S = 0.3
+
+
+def timed(fn, sync=None, settle=SETTLE_S):
+    """Seconds one call of ``fn`` takes.
+
+    On the GPU ``sync`` waits for the device to finish before and after; on the
+    CPU (``sync`` None) the call starts after ``settle`` seconds of idleness.
+    """
     if sync:
         sync()
+    else:
+        time.sleep(settle)
     start = time.perf_counter()
     fn()
     if sync:
         sync()
     return time.perf_counter() - start
+
+
+def rotated(names, repetition):
+    """``names`` starting at a different one in each repetition, so that none always runs right after another."""
+    k = repetition % len(names)
+    return names[k:] + names[:k]
 
 
 def batch(size, n=32, seed=0):

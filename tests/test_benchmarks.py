@@ -14,7 +14,7 @@ def test_training_benchmark_reports_every_framework_phase_and_layer():
     pytest.importorskip("torch")
     import bench_training
 
-    results = bench_training.main(["--sizes", "16", "--repeats", "1", "--layer-size", "16"])
+    results = bench_training.main(["--sizes", "16", "--repeats", "1", "--layer-size", "16", "--settle", "0"])
     rows = {(r["size"], r["phase"]): r for r in results["networks"]}
     assert set(rows) == {(16, "train"), (16, "inference")}
     for row in rows.values():
