@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import math
-import os
 import sys
 import time
 import warnings
@@ -100,19 +99,44 @@ def parse_args(argv=None):
         p.error("--freeze-base needs --init-from (a trained base to keep)")
     if args.resume and (args.evaluate or args.init_from):
         p.error("--resume continues a run as it was; it takes no --evaluate or --init-from")
+    for option, value, valid, what in (
+        ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
+        ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
+        ("--lr", args.lr, args.lr > 0, "positive"),
+        ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
+        ("--size", args.size, args.size is None or args.size >= 1, "at least 1"),
+        ("--vgg-width-divisor", args.vgg_width_divisor, args.vgg_width_divisor >= 1, "at least 1"),
+        ("--patience", args.patience, args.patience >= 0, "0 or more"),
+        ("--lr-patience", args.lr_patience, args.lr_patience >= 1, "at least 1"),
+        ("--synthetic-patients", args.synthetic_patients, args.synthetic_patients >= 1, "at least 1"),
+        ("--workers", args.workers, args.workers is None or args.workers >= 1, "at least 1"),
+    ):
+        if not valid:
+            p.error(f"{option} must be {what}, got {value}")
+    for option, path in (("--data", args.data), ("--evaluate", args.evaluate), ("--init-from", args.init_from)):
+        if path is not None and not Path(path).exists():
+            p.error(f"{option} {path}: no such file or folder")
     if args.out is None:
         args.out = str(Path(args.evaluate).parent) if args.evaluate else "runs/mura"
+    if args.resume:
+        missing = [name for name in ("last.npz", "history.csv") if not (Path(args.out) / name).exists()]
+        if missing:
+            p.error(f"--resume: {args.out} holds no run to continue (no {' or '.join(missing)})")
     if not args.evaluate:  # --evaluate takes them from the model and its run (evaluation_settings)
         args.size = 64 if args.size is None else args.size
         args.resize = "pad" if args.resize is None else args.resize
     return args
 
 
+#: The options that define a run: ``run.json`` records them, and ``--resume`` must repeat them.
+RUN_OPTIONS = ("size", "resize", "data", "synthetic_patients", "seed", "model", "vgg_width_divisor", "init_from",
+               "freeze_base", "optimizer", "lr", "batch_size", "dropout", "augment", "class_weights")
+
+
 def write_run_settings(args, out):
-    """``run.json``: what ``--evaluate`` needs to know about the images the model was trained on."""
-    settings = {"size": args.size, "resize": args.resize, "data": args.data, "model": args.model}
+    """``run.json``: the options of the run (the image size and resize mode for ``--evaluate``, all for ``--resume``)."""
     with atomic_path(out / "run.json") as tmp, open(tmp, "w") as f:
-        json.dump(settings, f, indent=2)
+        json.dump({option: getattr(args, option) for option in RUN_OPTIONS}, f, indent=2)
 
 
 def run_settings(folder):
@@ -122,12 +146,13 @@ def run_settings(folder):
 
 
 def check_resumed_settings(args, out):
-    """Refuse to resume a run on images of another size or resize mode than its ``run.json`` says."""
+    """Refuse to resume a run with other options than its ``run.json`` records."""
     trained = run_settings(out) or {}
-    for option in ("size", "resize"):
-        if option in trained and trained[option] != getattr(args, option):
-            sys.exit(f"train_mura.py: the run in {out} was trained with --{option} {trained[option]}; "
-                     f"resume it with that, not {getattr(args, option)}")
+    differ = [f"--{option.replace('_', '-')} {trained[option]} (not {getattr(args, option)})"
+              for option in RUN_OPTIONS if option in trained and trained[option] != getattr(args, option)]
+    if differ:
+        sys.exit(f"train_mura.py: the run in {out} was started with other options; resume it with "
+                 + ", ".join(differ))
 
 
 def evaluation_settings(args, model):
@@ -223,15 +248,20 @@ def loss_weights(data, mode):
     return data.image_weights(by_study_type=by_study_type)
 
 
-def train(args, data, out):
-    input_shape = (args.size, args.size, 1)
+def prepare_model(args, out):
+    """``(model, past epochs' logs)``: the run's last.npz and history for ``--resume``, else a new model."""
     if args.resume:
-        model = minidl.Sequential.load(out / "last.npz")
         past_epochs = completed_epochs(out / "history.csv")
         log.info("Resuming %s after epoch %d", out / "last.npz", len(past_epochs))
-    else:
-        model = build_model(args, input_shape)
-        past_epochs = []
+        return minidl.Sequential.load(out / "last.npz"), past_epochs
+    try:
+        return build_model(args, (args.size, args.size, 1)), []
+    except ValueError as error:  # the image is too small for the network's poolings
+        raise ValueError(f"--size {args.size} does not fit the {args.model} network: {error}") from None
+
+
+def train(args, data, out, model, past_epochs):
+    """Train ``model`` (carrying on after ``past_epochs`` when resuming); returns the best epoch's model."""
     if not args.quiet:
         model.summary(print_fn=log.info)
     sample_weight = loss_weights(data, args.class_weights)
@@ -251,6 +281,9 @@ def train(args, data, out):
         CSVLogger(out / "history.csv", append=args.resume),
     ]
     done = len(past_epochs)
+    if done >= args.epochs:
+        log.warning("The run in %s has already trained %d epochs (--epochs %d): nothing left to train",
+                    out, done, args.epochs)
     train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed,
                                        sample_weight=sample_weight)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
@@ -264,9 +297,10 @@ def train(args, data, out):
 
 
 def evaluate(model, model_path, data, out, batch_size):
-    """Study-level predictions, metrics.json, predictions.csv and the plots; returns the metrics.
+    """Study-level predictions, metrics.json, predictions.csv and the plots.
 
-    ``curves.png`` shows the model's training, from the ``history.csv`` beside ``model_path``.
+    ``curves.png`` shows the model's training, from the ``history.csv`` beside
+    ``model_path``. Returns the metrics, the report and the names of the files written.
     """
     valid = data.valid
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
@@ -297,16 +331,20 @@ def evaluate(model, model_path, data, out, batch_size):
         writer.writerow(["study", "study_type", "label", "probability"])
         for row in zip(studies, types, labels, study_probabilities):
             writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3]))])
+    written = ["metrics.json", "predictions.csv"]
     if len(np.unique(labels)) == 2:
         plots.plot_roc(labels, study_probabilities, out / "roc.png", title="Validation studies")
+        written.append("roc.png")
     else:
         log.warning("No roc.png: the validation studies are all of one class, so there is no ROC curve")
     predictions = metrics.predict_abnormal(study_probabilities)
     plots.plot_confusion_matrix(metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png")
+    written.append("confusion.png")
     history_csv = Path(model_path).parent / "history.csv"
     if history_csv.exists():
         plots.plot_history(read_history(history_csv), out / "curves.png")
-    return result, report
+        written.append("curves.png")
+    return result, report, written
 
 
 def _nan_to_null(value):
@@ -340,25 +378,35 @@ def main(argv=None):
         sys.exit("train_mura.py draws its plots with matplotlib, which is not installed: "
                  "pip install -e '.[plot]' (or pip install matplotlib)")
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    set_backend(args.device)
+    try:
+        set_backend(args.device)
+    except RuntimeError as error:
+        sys.exit(f"train_mura.py: --device {args.device}: {error} (or run with --device numpy)")
     log.info("minidl %s; backend: %s", minidl.__version__, device_name())
     out = Path(args.out)
+    written = []
+    try:  # the model and the data first, and a bad file, folder or size said in one line
+        if args.evaluate:
+            model_path = Path(args.evaluate)
+            model = minidl.Sequential.load(model_path)
+            evaluation_settings(args, model)  # before the minutes of decoding images
+        else:
+            model_path = out / "model.npz"
+            if args.resume:
+                check_resumed_settings(args, out)
+            model, past_epochs = prepare_model(args, out)
+            out.mkdir(parents=True, exist_ok=True)
+            write_run_settings(args, out)
+            written += ["run.json", "model.npz", "last.npz", "history.csv"]
+        data = load_data(args)
+    except (OSError, ValueError) as error:
+        sys.exit(f"train_mura.py: {error}")
     out.mkdir(parents=True, exist_ok=True)
-    if args.evaluate:
-        model_path = Path(args.evaluate)
-        model = minidl.Sequential.load(model_path)
-        evaluation_settings(args, model)  # before the minutes of decoding images
-        data = load_data(args)
-    else:
-        model_path = out / "model.npz"
-        if args.resume:
-            check_resumed_settings(args, out)
-        write_run_settings(args, out)
-        data = load_data(args)
-        model = train(args, data, out)
-    result, report = evaluate(model, model_path, data, out, args.batch_size)
+    if not args.evaluate:
+        model = train(args, data, out, model, past_epochs)
+    result, report, evaluated = evaluate(model, model_path, data, out, args.batch_size)
     print_report(report, data.synthetic)
-    log.info("Wrote %s", ", ".join(sorted(os.listdir(out))))
+    log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     return result
 
 

@@ -190,6 +190,8 @@ class CrossEntropy:
             weights = [float(v) for v in self.class_weight]
             if len(weights) != k:
                 raise ValueError(f"CrossEntropy: class_weight has {len(weights)} entries for {k} classes")
+        if not all(0 <= w < float("inf") for w in weights):  # False for NaN too
+            raise ValueError(f"CrossEntropy: class_weight must be finite and not negative, got {weights}")
         return xp.asarray(weights, dtype=dtype)
 
     def get_config(self):

@@ -16,6 +16,7 @@ import contextlib
 import json
 import numbers
 import sys
+import warnings
 import zipfile
 
 import numpy as np
@@ -54,6 +55,8 @@ class Sequential:
         self.name = name
         self.seed = None if seed is None else int(seed)
         self.dtype = np.dtype(dtype)
+        if self.dtype.kind != "f":
+            raise ValueError(f"Sequential: dtype must be a floating-point type, got {self.dtype}")
         # Spawns one generator for the model, then one for each layer added.
         self._seeds = np.random.SeedSequence(self.seed)
         self.rng = default_rng(self._seeds.spawn(1)[0])
@@ -105,6 +108,10 @@ class Sequential:
 
     def build(self, input_shape):
         """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
+        if not isinstance(input_shape, (tuple, list)) or not all(
+                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape):
+            raise ValueError(f"Sequential: input_shape must be a tuple of positive ints, the shape of one "
+                             f"sample without the batch axis, e.g. (64, 64, 1) or (5,); got {input_shape!r}")
         input_shape = tuple(int(s) for s in input_shape)
         self._build_layers(input_shape)
         self.input_shape = input_shape
@@ -156,6 +163,15 @@ class Sequential:
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.reset()
         self.loss = CrossEntropy() if loss is None else loss
+        if isinstance(self.loss, type) or not all(callable(getattr(self.loss, m, None))
+                                                  for m in ("batch_loss", "backward")):
+            raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
+                            f"such as CrossEntropy(); got {self.loss!r}")
+        if (isinstance(self.loss, CrossEntropy) and not self.loss.from_logits and self.layers
+                and not isinstance(self.layers[-1], Softmax)):
+            warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
+                          f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
+                          "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
@@ -230,8 +246,11 @@ class Sequential:
         with self._running():
             for layer in reversed(layers):
                 g = layer.backward(g)
-                if g is None:  # no trainable layer upstream: nothing left to compute
-                    break
+                if g is None:
+                    if layer.needs_input_grad:
+                        raise RuntimeError(f"{layer.describe()}: backward returned None, but the layers before "
+                                           "it need dL/dx to train; return the input gradient")
+                    break  # no trainable layer upstream: nothing left to compute
 
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
@@ -252,7 +271,7 @@ class Sequential:
         if self._trainable_keys is not None and keys != self._trainable_keys:
             raise RuntimeError(
                 "Sequential: the set of trainable parameters changed since the optimiser started "
-                "(a layer was frozen or unfrozen); call compile() again to start a fresh optimiser"
+                "(a layer was added, frozen or unfrozen); call compile() again to start a fresh optimiser"
             )
         self._trainable_keys = keys
         if not slots:
@@ -263,7 +282,7 @@ class Sequential:
         for (layer, name), (param_view, grad_view) in zip(slots, views):
             for arrays, view in ((layer.params, param_view), (layer.grads, grad_view)):
                 if arrays[name] is not view:
-                    view[...] = arrays[name]
+                    _copy_into(view, arrays[name], layer, name)
                     arrays[name] = view
         return [flat_params], [flat_grads]
 
@@ -332,6 +351,9 @@ class Sequential:
         that batch updates any weight.
         """
         self._require_compiled("fit")
+        for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+                raise ValueError(f"fit: {name} must be a non-negative int, got {value!r}")
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
         loss = self._training_loss(class_weight)
@@ -392,7 +414,10 @@ class Sequential:
         finally:
             bar.close()
         if seen == 0:
-            raise ValueError("fit: the training data produced no batches")
+            raise ValueError(
+                f"fit: the training data produced no batches in epoch {epoch + 1} (a generator is used up "
+                "after one pass: give fit a re-iterable, such as a list of batches or an ArrayBatches)"
+            )
         return {"loss": total_loss / seen, "accuracy": total_correct / seen}
 
     # --------------------------------------------------- evaluate and predict
@@ -424,6 +449,7 @@ class Sequential:
             x = np.asarray(x)
         if hasattr(x, "shape"):
             self._check_images(x, "predict")
+            _check_finite(x, "predict")
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
         else:
             chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
@@ -445,8 +471,11 @@ class Sequential:
         if self.input_shape is None and self.layers:
             self.build(x.shape[1:])
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
+            hint = (" (input_shape is the shape of one sample, without the batch axis)"
+                    if tuple(x.shape) == self.input_shape else "")
             raise ValueError(
-                f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape {tuple(x.shape)}"
+                f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
+                f"{tuple(x.shape)}{hint}"
             )
 
     def _check_batch(self, x, y, what, sample_weight=None):
@@ -463,12 +492,7 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
-        xp = get_array_module(x)
-        # In chunks of about 2**22 numbers: x may be a memory-mapped data set.
-        rows = max(1, 2**22 // max(1, int(np.prod(x.shape[1:]))))
-        for start in range(0, len(x), rows):
-            if not bool(xp.isfinite(x[start : start + rows]).all()):
-                raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+        _check_finite(x, what)
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
         y_host = to_numpy(y)
         if y.ndim == 1 and y.dtype.kind == "f" and not (y_host == y_host.round()).all():
@@ -481,6 +505,10 @@ class Sequential:
                     f"{what}: labels must be class indices 0..{classes - 1} for a model with {classes} outputs, "
                     f"got values from {low} to {high}"
                 )
+        if y.ndim == 2 and classes is not None and y.shape[1] != classes:
+            hint = " (for class indices, pass a 1-D array: y.ravel())" if y.shape[1] == 1 else ""
+            raise ValueError(f"{what}: target rows must have {classes} entries, one per class, "
+                             f"got labels of shape {tuple(y.shape)}{hint}")
         if y.ndim == 2 and len(y) and (y_host < 0).any():
             raise ValueError(f"{what}: target rows must not be negative")
         if sample_weight is not None:  # checked on the host, as the labels are
@@ -617,6 +645,13 @@ class Sequential:
     def load(cls, path):
         """Rebuild a model saved by ``save``: same architecture, weights, optimiser state and generators."""
         try:
+            with open(path, "rb") as f:
+                magic = f.read(4)
+        except OSError as exc:
+            raise ValueError(f"Sequential.load: cannot read {path}: {exc}") from None
+        if magic != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
+        try:
             with np.load(path, allow_pickle=False) as npz:
                 arrays = {key: npz[key] for key in npz.files}
         except ValueError as exc:
@@ -701,6 +736,23 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
 
 
+def _copy_into(view, array, layer, name):
+    """``view[...] = array`` for ``layer``'s ``name``, or a ``ValueError`` naming them when the shapes differ."""
+    if tuple(array.shape) != tuple(view.shape):
+        raise ValueError(f"{layer.describe()}: {name!r} has shape {tuple(array.shape)}, "
+                         f"expected {tuple(view.shape)} (its parameter's shape)")
+    view[...] = array
+
+
+def _check_finite(x, what):
+    """``ValueError`` if ``x`` holds NaN or infinity, checked in chunks: ``x`` may be a memory-mapped data set."""
+    xp = get_array_module(x)
+    rows = max(1, 2**22 // max(1, int(np.prod(x.shape[1:]))))
+    for start in range(0, len(x), rows):
+        if not bool(xp.isfinite(x[start : start + rows]).all()):
+            raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+
+
 class _CheckedBatches(ArrayBatches):
     """Batches of arrays that ``Sequential._batches`` has already validated in full."""
 
@@ -721,8 +773,8 @@ def _flatten(slots):
         shape, size = layer.params[name].shape, int(layer.params[name].size)
         param_view = flat_params[offset : offset + size].reshape(shape)
         grad_view = flat_grads[offset : offset + size].reshape(shape)
-        param_view[...] = layer.params[name]
-        grad_view[...] = layer.grads[name]
+        _copy_into(param_view, layer.params[name], layer, name)
+        _copy_into(grad_view, layer.grads[name], layer, name)
         layer.params[name], layer.grads[name] = param_view, grad_view
         views.append((param_view, grad_view))
         offset += size

@@ -225,7 +225,8 @@ def test_sample_weights_equal_to_the_class_weights_give_the_class_weighted_loss(
     assert_allclose(by_sample.backward(), by_class.backward(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, [1.0, 2.0, 3.0, 4.0]])
+@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, [1.0, 2.0, 3.0, 4.0], [1.0, -1.0, 1.0],
+                                          {0: float("nan")}, [1.0, float("inf"), 1.0]])
 def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight):
     with pytest.raises(ValueError, match="class_weight"):
         CrossEntropy(class_weight=class_weight).forward(np.full((2, 3), 1 / 3), np.array([0, 1]))

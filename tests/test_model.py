@@ -709,3 +709,76 @@ def test_layer_sizes_may_be_numpy_integers():
 def test_automatic_names_do_not_collide_with_given_ones():
     model = Sequential([Dense(3, name="dense_2"), Dense(2)], input_shape=(4,))
     assert [layer.name for layer in model.layers] == ["dense_2", "dense_3"]
+
+
+# ------------------------------------------------------- mistakes users make
+def test_a_custom_layer_whose_backward_returns_none_inside_a_model_is_an_error_naming_it():
+    from minidl.layers import Layer
+
+    class Forgetful(Layer):
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return x
+
+        def backward(self, dy):
+            return None  # forgot: return dy
+
+    model = Sequential([Dense(4), Forgetful(name="forgetful"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(SGD(0.1))
+    x, y = np.ones((2, 3), np.float32), np.array([0, 1])
+    with pytest.raises(RuntimeError, match="Forgetful 'forgetful': backward returned None"):
+        model.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize("make, error, match", [
+    (lambda: Sequential([Dense(2)], dtype="int32"), ValueError, "dtype must be a floating-point type"),
+    (lambda: Sequential([Dense(2)], input_shape=5), ValueError, r"input_shape must be a tuple.*e\.g\. \(64, 64, 1\)"),
+    (lambda: Sequential([Dense(2)], input_shape=(0,)), ValueError, "input_shape must be a tuple of positive ints"),
+    (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile(SGD(0.1), CrossEntropy), TypeError,
+     "loss must be a loss object"),
+    (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile(SGD(0.1), "categorical_crossentropy"),
+     TypeError, "such as CrossEntropy()"),
+])
+def test_mistakes_in_building_and_compiling_are_named(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_compiling_cross_entropy_on_a_model_without_softmax_warns():
+    model = Sequential([Flatten(), Dense(2)], input_shape=(2, 2, 1))
+    with pytest.warns(UserWarning, match=r"last layer is Dense 'dense_1', not Softmax.*from_logits=True"):
+        model.compile(SGD(0.1), CrossEntropy())
+    model.compile(SGD(0.1), CrossEntropy(from_logits=True))  # no warning: scores are what it takes
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x, y: m.fit(x, y, epochs=-1, verbose=0), "epochs must be a non-negative int, got -1"),
+    (lambda m, x, y: m.fit(x, y, epochs=2.5, verbose=0), "epochs must be a non-negative int"),
+    (lambda m, x, y: m.fit(x, y[:, None], verbose=0), r"shape \(8, 1\) \(for class indices, pass a 1-D array"),
+    (lambda m, x, y: m.fit((b for b in [(x, y)]), epochs=2, verbose=0), "a generator is used up after one pass"),
+    (lambda m, x, y: m.predict(np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x)), "NaN"),
+])
+def test_common_mistakes_in_fit_and_predict_say_what_to_do(call, match):
+    x, y = tiny_images(8, seed=18)
+    with pytest.raises(ValueError, match=match):
+        call(tiny_cnn(), x, y)
+
+
+def test_an_input_shape_given_with_the_batch_axis_is_pointed_out():
+    x = np.ones((4, 3), np.float32)
+    model = Sequential([Flatten(), Dense(2), Softmax()], input_shape=x.shape)  # (4, 3): the batch axis included
+    with pytest.raises(ValueError, match=r"takes samples of shape \(4, 3\).*without the batch axis"):
+        model.predict(x)
+
+
+def test_a_gradient_of_the_wrong_shape_is_named_by_layer():
+    class Wrong(Dense):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            self.grads["b"] = self.grads["b"][:-1]
+            return dx
+
+    model = Sequential([Wrong(3, name="wrong"), Dense(2), Softmax()], input_shape=(4,), seed=0)
+    model.compile(SGD(0.1))
+    with pytest.raises(ValueError, match=r"Wrong 'wrong': 'b' has shape \(2,\), expected \(3,\)"):
+        model.train_on_batch(np.ones((2, 4), np.float32), np.array([0, 1]))

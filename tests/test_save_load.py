@@ -142,6 +142,9 @@ def test_a_file_that_is_not_a_minidl_model_is_refused(tmp_path):
     np.savez(path, weights=np.zeros(3))
     with pytest.raises(ValueError, match="architecture"):
         Sequential.load(path)
+    (tmp_path / "run.json").write_text('{"size": 64}')
+    with pytest.raises(ValueError, match=r"run\.json is not an \.npz file"):
+        Sequential.load(tmp_path / "run.json")
 
 
 def _tampered(path, tmp_path, change):

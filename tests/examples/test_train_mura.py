@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -194,7 +195,7 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
     data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
     with caplog.at_level("WARNING"):
-        result, _ = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data, tmp_path, 16)
+        result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data, tmp_path, 16)
     assert "all of one class" in caplog.text
     assert not (tmp_path / "roc.png").exists()
     assert {"metrics.json", "predictions.csv", "confusion.png"} <= set(os.listdir(tmp_path))
@@ -209,7 +210,7 @@ def test_resume_refuses_another_image_size(run, tmp_path):
         (resumed / name).write_bytes((out / name).read_bytes())
     stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, *without(common, "--size"), "--size", 16,
                          cwd=tmp_path)
-    assert "trained with --size 32; resume it with that, not 16" in stderr
+    assert "resume it with --size 32 (not 16)" in stderr
 
 
 def test_a_replica_of_another_seed_goes_into_its_own_folder(run, tmp_path):
@@ -274,3 +275,46 @@ def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch
     with pytest.raises(SystemExit, match=r"matplotlib, which is not installed: pip install -e '.\[plot\]'"):
         script.main(["--out", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")])
     assert not (tmp_path / "out").exists() and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--epochs", "0"], "--epochs must be at least 1, got 0"),
+    (["--lr", "-1"], "--lr must be positive"),
+    (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
+    (["--size", "0"], "--size must be at least 1"),
+    (["--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
+    (["--data", "/nonexistent/MURA"], "--data /nonexistent/MURA: no such file or folder"),
+    (["--evaluate", "/nonexistent/model.npz"], "--evaluate /nonexistent/model.npz: no such file"),
+    (["--resume", "--out", "/nonexistent/run"], r"--resume: /nonexistent/run holds no run to continue"),
+])
+def test_bad_options_are_refused_before_any_work(script, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(args)
+    assert exit_.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_a_size_too_small_for_the_network_is_refused_before_decoding(tmp_path):
+    cache = tmp_path / "cache"
+    stderr = run_failing("--out", tmp_path / "out", "--cache-dir", cache, "--size", 7, "--quiet", cwd=tmp_path)
+    assert "--size 7 does not fit the baseline network" in stderr
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+def test_resume_refuses_options_other_than_the_runs(run, tmp_path):
+    out, common, _ = run
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    for name in ("last.npz", "model.npz", "history.csv", "run.json"):
+        (resumed / name).write_bytes((out / name).read_bytes())
+    stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, "--lr", 0.5, "--optimizer", "sgd", *common,
+                         cwd=tmp_path)
+    assert "resume it with --optimizer adam (not sgd), --lr 0.001 (not 0.5)" in stderr
+
+
+def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
+    out, common, _ = run
+    again = tmp_path / "again"
+    stdout = run_script("--evaluate", out / "model.npz", "--out", again, *without(common, "--size"), cwd=tmp_path)
+    wrote = next(line for line in stdout.splitlines() if line.startswith("Wrote into"))
+    assert wrote.endswith("metrics.json, predictions.csv, roc.png, confusion.png, curves.png")
