@@ -99,12 +99,11 @@ def time_network(size, batch_size, repeats, device, settle=common.SETTLE_S, chan
         fn()
     train = {name: [] for name in steps}
     infer = {name: [] for name in infers}
-    wakes = {name: common.wake_numpy if name == "minidl" else common.wake_torch for name in steps}
     for repetition in range(repeats):
         for name in common.rotated(list(steps), repetition):
-            train[name].append(common.timed(steps[name], sync, settle, wakes[name]))
+            train[name].append(common.timed(steps[name], sync, settle))
         for name in common.rotated(list(infers), repetition):
-            infer[name].append(common.timed(infers[name], sync, settle, wakes[name]))
+            infer[name].append(common.timed(infers[name], sync, settle))
     torch.backends.cudnn.allow_tf32 = True  # PyTorch's default again
     return ({k: common.median_ms(v) for k, v in train.items()},
             {k: common.median_ms(v) for k, v in infer.items()})
@@ -150,10 +149,10 @@ def time_layers(size, batch_size, repeats, device, settle=common.SETTLE_S):
         torch_forward_backward()  # warm-up (minidl's forward ran above)
         fwd, bwd, t_fwd, t_bwd = [], [], [], []
         for _ in range(repeats):
-            fwd.append(common.timed(lambda: layer.forward(activation, training=True), sync, settle, common.wake_numpy))
-            bwd.append(common.timed(lambda: layer.backward(dy), sync, settle, common.wake_numpy))
-            t_fwd.append(common.timed(lambda: module(t_in), sync, settle, common.wake_torch))
-            t_bwd.append(common.timed(torch_forward_backward, sync, settle, common.wake_torch) - t_fwd[-1])
+            fwd.append(common.timed(lambda: layer.forward(activation, training=True), sync, settle))
+            bwd.append(common.timed(lambda: layer.backward(dy), sync, settle))
+            t_fwd.append(common.timed(lambda: module(t_in), sync, settle))
+            t_bwd.append(common.timed(torch_forward_backward, sync, settle) - t_fwd[-1])
         rows.append({
             "layer": layer_name,
             "minidl_forward_ms": common.median_ms(fwd), "minidl_backward_ms": common.median_ms(bwd),

@@ -83,35 +83,21 @@ def median_ms(samples):
 SETTLE_S = 0.3
 
 
-def wake_numpy():
-    """A small parallel matrix product: wakes OpenBLAS's threads, as a training loop keeps them."""
-    a = np.ones((512, 512), dtype=np.float32)
-    a @ a
-
-
-def wake_torch():
-    """The same for PyTorch's threads: asleep, the first parallel operation waits ~6 ms for them here."""
-    import torch
-
-    a = torch.ones(512, 512)
-    torch.relu(a @ a)
-
-
-def timed(fn, sync=None, settle=SETTLE_S, wake=None):
+def timed(fn, sync=None, settle=SETTLE_S):
     """Seconds one call of ``fn`` takes.
 
     On the GPU ``sync`` waits for the device to finish before and after. On
-    the CPU (``sync`` None) the call starts after ``settle`` seconds of
-    idleness, so that the other framework's threads have stopped spinning,
-    and right after ``wake`` (untimed), which wakes ``fn``'s own threads:
-    each framework is timed as it runs in its own training loop.
+    the CPU (``sync`` None) the timed call starts ``settle`` seconds after the
+    other framework's last, so that its threads have stopped spinning, and
+    right after an untimed call of ``fn`` itself, which wakes ``fn``'s own
+    threads and touches its memory again: each framework is timed as it runs
+    in its own training loop, step after step.
     """
     if sync:
         sync()
     else:
         time.sleep(settle)
-        if wake is not None:
-            wake()
+        fn()
     start = time.perf_counter()
     fn()
     if sync:

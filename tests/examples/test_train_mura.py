@@ -162,6 +162,14 @@ def run_failing(*args, cwd):
     return result.stderr
 
 
+def copy_run(out, dest):
+    """A copy of the finished run in ``out`` (what --resume reads) in the new folder ``dest``."""
+    dest.mkdir()
+    for name in ("last.npz", "model.npz", "history.csv", "run.json"):
+        (dest / name).write_bytes((out / name).read_bytes())
+    return dest
+
+
 def test_evaluate_takes_the_size_and_resize_of_the_model_and_names_it(run, tmp_path):
     out, common, _ = run
     again = tmp_path / "again"
@@ -202,17 +210,6 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     assert result["overall"]["specificity"] is not None
 
 
-def test_resume_refuses_another_image_size(run, tmp_path):
-    out, common, _ = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    for name in ("last.npz", "model.npz", "history.csv", "run.json"):
-        (resumed / name).write_bytes((out / name).read_bytes())
-    stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, *without(common, "--size"), "--size", 16,
-                         cwd=tmp_path)
-    assert "resume it with --size 32 (not 16)" in stderr
-
-
 def test_a_replica_of_another_seed_goes_into_its_own_folder(run, tmp_path):
     out, common, _ = run
     run_script("--out", tmp_path / "seed1", "--epochs", 1, "--seed", 1, "--class-weights", "overall", *common,
@@ -223,10 +220,7 @@ def test_a_replica_of_another_seed_goes_into_its_own_folder(run, tmp_path):
 
 def test_resume_continues_from_the_last_epoch(run, tmp_path):
     out, common, _ = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    for name in ("last.npz", "model.npz", "history.csv"):
-        (resumed / name).write_bytes((out / name).read_bytes())
+    resumed = copy_run(out, tmp_path / "resumed")
     run_script("--out", resumed, "--epochs", 2, "--resume", *common, cwd=tmp_path)
     with open(resumed / "history.csv", newline="") as f:
         epochs = [int(row["epoch"]) for row in csv.DictReader(f)]
@@ -301,15 +295,19 @@ def test_a_size_too_small_for_the_network_is_refused_before_decoding(tmp_path):
     assert not cache.exists() and not (tmp_path / "out").exists()
 
 
-def test_resume_refuses_options_other_than_the_runs(run, tmp_path):
+@pytest.mark.parametrize("change, message", [
+    (["--size", 16], "resume it with --size 32 (not 16)"),
+    (["--lr", 0.5, "--optimizer", "sgd"], "resume it with --optimizer adam (not sgd), --lr 0.001 (not 0.5)"),
+])
+def test_resume_refuses_options_other_than_the_runs(run, tmp_path, change, message):
     out, common, _ = run
-    resumed = tmp_path / "resumed"
-    resumed.mkdir()
-    for name in ("last.npz", "model.npz", "history.csv", "run.json"):
-        (resumed / name).write_bytes((out / name).read_bytes())
-    stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, "--lr", 0.5, "--optimizer", "sgd", *common,
-                         cwd=tmp_path)
-    assert "resume it with --optimizer adam (not sgd), --lr 0.001 (not 0.5)" in stderr
+    resumed = copy_run(out, tmp_path / "resumed")
+    args = common
+    for option in change[::2]:
+        if option in args:
+            args = without(args, option)
+    stderr = run_failing("--out", resumed, "--resume", "--epochs", 2, *change, *args, cwd=tmp_path)
+    assert message in stderr
 
 
 def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
