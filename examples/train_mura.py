@@ -133,10 +133,16 @@ RUN_OPTIONS = ("size", "resize", "data", "synthetic_patients", "seed", "model", 
                "freeze_base", "optimizer", "lr", "batch_size", "dropout", "augment", "class_weights")
 
 
+def run_option(args, option):
+    """``args``'s value of a run option, paths made absolute (the same folder however it was named)."""
+    value = getattr(args, option)
+    return str(Path(value).resolve()) if option in ("data", "init_from") and value is not None else value
+
+
 def write_run_settings(args, out):
     """``run.json``: the options of the run (the image size and resize mode for ``--evaluate``, all for ``--resume``)."""
     with atomic_path(out / "run.json") as tmp, open(tmp, "w") as f:
-        json.dump({option: getattr(args, option) for option in RUN_OPTIONS}, f, indent=2)
+        json.dump({option: run_option(args, option) for option in RUN_OPTIONS}, f, indent=2)
 
 
 def run_settings(folder):
@@ -148,8 +154,8 @@ def run_settings(folder):
 def check_resumed_settings(args, out):
     """Refuse to resume a run with other options than its ``run.json`` records."""
     trained = run_settings(out) or {}
-    differ = [f"--{option.replace('_', '-')} {trained[option]} (not {getattr(args, option)})"
-              for option in RUN_OPTIONS if option in trained and trained[option] != getattr(args, option)]
+    differ = [f"--{option.replace('_', '-')} {trained[option]} (not {run_option(args, option)})"
+              for option in RUN_OPTIONS if option in trained and trained[option] != run_option(args, option)]
     if differ:
         sys.exit(f"train_mura.py: the run in {out} was started with other options; resume it with "
                  + ", ".join(differ))
