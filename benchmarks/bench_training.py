@@ -287,6 +287,8 @@ def run(args, threads):
         for r in rows:
             print(f"{r['layer']:<32} minidl {r['minidl_forward_ms']:7.1f} {r['minidl_backward_ms']:7.1f}"
                   f"   torch {r['torch_forward_ms']:7.1f} {r['torch_backward_ms']:7.1f}")
+    if args.memory and args.device != "numpy":
+        print("\n--memory measures the peak resident memory of a CPU process: skipped with --device cupy")
     if args.memory and args.device == "numpy":
         print("\nPeak memory of a training step (MB above the process before the model)")
         results["memory"] = []
