@@ -216,27 +216,33 @@ def build_model(args, input_shape):
     return model
 
 
-def completed_epochs(history_csv):
-    """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``).
+def history_rows(history_csv):
+    """``(header, rows, cut)`` of a ``history.csv``: its whole rows as lists of strings.
 
-    A last row cut short (the run died while writing it) is dropped, and the
-    file rewritten without it, so that the resumed run's rows follow whole ones.
+    A last row cut short (the run died while writing it) is left out, and
+    ``cut`` says so. An empty cell is a value that epoch did not log
+    (CSVLogger leaves it blank).
     """
     with open(history_csv, newline="") as f:
         text = f.read()
-    rows = list(csv.reader(io.StringIO(text)))
-    if not rows:
-        return []
-    header, body = rows[0], rows[1:]
-    if body and (len(body[-1]) != len(header) or not text.endswith("\n")):
-        log.warning("%s: its last row is incomplete (epoch %s was being written); dropping it",
-                    history_csv, body[-1][0])
-        body = body[:-1]
+    header, *rows = list(csv.reader(io.StringIO(text))) or [[]]
+    cut = bool(rows) and (len(rows[-1]) != len(header) or not text.endswith("\n"))
+    return header, rows[:-1] if cut else rows, cut
+
+
+def completed_epochs(history_csv):
+    """The logs of the epochs recorded in ``history.csv``, oldest first (for ``--resume``).
+
+    A last row cut short is dropped from the file too, so that the resumed
+    run's rows follow whole ones.
+    """
+    header, rows, cut = history_rows(history_csv)
+    if cut:
+        log.warning("%s: its last row is incomplete (the run stopped while writing it); dropping it", history_csv)
         with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *body])
-    # An empty cell is a value that epoch did not log (CSVLogger leaves it blank).
+            csv.writer(f).writerows([header, *rows])
     return [{key: float(value) for key, value in zip(header, row) if key != "epoch" and value != ""}
-            for row in body]
+            for row in rows]
 
 
 def loss_weights(data, mode):
@@ -363,10 +369,11 @@ def _nan_to_null(value):
 
 
 def read_history(path):
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    # A blank cell is a value that epoch did not log.
-    return {key: [float(r[key] or "nan") for r in rows] for key in rows[0] if key != "epoch"} if rows else {}
+    """``history.csv`` as ``{key: one value per epoch}`` for ``plots.plot_history`` (nan where not logged)."""
+    header, rows, _ = history_rows(path)
+    if not rows:
+        return {}
+    return {key: [float(row[i] or "nan") for row in rows] for i, key in enumerate(header) if key != "epoch"}
 
 
 def print_report(report, synthetic):

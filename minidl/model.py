@@ -14,7 +14,6 @@ input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 """
 import contextlib
 import json
-import numbers
 import sys
 import warnings
 import zipfile
@@ -29,7 +28,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
 from .losses import CrossEntropy, check_sample_weight
-from .utils import atomic_path
+from .utils import atomic_path, is_int
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -49,7 +48,7 @@ class Sequential:
     """
 
     def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0):
+        if seed is not None and (not is_int(seed) or seed < 0):
             raise ValueError(f"Sequential: seed must be None or a non-negative int, got {seed!r}")
         self.layers = []
         self.name = name
@@ -109,7 +108,7 @@ class Sequential:
     def build(self, input_shape):
         """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
         if not isinstance(input_shape, (tuple, list)) or not all(
-                isinstance(s, numbers.Integral) and not isinstance(s, bool) and s > 0 for s in input_shape):
+                is_int(s) and s > 0 for s in input_shape):
             raise ValueError(f"Sequential: input_shape must be a tuple of positive ints, the shape of one "
                              f"sample without the batch axis, e.g. (64, 64, 1) or (5,); got {input_shape!r}")
         input_shape = tuple(int(s) for s in input_shape)
@@ -352,7 +351,7 @@ class Sequential:
         """
         self._require_compiled("fit")
         for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+            if not is_int(value) or value < 0:
                 raise ValueError(f"fit: {name} must be a non-negative int, got {value!r}")
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
@@ -443,7 +442,7 @@ class Sequential:
 
     def predict(self, x, batch_size=256):
         """Class probabilities for ``x`` (an array, or an iterable of batches or ``(x, y)`` pairs), as NumPy."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         if isinstance(x, (list, tuple)):
             x = np.asarray(x)

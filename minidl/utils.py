@@ -1,7 +1,13 @@
-"""Small helpers shared across minidl: atomic file writes."""
+"""Small helpers shared across minidl: argument checks, atomic file writes."""
 import contextlib
+import numbers
 import os
 import secrets
+
+
+def is_int(value):
+    """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not counts or sizes."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @contextlib.contextmanager

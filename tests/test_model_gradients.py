@@ -12,6 +12,9 @@ weight; each is compared with central differences of the model's loss, in
 float64, on entries drawn at random from every parameter array. Last, the
 reference MURA CNN trains in float32 step for step as PyTorch does.
 """
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -138,16 +141,19 @@ def test_a_frozen_layer_keeps_its_weights_and_the_others_get_true_gradients(case
 def test_training_the_reference_cnn_follows_pytorch_step_for_step(optimizer):
     # The MURA baseline in float32, as it trains (reused buffers, shared scratch memory,
     # the fused softmax-cross-entropy, flat parameters), against PyTorch with the same
-    # weights on the same batches.
+    # weights on the same batches: the PyTorch copy the benchmarks time.
     ref = load_torch_reference()
     import torch
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import common
 
     from minidl.architectures import baseline_cnn
     from minidl.optimizers import Adam
 
     model = Sequential(baseline_cnn(dropout=0.0), input_shape=(16, 16, 1), seed=0)
     model.compile(SGD(0.05, momentum=0.9) if optimizer == "sgd" else Adam(1e-3))
-    net = ref.TorchSequential(model)
+    net = common.torch_model(model)
     torch_opt = (torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9) if optimizer == "sgd"
                  else torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7))
     rng = np.random.default_rng(0)
@@ -156,9 +162,9 @@ def test_training_the_reference_cnn_follows_pytorch_step_for_step(optimizer):
         y = rng.integers(0, 2, size=5)
         loss = model.train_on_batch(x, y)
         torch_opt.zero_grad()
-        torch_loss = torch.nn.functional.cross_entropy(net(torch.tensor(x)), torch.tensor(y))
+        torch_loss = torch.nn.functional.cross_entropy(net(torch.tensor(ref.nhwc_to_nchw(x))), torch.tensor(y))
         torch_loss.backward()
         torch_opt.step()
         assert loss == pytest.approx(torch_loss.item(), rel=1e-5), f"step {step + 1}"
-        for ours, theirs in zip(model.get_weights(), net.weights()):
+        for ours, theirs in zip(model.get_weights(), ref.weights_of(net)):
             np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5, err_msg=f"after step {step + 1}")

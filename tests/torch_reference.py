@@ -168,58 +168,12 @@ def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None, sampl
 
 
 # ------------------------------------------------------------- whole models
-class TorchSequential(torch.nn.Module):
-    """A PyTorch copy of a built minidl ``Sequential`` of Conv2D ("same", stride 1), ReLU,
-    MaxPool2D, Flatten, Dense, Dropout(0) and a final Softmax, with the same weights.
-
-    It takes NHWC batches and flattens in minidl's (H, W, C) order, so that the dense
-    weights copy over unchanged; it returns logits (the final Softmax is the loss's).
-    """
-
-    def __init__(self, model):
-        super().__init__()
-        from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
-
-        self.steps = []
-        modules = []
-        for layer in model.layers:
-            if isinstance(layer, Conv2D):
-                assert layer.padding == "same" and layer.strides == (1, 1)
-                kh, kw, c, f = layer.params["W"].shape
-                module = torch.nn.Conv2d(c, f, (kh, kw), padding="same")
-                module.weight.data = torch.tensor(kernel_to_torch(layer.params["W"]))
-                module.bias.data = torch.tensor(np.asarray(layer.params["b"]))
-                self.steps.append(module)
-                modules.append(module)
-            elif isinstance(layer, Dense):
-                module = torch.nn.Linear(*layer.params["W"].shape)
-                module.weight.data = torch.tensor(np.ascontiguousarray(np.asarray(layer.params["W"]).T))
-                module.bias.data = torch.tensor(np.asarray(layer.params["b"]))
-                self.steps.append(module)
-                modules.append(module)
-            elif isinstance(layer, ReLU):
-                self.steps.append(torch.relu)
-            elif isinstance(layer, MaxPool2D):
-                self.steps.append(lambda t, layer=layer: F.max_pool2d(t, layer.pool_size, layer.strides))
-            elif isinstance(layer, Flatten):
-                self.steps.append(lambda t: t.permute(0, 2, 3, 1).flatten(1))  # minidl's (H, W, C) order
-            elif isinstance(layer, Dropout):
-                assert layer.rate == 0.0
-            else:
-                assert isinstance(layer, Softmax) and layer is model.layers[-1]
-        self.layers = torch.nn.ModuleList(modules)
-
-    def forward(self, x_nhwc):
-        t = x_nhwc.permute(0, 3, 1, 2)
-        for step in self.steps:
-            t = step(t)
-        return t
-
-    def weights(self):
-        """The weights in minidl's layouts and order, as NumPy arrays."""
-        out = []
-        for module in self.layers:
+def weights_of(net):
+    """The weights of a PyTorch network of Conv2d and Linear modules, in minidl's layouts and order."""
+    out = []
+    for module in net.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             w = module.weight.detach().numpy()
             out.append(kernel_from_torch(w) if w.ndim == 4 else np.ascontiguousarray(w.T))
             out.append(module.bias.detach().numpy().copy())
-        return out
+    return out

@@ -1,8 +1,7 @@
 """2-D convolution over NHWC batches (thesis sections 2.4.2 and 2.4.3)."""
-import numbers
-
 from .. import initializers
 from ..backend import get_array_module
+from ..utils import is_int
 from .base import Layer
 from .dense import column_sums
 from .im2col import col2im, im2col, output_size, padding_amounts, pair
@@ -32,7 +31,7 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  kernel_initializer="glorot_uniform", name=None):
         super().__init__(name)
-        if isinstance(filters, bool) or not isinstance(filters, numbers.Integral) or filters < 1:
+        if not is_int(filters) or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
         if padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")

@@ -1,8 +1,7 @@
 """Fully connected layer (thesis section 2.2.1)."""
-import numbers
-
 from .. import initializers
 from ..backend import get_array_module
+from ..utils import is_int
 from .base import Layer
 
 
@@ -24,7 +23,7 @@ class Dense(Layer):
 
     def __init__(self, units, kernel_initializer="glorot_uniform", name=None):
         super().__init__(name)
-        if isinstance(units, bool) or not isinstance(units, numbers.Integral) or units < 1:
+        if not is_int(units) or units < 1:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
         self.units = int(units)
         self.kernel_initializer = kernel_initializer

@@ -27,22 +27,17 @@ addition. It never builds the padding: it drops the gradients of entries
 that fall in it.
 """
 import math
-import numbers
 
 from ..backend import get_array_module
-
-
-def _is_int(v):
-    """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not sizes."""
-    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+from ..utils import is_int
 
 
 def pair(value, what):
     """``value`` as an ``(h, w)`` pair of positive ints; ``what`` names it in errors."""
-    if _is_int(value):
+    if is_int(value):
         value = (value, value)
     if isinstance(value, str) or not (
-        hasattr(value, "__len__") and len(value) == 2 and all(_is_int(v) for v in value)
+        hasattr(value, "__len__") and len(value) == 2 and all(is_int(v) for v in value)
     ):
         raise ValueError(f"{what} must be an int or an (h, w) pair, got {value!r}")
     h, w = int(value[0]), int(value[1])
