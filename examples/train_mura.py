@@ -268,7 +268,7 @@ def prepare_model(args, out):
         return minidl.Sequential.load(out / "last.npz"), past_epochs
     try:
         return build_model(args, (args.size, args.size, 1)), []
-    except ValueError as error:  # the image is too small for the network's poolings
+    except (ValueError, MemoryError) as error:  # the image is too small for the network's poolings, or far too large
         raise ValueError(f"--size {args.size} does not fit the {args.model} network: {error}") from None
 
 

@@ -730,7 +730,7 @@ class Sequential:
             return
         try:  # what the first step would find out: does the state fit the trainable parameters?
             params, _ = self._params_and_grads()
-            optimizer._place_state(params)
+            optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
 

@@ -99,7 +99,7 @@ class Optimizer:
         """Update every array in ``params`` in place from the parallel list ``grads``."""
         params, grads = list(params), list(grads)
         self._check_step(params, grads)
-        self._place_state(params)
+        self.prepare(params)
         self.t += 1
         for i, (theta, g) in enumerate(zip(params, grads)):
             self.update(theta, g, *(self.state[name][i] for name in self.slots))
@@ -140,21 +140,26 @@ class Optimizer:
                     f"is a {type(theta).__module__} array; both must live on the same device"
                 )
 
-    def _place_state(self, params):
-        """Create the slot arrays at the first step; move restored ones to the parameters' device."""
+    def prepare(self, params):
+        """Make the state fit ``params``: zero slot arrays before the first step, restored ones moved to their device.
+
+        ``step`` calls it; call it yourself to check, before training, that a
+        restored state (``set_state``) fits a list of parameters: it raises
+        ``ValueError`` when the count or a shape differs.
+        """
         for name in self.slots:
             arrays = self.state.setdefault(name, [])
             if not arrays:
                 arrays.extend(get_array_module(theta).zeros_like(theta) for theta in params)
             if len(arrays) != len(params):
                 raise ValueError(
-                    f"{self.describe()}.step: the optimiser's state holds {len(arrays)} parameters "
-                    f"but step got {len(params)}; pass the same list of parameters at every step"
+                    f"{self.describe()}: the optimiser's state holds {len(arrays)} parameters "
+                    f"but got {len(params)}; pass the same list of parameters at every step"
                 )
             for i, (a, theta) in enumerate(zip(arrays, params)):
                 if a.shape != theta.shape:
                     raise ValueError(
-                        f"{self.describe()}.step: state {name!r} of parameter {i} has shape "
+                        f"{self.describe()}: state {name!r} of parameter {i} has shape "
                         f"{tuple(a.shape)} but the parameter has shape {tuple(theta.shape)}"
                     )
                 xp = get_array_module(theta)

@@ -361,7 +361,7 @@ def test_bad_step_inputs():
 def test_a_different_parameter_list_is_an_error():
     opt = SGD(momentum=0.9)
     opt.step([np.zeros(2), np.zeros(3)], [np.ones(2), np.ones(3)])
-    with pytest.raises(ValueError, match="holds 2 parameters but step got 1"):
+    with pytest.raises(ValueError, match="holds 2 parameters but got 1"):
         opt.step([np.zeros(2)], [np.ones(2)])
     with pytest.raises(ValueError, match=r"parameter 1 has shape \(3,\) but the parameter has shape \(4,\)"):
         opt.step([np.zeros(2), np.zeros(4)], [np.ones(2), np.ones(4)])
@@ -393,7 +393,22 @@ def test_restored_state_must_fit_the_parameters():
     opt = RMSProp()
     opt.set_state({"t": np.array(2), "v/0": np.ones(3)})
     with pytest.raises(ValueError, match=r"state 'v' of parameter 0 has shape \(3,\)"):
+        opt.prepare([np.zeros(2)])
+    with pytest.raises(ValueError, match=r"state 'v' of parameter 0 has shape \(3,\)"):
         opt.step([np.zeros(2)], [np.ones(2)])
+    assert opt.t == 2
+
+
+def test_prepare_fits_a_restored_state_to_the_parameters_without_stepping():
+    opt = Adam()
+    opt.set_state({"t": np.array(3), "m/0": np.full(2, 0.5), "v/0": np.full(2, 0.25)})
+    theta = np.zeros(2, dtype=np.float32)
+    opt.prepare([theta])
+    assert opt.t == 3 and np.all(theta == 0)
+    assert opt.state["m"][0].dtype == np.float32 and np.all(opt.state["m"][0] == 0.5)
+    fresh = SGD(momentum=0.9)
+    fresh.prepare([theta])
+    assert fresh.t == 0 and fresh.state["b"][0].shape == (2,) and not fresh.state["b"][0].any()
 
 
 def test_config_holds_the_current_learning_rate_and_rebuilds_the_optimiser():

@@ -352,6 +352,19 @@ def _read_cache(npy_file, json_file, key):
     return images, index
 
 
+def _check_free_space(npy_file, nbytes, split):
+    """``OSError`` when the disk under ``npy_file`` has no room for ``nbytes``, before any is written.
+
+    The cache is a sparse file that fills as images are decoded: without this
+    check a full disk would be found out only partway through.
+    """
+    old_cache = npy_file.stat().st_size if npy_file.exists() else 0  # replaced, so its room counts
+    free = shutil.disk_usage(npy_file.parent).free + old_cache
+    if nbytes > free:
+        raise OSError(f"MURA: the {split} cache needs {nbytes / 1e9:.1f} GB but {npy_file.parent} has "
+                      f"{free / 1e9:.1f} GB free; choose a smaller size or another cache_dir")
+
+
 def _keep_first_rows(npy_file, rows):
     """Shorten the array in ``npy_file`` to its first ``rows`` rows (after skipped images)."""
     full = np.load(npy_file, mmap_mode="r")
@@ -368,6 +381,7 @@ def _keep_first_rows(npy_file, rows):
 def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
     """Decode every image of ``records`` into the cache files; returns the index dict."""
     npy_file.parent.mkdir(parents=True, exist_ok=True)
+    _check_free_space(npy_file, len(records) * size * size, split)
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
     files = [_image_file(root, record.path) for record in records]
     kept, skipped = [], []

@@ -140,6 +140,9 @@ class Layer:
         self._placement = (xp, dtype)
         try:
             self.build(self.input_shape)
+        except MemoryError as error:  # e.g. a Dense layer after a convolutional base fed images far too large
+            raise MemoryError(f"{self.describe()}: no memory for its parameters for input "
+                              f"{self.expected_shape_text()}: {error}") from None
         finally:
             self._placement = None
         self.built = True

@@ -1,6 +1,7 @@
 """The MURA loader (minidl.datasets.mura) on tiny hand-made trees and on the synthetic replica."""
 import os
 import re
+import shutil
 import warnings
 
 import numpy as np
@@ -385,6 +386,33 @@ def test_a_crash_mid_build_leaves_no_cache_that_looks_valid(quirky, tmp_path, mo
     calls_after = count_decoding(monkeypatch)
     load_quiet(quirky, cache)
     assert len(calls_after) == 8
+
+
+def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    need = 8 * SIZE * SIZE  # the train split lists 8 images
+
+    def free_space(room):
+        monkeypatch.setattr(mura.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, room))
+
+    calls = count_decoding(monkeypatch)
+    free_space(need - 1)
+    with pytest.raises(OSError, match=r"the train cache needs .* GB but .*cache has .* GB free; choose a smaller"):
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert calls == [] and cache_files(cache) == []
+
+    free_space(need)
+    load_quiet(quirky, cache)
+    assert len(calls) == 11
+    # A stale cache is replaced, so its own room counts as free.
+    (quirky / "train_labeled_studies.csv").write_text((quirky / "train_labeled_studies.csv").read_text() + "\n")
+    stale = next(cache.glob("*-train-*.npy")).stat().st_size
+    free_space(need - stale - 1)
+    with pytest.raises(OSError, match="the train cache needs"):
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    free_space(need - stale)
+    load_quiet(quirky, cache)
+    assert len(calls) == 19
 
 
 def test_decoding_in_worker_processes_gives_the_same_cache(quirky, tmp_path):

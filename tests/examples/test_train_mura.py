@@ -295,6 +295,14 @@ def test_a_size_too_small_for_the_network_is_refused_before_decoding(tmp_path):
     assert not cache.exists() and not (tmp_path / "out").exists()
 
 
+def test_a_size_too_large_for_the_networks_memory_is_refused_before_decoding(tmp_path):
+    cache = tmp_path / "cache"
+    stderr = run_failing("--out", tmp_path / "out", "--cache-dir", cache, "--size", 100_000, "--quiet", cwd=tmp_path)
+    assert re.search(r"--size 100000 does not fit the baseline network: Dense '\w+': no memory", stderr)
+    assert "Traceback" not in stderr
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("change, message", [
     (["--size", 16], "resume it with --size 32 (not 16)"),
     (["--lr", 0.5, "--optimizer", "sgd"], "resume it with --optimizer adam (not sgd), --lr 0.001 (not 0.5)"),

@@ -272,6 +272,13 @@ def test_integer_input_is_refused_before_it_builds_integer_weights(layer, dtype)
     assert not layer.built
 
 
+def test_parameters_too_large_for_memory_name_the_layer_and_its_input():
+    layer = Dense(2**40, name="head")
+    with pytest.raises(MemoryError, match=r"Dense 'head': no memory for its parameters for input \(N, 3\)"):
+        layer.forward(np.zeros((1, 3), dtype=np.float32))
+    assert not layer.built and layer.params == {}
+
+
 def test_unnamed_layer_errors_still_name_the_class():
     with pytest.raises(ValueError, match=r"^Dense: expected input"):
         Dense(2).forward(np.zeros((3,)))
