@@ -9,8 +9,8 @@ layout into the cache folder and trains on that: it shows the pipeline end to
 end, but its numbers say nothing about X-rays.
 
 It writes into ``--out``: ``model.npz`` (the epoch with the lowest validation
-loss), ``last.npz`` (the latest epoch, for ``--resume``), ``run.json`` (the
-image size and resize mode, for ``--evaluate`` and ``--resume``),
+loss), ``last.npz`` (the latest epoch, for ``--resume``), ``run.json`` (the run's
+options and the training images' pixel statistics, for ``--evaluate`` and ``--resume``),
 ``history.csv``, ``predictions.csv`` (one row per validation study),
 ``metrics.json``, and the plots ``roc.png``, ``confusion.png`` and ``curves.png``.
 """
@@ -139,10 +139,12 @@ def run_option(args, option):
     return str(Path(value).resolve()) if option in ("data", "init_from") and value is not None else value
 
 
-def write_run_settings(args, out):
-    """``run.json``: the options of the run (the image size and resize mode for ``--evaluate``, all for ``--resume``)."""
+def write_run_settings(args, out, data):
+    """``run.json``: the options of the run (all for ``--resume``) and the normalisation (for ``--evaluate``)."""
+    settings = {option: run_option(args, option) for option in RUN_OPTIONS}
+    settings.update(pixel_mean=data.mean, pixel_std=data.std)
     with atomic_path(out / "run.json") as tmp, open(tmp, "w") as f:
-        json.dump({option: run_option(args, option) for option in RUN_OPTIONS}, f, indent=2)
+        json.dump(settings, f, indent=2)
 
 
 def run_settings(folder):
@@ -162,7 +164,10 @@ def check_resumed_settings(args, out):
 
 
 def evaluation_settings(args, model):
-    """Fill in ``--size`` and ``--resize`` for ``--evaluate`` from the model and its ``run.json``; refuse a mismatch."""
+    """Fill in ``--size`` and ``--resize`` for ``--evaluate`` from the model and its ``run.json``; refuse a mismatch.
+
+    Returns the training images' ``(mean, std)`` from ``run.json``, or None if it has none.
+    """
     if model.input_shape is None:
         sys.exit(f"train_mura.py: {args.evaluate} was never built for an input size; it has not been trained")
     size = model.input_shape[0]
@@ -176,10 +181,20 @@ def evaluation_settings(args, model):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
     args.resize = args.resize or trained_resize or "pad"
+    trained = run_settings(Path(args.evaluate).parent) or {}
+    if "pixel_std" not in trained:  # a run from before run.json kept them
+        log.warning("No pixel statistics in a run.json beside %s: decoding the training images for them",
+                    args.evaluate)
+        return None
+    return trained["pixel_mean"], trained["pixel_std"]
 
 
-def load_data(args):
-    """The dataset, synthesised first when no ``--data`` is given."""
+def load_data(args, normalisation=None):
+    """The dataset (``MURA``), synthesised first when no ``--data`` is given.
+
+    With ``normalisation``, the ``(mean, std)`` a model was trained with, only
+    the validation split (``MURASplit``): what ``--evaluate`` needs.
+    """
     cache_dir = Path(args.cache_dir) if args.cache_dir else mura.default_cache_dir()
     root = args.data
     if root is None:
@@ -187,13 +202,19 @@ def load_data(args):
         log.info("No --data given: using a SYNTHETIC replica of MURA's layout in %s", root)
         mura.synthesize(root, train_patients=args.synthetic_patients,
                         valid_patients=max(args.synthetic_patients // 4, 10), seed=args.seed)
-    data = mura.load_mura(root, size=args.size, resize=args.resize, cache_dir=cache_dir,
-                          workers=args.workers, progress=not args.quiet)
+    options = dict(size=args.size, resize=args.resize, cache_dir=cache_dir, workers=args.workers,
+                   progress=not args.quiet)
+    if normalisation is None:
+        data = mura.load_mura(root, **options)
+        splits = (data.train, data.valid)
+    else:
+        data = mura.load_split(root, "valid", mean=normalisation[0], std=normalisation[1], **options)
+        splits = (data,)
     log.info("%s", data)
-    for split in (data.train, data.valid):
+    for split in splits:
         if split.skipped_images:
-            log.warning("%d unreadable %s images were left out (listed in metrics.json)",
-                        len(split.skipped_images), split.name)
+            log.warning("%d unreadable %s images were left out%s", len(split.skipped_images), split.name,
+                        " (listed in metrics.json)" if split.name == "valid" else "")
     return data
 
 
@@ -308,13 +329,12 @@ def train(args, data, out, model, past_epochs):
     return minidl.Sequential.load(out / "model.npz")
 
 
-def evaluate(model, model_path, data, out, batch_size):
-    """Study-level predictions, metrics.json, predictions.csv and the plots.
+def evaluate(model, model_path, valid, out, batch_size):
+    """Study-level predictions on the ``valid`` split, metrics.json, predictions.csv and the plots.
 
     ``curves.png`` shows the model's training, from the ``history.csv`` beside
     ``model_path``. Returns the metrics, the report and the names of the files written.
     """
-    valid = data.valid
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
     image_probabilities = model.predict(valid.batches(batch_size))[:, 1]
     study_ids, study_probabilities = metrics.aggregate_by_study(valid.study_ids, image_probabilities)
@@ -329,10 +349,10 @@ def evaluate(model, model_path, data, out, batch_size):
     result = {
         "model": str(model_path),
         "split": "valid",
-        "synthetic": data.synthetic,
+        "synthetic": valid.synthetic,
         "images": int(len(valid)),
         "studies": int(len(studies)),
-        "skipped_images": data.train.skipped_images + valid.skipped_images,
+        "skipped_images": valid.skipped_images,
         "overall": report["overall"],
         "per_study_type": report["per_study_type"],
     }
@@ -402,23 +422,25 @@ def main(argv=None):
         if args.evaluate:
             model_path = Path(args.evaluate)
             model = minidl.Sequential.load(model_path)
-            evaluation_settings(args, model)  # before the minutes of decoding images
+            normalisation = evaluation_settings(args, model)  # before the minutes of decoding images
+            data = load_data(args, normalisation)
+            valid = data.valid if normalisation is None else data
         else:
             model_path = out / "model.npz"
             if args.resume:
                 check_resumed_settings(args, out)
             model, past_epochs = prepare_model(args, out)
-            out.mkdir(parents=True, exist_ok=True)
-            write_run_settings(args, out)
+            data = load_data(args)
+            valid = data.valid
+            write_run_settings(args, out, data)
             written += ["run.json", "model.npz", "last.npz", "history.csv"]
-        data = load_data(args)
     except (OSError, ValueError) as error:
         sys.exit(f"train_mura.py: {error}")
     out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate:
         model = train(args, data, out, model, past_epochs)
-    result, report, evaluated = evaluate(model, model_path, data, out, args.batch_size)
-    print_report(report, data.synthetic)
+    result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size)
+    print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     return result
 

@@ -480,16 +480,18 @@ class MURASplit:
     * ``study_labels``: (M,) int64; ``study_types``: (M,) str, e.g. ``"XR_WRIST"``.
 
     And ``skipped_images`` (CSV paths of the unreadable images), ``mean`` and
-    ``std`` (of the training pixels, for normalisation).
+    ``std`` (of the training pixels, for normalisation), and ``synthetic``
+    (True for a replica made by ``synthesize``).
     """
 
-    def __init__(self, name, images, records, skipped_images, mean, std):
+    def __init__(self, name, images, records, skipped_images, mean, std, synthetic=False):
         self.name = name
         self.images = images
         self.records = records
         self.skipped_images = skipped_images
         self.mean = mean
         self.std = std
+        self.synthetic = synthetic
         self.labels = np.array([record.label for record in records], dtype=np.int64)
         first_image_of_study = {}
         for i, record in enumerate(records):
@@ -544,9 +546,7 @@ class MURA:
     def __init__(self, root, size, resize, train, valid):
         self.root, self.size, self.resize = root, size, resize
         self.train, self.valid = train, valid
-        self.mean, self.std = train.mean, train.std
-        readme = root / "README.txt"
-        self.synthetic = readme.is_file() and readme.read_text().startswith(SYNTHETIC_MARK)
+        self.mean, self.std, self.synthetic = train.mean, train.std, train.synthetic
 
     def __repr__(self):
         kind = "synthetic replica" if self.synthetic else "dataset"
@@ -604,27 +604,51 @@ def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progres
     Unreadable images are left out, each with an ``UnreadableImageWarning``
     naming the file, and listed in ``skipped_images``.
     """
+    root = find_root(root)
+    options = dict(size=size, resize=resize, cache_dir=cache_dir, workers=workers, progress=progress)
+    train = load_split(root, "train", **options)
+    valid = load_split(root, "valid", mean=train.mean, std=train.std, **options)
+    return MURA(root, int(size), resize, train, valid)
+
+
+def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None, progress=True, mean=None, std=None):
+    """One split (``"train"`` or ``"valid"``) as a ``MURASplit``; the other arguments as for ``load_mura``.
+
+    Its images are normalised with ``mean`` and ``std``, by default the
+    split's own pixel statistics. To evaluate a trained model on ``valid``
+    alone, pass the statistics of the training images it learnt from
+    (``MURA.mean`` and ``MURA.std``; ``train_mura.py`` keeps them in its
+    ``run.json``): the training images need not be decoded then.
+    """
+    where = f"load_split({split!r})"
+    if split not in SPLITS:
+        raise ValueError(f"{where}: split must be one of {SPLITS}")
     if resize not in RESIZE_MODES:
-        raise ValueError(f"load_mura: resize must be one of {RESIZE_MODES}, got {resize!r}")
+        raise ValueError(f"{where}: resize must be one of {RESIZE_MODES}, got {resize!r}")
     if int(size) != size or size < 1:
-        raise ValueError(f"load_mura: size must be a positive integer, got {size!r}")
-    size = int(size)
+        raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
     workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
     if workers < 1:
-        raise ValueError(f"load_mura: workers must be at least 1, got {workers}")
+        raise ValueError(f"{where}: workers must be at least 1, got {workers}")
+    if (mean is None) != (std is None):
+        raise ValueError(f"{where}: give both mean and std, or neither (the split's own statistics)")
+    if std is not None and not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        raise ValueError(f"{where}: mean must be finite and std finite and positive, got {mean!r} and {std!r}")
     root = find_root(root)
     cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    loaded = {}
-    for split in SPLITS:
-        loaded[split] = _cached_split(root, split, size, resize, cache_dir, workers, progress)
-    mean, std = loaded["train"][2]["pixel_mean"], loaded["train"][2]["pixel_std"]
-    if std == 0:
-        raise ValueError(f"MURA: every training pixel is {mean}; the images carry no information")
-    splits = {
-        split: MURASplit(split, images, records, [skip["path"] for skip in index["skipped_images"]], mean, std)
-        for split, (images, records, index) in loaded.items()
-    }
-    return MURA(root, size, resize, splits["train"], splits["valid"])
+    images, records, index = _cached_split(root, split, int(size), resize, cache_dir, workers, progress)
+    if mean is None:
+        mean, std = index["pixel_mean"], index["pixel_std"]
+        if std == 0:
+            raise ValueError(f"MURA: every {split} pixel is {mean}; the images carry no information")
+    skipped = [skip["path"] for skip in index["skipped_images"]]
+    return MURASplit(split, images, records, skipped, mean, std, synthetic=_is_synthetic(root))
+
+
+def _is_synthetic(root):
+    """Whether the ``MURA-v1.1`` folder ``root`` is a replica that ``synthesize`` wrote."""
+    readme = root / "README.txt"
+    return readme.is_file() and readme.read_text().startswith(SYNTHETIC_MARK)
 
 
 # ------------------------------------------------------ the synthetic replica

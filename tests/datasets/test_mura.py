@@ -10,7 +10,8 @@ from PIL import Image
 
 from minidl.datasets import mura
 from minidl.datasets.mura import (
-    STUDY_TYPES, UnreadableImageWarning, class_weights, find_root, load_image, load_mura, read_index, synthesize,
+    SPLITS, STUDY_TYPES, UnreadableImageWarning, class_weights, find_root, load_image, load_mura, load_split, read_index,
+    synthesize,
 )
 
 SIZE = 16
@@ -280,6 +281,43 @@ def test_batches_cover_every_image_normalised_with_the_training_statistics(quirk
     assert sorted(np.concatenate([y for _, y in pairs]).tolist()) == sorted(data.train.labels.tolist())
     valid = list(data.valid.batches(batch_size=2))
     np.testing.assert_allclose(valid[0][0][..., 0], (data.valid.images[:2] - data.mean) / data.std, rtol=1e-6)
+
+
+def test_a_split_alone_takes_given_statistics_and_decodes_no_other_split(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    calls = count_decoding(monkeypatch)
+    valid = load_split(quirky, "valid", size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    assert len(calls) == 3 and all("valid" in str(file) for file in calls)
+    assert (valid.mean, valid.std, valid.synthetic, valid.skipped_images) == (100.0, 50.0, False, [])
+    x, _ = next(iter(valid.batches(batch_size=3)))
+    np.testing.assert_allclose(x[..., 0], (valid.images.astype(np.float64) - 100.0) / 50.0, rtol=1e-6)
+
+    data = load_quiet(quirky, cache)  # the valid split, cached, is the one load_mura hands out
+    np.testing.assert_array_equal(valid.images, data.valid.images)
+    assert len(calls) == 11
+    own = load_split(quirky, "valid", size=SIZE, cache_dir=cache, workers=1, progress=False)
+    pixels = np.asarray(own.images, dtype=np.float64)
+    assert own.mean == pytest.approx(pixels.mean()) and own.std == pytest.approx(pixels.std())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"split": "test"}, r"load_split\('test'\): split must be one of \('train', 'valid'\)"),
+    ({"mean": 1.0}, "give both mean and std, or neither"),
+    ({"mean": 1.0, "std": 0.0}, "std finite and positive, got 1.0 and 0.0"),
+    ({"mean": float("nan"), "std": 1.0}, "mean must be finite"),
+])
+def test_bad_statistics_or_split_names_are_clear_errors(quirky, tmp_path, options, message):
+    options = {"split": "valid", **options}
+    with pytest.raises(ValueError, match=message):
+        load_split(quirky, cache_dir=tmp_path / "cache", **options)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_images_that_are_all_one_grey_are_refused(tmp_path):
+    flat = Image.new("L", (8, 8), 90)
+    root = write_tree(tmp_path, {split: [("XR_HAND/patient00001/study1_negative", 0, [flat])] for split in SPLITS})
+    with pytest.raises(ValueError, match="every train pixel is 0.0; the images carry no information"):
+        load_mura(root, size=8, cache_dir=tmp_path / "cache", workers=1, progress=False)
 
 
 def test_augmentation_is_for_training_only_and_seeded(quirky, tmp_path):

@@ -139,14 +139,33 @@ def test_metrics_json_agrees_with_predictions_csv(run):
     assert all(repr(float(r["probability"])) == r["probability"] for r in rows)
 
 
-def test_evaluate_reproduces_the_metrics(run, tmp_path):
+def test_evaluate_reproduces_the_metrics_without_decoding_the_training_images(run, tmp_path):
     out, common, _ = run
-    again = tmp_path / "again"
-    run_script("--evaluate", out / "model.npz", "--out", again, *common, cwd=tmp_path)
+    again, cache = tmp_path / "again", tmp_path / "fresh-cache"  # the same replica, written again
+    run_script("--evaluate", out / "model.npz", "--out", again, *without(common, "--cache-dir"), "--cache-dir", cache,
+               cwd=tmp_path)
     first = json.loads((out / "metrics.json").read_text())
     second = json.loads((again / "metrics.json").read_text())
     assert second["overall"] == pytest.approx(first["overall"], nan_ok=True)
     assert read_csv(again / "predictions.csv") == read_csv(out / "predictions.csv")
+    assert [p.name for p in cache.glob("*.npy")] == [next(cache.glob("*-valid-32px-pad.npy")).name]
+
+
+def test_evaluating_a_run_without_pixel_statistics_decodes_the_training_images_for_them(run, tmp_path):
+    out, common, _ = run
+    old = copy_run(out, tmp_path / "old")
+    settings = json.loads((old / "run.json").read_text())
+    from minidl.datasets import mura
+    replica = Path(common[common.index("--cache-dir") + 1]) / "synthetic-mura-32-seed0"
+    data = mura.load_mura(replica, size=32, cache_dir=replica.parent, workers=1, progress=False)
+    assert (settings.pop("pixel_mean"), settings.pop("pixel_std")) == (data.mean, data.std)
+    (old / "run.json").write_text(json.dumps(settings))
+    cache = tmp_path / "fresh-cache"
+    stdout = run_script("--evaluate", old / "model.npz", "--out", tmp_path / "again",
+                        *without(common, "--cache-dir"), "--cache-dir", cache, cwd=tmp_path)
+    assert "No pixel statistics in a run.json" in stdout
+    assert len(list(cache.glob("*-train-32px-pad.npy"))) == 1
+    assert read_csv(tmp_path / "again" / "predictions.csv") == read_csv(out / "predictions.csv")
 
 
 def without(args, option):
@@ -203,7 +222,8 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
     data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
     with caplog.at_level("WARNING"):
-        result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data, tmp_path, 16)
+        result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
+                                             tmp_path, 16)
     assert "all of one class" in caplog.text
     assert not (tmp_path / "roc.png").exists()
     assert {"metrics.json", "predictions.csv", "confusion.png"} <= set(os.listdir(tmp_path))
