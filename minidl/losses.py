@@ -11,7 +11,10 @@ When ``p = softmax(z)``, the chain rule through the softmax Jacobian
 
     dL/dz_i = sum_j (-y_j / p_j) p_j (δ_ij - p_i) = -y_i + p_i sum_j y_j = p_i - y_i,
 
-because ``sum_j y_j = 1``. The thesis's section 2.3.2 instead gets
+because ``sum_j y_j = 1``. So target rows must sum to 1: a multi-label
+row such as ``[1, 1, 0]`` is refused (its gradient would be the middle
+form). minidl computes ``p_i sum_j y_j - y_i``, which keeps the gradient
+exact for rows that sum to 1 only up to rounding. The thesis's section 2.3.2 instead gets
 ``y_j (1 - p_j)``: it uses only the diagonal of the Jacobian (``dp_j/dz_j``)
 and drops a minus sign, so its gradient is wrong in both sign and the
 off-diagonal terms. minidl uses ``p - y``.
@@ -48,6 +51,30 @@ def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
     return w.astype(dtype, copy=False)
 
 
+def check_target_rows(y, caller):
+    """``ValueError`` naming ``caller`` unless every row of ``y`` (N, K) is a probability vector.
+
+    Not negative, and summing to 1 within rounding (``sqrt(eps)`` of a float
+    ``y``'s dtype, about 3e-4 in float32; exactly 1 for integers). On a GPU
+    this waits for the values.
+    """
+    xp = get_array_module(y)
+    if not len(y):
+        return
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"{caller}: target rows must be numbers, got dtype {y.dtype}")
+    if bool(xp.any(y < 0)) or not bool(xp.all(xp.isfinite(y))):
+        raise ValueError(f"{caller}: target rows must be finite and not negative")
+    tolerance = float(xp.finfo(y.dtype).eps) ** 0.5 if y.dtype.kind == "f" else 0.0
+    sums = y.sum(axis=1, dtype=xp.float64)
+    off = xp.abs(sums - 1.0) > tolerance
+    if bool(xp.any(off)):
+        row = int(xp.argmax(off))
+        raise ValueError(f"{caller}: target rows must sum to 1 (one-hot or probabilities), but row {row} sums to "
+                         f"{float(sums[row])!r}; for several labels per sample, cross-entropy over a softmax "
+                         "is not the loss to use")
+
+
 class CrossEntropy:
     """Mean categorical cross-entropy over a batch.
 
@@ -62,7 +89,8 @@ class CrossEntropy:
             takes the weight of the row's largest entry instead).
 
     ``y_true`` is either integer class indices of shape (N,) or target rows
-    of shape (N, K) (one-hot, or any probability vectors).
+    of shape (N, K): one-hot, or any probability vectors (not negative,
+    summing to 1).
     """
 
     def __init__(self, from_logits=False, class_weight=None):
@@ -123,7 +151,9 @@ class CrossEntropy:
         log_p = log_softmax(z)
         losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
         n = z.shape[0]
-        self._grad = (w[:, None] * (xp.exp(log_p) - y) / n).astype(z.dtype)
+        p = xp.exp(log_p)
+        # p sum_j y_j - y, the exact gradient of the loss above: p - y up to rounding.
+        self._grad = (w[:, None] * (p * y.sum(axis=1, keepdims=True) - y) / n).astype(z.dtype)
         return (w * losses).sum() / n
 
     def backward(self):
@@ -167,19 +197,20 @@ class CrossEntropy:
                 raise ValueError(
                     f"CrossEntropy: one-hot targets must have shape {(n, k)}, got {tuple(y_true.shape)}"
                 )
+            if check_labels:
+                check_target_rows(y_true, "CrossEntropy")
             y = y_true.astype(y_pred.dtype)
-            if check_labels and n and bool(xp.any(y < 0)):
-                raise ValueError("CrossEntropy: target rows must not be negative")
         else:
             raise ValueError(f"CrossEntropy: labels must be (N,) or (N, K), got shape {tuple(y_true.shape)}")
-        w = y @ self._class_weights(k, xp, y_pred.dtype)
+        if self.class_weight is None:
+            w = xp.ones(n, dtype=y_pred.dtype)
+        else:
+            w = y @ self._class_weights(k, xp, y_pred.dtype)
         if sample_weight is None:
             return y, w
         return y, w * check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy", check_values=check_labels)
 
     def _class_weights(self, k, xp, dtype):
-        if self.class_weight is None:
-            return xp.ones(k, dtype=dtype)
         if isinstance(self.class_weight, dict):
             weights = [1.0] * k
             for cls, weight in self.class_weight.items():

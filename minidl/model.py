@@ -27,7 +27,7 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
-from .losses import CrossEntropy, check_sample_weight
+from .losses import CrossEntropy, check_sample_weight, check_target_rows
 from .utils import atomic_path, is_int
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
@@ -508,8 +508,8 @@ class Sequential:
             hint = " (for class indices, pass a 1-D array: y.ravel())" if y.shape[1] == 1 else ""
             raise ValueError(f"{what}: target rows must have {classes} entries, one per class, "
                              f"got labels of shape {tuple(y.shape)}{hint}")
-        if y.ndim == 2 and len(y) and (y_host < 0).any():
-            raise ValueError(f"{what}: target rows must not be negative")
+        if y.ndim == 2:
+            check_target_rows(y_host, what)
         if sample_weight is not None:  # checked on the host, as the labels are
             sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
         return x, y, sample_weight

@@ -16,14 +16,20 @@ from minidl.losses import CrossEntropy
 
 @st.composite
 def loss_cases(draw):
-    """Scores, labels (integer or one-hot), class weights (None, a list or a partial dict)
-    and sample weights (None, or one per sample, some of them 0)."""
+    """Scores; targets: class indices, one-hot rows or probability rows (in float32 too, summing
+    to 1 only up to rounding); class weights (None, a list or a partial dict); sample weights
+    (None, or one per sample, some of them 0)."""
     n, k = draw(st.integers(1, 4)), draw(st.integers(2, 5))
     seed = draw(seeds)
     rng = np.random.default_rng(seed)
     z = 2 * rng.standard_normal((n, k))
     labels = rng.integers(0, k, size=n)
-    y_true = labels if draw(st.booleans()) else np.eye(k)[labels]
+    y_true = {
+        "indices": labels,
+        "one-hot": np.eye(k)[labels],
+        "probabilities": softmax(rng.standard_normal((n, k))),
+        "float32 probabilities": (rng.dirichlet(np.full(k, 0.5), size=n) * 0.9999).astype(np.float32),
+    }[draw(st.sampled_from(["indices", "one-hot", "probabilities", "float32 probabilities"]))]
     weights = rng.uniform(0.2, 3.0, size=k)
     class_weight = draw(
         st.sampled_from(
@@ -31,7 +37,7 @@ def loss_cases(draw):
         )
     )
     sample_weight = draw(st.sampled_from([None, rng.uniform(0.0, 3.0, size=n) * (rng.random(n) > 0.2)]))
-    return z, y_true, labels, class_weight, sample_weight
+    return z, y_true, class_weight, sample_weight
 
 
 def weight_vector(class_weight, k):
@@ -51,7 +57,7 @@ def weight_vector(class_weight, k):
 @examples(30)
 @given(case=loss_cases())
 def test_gradient_matches_finite_differences(from_logits, case):
-    z, y_true, _, class_weight, sample_weight = case
+    z, y_true, class_weight, sample_weight = case
     # Central differences of -log p with step h are off by about (h/p)^2 / 3 relative: keep
     # the probabilities >= 0.1/K (mixed with the uniform distribution) so that h = 1e-6 is
     # small next to them. The PyTorch test below covers probabilities near 0.
@@ -74,7 +80,7 @@ def test_gradient_matches_finite_differences(from_logits, case):
 @given(case=loss_cases())
 def test_loss_and_gradient_match_pytorch(from_logits, dtype, case):
     ref = load_torch_reference()
-    z, y_true, _, class_weight, sample_weight = case
+    z, y_true, class_weight, sample_weight = case
     y_pred = (z if from_logits else softmax(z)).astype(dtype)
     loss = CrossEntropy(from_logits=from_logits, class_weight=class_weight)
     value = loss.forward(y_pred, y_true, sample_weight)
@@ -105,6 +111,32 @@ def test_soft_targets_match_pytorch(from_logits):
 
 
 # ------------------------------------------------------------ the definition
+@pytest.mark.parametrize("rows, message", [
+    ([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]], "row 0 sums to 2.0"),         # several labels
+    ([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]], "row 1 sums to 0.0"),         # none
+    ([[0.0, 1.0, 0.0], [0.2, 0.2, 0.2]], "row 1 sums to 0.6"),
+    ([[1, 0, 0], [0, 2, 0]], "row 1 sums to 2.0"),
+])
+@pytest.mark.parametrize("from_logits", [False, True], ids=["probabilities", "logits"])
+def test_target_rows_that_do_not_sum_to_1_are_refused(from_logits, rows, message):
+    # Their gradient is p sum_j y_j - y, not p - y: cross-entropy over a softmax is not their loss.
+    loss = CrossEntropy(from_logits=from_logits)
+    with pytest.raises(ValueError, match=f"target rows must sum to 1 .*{message}"):
+        loss.forward(np.full((2, 3), 1 / 3), np.array(rows))
+
+
+def test_rows_that_sum_to_1_up_to_rounding_get_the_exact_gradient():
+    rng = np.random.default_rng(4)
+    z = rng.standard_normal((3, 4))
+    y = np.float32(rng.dirichlet(np.ones(4), size=3) * (1 + 2e-4))  # sums 1.0002, within sqrt(eps32)
+    loss = CrossEntropy(from_logits=True)
+    loss.forward(z, y)
+    numeric = numerical_gradient(lambda v: CrossEntropy(from_logits=True).forward(v, y), z)
+    assert_allclose(loss.backward(), numeric, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="sum to 1"):
+        CrossEntropy().forward(softmax(z), y.astype(np.float64))  # float64 rows: within sqrt(eps64) only
+
+
 def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():
     # Two samples with p(true class) = 1/2 and 1/4, classes 0 and 1, weights 2 and 1:
     # (2 * log 2 + 1 * log 4) / 2 = 2 log 2; renormalising by the weights would give 4/3 log 2.

@@ -467,6 +467,8 @@ def _bad_inputs():
         ("fractional label", x, last(y_float, 0.5), r"label"),
         ("NaN label", x, last(y_float, np.nan), r"label"),
         ("negative target row", x, last(np.eye(2)[y], [1.5, -0.5]), r"negative"),
+        ("multi-label target row", x, last(np.eye(2)[y], [1.0, 1.0]), r"target rows must sum to 1.*row 19 sums to 2"),
+        ("NaN target row", x, last(np.eye(2)[y], [np.nan, 1.0]), r"target rows must be finite"),
         ("string images", x.astype(str), y, r"numeric"),
         ("object images", x.astype(object), y, r"numeric"),
         ("string labels", x, y.astype(str), r"numeric"),

@@ -138,19 +138,20 @@ def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None, sampl
     """Mean cross-entropy and its gradient for ``y_pred`` (logits or probabilities).
 
     ``y_true``: class indices (N,) or target rows (N, K). With ``class_weight``
-    (one weight per class; integer or one-hot labels only) the loss is Keras's
-    ``mean_n(w[class of n] * L_n)``: PyTorch's per-sample losses
-    (``reduction="none"``) weighted, then averaged over N, not renormalised;
-    ``sample_weight`` (N,) multiplies in the same way.
+    (one weight per class) the loss is Keras's ``mean_n(w_n * L_n)``:
+    PyTorch's per-sample losses (``reduction="none"``) weighted, then averaged
+    over N, not renormalised, where a row's weight is ``w_n = sum_j y_nj
+    class_weight[j]`` (its class's weight for a one-hot row, minidl's mix for
+    others); ``sample_weight`` (N,) multiplies in the same way.
     """
     pt = leaf(y_pred)
     y_true = np.asarray(y_true)
     if y_true.ndim == 1:
-        labels = y_true.astype(np.int64)
-        target = torch.tensor(labels)
+        rows = np.eye(y_pred.shape[1])[y_true]
+        target = torch.tensor(y_true.astype(np.int64))
     else:
-        labels = y_true.argmax(axis=1)
-        target = torch.tensor(y_true.astype(y_pred.dtype))  # class probabilities
+        rows = y_true
+        target = torch.tensor(y_true.astype(y_pred.dtype))  # class probabilities, or any rows
     if from_logits:
         per_sample = F.cross_entropy(pt, target, reduction="none")
     elif y_true.ndim == 1:
@@ -158,7 +159,7 @@ def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None, sampl
     else:
         per_sample = -(target * torch.log(pt)).sum(dim=1)
     if class_weight is not None:
-        weights = torch.tensor(np.asarray(class_weight, dtype=y_pred.dtype)[labels])
+        weights = torch.tensor((rows @ np.asarray(class_weight)).astype(y_pred.dtype))
         per_sample = weights * per_sample
     if sample_weight is not None:
         per_sample = torch.tensor(np.asarray(sample_weight, dtype=y_pred.dtype)) * per_sample
