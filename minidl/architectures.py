@@ -1,4 +1,4 @@
-"""Ready-made layer stacks: the thesis's baseline CNN and a VGG16-style network.
+"""Ready-made layer stacks: minidl's baseline CNN and a VGG16-style network.
 
 Each function returns a fresh list of layers for ``Sequential``. A network is
 a convolutional *base* (convolutions and poolings, ending in ``Flatten``) and
@@ -21,6 +21,11 @@ def baseline_cnn(dropout=0.5, classes=2):
 
     Every convolution pads "same", so each block halves the image: an S x S
     input leaves the base as (S/8) x (S/8) x 128 features.
+
+    The layout is minidl's own: the thesis leaves its from-scratch model
+    unspecified (section 4.3 is a placeholder). It has the shape section 2.4.5
+    describes (convolutions and poolings, Flatten, one hidden dense layer,
+    softmax) and serves as the baseline that section 5.1 plans.
     """
     base = []
     for filters in (32, 64, 128):

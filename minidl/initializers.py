@@ -52,11 +52,12 @@ TRUNCATED_NORMAL_STD = 0.87962566103423978
 
 
 def he_normal(shape, rng):
-    """He et al. (2015): ``W ~ N(0, 2 / fan_in)`` truncated at two standard deviations.
+    """He et al. (2015): a truncated normal with variance ``2 / fan_in`` after truncation.
 
-    Keras's ``he_normal`` draws from a truncated normal whose standard deviation
-    is ``sqrt(2 / fan_in) / TRUNCATED_NORMAL_STD``, ``0.8796...`` (the correction makes the
-    truncated distribution's variance ``2 / fan_in``); minidl does the same.
+    Keras's ``he_normal`` draws from a normal with standard deviation
+    ``sqrt(2 / fan_in) / TRUNCATED_NORMAL_STD`` (``0.8796...``) and redraws values
+    beyond two of those standard deviations (the correction makes the truncated
+    distribution's variance ``2 / fan_in``); minidl does the same.
     """
     fan_in, _ = fans(shape)
     stddev = math.sqrt(2.0 / fan_in) / TRUNCATED_NORMAL_STD

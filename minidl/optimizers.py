@@ -239,7 +239,11 @@ class SGD(Optimizer):
     Momentum, which the thesis does not use, lets a direction that keeps
     coming back build up speed (``b`` is a running sum of past gradients that
     decays by ``momentum`` each step); Nesterov's variant takes the step from
-    the point the momentum is about to carry the weights to.
+    the point the momentum is about to carry the weights to. Its line above
+    evaluates ``g_t`` at the stored ``theta`` because it is Sutskever et al.'s
+    (2013) look-ahead form of Nesterov's method after a change of variables
+    (Bengio et al. 2012), as in PyTorch: the stored ``theta`` is the
+    look-ahead point itself.
     """
 
     def __init__(self, lr=0.01, momentum=0.0, nesterov=False, weight_decay=0.0):

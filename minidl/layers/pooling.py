@@ -3,7 +3,7 @@
 Both slide a ``ph x pw`` window with ``strides`` over each channel separately,
 without padding: ``Ho = floor((H - ph) / sh) + 1``. Rather than copying the
 windows out (im2col), they loop over the ``ph * pw`` window offsets with
-``window_taps``: the slab ``x[tap]`` holds offset ``(i, j)`` of every window at
+``window_taps``: the slab ``x[tap]`` holds offset ``(p, q)`` of every window at
 once, so each step is one whole-array operation.
 """
 from ..backend import get_array_module
