@@ -60,8 +60,10 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     """Check ``layer.backward`` against central finite differences; raise ``AssertionError`` if it is off.
 
     Args:
-        layer: a ``minidl.layers.Layer`` (built from ``x`` if it is not yet).
-        x: an input batch; it is converted to float64 (the layer's parameters too).
+        layer: a ``minidl.layers.Layer``, left as it was: the check runs on
+            copies, built from ``x`` if the layer is not yet, with float64
+            parameters.
+        x: an input batch; it is converted to float64.
         training: passed to ``forward`` (e.g. to check ``Dropout`` while it drops).
             Every evaluation runs on a copy of the layer as it was, so a
             stochastic layer draws the same mask each time.
@@ -70,8 +72,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         rtol, atol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         check_input: set False for a layer whose ``backward`` returns None.
             A frozen layer, or the first of a model, is checked as if it were
-            trainable and had layers before it (its flags are changed on a
-            copy; its parameters become float64 in place, as said above).
+            trainable and had layers before it.
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
     are skipped; if more than a fifth of the inputs sit on one, ``ValueError``.
@@ -84,17 +85,17 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     """
     xp = get_array_module(x)
     x = xp.array(x, dtype=np.float64)
-    if not layer.built:
-        layer.check_input(x)
-    for name in layer.params:
-        layer.params[name] = layer.params[name].astype(np.float64)
-        layer.grads[name] = xp.zeros_like(layer.params[name])
-    if layer.rng is None:
-        layer.rng = default_rng(seed)
-    pristine = copy.deepcopy(layer)
+    pristine = copy.deepcopy(layer)  # the check works on copies: ``layer`` is left as it was
     # Check every gradient, whether or not the layer is frozen or a model's first
     # (which skip some), on fresh arrays rather than a model's reused ones.
     pristine.trainable, pristine.needs_input_grad, pristine.in_model = True, True, False
+    if pristine.rng is None:
+        pristine.rng = default_rng(seed)
+    if not pristine.built:
+        pristine.check_input(x)
+    for name in pristine.params:
+        pristine.params[name] = pristine.params[name].astype(np.float64)
+        pristine.grads[name] = xp.zeros_like(pristine.params[name])
 
     y = copy.deepcopy(pristine).forward(x, training=training)
     g = xp.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))

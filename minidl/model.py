@@ -171,6 +171,11 @@ class Sequential:
             warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
                           f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
                           "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
+        if (isinstance(self.loss, CrossEntropy) and self.loss.from_logits and self.layers
+                and isinstance(self.layers[-1], Softmax)):
+            warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and the "
+                          "last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
+                          "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
@@ -441,17 +446,21 @@ class Sequential:
         return {"loss": total_loss / seen, "accuracy": total_correct / seen}
 
     def predict(self, x, batch_size=256):
-        """Class probabilities for ``x`` (an array, or an iterable of batches or ``(x, y)`` pairs), as NumPy."""
+        """Class probabilities for ``x``, as NumPy (N, K).
+
+        ``x`` is an array of samples (nested lists of numbers too), or an
+        iterable of batches: arrays or ``(x, y)`` pairs, as ``evaluate``
+        takes (a list of arrays is a list of batches).
+        """
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(x, (list, tuple)):
+        if isinstance(x, (list, tuple)) and not all(hasattr(b, "shape") or _is_pair_of_arrays(b) for b in x):
             x = np.asarray(x)
         if hasattr(x, "shape"):
-            self._check_images(x, "predict")
-            _check_finite(x, "predict")
+            x = self._checked_images(x)
             chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
         else:
-            chunks = (b[0] if isinstance(b, (tuple, list)) else b for b in x)
+            chunks = (self._checked_images(b[0] if _is_pair_of_arrays(b) else b) for b in x)
         # Copied: the last layer may write every batch's result into the same reused array.
         outputs = [np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))) for chunk in chunks]
         if not outputs:
@@ -462,6 +471,12 @@ class Sequential:
     def _require_compiled(self, what):
         if self.optimizer is None:
             raise RuntimeError(f"{what}: call compile(optimizer, loss) first")
+
+    def _checked_images(self, x, what="predict"):
+        """``x`` once ``_check_images`` and ``_check_finite`` have passed it."""
+        self._check_images(x, what)
+        _check_finite(x, what)
+        return x
 
     def _check_images(self, x, what):
         """Check the inputs' type and per-sample shape; an unbuilt model is built for that shape."""
@@ -733,6 +748,11 @@ class Sequential:
             optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
+
+
+def _is_pair_of_arrays(batch):
+    """Whether ``batch`` is an ``(x, y)`` or ``(x, y, w)`` batch, not a nested list of numbers."""
+    return isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and hasattr(batch[0], "shape")
 
 
 def _copy_into(view, array, layer, name):

@@ -1,6 +1,7 @@
 """Sequential: fit / train_on_batch / evaluate / predict / summary, freezing, determinism,
 bad input, non-finite losses, and learning a non-linear image task."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -179,6 +180,22 @@ def test_predict_returns_numpy_probabilities_in_batches():
     assert np.all((p >= 0) & (p <= 1))
     assert_allclose(p.sum(axis=1), 1.0, rtol=1e-6)
     assert recorder.calls == [(False, [0, 1, 2, 3]), (False, [4, 5, 6, 7]), (False, [8, 9])]
+
+
+def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
+    x, y = tiny_images(10, seed=6)
+    model = tiny_cnn()
+    reference = model.predict(x)
+    batches = [x[:4], x[4:9], x[9:]]
+    assert_allclose(model.predict(batches), reference, rtol=1e-6)
+    assert_allclose(model.predict(tuple(zip(batches, [y[:4], y[4:9], y[9:]]))), reference, rtol=1e-6)
+    assert_allclose(model.predict(x.tolist()), reference, rtol=1e-6)  # nested lists: an array of samples
+    bad = x[4:9].copy()
+    bad[2, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="predict: the inputs contain NaN"):
+        model.predict([x[:4], bad])
+    with pytest.raises(ValueError, match=r"predict: the model takes samples of shape \(6, 6, 1\)"):
+        model.predict([x[0]])  # one sample is not a batch
 
 
 def test_predict_does_not_depend_on_the_batch_size():
@@ -750,7 +767,18 @@ def test_compiling_cross_entropy_on_a_model_without_softmax_warns():
     model = Sequential([Flatten(), Dense(2)], input_shape=(2, 2, 1))
     with pytest.warns(UserWarning, match=r"last layer is Dense 'dense_1', not Softmax.*from_logits=True"):
         model.compile(SGD(0.1), CrossEntropy())
-    model.compile(SGD(0.1), CrossEntropy(from_logits=True))  # no warning: scores are what it takes
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.compile(SGD(0.1), CrossEntropy(from_logits=True))  # scores are what it takes
+
+
+def test_compiling_cross_entropy_on_logits_after_a_softmax_warns():
+    model = Sequential([Flatten(), Dense(2), Softmax()], input_shape=(2, 2, 1))
+    with pytest.warns(UserWarning, match=r"from_logits=True\) applies a softmax itself.*softmax\(softmax\(z\)\)"):
+        model.compile(SGD(0.1), CrossEntropy(from_logits=True))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.compile(SGD(0.1), CrossEntropy())
 
 
 @pytest.mark.parametrize("call, match", [

@@ -17,10 +17,11 @@ To write your own layer, subclass ``Layer``, create parameters in ``build``
 with ``add_weight`` and implement ``forward`` and ``backward``; then check it
 with ``minidl.gradcheck.check_layer``.
 """
+import functools
 import math
 
 from .. import initializers
-from ..backend import default_rng, get_array_module
+from ..backend import backend_module, default_rng, get_array_module
 
 #: Every Layer subclass by class name, so that a saved architecture can be rebuilt.
 LAYER_CLASSES = {}
@@ -62,6 +63,8 @@ class Layer:
                 "give it another name"
             )
         LAYER_CLASSES[cls.__name__] = cls
+        if "build" in vars(cls):
+            cls.build = _callable_directly(vars(cls)["build"])
 
     def __init__(self, name=None):
         self.name = name
@@ -81,7 +84,9 @@ class Layer:
     def build(self, input_shape):
         """Create the parameters for inputs of per-sample shape ``input_shape``.
 
-        Layers without parameters keep this default, which does nothing.
+        Layers without parameters keep this default, which does nothing. The
+        first ``forward`` calls it; called directly (``Dense(3).build((5,))``),
+        it creates float32 parameters on the current backend.
         """
 
     def output_shape(self, input_shape):
@@ -226,6 +231,26 @@ class Layer:
         except ValueError:  # a setting that cannot be saved (a custom initialiser) can still be shown
             args = "..."
         return f"{type(self).__name__}({args})"
+
+
+def _callable_directly(build):
+    """Wrap a subclass's ``build`` so that a direct call also places and records what it creates.
+
+    Inside ``build_for`` (the first ``forward``) the wrapped ``build`` runs
+    as written; called directly, it goes through ``build_for`` with float32
+    on the current backend, so that the layer ends up ``built`` either way.
+    """
+    @functools.wraps(build)
+    def build_or_place(self, input_shape):
+        if self._placement is None:
+            xp = backend_module()
+            self.build_for(tuple(input_shape), xp, xp.float32)
+        else:
+            build(self, input_shape)
+    return build_or_place
+
+
+Layer.build = _callable_directly(Layer.build)
 
 
 class Scratch:

@@ -108,6 +108,22 @@ def test_needs_input_grad_false_skips_the_input_gradient(name):
     assert layer.backward(np.ones_like(y)) is None
 
 
+@pytest.mark.parametrize("layer, shape, params", [
+    (Dense(3), (5,), {"W": (5, 3), "b": (3,)}),
+    (Conv2D(4, 3), (8, 7, 2), {"W": (3, 3, 2, 4), "b": (4,)}),
+    (ReLU(), (6,), {}),
+], ids=lambda v: type(v).__name__ if isinstance(v, Layer) else "")
+def test_build_called_directly_creates_float32_parameters_once(layer, shape, params):
+    layer.build(shape)
+    assert layer.built and layer.input_shape == shape
+    assert {name: p.shape for name, p in layer.params.items()} == params
+    assert all(p.dtype == np.float32 and layer.grads[name].shape == p.shape for name, p in layer.params.items())
+    kept = {name: p for name, p in layer.params.items()}
+    y = layer.forward(np.ones((2, *shape), dtype=np.float32))  # the first forward builds nothing again
+    assert all(layer.params[name] is p for name, p in kept.items())
+    assert y.shape == (2, *layer.output_shape(shape))
+
+
 def test_parameters_are_built_once_from_the_first_input():
     layer = Dense(3)
     layer.forward(random_input((2, 4), 0))
