@@ -101,7 +101,8 @@ def docs_session(tmp_path, monkeypatch):
 def test_docs_exist():
     """The pages that the README and index link to are there, and they hold runnable examples."""
     names = {relative(f) for f in FILES}
-    for page in ("docs/index.md", "docs/tutorial.md", "docs/custom_layer.md", "docs/gpu.md", "docs/mura.md"):
+    for page in ("docs/index.md", "docs/tutorial.md", "docs/custom_layer.md", "docs/gpu.md", "docs/mura.md",
+                 "docs/api.md"):
         assert page in names, f"{page} is missing"
     for page in ("docs/index.md", "docs/tutorial.md", "docs/custom_layer.md"):
         assert python_blocks(ROOT / page), f"{page} has no ```python block"
@@ -168,6 +169,23 @@ def test_mura_guide_lists_every_option_of_the_training_script(capsys, monkeypatc
         f"docs/mura.md's option table is out of date: undocumented {sorted(accepted - documented)}, "
         f"no longer accepted {sorted(documented - accepted)}"
     )
+
+
+# The names of DESIGN.md's "Public names" block (its import lines), copied here
+# because the design notes are not part of the repository.
+DESIGN_PUBLIC_NAMES = (
+    "minidl", "Sequential", "set_backend", "Layer",
+    "Dense", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "ReLU", "Softmax", "Dropout",
+    "CrossEntropy", "SGD", "RMSProp", "Adam", "initializers", "metrics", "gradcheck",
+)
+
+
+def test_api_reference_names_every_public_name():
+    """docs/api.md mentions each public name as inline code: `name`, `name(...)` or `minidl.name`."""
+    text = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
+    missing = [name for name in DESIGN_PUBLIC_NAMES
+               if not re.search(r"`(?:minidl\.)?" + re.escape(name) + r"(?:\([^`]*\))?`", text)]
+    assert not missing, f"docs/api.md does not mention {missing} as `name`"
 
 
 if __name__ == "__main__":  # pragma: no cover
