@@ -6,6 +6,7 @@ a dense *head* (thesis section 2.4.5); transfer learning keeps a trained base
 and trains a new head (``split_base``, ``classifier_head``).
 """
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
+from .utils import is_int
 
 
 def classifier_head(units=128, dropout=0.5, classes=2):
@@ -46,8 +47,8 @@ def vgg16(dropout=0.5, classes=2, width_divisor=1, head_units=256):
     (five halvings). No pretrained ImageNet weights come with it: nothing is
     downloaded; ``--init-from`` in the MURA example reuses a base you trained.
     """
-    if width_divisor < 1:
-        raise ValueError(f"vgg16: width_divisor must be at least 1, got {width_divisor}")
+    if not is_int(width_divisor) or width_divisor < 1:
+        raise ValueError(f"vgg16: width_divisor must be an int of at least 1, got {width_divisor!r}")
     base = []
     for filters, convolutions in VGG16_BLOCKS:
         width = max(1, filters // width_divisor)

@@ -9,7 +9,14 @@ import csv
 import math
 import os
 
-from .utils import atomic_path
+from .utils import atomic_path, is_int
+
+
+def _count(owner, name, value):
+    """``value`` as a non-negative int (a number of epochs), or a ``ValueError`` naming ``owner`` and ``name``."""
+    if not is_int(value) or value < 0:
+        raise ValueError(f"{owner}: {name} must be a non-negative int (epochs), got {value!r}")
+    return int(value)
 
 
 class Callback:
@@ -126,7 +133,7 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        self.patience = int(patience)
+        self.patience = _count("EarlyStopping", "patience", patience)
         self.restore_best_weights = restore_best_weights
         self.best_weights = None
         self.stopped_epoch = None
@@ -218,9 +225,9 @@ class ReduceLROnPlateau(_Monitor):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
         self.factor = float(factor)
-        self.patience = int(patience)
+        self.patience = _count("ReduceLROnPlateau", "patience", patience)
         self.min_lr = float(min_lr)
-        self.cooldown = int(cooldown)
+        self.cooldown = _count("ReduceLROnPlateau", "cooldown", cooldown)
         self.verbose = verbose
 
     def reset(self):

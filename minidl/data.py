@@ -18,6 +18,7 @@ from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
 from .losses import check_sample_weight
+from .utils import is_int
 
 
 class ArrayBatches:
@@ -50,8 +51,8 @@ class ArrayBatches:
                  dtype=np.float32, sample_weight=None):
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
-        if int(batch_size) < 1:
-            raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size}")
+        if not is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size!r}")
         self.x = x
         y = np.asarray(y)
         # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.

@@ -592,10 +592,10 @@ def format_report(report, digits=3):
     """The result of :func:`study_report` as an aligned text table.
 
     One line per study type, then an ``overall`` line, with the columns
-    studies, kappa with its confidence interval, AUC, sensitivity and
-    specificity (``nan`` where a value is undefined)::
+    studies, kappa with its confidence interval, AUC, accuracy, sensitivity
+    and specificity (``nan`` where a value is undefined)::
 
-        study type  studies  kappa (95% CI)        AUC  sensitivity  specificity
+        study type  studies  kappa (95% CI)        AUC  accuracy  sensitivity  specificity
         XR_ELBOW         12  0.667 (0.260, 1.000)  ...
 
     Args:
@@ -610,14 +610,14 @@ def format_report(report, digits=3):
         return f"{value:.{digits}f}"
 
     kappa_column = f"kappa ({report.get('confidence', 0.95):.0%} CI)"
-    header = ["study type", "studies", kappa_column, "AUC", "sensitivity", "specificity"]
+    header = ["study type", "studies", kappa_column, "AUC", "accuracy", "sensitivity", "specificity"]
     named_rows = list(report["per_study_type"].items()) + [("overall", report["overall"])]
     table = [header]
     for name, row in named_rows:
         interval = f"{fixed(row['kappa'])} ({fixed(row['kappa_low'])}, {fixed(row['kappa_high'])})"
         table.append(
             [str(name), str(row["studies"]), interval,
-             fixed(row["auc"]), fixed(row["sensitivity"]), fixed(row["specificity"])]
+             fixed(row["auc"]), fixed(row["accuracy"]), fixed(row["sensitivity"]), fixed(row["specificity"])]
         )
     widths = [max(len(line[column]) for line in table) for column in range(len(header))]
     lines = []

@@ -156,8 +156,9 @@ class Sequential:
         The optimiser starts afresh: an instance that has taken steps already
         forgets them (``Optimizer.reset``), since its moments belonged to
         parameters that may since have been frozen or unfrozen. The only
-        metric computed during training is ``"accuracy"``; the medical metrics
-        (kappa, AUC, ...) live in ``minidl.metrics``.
+        metric computed during training is ``"accuracy"``: ``metrics=()``
+        leaves it out of the logs, the history and ``evaluate``'s result. The
+        medical metrics (kappa, AUC, ...) live in ``minidl.metrics``.
         """
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.reset()
@@ -176,6 +177,8 @@ class Sequential:
             warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and the "
                           "last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
                           "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
+        if isinstance(metrics, str):
+            raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. [{metrics!r}]")
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
@@ -414,7 +417,7 @@ class Sequential:
                 total_correct += correct
                 seen += n
                 bar.update(1)
-                bar.set_postfix(loss=f"{total_loss / seen:.4f}", accuracy=f"{total_correct / seen:.4f}")
+                bar.set_postfix({k: f"{v:.4f}" for k, v in self._logs(total_loss, total_correct, seen).items()})
         finally:
             bar.close()
         if seen == 0:
@@ -422,11 +425,18 @@ class Sequential:
                 f"fit: the training data produced no batches in epoch {epoch + 1} (a generator is used up "
                 "after one pass: give fit a re-iterable, such as a list of batches or an ArrayBatches)"
             )
-        return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+        return self._logs(total_loss, total_correct, seen)
+
+    def _logs(self, total_loss, total_correct, seen):
+        """The mean loss, and the accuracy if ``compile`` asked for it."""
+        logs = {"loss": total_loss / seen}
+        if "accuracy" in self.metrics:
+            logs["accuracy"] = total_correct / seen
+        return logs
 
     # --------------------------------------------------- evaluate and predict
     def evaluate(self, x, y=None, batch_size=256, sample_weight=None):
-        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict.
+        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict ``{"loss", "accuracy"}``.
 
         With ``sample_weight`` (or batches ``(x, y, w)``) the loss is the mean of the weighted losses.
         """
@@ -443,7 +453,7 @@ class Sequential:
             seen += len(yb)
         if seen == 0:
             raise ValueError("evaluate: no samples")
-        return {"loss": total_loss / seen, "accuracy": total_correct / seen}
+        return self._logs(total_loss, total_correct, seen)
 
     def predict(self, x, batch_size=256):
         """Class probabilities for ``x``, as NumPy (N, K).
@@ -558,8 +568,8 @@ class Sequential:
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
         if len(x) != len(y):
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
-        if int(batch_size) < 1:
-            raise ValueError(f"{what}: batch_size must be positive, got {batch_size}")
+        if not is_int(batch_size) or batch_size < 1:
+            raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
         x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
@@ -639,6 +649,7 @@ class Sequential:
             # gets the generator it would have got before saving.
             "seed_sequence": {"entropy": self._seeds.entropy, "spawned": self._seeds.n_children_spawned},
             "loss": None if self.loss is None else {"class": type(self.loss).__name__, "config": self.loss.get_config()},
+            "metrics": list(self.metrics),
             "optimizer": None if self.optimizer is None else {
                 "class": type(self.optimizer).__name__, "config": self.optimizer.get_config(),
                 "trainable_keys": self._trainable_keys,
@@ -737,7 +748,7 @@ class Sequential:
                              "only CrossEntropy is saved and restored")
         loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None
         optimizer = optimizers_module.from_config(arch["optimizer"]["class"], arch["optimizer"]["config"])
-        self.compile(optimizer, loss)
+        self.compile(optimizer, loss, metrics=arch.get("metrics", ["accuracy"]))  # files before metrics were saved
         state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
         optimizer.set_state(state)
         self._trainable_keys = arch["optimizer"]["trainable_keys"]

@@ -381,3 +381,14 @@ def test_fit_trains_no_epoch_when_the_caught_up_run_had_already_stopped():
     history = model.fit(x, y, epochs=5, initial_epoch=2, batch_size=4, verbose=0, callbacks=[stopper])
     assert history.epoch == []
     assert_weights_equal(model.get_weights(), before)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: EarlyStopping(patience=1.5), r"EarlyStopping: patience must be a non-negative int \(epochs\), got 1.5"),
+    (lambda: EarlyStopping(patience=-1), "EarlyStopping: patience must be a non-negative int"),
+    (lambda: ReduceLROnPlateau(patience=2.5), "ReduceLROnPlateau: patience must be a non-negative int"),
+    (lambda: ReduceLROnPlateau(cooldown=-2), "ReduceLROnPlateau: cooldown must be a non-negative int"),
+])
+def test_epoch_counts_that_are_not_whole_are_refused(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()

@@ -73,8 +73,9 @@ def test_batches_read_a_memory_mapped_array(tmp_path):
 def test_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match="3 samples in x but 2 labels"):
         ArrayBatches(np.zeros((3, 1)), np.zeros(2))
-    with pytest.raises(ValueError, match="batch_size"):
-        ArrayBatches(np.zeros((3, 1)), np.zeros(3), batch_size=0)
+    for batch_size in (0, 2.5, "8"):
+        with pytest.raises(ValueError, match=f"batch_size must be a positive integer, got {batch_size!r}"):
+            ArrayBatches(np.zeros((3, 1)), np.zeros(3), batch_size=batch_size)
     with pytest.raises(ValueError, match=r"sample_weight must have shape \(3,\)"):
         ArrayBatches(np.zeros((3, 1)), np.zeros(3), sample_weight=np.ones(2))
 

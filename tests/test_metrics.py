@@ -403,7 +403,7 @@ def test_format_report_is_an_aligned_table_of_the_report():
         assert line.startswith(name)
         kappa = f"{row['kappa']:.3f} ({row['kappa_low']:.3f}, {row['kappa_high']:.3f})"
         assert kappa in line
-        assert line.split()[-3:] == [f"{row[key]:.3f}" for key in ("auc", "sensitivity", "specificity")]
+        assert line.split()[-4:] == [f"{row[key]:.3f}" for key in ("auc", "accuracy", "sensitivity", "specificity")]
 
 
 def test_format_report_shows_undefined_values_as_nan():

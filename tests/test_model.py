@@ -439,9 +439,14 @@ def test_a_numpy_integer_seed_works_and_saves(tmp_path):
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5])
-def test_predict_refuses_a_batch_size_that_is_not_a_positive_int(batch_size):
-    with pytest.raises(ValueError, match="batch_size must be a positive int"):
-        tiny_cnn().predict(tiny_images(4)[0], batch_size=batch_size)
+@pytest.mark.parametrize("method", ["predict", "fit", "evaluate"])
+def test_a_batch_size_that_is_not_a_positive_int_is_refused(method, batch_size):
+    # 2.5 used to train silently with batches of 2
+    x, y = tiny_images(4)
+    model = tiny_cnn()
+    args = (x,) if method == "predict" else (x, y)
+    with pytest.raises(ValueError, match=f"{method}: batch_size must be a positive int, got {batch_size!r}"):
+        getattr(model, method)(*args, batch_size=batch_size)
 
 
 def test_the_same_seed_gives_the_same_training_run():
@@ -770,6 +775,23 @@ def test_compiling_cross_entropy_on_a_model_without_softmax_warns():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         model.compile(SGD(0.1), CrossEntropy(from_logits=True))  # scores are what it takes
+
+
+def test_metrics_choose_what_fit_and_evaluate_report_and_survive_saving(tmp_path):
+    x, y = tiny_images(12, seed=8)
+    model = tiny_cnn(compile=False)
+    model.compile(Adam(), CrossEntropy(), metrics=())
+    history = model.fit(x, y, epochs=2, batch_size=4, validation_data=(x, y), verbose=0)
+    assert sorted(history.history) == ["loss", "lr", "val_loss"]
+    assert list(model.evaluate(x, y)) == ["loss"]
+    model.save(tmp_path / "m.npz")
+    assert list(Sequential.load(tmp_path / "m.npz").evaluate(x, y)) == ["loss"]
+    model.compile(Adam(), CrossEntropy(), metrics=["accuracy"])
+    assert sorted(model.fit(x, y, epochs=1, batch_size=4, verbose=0).history) == ["accuracy", "loss", "lr"]
+    with pytest.raises(ValueError, match=r"metrics must be a list of names, e.g. \['accuracy'\]"):
+        model.compile(Adam(), CrossEntropy(), metrics="accuracy")
+    with pytest.raises(ValueError, match=r"unknown metrics \['auc'\]"):
+        model.compile(Adam(), CrossEntropy(), metrics=["accuracy", "auc"])
 
 
 def test_compiling_cross_entropy_on_logits_after_a_softmax_warns():

@@ -1,0 +1,30 @@
+"""The ready-made networks: their layouts, and their arguments checked."""
+import pytest
+
+from minidl.architectures import baseline_cnn, classifier_head, split_base, vgg16
+from minidl.layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Softmax
+
+
+def test_vgg16_has_thirteen_same_padded_convolutions_in_five_blocks_of_divided_width():
+    layers = vgg16(width_divisor=8)
+    convolutions = [layer for layer in layers if isinstance(layer, Conv2D)]
+    assert [c.filters for c in convolutions] == [8, 8, 16, 16, 32, 32, 32, 64, 64, 64, 64, 64, 64]
+    assert all(c.padding == "same" and c.kernel_size == (3, 3) for c in convolutions)
+    assert sum(isinstance(layer, MaxPool2D) for layer in layers) == 5
+    base, head = split_base(layers)
+    assert isinstance(base[-1], Flatten) and isinstance(head[-1], Softmax)
+
+
+@pytest.mark.parametrize("divisor", [0, 1.5, "8"])
+def test_vgg16_refuses_a_width_divisor_that_is_not_a_positive_int(divisor):
+    with pytest.raises(ValueError, match=f"vgg16: width_divisor must be an int of at least 1, got {divisor!r}"):
+        vgg16(width_divisor=divisor)
+
+
+def test_the_baseline_is_the_reference_network_of_the_benchmarks():
+    kinds = [type(layer) for layer in baseline_cnn()]
+    assert kinds == [Conv2D, ReLU, MaxPool2D] * 3 + [Flatten, Dense, ReLU, Dropout, Dense, Softmax]
+    convolutions = [layer for layer in baseline_cnn() if isinstance(layer, Conv2D)]
+    assert [(c.filters, c.kernel_size, c.padding) for c in convolutions] == [
+        (32, (3, 3), "same"), (64, (3, 3), "same"), (128, (3, 3), "same")]  # each block halves the image
+    assert [type(layer) for layer in classifier_head()] == [Dense, ReLU, Dropout, Dense, Softmax]
