@@ -78,11 +78,11 @@ import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import warnings
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +105,9 @@ SYNTHETIC_MARK = "SYNTHETIC"
 
 # Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
-# What Pillow raises for a file it cannot decode (truncated, corrupt, not an image).
-_UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError)
+# What Pillow raises for a file it cannot decode (truncated, corrupt, not an image, or
+# so large that it refuses to: MURA's long sides are at most 512 px).
+_UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
 class UnreadableImageWarning(UserWarning):
@@ -297,15 +298,25 @@ def _decode_or_error(file, size, resize):
 
 @contextmanager
 def _mapper(workers):
-    """A ``map`` that runs in ``workers`` processes (the built-in ``map`` for one)."""
+    """An ordered ``map`` that runs in ``workers`` processes (the built-in ``map`` for one).
+
+    On an error or an interrupt (Ctrl-C, a notebook's "interrupt kernel") the
+    workers are terminated, not waited for: a worker blocked writing results
+    that nobody reads any more would never finish.
+    """
     if workers == 1:
         yield map
         return
-    pool = ProcessPoolExecutor(workers)
+    pool = multiprocessing.Pool(workers)
     try:
-        yield functools.partial(pool.map, chunksize=16)
+        yield functools.partial(pool.imap, chunksize=16)
+    except BaseException:
+        pool.terminate()
+        raise
+    else:
+        pool.close()
     finally:
-        pool.shutdown(cancel_futures=True)
+        pool.join()
 
 
 # ----------------------------------------------------------------- the cache
@@ -367,20 +378,23 @@ def _check_free_space(npy_file, nbytes, split):
 
 def _keep_first_rows(npy_file, rows):
     """Shorten the array in ``npy_file`` to its first ``rows`` rows (after skipped images)."""
-    full = np.load(npy_file, mmap_mode="r")
     with atomic_path(npy_file) as tmp:
+        full = np.load(npy_file, mmap_mode="r")
         part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
         for start in range(0, rows, 1024):
             stop = min(start + 1024, rows)
             part[start:stop] = full[start:stop]
         part.flush()
-        del part
-    del full
+        del part, full  # unmapped before the rename: Windows cannot replace a mapped file
 
 
 def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
     """Decode every image of ``records`` into the cache files; returns the index dict."""
     npy_file.parent.mkdir(parents=True, exist_ok=True)
+    for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's temporary names
+        warnings.warn(f"MURA: {stale} ({stale.stat().st_size / 1e9:.2f} GB) was left by a build of this cache "
+                      "that was killed (unless another process is building it now); delete it to free the space",
+                      stacklevel=4)
     _check_free_space(npy_file, len(records) * size * size, split)
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
     files = [_image_file(root, record.path) for record in records]
@@ -647,8 +661,8 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
 
 def _is_synthetic(root):
     """Whether the ``MURA-v1.1`` folder ``root`` is a replica that ``synthesize`` wrote."""
-    readme = root / "README.txt"
-    return readme.is_file() and readme.read_text().startswith(SYNTHETIC_MARK)
+    readme = root / "README.txt"  # read as bytes: another README.txt may be in any encoding
+    return readme.is_file() and readme.read_bytes().startswith(SYNTHETIC_MARK.encode())
 
 
 # ------------------------------------------------------ the synthetic replica

@@ -453,6 +453,50 @@ def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, t
     assert len(calls) == 19
 
 
+def test_a_file_left_by_a_killed_build_is_named_with_its_size(quirky, tmp_path):
+    cache = tmp_path / "cache"
+    load_quiet(quirky, cache)
+    npy = next(cache.glob("*-train-*.npy"))
+    stale = cache / f".{npy.name}.0123456789ab.tmp"
+    stale.write_bytes(bytes(3000))
+    (quirky / "train_labeled_studies.csv").write_text((quirky / "train_labeled_studies.csv").read_text() + "\n")
+    with pytest.warns(UserWarning, match=r"\.tmp \(0\.00 GB\) was left by a build of this cache that was killed"):
+        load_quiet(quirky, cache)
+    assert stale.exists()  # said, not deleted: another process may be writing it
+
+
+def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(quirky, tmp_path, monkeypatch):
+    import multiprocessing
+
+    def interrupt(results, **kwargs):
+        for count, result in enumerate(results):
+            if count == 2:
+                raise KeyboardInterrupt
+            yield result
+
+    monkeypatch.setattr(mura, "tqdm", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=2, progress=False)
+    assert multiprocessing.active_children() == []
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_an_image_too_large_for_pillow_is_skipped_as_unreadable(quirky, tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)  # Pillow refuses more than twice that: all but the 8 x 8 image
+    with warnings.catch_warnings(record=True) as caught:  # Pillow's own warning too, and three lost studies
+        warnings.simplefilter("always")
+        train = load_split(quirky, "train", size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    bombs = [w for w in caught if w.category is UnreadableImageWarning and "DecompressionBombError" in str(w.message)]
+    assert len(bombs) == 6  # and the corrupt image
+    assert len(train) == 1 and train.records[0].path.endswith("study2_positive/image1.png")
+    assert len(train.skipped_images) == 7
+
+
+def test_a_readme_in_another_encoding_is_not_synthetic(quirky, tmp_path):
+    (quirky / "README.txt").write_bytes("Radiographies, données anonymisées".encode("latin-1"))
+    assert not load_quiet(quirky, tmp_path / "cache").synthetic
+
+
 def test_decoding_in_worker_processes_gives_the_same_cache(quirky, tmp_path):
     one = load_quiet(quirky, tmp_path / "one")
     with pytest.warns(UnreadableImageWarning):
