@@ -329,14 +329,14 @@ def train(args, data, out, model, past_epochs):
     return minidl.Sequential.load(out / "model.npz")
 
 
-def evaluate(model, model_path, valid, out, batch_size):
+def evaluate(model, model_path, valid, out, batch_size, progress=False):
     """Study-level predictions on the ``valid`` split, metrics.json, predictions.csv and the plots.
 
     ``curves.png`` shows the model's training, from the ``history.csv`` beside
     ``model_path``. Returns the metrics, the report and the names of the files written.
     """
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
-    image_probabilities = model.predict(valid.batches(batch_size))[:, 1]
+    image_probabilities = model.predict(valid.batches(batch_size), verbose=int(progress))[:, 1]
     study_ids, study_probabilities = metrics.aggregate_by_study(valid.study_ids, image_probabilities)
     studies, labels, types = valid.studies[study_ids], valid.study_labels[study_ids], valid.study_types[study_ids]
     with warnings.catch_warnings(record=True) as undefined:
@@ -439,7 +439,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate:
         model = train(args, data, out, model, past_epochs)
-    result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size)
+    result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size, progress=not args.quiet)
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     return result

@@ -381,7 +381,8 @@ class Sequential:
                     callback.on_epoch_begin(epoch)
                 logs = self._fit_epoch(train, loss, epoch, epochs, verbose)
                 if val is not None:
-                    logs.update({f"val_{k}": v for k, v in self._evaluate_batches(val).items()})
+                    checked = self._evaluate_batches(val, verbose == 1, "Validating")
+                    logs.update({f"val_{k}": v for k, v in checked.items()})
                 logs["lr"] = self.optimizer.lr
                 if verbose == 2:
                     print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()))
@@ -396,13 +397,7 @@ class Sequential:
 
     def _fit_epoch(self, batches, loss, epoch, epochs, verbose):
         total_loss, total_correct, seen = 0.0, 0, 0
-        # The bar is fed by hand rather than wrapping ``batches``: tqdm.auto's class
-        # calls iter() on what it wraps as soon as it is created, so wrapping would
-        # start every epoch's pass over a user's iterable twice.
-        bar = tqdm(total=len(batches) if hasattr(batches, "__len__") else None,
-                   desc=f"Epoch {epoch + 1}/{epochs}", unit="batch",
-                   disable=verbose != 1, leave=True, file=sys.stderr, dynamic_ncols=True)
-        try:
+        with _progress_bar(batches, f"Epoch {epoch + 1}/{epochs}", verbose == 1, leave=True) as bar:
             for index, batch in enumerate(batches):
                 xb, yb, wb = self._to_device(*self._checked(batch, batches, "fit"))
                 value, correct = self._train_step(xb, yb, loss, wb)
@@ -418,8 +413,6 @@ class Sequential:
                 seen += n
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in self._logs(total_loss, total_correct, seen).items()})
-        finally:
-            bar.close()
         if seen == 0:
             raise ValueError(
                 f"fit: the training data produced no batches in epoch {epoch + 1} (a generator is used up "
@@ -435,32 +428,37 @@ class Sequential:
         return logs
 
     # --------------------------------------------------- evaluate and predict
-    def evaluate(self, x, y=None, batch_size=256, sample_weight=None):
+    def evaluate(self, x, y=None, batch_size=256, sample_weight=None, verbose=0):
         """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict ``{"loss", "accuracy"}``.
 
-        With ``sample_weight`` (or batches ``(x, y, w)``) the loss is the mean of the weighted losses.
+        With ``sample_weight`` (or batches ``(x, y, w)``) the loss is the mean
+        of the weighted losses. ``verbose=1`` shows a progress bar.
         """
         self._require_compiled("evaluate")
-        return self._evaluate_batches(self._batches(x, y, batch_size, False, "evaluate", sample_weight))
+        batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
+        return self._evaluate_batches(batches, verbose == 1, "Evaluating")
 
-    def _evaluate_batches(self, batches):
+    def _evaluate_batches(self, batches, progress=False, description=""):
         total_loss, total_correct, seen = 0.0, 0, 0
-        for batch in batches:
-            xb, yb, wb = self._to_device(*self._checked(batch, batches, "evaluate"))
-            p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
-            total_loss += float(value) * len(yb)
-            total_correct += int(self._count_correct(p, yb))
-            seen += len(yb)
+        with _progress_bar(batches, description, progress) as bar:
+            for batch in batches:
+                xb, yb, wb = self._to_device(*self._checked(batch, batches, "evaluate"))
+                p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
+                total_loss += float(value) * len(yb)
+                total_correct += int(self._count_correct(p, yb))
+                seen += len(yb)
+                bar.update(1)
         if seen == 0:
             raise ValueError("evaluate: no samples")
         return self._logs(total_loss, total_correct, seen)
 
-    def predict(self, x, batch_size=256):
+    def predict(self, x, batch_size=256, verbose=0):
         """Class probabilities for ``x``, as NumPy (N, K).
 
         ``x`` is an array of samples (nested lists of numbers too), or an
         iterable of batches: arrays or ``(x, y)`` pairs, as ``evaluate``
-        takes (a list of arrays is a list of batches).
+        takes (a list of arrays is a list of batches). ``verbose=1`` shows a
+        progress bar.
         """
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
@@ -468,11 +466,17 @@ class Sequential:
             x = np.asarray(x)
         if hasattr(x, "shape"):
             x = self._checked_images(x)
-            chunks = (x[i : i + batch_size] for i in range(0, len(x), batch_size))
+            starts = range(0, len(x), batch_size)
+            chunks, count = (x[i : i + batch_size] for i in starts), len(starts)
         else:
             chunks = (self._checked_images(b[0] if _is_pair_of_arrays(b) else b) for b in x)
-        # Copied: the last layer may write every batch's result into the same reused array.
-        outputs = [np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))) for chunk in chunks]
+            count = len(x) if hasattr(x, "__len__") else None
+        outputs = []
+        with _progress_bar(count, "Predicting", verbose == 1) as bar:
+            for chunk in chunks:
+                # Copied: the last layer may write every batch's result into the same reused array.
+                outputs.append(np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))))
+                bar.update(1)
         if not outputs:
             return np.zeros((0, self.output_classes or 0), dtype=self.dtype)
         return np.concatenate(outputs)
@@ -759,6 +763,19 @@ class Sequential:
             optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
+
+
+def _progress_bar(batches, description, show, leave=False):
+    """A tqdm bar counting batches (``batches``: a count, or anything with a length; None if unknown).
+
+    It is fed by hand (``bar.update(1)``) rather than wrapping the batches:
+    tqdm.auto's class calls iter() on what it wraps as soon as it is created,
+    which would start a pass over a user's iterable twice.
+    """
+    total = batches if batches is None or isinstance(batches, int) else (
+        len(batches) if hasattr(batches, "__len__") else None)
+    return tqdm(total=total, desc=description, unit="batch", disable=not show, leave=leave,
+                file=sys.stderr, dynamic_ncols=True)
 
 
 def _is_pair_of_arrays(batch):

@@ -125,6 +125,23 @@ def test_progress_bar_shows_loss_and_accuracy(capfd):
     assert re.search(r"accuracy=\d+\.\d+", shown)
 
 
+def test_validation_evaluation_and_prediction_show_their_progress_when_asked(capfd):
+    x, y = tiny_images(20)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=1, batch_size=8, validation_data=(x, y), verbose=1)
+    model.evaluate(x, y, batch_size=8, verbose=1)
+    model.predict(x, batch_size=8, verbose=1)
+    model.predict([x[:5], x[5:]], verbose=1)
+    shown = "".join(capfd.readouterr())
+    for bar in ("Validating", "Evaluating", "Predicting"):  # out of 3 batches (cleared when done)
+        assert re.search(bar + r": +\d+%\|[^|]*\| \d/3 ", shown), bar
+    assert re.search(r"Predicting: +\d+%\|[^|]*\| \d/2 ", shown)
+    model.fit(x, y, epochs=1, batch_size=8, validation_data=(x, y), verbose=0)
+    model.evaluate(x, y)
+    model.predict(x)
+    assert "".join(capfd.readouterr()) == ""
+
+
 def test_verbose_2_prints_one_line_per_epoch(capfd):
     x, y = tiny_images(20)
     tiny_cnn().fit(x, y, epochs=3, batch_size=8, verbose=2)
