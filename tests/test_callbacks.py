@@ -58,6 +58,31 @@ def learnable_with_misleading_validation(seed=0):
 
 
 # ------------------------------------------------------------- EarlyStopping
+def test_early_stopping_counts_a_value_equal_to_the_best_as_no_improvement():
+    assert drive(EarlyStopping(patience=1), tiny_cnn(), [1.0, 1.0, 1.0]) == 2
+
+
+@pytest.mark.parametrize("min_delta", [0.5, -0.5])  # Keras takes its absolute value
+def test_early_stopping_needs_an_improvement_larger_than_min_delta_in_either_mode(min_delta):
+    assert drive(EarlyStopping(patience=1, min_delta=min_delta), tiny_cnn(), [2.0, 1.8, 1.9, 0.1]) == 2
+    stopper = EarlyStopping(monitor="val_accuracy", patience=1, min_delta=min_delta / 10)
+    assert drive(stopper, tiny_cnn(), [0.80, 0.82, 0.9], monitor="val_accuracy") == 2
+
+
+@pytest.mark.parametrize("monitor, mode", [("val_loss", "min"), ("loss", "min"), ("val_accuracy", "max"),
+                                           ("accuracy", "max"), ("val_auc", "max"), ("val_kappa", "max")])
+def test_auto_mode_maximises_accuracy_auc_and_kappa_and_minimises_the_rest(monitor, mode):
+    for callback in (EarlyStopping(monitor=monitor), ReduceLROnPlateau(monitor=monitor),
+                     ModelCheckpoint("m.npz", monitor=monitor)):
+        assert callback.mode == mode
+
+
+def test_history_numbers_the_epochs_it_trained():
+    x, y = tiny_images(8)
+    history = tiny_cnn().fit(x, y, epochs=3, initial_epoch=1, batch_size=4, verbose=0)
+    assert history.epoch == [1, 2] and len(history.history["loss"]) == 2
+
+
 @pytest.mark.parametrize("patience", [1, 2, 3])
 def test_early_stopping_stops_after_patience_epochs_without_improvement(patience):
     model = tiny_cnn()
@@ -219,6 +244,20 @@ def test_reduce_lr_counts_only_consecutive_stalled_epochs():
     # Improvements at epochs 2 and 4 reset the count; epochs 5 and 6 stall: the cut comes after 6.
     lrs = _lrs(reducer, model, [1.0, 1.1, 0.9, 1.0, 0.8, 0.85, 0.9])
     assert lrs == pytest.approx([0.1] * 6 + [0.01], rel=1e-12)
+
+
+@pytest.mark.parametrize("patience, cooldown, cuts", [
+    (2, 2, [2, 5, 8]),
+    (1, 3, [1, 4, 7]),
+    (2, 0, [2, 4, 6, 8]),
+])
+def test_reduce_lr_waits_out_its_cooldown_before_counting_stalled_epochs(patience, cooldown, cuts):
+    # Keras's rule: each epoch of cooldown counts it down and keeps the wait at 0; the epoch
+    # on which it reaches 0 already counts as stalled. So after a cut at epoch e the next
+    # comes at e + patience + max(cooldown - 1, 0).
+    model = tiny_cnn(optimizer=SGD(lr=1.0))
+    lrs = _lrs(ReduceLROnPlateau(factor=0.5, patience=patience, cooldown=cooldown), model, [1.0] * 10)
+    assert [epoch for epoch in range(10) if lrs[epoch] < (lrs[epoch - 1] if epoch else 1.0)] == cuts
 
 
 def test_reduce_lr_never_goes_below_min_lr_even_when_the_factor_would_jump_past_it():

@@ -137,6 +137,18 @@ def test_rows_that_sum_to_1_up_to_rounding_get_the_exact_gradient():
         CrossEntropy().forward(softmax(z), y.astype(np.float64))  # float64 rows: within sqrt(eps64) only
 
 
+@pytest.mark.parametrize("excess, accepted", [(0.5, True), (2.0, False)])
+def test_target_rows_may_miss_1_by_sqrt_eps_of_their_dtype_and_no_more(excess, accepted):
+    off = excess * float(np.finfo(np.float32).eps) ** 0.5
+    y = np.array([[0.25, 0.75 + off]], dtype=np.float32)
+    z = np.zeros((1, 2))
+    if accepted:
+        CrossEntropy(from_logits=True).forward(z, y)
+    else:
+        with pytest.raises(ValueError, match="target rows must sum to 1"):
+            CrossEntropy(from_logits=True).forward(z, y)
+
+
 def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():
     # Two samples with p(true class) = 1/2 and 1/4, classes 0 and 1, weights 2 and 1:
     # (2 * log 2 + 1 * log 4) / 2 = 2 log 2; renormalising by the weights would give 4/3 log 2.
@@ -218,6 +230,7 @@ def test_probability_path_stays_finite_when_a_probability_is_0():
     assert np.isfinite(grad).all()
     assert grad[0, 0] == pytest.approx(-0.5)  # -1 / (N p) at p = 1
     assert grad[0, 1] == 0 and grad[1, 1] == 0  # y = 0 there: no gradient, no 0 * inf
+    assert grad[1, 0] == 0  # p was clipped to eps there, and the clip is flat
 
 
 # ------------------------------------------------------------ input checking

@@ -94,6 +94,8 @@ def test_confusion_matrix_accepts_whole_number_floats_and_bools():
 def test_confusion_matrix_rejects_label_beyond_num_classes():
     with pytest.raises(ValueError, match="num_classes=2"):
         metrics.confusion_matrix([0, 2], [0, 1], num_classes=2)
+    with pytest.raises(ValueError, match="num_classes=2"):  # a predicted label out of range too
+        metrics.confusion_matrix([0, 1], [0, 2], num_classes=2)
 
 
 # --- binary rates ------------------------------------------------------------------------
@@ -374,6 +376,16 @@ def test_study_report_rows_match_sklearn_on_each_subset():
         assert row["accuracy"] == pytest.approx(skm.accuracy_score(truth, predicted))
         assert row["sensitivity"] == pytest.approx(skm.recall_score(truth, predicted))
         assert row["specificity"] == pytest.approx(skm.recall_score(truth, predicted, pos_label=0))
+
+
+def test_study_report_predicts_with_its_threshold_in_every_row():
+    types, labels, probabilities = _random_studies(seed=5)
+    report = metrics.study_report(types, labels, probabilities, threshold=0.3)
+    for name, row in [("overall", report["overall"]), *report["per_study_type"].items()]:
+        members = np.ones(len(types), dtype=bool) if name == "overall" else types == name
+        predicted = (probabilities[members] > 0.3).astype(int)
+        assert row["accuracy"] == pytest.approx(skm.accuracy_score(labels[members], predicted)), name
+        assert row["kappa"] == pytest.approx(skm.cohen_kappa_score(labels[members], predicted)), name
 
 
 def test_study_report_type_with_one_class_has_nan_auc_with_warning():

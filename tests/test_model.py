@@ -292,6 +292,36 @@ def test_a_frozen_layer_between_trainable_ones_still_passes_gradients_through():
     assert weights_differ(before["d"], after["d"])
 
 
+def test_a_base_frozen_from_the_start_trains_after_it_is_unfrozen_and_compiled_again():
+    # Fine-tuning: train a new head on a frozen base, then unfreeze the base and go on.
+    x, y = tiny_images(24, seed=9)
+    model = Sequential([Conv2D(2, 3, name="base"), ReLU(), Flatten(), Dense(2, name="head"), Softmax()],
+                       input_shape=IMAGE_SHAPE, seed=0)
+    base = model.layers[0]
+    base.trainable = False
+    model.compile(Adam(0.01))
+    frozen = [v.copy() for v in base.params.values()]
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert_weights_equal(frozen, list(base.params.values()))
+    base.trainable = True
+    model.compile(Adam(0.01))
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert weights_differ(frozen, list(base.params.values())), "the unfrozen base must learn"
+
+
+def test_non_finite_inputs_are_found_in_every_chunk_of_a_large_array():
+    # Large inputs (a memory-mapped data set) are checked in chunks of about 4M values:
+    # here two samples a chunk, with the NaN on the second sample of the first.
+    x = np.zeros((3, 2**21), dtype=np.float32)
+    x[1, -1] = np.nan
+    model = Sequential([Dense(2), Softmax()], input_shape=(2**21,), seed=0)
+    model.compile(SGD(0.1))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.predict(x)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.fit(x, np.zeros(3, dtype=int), verbose=0)
+
+
 def test_changing_trainable_after_training_started_asks_for_compile_again():
     x, y = tiny_images(16)
     model = tiny_cnn()

@@ -187,6 +187,25 @@ def test_pad_keeps_the_aspect_ratio_and_squash_fills_the_square(tmp_path):
     assert padded[:, -1].max() == squashed[:, -1].max() == 255  # contrast stretched to the full range
 
 
+def test_pad_centres_a_tall_image_and_rounds_its_scaled_sides(tmp_path):
+    rows = np.linspace(1, 255, 40)[:, None] * np.ones((1, 10))  # top to bottom, every column lit
+    Image.fromarray(rows.astype(np.uint8)).save(tmp_path / "tall.png")
+    content_columns = np.flatnonzero(load_image(tmp_path / "tall.png", SIZE).any(axis=0))
+    assert content_columns.tolist() == [6, 7, 8, 9]  # 40 x 10 -> 16 x 4, centred
+    png("L", height=11, width=30).save(tmp_path / "odd.png")
+    content_rows = np.flatnonzero(load_image(tmp_path / "odd.png", SIZE).any(axis=1))
+    assert content_rows.tolist() == [5, 6, 7, 8, 9, 10]  # 11 * 16/30 = 5.87 rounds to 6 rows
+
+
+def test_the_contrast_is_stretched_from_the_darkest_to_the_brightest_pixel(tmp_path):
+    Image.fromarray(gradient(high=150) + np.uint8(50)).save(tmp_path / "dim.png")  # grey levels 50..200
+    squashed = load_image(tmp_path / "dim.png", SIZE, resize="squash")
+    assert squashed.min() == 0 and squashed.max() == 255
+    np.testing.assert_array_equal(squashed, load_image(tmp_path / "dim.png", SIZE, resize="squash"))
+    Image.fromarray(gradient()).save(tmp_path / "full.png")
+    assert np.abs(squashed.astype(int) - load_image(tmp_path / "full.png", SIZE, resize="squash")).max() <= 2
+
+
 # ------------------------------------------------------------------ loading
 def test_the_quirky_tree_loads_with_the_corrupt_image_left_out(quirky, tmp_path):
     data = load_quiet(quirky, tmp_path / "cache")
@@ -380,6 +399,17 @@ def test_the_cache_is_rebuilt_when_an_image_changes(quirky, tmp_path, monkeypatc
     assert len(calls) == 3  # valid only: the train cache still holds
     np.testing.assert_array_equal(after.valid.images[0], before[0][:, ::-1])
     assert len(cache_files(cache)) == 4
+
+
+def test_the_cache_is_rebuilt_when_an_image_is_touched_even_with_the_same_bytes(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    load_quiet(quirky, cache)
+    image = quirky / "valid/XR_WRIST/patient00004/study1_positive/image1.png"
+    stat = image.stat()
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new modification time only
+    calls = count_decoding(monkeypatch)
+    load_quiet(quirky, cache)
+    assert len(calls) == 3  # the valid split again
 
 
 def test_each_size_and_resize_mode_has_its_own_cache(quirky, tmp_path, monkeypatch):
