@@ -237,9 +237,8 @@ class ReduceLROnPlateau(_Monitor):
 
     def observe(self, value):
         """Count one epoch; True when the rate is due to be lowered."""
-        if self.cooldown_left > 0:
+        if self.cooldown_left > 0:  # (the wait is 0 already: set so by the cut that began the cooldown)
             self.cooldown_left -= 1
-            self.wait = 0
         if self.improved(value):
             self.best, self.wait = value, 0
             return False
