@@ -203,26 +203,31 @@ class Sequential:
         the next call (``Layer.in_model``): copy the result to keep it past
         the next ``forward``. ``predict`` does, and returns NumPy.
         """
-        with self._running():
+        return self._forward(x, training, keeps_cache=True)
+
+    def _forward(self, x, training, keeps_cache):
+        with self._running(keeps_cache):
             for layer in self.layers:
                 x = layer.forward(x, training=training)
         return x
 
     @contextlib.contextmanager
-    def _running(self):
+    def _running(self, keeps_cache=True):
         """While the model runs its layers they may reuse their result arrays (``Layer.in_model``).
 
         Only then: a layer taken out of a trained model and called on its own
-        returns fresh arrays again.
+        returns fresh arrays again. ``keeps_cache=False`` (``predict``,
+        ``evaluate``: no backward pass follows) lets the layers skip keeping
+        what backward would need (``Layer.keeps_cache``).
         """
-        outer = [layer.in_model for layer in self.layers]
+        outer = [(layer.in_model, layer.keeps_cache) for layer in self.layers]
         for layer in self.layers:
-            layer.in_model = True
+            layer.in_model, layer.keeps_cache = True, keeps_cache
         try:
             yield
         finally:
-            for layer, flag in zip(self.layers, outer):
-                layer.in_model = flag
+            for layer, (in_model, keeps) in zip(self.layers, outer):
+                layer.in_model, layer.keeps_cache = in_model, keeps
 
     def _forward_loss(self, x, y, loss, training, sample_weight=None):
         """Forward pass and loss; returns ``(outputs, loss)``, the loss a 0-d array on the device.
@@ -230,16 +235,18 @@ class Sequential:
         The labels were checked before the batch reached the device, so the
         loss does not check them again: on a GPU that would wait for the
         forward pass to finish before the backward pass could be queued.
+        In training the layers keep their caches for the backward pass; in
+        evaluation they need not.
         """
         if self._fused:
             *body, softmax = self.layers
             z = x
-            with self._running():
+            with self._running(keeps_cache=training):
                 for layer in body:
                     z = layer.forward(z, training=training)
                 p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
-        p = self.forward(x, training=training)
+        p = self._forward(x, training, keeps_cache=training)
         if sample_weight is None:  # a loss of one's own need not know about weights
             return p, loss.batch_loss(p, y, check_labels=False)
         if not isinstance(loss, CrossEntropy):
@@ -475,7 +482,8 @@ class Sequential:
         with _progress_bar(count, "Predicting", verbose == 1) as bar:
             for chunk in chunks:
                 # Copied: the last layer may write every batch's result into the same reused array.
-                outputs.append(np.array(to_numpy(self.forward(self._to_device(chunk)[0], training=False))))
+                p = self._forward(self._to_device(chunk)[0], training=False, keeps_cache=False)
+                outputs.append(np.array(to_numpy(p)))
                 bar.update(1)
         if not outputs:
             return np.zeros((0, self.output_classes or 0), dtype=self.dtype)

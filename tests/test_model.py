@@ -215,6 +215,20 @@ def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
         model.predict([x[0]])  # one sample is not a batch
 
 
+def test_predict_and_evaluate_keep_no_cache_and_training_goes_on_as_if_they_had_not_run():
+    x, y = tiny_images(12, seed=10)
+    models = [tiny_cnn(optimizer=SGD(0.1)) for _ in range(2)]
+    expected = models[0].forward(x)
+    assert_allclose(models[0].predict(x), expected, rtol=1e-6)
+    pool = next(layer for layer in models[0].layers if isinstance(layer, MaxPool2D))
+    assert pool.argmax is None and all(layer.keeps_cache for layer in models[0].layers)
+    models[0].evaluate(x, y)
+    assert pool.argmax is None
+    for model in models:  # the first model predicted and evaluated in between, the second did not
+        model.train_on_batch(x, y)
+    assert_weights_equal(models[0].get_weights(), models[1].get_weights())
+
+
 def test_predict_does_not_depend_on_the_batch_size():
     x, _ = tiny_images(25, seed=6)
     model = tiny_cnn(dropout=0.5)  # dropout must be off when predicting

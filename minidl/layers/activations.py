@@ -19,13 +19,15 @@ class ReLU(Layer):
         self.check_input(x)
         xp = get_array_module(x)
         m = x.dtype.type(self.threshold)
-        self.passes = xp.greater(x, m, out=self.buffer("passes", x.shape, xp.bool_, xp))
+        self.passes = None
+        if self.keeps_cache:  # the mask [x > m] of the gradient, for backward
+            self.passes = xp.greater(x, m, out=self.buffer("passes", x.shape, xp.bool_, xp))
         return xp.maximum(x, m)
 
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
-        return dy * self.passes
+        return dy * self.cached("passes")
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name}

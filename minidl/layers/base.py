@@ -44,6 +44,10 @@ class Layer:
             its next call, which is all a model needs. Called on its own
             (False), even after training in a model, a layer returns fresh
             arrays. Layers never modify their arguments.
+        keeps_cache: False while a model only predicts or evaluates (no
+            backward pass follows): ``forward`` may then skip keeping what
+            ``backward`` needs (MaxPool2D's argmax, ReLU's mask), and
+            ``backward`` must not be called. True otherwise.
     """
 
     #: Rank of one input sample (without the batch axis), or None to accept any.
@@ -73,6 +77,7 @@ class Layer:
         self.trainable = True
         self.needs_input_grad = True
         self.in_model = False
+        self.keeps_cache = True
         self.built = False
         self.input_shape = None
         self.rng = None
@@ -210,6 +215,18 @@ class Layer:
     def backward(self, dy):
         """Given dL/dy, fill ``self.grads`` and return dL/dx."""
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def cached(self, name):
+        """The array ``forward`` kept as ``self.<name>`` for ``backward``.
+
+        ``RuntimeError`` naming the layer when there is none: ``forward``
+        has not run, or ran with ``keeps_cache`` False (it then sets it to None).
+        """
+        value = getattr(self, name, None)
+        if value is None:
+            raise RuntimeError(f"{self.describe()}: backward needs {name!r} from a forward pass that kept it; "
+                               "call forward first (a model's predict and evaluate keep nothing)")
+        return value
 
     @property
     def computes_param_grads(self):

@@ -86,6 +86,12 @@ class MaxPool2D(_Pool2D):
 
     def pool(self, x, taps):
         xp = get_array_module(x)
+        if not self.keeps_cache:  # no backward pass follows: the maxima alone
+            self.argmax = None
+            y = xp.maximum(x[taps[0]], x[taps[1]]) if len(taps) > 1 else x[taps[0]].copy()
+            for tap in taps[2:]:
+                xp.maximum(y, x[tap], out=y)
+            return y
         # argmax = the first offset holding the window's maximum. Offset t takes over
         # exactly where it is strictly greater than the maximum of offsets 0..t-1
         # (a tie keeps the earlier offset); t grows along the loop, so the last
@@ -110,15 +116,16 @@ class MaxPool2D(_Pool2D):
 
     def window_gradient(self, dy, t):
         """The gradient reaching offset ``t`` of every window: ``dy`` where it held the maximum."""
-        return dy * (self.argmax == t)
+        return dy * (self.cached("argmax") == t)
 
     def tile_gradient(self, dy, out):
         """``out`` (N, Ho, ph, Wo, pw, C) = ``dy`` (N, Ho, 1, Wo, 1, C) at each window's maximum, else 0."""
         xp = get_array_module(dy)
         n, ho, _, wo, _, c = dy.shape
         ph, pw = self.pool_size
-        offsets = xp.arange(ph * pw, dtype=self.argmax.dtype).reshape(1, 1, ph, 1, pw, 1)
-        xp.multiply(self.argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
+        argmax = self.cached("argmax")
+        offsets = xp.arange(ph * pw, dtype=argmax.dtype).reshape(1, 1, ph, 1, pw, 1)
+        xp.multiply(argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
 
 
 class AvgPool2D(_Pool2D):

@@ -124,6 +124,26 @@ def test_build_called_directly_creates_float32_parameters_once(layer, shape, par
     assert y.shape == (2, *layer.output_shape(shape))
 
 
+@pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax")],
+                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping"])
+def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backward(layer, cache):
+    x = random_input((2, 7, 6, 3), 0, np.float64)
+    kept = layer.forward(x)
+    layer.keeps_cache = False
+    assert_array_equal(layer.forward(x), kept)
+    assert getattr(layer, cache) is None
+    with pytest.raises(RuntimeError, match=f"{type(layer).__name__}: backward needs '{cache}' from a forward pass"):
+        layer.backward(np.ones_like(kept))
+    layer.keeps_cache = True
+    layer.forward(x)
+    assert layer.backward(np.ones_like(kept)).shape == x.shape
+
+
+def test_backward_before_any_forward_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="ReLU: backward needs 'passes'.*call forward first"):
+        ReLU().backward(np.ones((2, 3)))
+
+
 def test_parameters_are_built_once_from_the_first_input():
     layer = Dense(3)
     layer.forward(random_input((2, 4), 0))
