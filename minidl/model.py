@@ -177,6 +177,7 @@ class Sequential:
             warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and the "
                           "last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
                           "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
+        metrics = () if metrics is None else metrics
         if isinstance(metrics, str):
             raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. [{metrics!r}]")
         unknown = [m for m in metrics if m != "accuracy"]
@@ -436,7 +437,8 @@ class Sequential:
 
     # --------------------------------------------------- evaluate and predict
     def evaluate(self, x, y=None, batch_size=256, sample_weight=None, verbose=0):
-        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict ``{"loss", "accuracy"}``.
+        """Mean loss and accuracy over ``(x, y)`` (arrays or an iterable of batches), as a dict ``{"loss", "accuracy"}``
+        (without ``"accuracy"`` when compiled with ``metrics=()``).
 
         With ``sample_weight`` (or batches ``(x, y, w)``) the loss is the mean
         of the weighted losses. ``verbose=1`` shows a progress bar.
@@ -462,14 +464,13 @@ class Sequential:
     def predict(self, x, batch_size=256, verbose=0):
         """Class probabilities for ``x``, as NumPy (N, K).
 
-        ``x`` is an array of samples (nested lists of numbers too), or an
-        iterable of batches: arrays or ``(x, y)`` pairs, as ``evaluate``
-        takes (a list of arrays is a list of batches). ``verbose=1`` shows a
-        progress bar.
+        ``x`` is an array of samples (or a list of them, or nested lists of
+        numbers), or an iterable of batches: arrays with a batch axis, or
+        ``(x, y)`` pairs, as ``evaluate`` takes. ``verbose=1`` shows a progress bar.
         """
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
-        if isinstance(x, (list, tuple)) and not all(hasattr(b, "shape") or _is_pair_of_arrays(b) for b in x):
+        if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
             x = np.asarray(x)
         if hasattr(x, "shape"):
             x = self._checked_images(x)
@@ -493,6 +494,16 @@ class Sequential:
     def _require_compiled(self, what):
         if self.optimizer is None:
             raise RuntimeError(f"{what}: call compile(optimizer, loss) first")
+
+    def _is_list_of_batches(self, items):
+        """Whether a list given to ``predict`` holds batches, not samples: ``(x, y)`` pairs, or
+        arrays of one more axis than a sample (known once the model is built)."""
+        if not items:
+            return False
+        if all(_is_pair_of_arrays(item) for item in items):
+            return True
+        ranks = {getattr(item, "ndim", None) for item in items}
+        return self.input_shape is not None and ranks == {len(self.input_shape) + 1}
 
     def _checked_images(self, x, what="predict"):
         """``x`` once ``_check_images`` and ``_check_finite`` have passed it."""
@@ -787,8 +798,8 @@ def _progress_bar(batches, description, show, leave=False):
 
 
 def _is_pair_of_arrays(batch):
-    """Whether ``batch`` is an ``(x, y)`` or ``(x, y, w)`` batch, not a nested list of numbers."""
-    return isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and hasattr(batch[0], "shape")
+    """Whether ``batch`` is an ``(x, y)`` or ``(x, y, w)`` batch, not a row of numbers."""
+    return isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and getattr(batch[0], "ndim", 0) >= 1
 
 
 def _copy_into(view, array, layer, name):

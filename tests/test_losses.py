@@ -128,25 +128,26 @@ def test_target_rows_that_do_not_sum_to_1_are_refused(from_logits, rows, message
 def test_rows_that_sum_to_1_up_to_rounding_get_the_exact_gradient():
     rng = np.random.default_rng(4)
     z = rng.standard_normal((3, 4))
-    y = np.float32(rng.dirichlet(np.ones(4), size=3) * (1 + 2e-4))  # sums 1.0002, within sqrt(eps32)
+    y = np.float32(rng.dirichlet(np.ones(4), size=3) * (1 + 5e-4))  # sums 1.0005, accepted
     loss = CrossEntropy(from_logits=True)
     loss.forward(z, y)
     numeric = numerical_gradient(lambda v: CrossEntropy(from_logits=True).forward(v, y), z)
     assert_allclose(loss.backward(), numeric, rtol=1e-6, atol=1e-9)
-    with pytest.raises(ValueError, match="sum to 1"):
-        CrossEntropy().forward(softmax(z), y.astype(np.float64))  # float64 rows: within sqrt(eps64) only
 
 
-@pytest.mark.parametrize("excess, accepted", [(0.5, True), (2.0, False)])
-def test_target_rows_may_miss_1_by_sqrt_eps_of_their_dtype_and_no_more(excess, accepted):
-    off = excess * float(np.finfo(np.float32).eps) ** 0.5
-    y = np.array([[0.25, 0.75 + off]], dtype=np.float32)
-    z = np.zeros((1, 2))
+@pytest.mark.parametrize("off, accepted", [(0.0009, True), (-0.0009, True), (0.0011, False), (-0.0011, False)])
+def test_target_rows_may_miss_1_by_a_thousandth_and_no_more(off, accepted):
+    y = np.array([[0.25, 0.75 + off]])
     if accepted:
-        CrossEntropy(from_logits=True).forward(z, y)
+        CrossEntropy(from_logits=True).forward(np.zeros((1, 2)), y)
     else:
         with pytest.raises(ValueError, match="target rows must sum to 1"):
-            CrossEntropy(from_logits=True).forward(z, y)
+            CrossEntropy(from_logits=True).forward(np.zeros((1, 2)), y)
+
+
+def test_float32_probabilities_are_accepted_in_a_float64_loss():
+    y = np.full((2, 3), 1 / 3, dtype=np.float32)  # rows sum to 1 + 3e-8 once in float64
+    CrossEntropy().forward(np.full((2, 3), 1 / 3), y.astype(np.float64))
 
 
 def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():

@@ -211,8 +211,12 @@ def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
     bad[2, 0, 0, 0] = np.nan
     with pytest.raises(ValueError, match="predict: the inputs contain NaN"):
         model.predict([x[:4], bad])
-    with pytest.raises(ValueError, match=r"predict: the model takes samples of shape \(6, 6, 1\)"):
-        model.predict([x[0]])  # one sample is not a batch
+    assert_allclose(model.predict(list(x)), reference, rtol=1e-6)  # a list of samples, by their rank
+    assert_allclose(model.predict([x[0]]), reference[:1], rtol=1e-6)
+    features = Sequential([Dense(2), Softmax()], input_shape=(3,), seed=0)
+    rows = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert_allclose(features.predict([list(r) for r in rows]), features.predict(rows))  # rows of NumPy scalars
+    assert_allclose(features.predict([rows[:1], rows[1:]]), features.predict(rows), rtol=1e-6)
 
 
 def test_predict_and_evaluate_keep_no_cache_and_training_goes_on_as_if_they_had_not_run():

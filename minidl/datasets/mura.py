@@ -78,11 +78,12 @@ import functools
 import hashlib
 import json
 import math
-import multiprocessing
 import os
+import sys
 import shutil
 import tempfile
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,23 +301,40 @@ def _decode_or_error(file, size, resize):
 def _mapper(workers):
     """An ordered ``map`` that runs in ``workers`` processes (the built-in ``map`` for one).
 
-    On an error or an interrupt (Ctrl-C, a notebook's "interrupt kernel") the
-    workers are terminated, not waited for: a worker blocked writing results
-    that nobody reads any more would never finish.
+    A worker that dies (killed for memory, say) makes the map raise
+    ``BrokenProcessPool`` rather than wait for its lost images. On an error
+    or an interrupt (Ctrl-C, a notebook's "interrupt kernel") the workers are
+    terminated, not waited for: a worker blocked writing results that nobody
+    reads any more would never finish.
     """
     if workers == 1:
         yield map
         return
-    pool = multiprocessing.Pool(workers)
+    pool = ProcessPoolExecutor(workers)
     try:
-        yield functools.partial(pool.imap, chunksize=16)
+        yield functools.partial(pool.map, chunksize=16)
     except BaseException:
-        pool.terminate()
+        _terminate_workers(pool)
         raise
-    else:
-        pool.close()
     finally:
-        pool.join()
+        pool.shutdown(cancel_futures=True)
+
+
+def _terminate_workers(pool):
+    """Stop the processes of a ``ProcessPoolExecutor`` at once (Python 3.14 has ``terminate_workers``)."""
+    if hasattr(pool, "terminate_workers"):
+        pool.terminate_workers()
+        return
+    for process in list((pool._processes or {}).values()):  # noqa: SLF001 - no public way before 3.14
+        process.terminate()
+
+
+def _caller_level():
+    """The ``stacklevel`` at which a warning points at the first caller outside this module."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 # ----------------------------------------------------------------- the cache
@@ -347,7 +365,11 @@ def _cache_key(root, split, records, size, resize):
 
 
 def _read_cache(npy_file, json_file, key):
-    """``(images memmap, index dict)`` of a complete cache with this key, else None."""
+    """``(images memmap, index dict)`` of a complete cache with this key, else None.
+
+    The ``.npy`` has a row for every listed image; the first ``shape[0]`` of
+    them hold the readable ones (rows left over by unreadable images are unused).
+    """
     try:
         index = json.loads(json_file.read_text())
     except (FileNotFoundError, ValueError):
@@ -358,9 +380,10 @@ def _read_cache(npy_file, json_file, key):
         images = np.load(npy_file, mmap_mode="r")
     except (FileNotFoundError, ValueError):
         return None
-    if images.dtype != np.uint8 or list(images.shape) != index["shape"]:
+    rows, *image_shape = index["shape"]
+    if images.dtype != np.uint8 or list(images.shape[1:]) != image_shape or images.shape[0] < rows:
         return None
-    return images, index
+    return images[:rows], index
 
 
 def _check_free_space(npy_file, nbytes, split):
@@ -369,34 +392,26 @@ def _check_free_space(npy_file, nbytes, split):
     The cache is a sparse file that fills as images are decoded: without this
     check a full disk would be found out only partway through.
     """
-    old_cache = npy_file.stat().st_size if npy_file.exists() else 0  # replaced, so its room counts
-    free = shutil.disk_usage(npy_file.parent).free + old_cache
+    free = shutil.disk_usage(npy_file.parent).free
     if nbytes > free:
         raise OSError(f"MURA: the {split} cache needs {nbytes / 1e9:.1f} GB but {npy_file.parent} has "
                       f"{free / 1e9:.1f} GB free; choose a smaller size or another cache_dir")
-
-
-def _keep_first_rows(npy_file, rows):
-    """Shorten the array in ``npy_file`` to its first ``rows`` rows (after skipped images)."""
-    with atomic_path(npy_file) as tmp:
-        full = np.load(npy_file, mmap_mode="r")
-        part = np.lib.format.open_memmap(tmp, mode="w+", dtype=full.dtype, shape=(rows, *full.shape[1:]))
-        for start in range(0, rows, 1024):
-            stop = min(start + 1024, rows)
-            part[start:stop] = full[start:stop]
-        part.flush()
-        del part, full  # unmapped before the rename: Windows cannot replace a mapped file
 
 
 def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
     """Decode every image of ``records`` into the cache files; returns the index dict."""
     npy_file.parent.mkdir(parents=True, exist_ok=True)
     for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's temporary names
-        warnings.warn(f"MURA: {stale} ({stale.stat().st_size / 1e9:.2f} GB) was left by a build of this cache "
-                      "that was killed (unless another process is building it now); delete it to free the space",
-                      stacklevel=4)
-    _check_free_space(npy_file, len(records) * size * size, split)
+        try:
+            gigabytes = stale.stat().st_size / 1e9
+        except FileNotFoundError:  # another process building this cache has just finished
+            continue
+        warnings.warn(f"MURA: {stale} ({gigabytes:.2f} GB) was left by a build of this cache that was killed "
+                      "(unless another process is building it now); delete it to free the space",
+                      stacklevel=_caller_level())
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
+    npy_file.unlink(missing_ok=True)  # stale: its room is needed for the new one
+    _check_free_space(npy_file, len(records) * size * size, split)
     files = [_image_file(root, record.path) for record in records]
     kept, skipped = [], []
     pixel_sum = pixel_square_sum = 0
@@ -410,7 +425,7 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
             for record, file, (image, error) in zip(records, files, bar):
                 if error is not None:
                     warnings.warn(f"MURA: left out unreadable image {file} ({error})", UnreadableImageWarning,
-                                  stacklevel=4)
+                                  stacklevel=_caller_level())
                     skipped.append({"path": record.path, "error": error})
                     continue
                 images[len(kept)] = image
@@ -419,11 +434,9 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
                 pixel_sum += int(flat.sum())
                 pixel_square_sum += int(flat @ flat)
         images.flush()
-        del images
+        del images  # unmapped before the rename: Windows cannot replace a mapped file
         if not kept:
             raise ValueError(f"MURA: none of the {len(records)} {split} images could be decoded")
-        if len(kept) < len(records):
-            _keep_first_rows(tmp, len(kept))
     pixels = len(kept) * size * size
     mean = pixel_sum / pixels
     index = {
@@ -445,18 +458,19 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
     cached = _read_cache(npy_file, json_file, key)
     if cached is None:
         index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress)
-        images = np.load(npy_file, mmap_mode="r")
+        images = np.load(npy_file, mmap_mode="r")[: len(index["images"])]
     else:
         images, index = cached
         for skip in index["skipped_images"]:
             warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
-                          f"found when the cache {json_file} was built)", UnreadableImageWarning, stacklevel=3)
+                          f"found when the cache {json_file} was built)", UnreadableImageWarning,
+                          stacklevel=_caller_level())
     by_path = {record.path: record for record in records}
     kept = [by_path[path] for path in index["images"]]
     lost = sorted({record.study for record in records} - {record.study for record in kept})
     for study in lost:
         warnings.warn(f"MURA: study {study} has no readable image: it is left out of the {split} split",
-                      UnreadableImageWarning, stacklevel=3)
+                      UnreadableImageWarning, stacklevel=_caller_level())
     return images, kept, index
 
 

@@ -22,6 +22,7 @@ import math
 
 from .. import initializers
 from ..backend import backend_module, default_rng, get_array_module
+from ..utils import is_int
 
 #: Every Layer subclass by class name, so that a saved architecture can be rebuilt.
 LAYER_CLASSES = {}
@@ -148,12 +149,14 @@ class Layer:
         """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
         self.input_shape = tuple(input_shape)
         self._placement = (xp, dtype)
+        _PLACEMENTS.append(self._placement)
         try:
             self.build(self.input_shape)
         except MemoryError as error:  # e.g. a Dense layer after a convolutional base fed images far too large
             raise MemoryError(f"{self.describe()}: no memory for its parameters for input "
                               f"{self.expected_shape_text()}: {error}") from None
         finally:
+            _PLACEMENTS.pop()
             self._placement = None
         self.built = True
 
@@ -250,20 +253,34 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+#: The (array module, dtype) of each layer being built, innermost last: a layer
+#: made of layers that builds them directly places them as it is placed.
+_PLACEMENTS = []
+
+
 def _callable_directly(build):
     """Wrap a subclass's ``build`` so that a direct call also places and records what it creates.
 
     Inside ``build_for`` (the first ``forward``) the wrapped ``build`` runs
-    as written; called directly, it goes through ``build_for`` with float32
-    on the current backend, so that the layer ends up ``built`` either way.
+    as written; called directly, it goes through ``build_for``, with the
+    placement of the layer being built around it if any (a layer made of
+    layers), else float32 on the current backend, so that the layer ends up
+    ``built`` either way. A built layer is not built again.
     """
     @functools.wraps(build)
     def build_or_place(self, input_shape):
-        if self._placement is None:
-            xp = backend_module()
-            self.build_for(tuple(input_shape), xp, xp.float32)
-        else:
+        if self._placement is not None:
             build(self, input_shape)
+            return
+        if self.built:
+            raise RuntimeError(f"{self.describe()}: already built for input {self.expected_shape_text()}; "
+                               "make a new layer to build it for another")
+        if not isinstance(input_shape, (tuple, list)) or not all(is_int(n) and n > 0 for n in input_shape):
+            raise ValueError(f"{self.describe()}: build takes the shape of one sample, a tuple of positive "
+                             f"ints such as (5,) or (64, 64, 1); got {input_shape!r}")
+        xp = backend_module()
+        xp, dtype = _PLACEMENTS[-1] if _PLACEMENTS else (xp, xp.float32)
+        self.build_for(tuple(int(n) for n in input_shape), xp, dtype)
     return build_or_place
 
 

@@ -2,7 +2,10 @@
 import os
 import re
 import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -472,13 +475,14 @@ def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, t
     free_space(need)
     load_quiet(quirky, cache)
     assert len(calls) == 11
-    # A stale cache is replaced, so its own room counts as free.
+    # A stale cache is deleted before the check (it would stay on disk until the new one
+    # replaced it), so the new one needs the whole room again.
     (quirky / "train_labeled_studies.csv").write_text((quirky / "train_labeled_studies.csv").read_text() + "\n")
-    stale = next(cache.glob("*-train-*.npy")).stat().st_size
-    free_space(need - stale - 1)
+    free_space(need - 1)
     with pytest.raises(OSError, match="the train cache needs"):
         load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
-    free_space(need - stale)
+    assert not list(cache.glob("*-train-*"))
+    free_space(need)
     load_quiet(quirky, cache)
     assert len(calls) == 19
 
@@ -509,6 +513,39 @@ def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(q
         load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=2, progress=False)
     assert multiprocessing.active_children() == []
     assert cache_files(tmp_path / "cache") == []
+
+
+KILL_A_WORKER = """
+import os, sys
+from minidl.datasets import mura
+real = mura.load_image
+def load_image(file, size, resize="pad"):
+    if "patient00002" in str(file):
+        os._exit(9)  # as the kernel's out-of-memory killer would end it
+    return real(file, size, resize)
+mura.load_image = load_image  # inherited by the forked workers
+try:
+    mura.load_mura(sys.argv[1], size=16, cache_dir=sys.argv[2], workers=2, progress=False)
+except Exception as error:
+    print(type(error).__name__)
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the test's workers inherit a patch by forking")
+def test_a_worker_that_dies_stops_the_build_with_an_error_not_a_hang(quirky, tmp_path):
+    script = tmp_path / "kill_a_worker.py"
+    script.write_text(KILL_A_WORKER)
+    repo = Path(__file__).parents[2]
+    result = subprocess.run([sys.executable, str(script), str(quirky), str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert result.stdout.strip() == "BrokenProcessPool", result.stderr[-2000:]
+    assert cache_files(tmp_path / "cache") == []
+
+
+def test_warnings_point_at_the_callers_line(quirky, tmp_path):
+    with pytest.warns(UnreadableImageWarning) as caught:
+        load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert {Path(w.filename) for w in caught} == {Path(__file__)}
 
 
 def test_an_image_too_large_for_pillow_is_skipped_as_unreadable(quirky, tmp_path, monkeypatch):

@@ -144,6 +144,38 @@ def test_backward_before_any_forward_is_a_clear_error():
         ReLU().backward(np.ones((2, 3)))
 
 
+def test_build_called_directly_refuses_a_built_layer_and_a_shape_that_is_not_a_tuple():
+    layer = Dense(3, name="d")
+    with pytest.raises(ValueError, match=r"Dense 'd': build takes the shape of one sample.*got 5"):
+        layer.build(5)
+    layer.build((5,))
+    W = layer.params["W"]
+    with pytest.raises(RuntimeError, match=r"Dense 'd': already built for input \(N, 5\)"):
+        layer.build((7,))
+    assert layer.params["W"] is W
+
+
+def test_a_layer_made_of_layers_places_them_as_it_is_placed():
+    class Block(Layer):
+        def __init__(self):
+            super().__init__()
+            self.inner = Dense(4)
+
+        def build(self, input_shape):
+            self.inner.build(input_shape)
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return self.inner.forward(x)
+
+        def backward(self, dy):
+            return self.inner.backward(dy)
+
+    block = Block()
+    assert block.forward(np.ones((2, 3))).dtype == np.float64
+    assert block.inner.built and block.inner.params["W"].dtype == np.float64
+
+
 def test_parameters_are_built_once_from_the_first_input():
     layer = Dense(3)
     layer.forward(random_input((2, 4), 0))
