@@ -79,8 +79,8 @@ import hashlib
 import json
 import math
 import os
-import sys
 import shutil
+import sys
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -94,7 +94,7 @@ from tqdm import tqdm
 
 from ..backend import default_rng, get_array_module
 from ..data import ArrayBatches, random_flip_rotate
-from ..utils import atomic_path
+from ..utils import atomic_path, is_int
 
 FOLDER = "MURA-v1.1"
 SPLITS = ("train", "valid")
@@ -653,7 +653,7 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
         raise ValueError(f"{where}: split must be one of {SPLITS}")
     if resize not in RESIZE_MODES:
         raise ValueError(f"{where}: resize must be one of {RESIZE_MODES}, got {resize!r}")
-    if int(size) != size or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
     workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
     if workers < 1:

@@ -228,7 +228,7 @@ class Layer:
         value = getattr(self, name, None)
         if value is None:
             raise RuntimeError(f"{self.describe()}: backward needs {name!r} from a forward pass that kept it; "
-                               "call forward first (a model's predict and evaluate keep nothing)")
+                               "call forward first (a model's predict and evaluate do not keep it)")
         return value
 
     @property

@@ -86,32 +86,28 @@ class MaxPool2D(_Pool2D):
 
     def pool(self, x, taps):
         xp = get_array_module(x)
-        if not self.keeps_cache:  # no backward pass follows: the maxima alone
-            self.argmax = None
-            y = xp.maximum(x[taps[0]], x[taps[1]]) if len(taps) > 1 else x[taps[0]].copy()
-            for tap in taps[2:]:
-                xp.maximum(y, x[tap], out=y)
-            return y
+        y = x[taps[0]].copy() if len(taps) == 1 else xp.maximum(x[taps[0]], x[taps[1]])
         # argmax = the first offset holding the window's maximum. Offset t takes over
         # exactly where it is strictly greater than the maximum of offsets 0..t-1
         # (a tie keeps the earlier offset); t grows along the loop, so the last
         # offset to take over is max(argmax, t * [x_t > y]), all in the offsets' type.
-        shape = x[taps[0]].shape
-        offset_type = xp.min_scalar_type(len(taps) - 1)
-        self.argmax = self.buffer("argmax", shape, offset_type, xp)
-        if len(taps) == 1:
-            self.argmax.fill(0)
-            return x[taps[0]].copy()
-        greater = self.buffer("greater", shape, xp.bool_, xp)
-        xp.greater(x[taps[1]], x[taps[0]], out=greater)
-        y = xp.maximum(x[taps[0]], x[taps[1]])
-        self.argmax[...] = greater  # offset 1 where it beats offset 0, else 0
-        took_over = self.buffer("took_over", shape, offset_type, xp)
+        # Without a cache to keep (no backward pass follows), the maxima alone.
+        self.argmax = None
+        if self.keeps_cache:
+            offset_type = xp.min_scalar_type(len(taps) - 1)
+            self.argmax = self.buffer("argmax", y.shape, offset_type, xp)
+            if len(taps) == 1:
+                self.argmax.fill(0)
+            else:
+                greater = self.buffer("greater", y.shape, xp.bool_, xp)
+                took_over = self.buffer("took_over", y.shape, offset_type, xp)
+                self.argmax[...] = xp.greater(x[taps[1]], x[taps[0]], out=greater)  # 1 where it beats 0
         for t, tap in enumerate(taps[2:], start=2):
-            xp.greater(x[tap], y, out=greater)
+            if self.argmax is not None:
+                xp.greater(x[tap], y, out=greater)
+                xp.multiply(greater, offset_type.type(t), out=took_over)
+                xp.maximum(self.argmax, took_over, out=self.argmax)
             xp.maximum(y, x[tap], out=y)
-            xp.multiply(greater, offset_type.type(t), out=took_over)
-            xp.maximum(self.argmax, took_over, out=self.argmax)
         return y
 
     def window_gradient(self, dy, t):
