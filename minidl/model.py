@@ -471,7 +471,11 @@ class Sequential:
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
         if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
-            x = np.asarray(x)
+            try:
+                x = np.asarray(x)
+            except ValueError:
+                raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
+                                 "batch axis, or (x, y) pairs); this one mixes shapes") from None
         if hasattr(x, "shape"):
             x = self._checked_images(x)
             starts = range(0, len(x), batch_size)
@@ -497,13 +501,13 @@ class Sequential:
 
     def _is_list_of_batches(self, items):
         """Whether a list given to ``predict`` holds batches, not samples: ``(x, y)`` pairs, or
-        arrays of one more axis than a sample (known once the model is built)."""
-        if not items:
-            return False
+        arrays of one more axis than a sample (known once the model is built, or from its
+        first layer). An empty list is no batches."""
         if all(_is_pair_of_arrays(item) for item in items):
             return True
-        ranks = {getattr(item, "ndim", None) for item in items}
-        return self.input_shape is not None and ranks == {len(self.input_shape) + 1}
+        first_layer_rank = self.layers[0].input_rank if self.layers else None
+        sample_rank = len(self.input_shape) if self.input_shape is not None else first_layer_rank
+        return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
     def _checked_images(self, x, what="predict"):
         """``x`` once ``_check_images`` and ``_check_finite`` have passed it."""

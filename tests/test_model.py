@@ -217,6 +217,11 @@ def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
     rows = np.arange(6, dtype=np.float32).reshape(2, 3)
     assert_allclose(features.predict([list(r) for r in rows]), features.predict(rows))  # rows of NumPy scalars
     assert_allclose(features.predict([rows[:1], rows[1:]]), features.predict(rows), rtol=1e-6)
+    assert features.predict([]).shape == (0, 2)
+    with pytest.raises(ValueError, match="predict: a list must hold samples of one shape, or batches"):
+        features.predict([rows[0], rows])
+    unbuilt = tiny_cnn(input_shape=None)  # its first layer, a Conv2D, tells samples (rank 3) from batches
+    assert_allclose(unbuilt.predict([x[:4], x[4:8]]), reference[:8], rtol=1e-6)
 
 
 def test_predict_and_evaluate_keep_no_cache_and_training_goes_on_as_if_they_had_not_run():

@@ -380,7 +380,10 @@ def _read_cache(npy_file, json_file, key):
         images = np.load(npy_file, mmap_mode="r")
     except (FileNotFoundError, ValueError):
         return None
-    rows, *image_shape = index["shape"]
+    shape = index.get("shape")
+    if not (isinstance(shape, list) and len(shape) == 3 and images.ndim == 3):
+        return None
+    rows, *image_shape = shape
     if images.dtype != np.uint8 or list(images.shape[1:]) != image_shape or images.shape[0] < rows:
         return None
     return images[:rows], index
@@ -655,9 +658,9 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
         raise ValueError(f"{where}: resize must be one of {RESIZE_MODES}, got {resize!r}")
     if not is_int(size) or size < 1:
         raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
-    workers = min(os.cpu_count() or 1, 8) if workers is None else int(workers)
-    if workers < 1:
-        raise ValueError(f"{where}: workers must be at least 1, got {workers}")
+    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    if not is_int(workers) or workers < 1:
+        raise ValueError(f"{where}: workers must be an int of at least 1, got {workers!r}")
     if (mean is None) != (std is None):
         raise ValueError(f"{where}: give both mean and std, or neither (the split's own statistics)")
     if std is not None and not (math.isfinite(mean) and math.isfinite(std) and std > 0):

@@ -415,6 +415,19 @@ def test_the_cache_is_rebuilt_when_an_image_is_touched_even_with_the_same_bytes(
     assert len(calls) == 3  # the valid split again
 
 
+def test_a_cache_index_with_a_damaged_shape_is_rebuilt_not_a_crash(quirky, tmp_path, monkeypatch):
+    import json
+
+    cache = tmp_path / "cache"
+    load_quiet(quirky, cache)
+    index_file = next(cache.glob("*-valid-*.json"))
+    index = json.loads(index_file.read_text())
+    index_file.write_text(json.dumps({**index, "shape": []}))
+    calls = count_decoding(monkeypatch)
+    load_quiet(quirky, cache)
+    assert len(calls) == 3
+
+
 def test_each_size_and_resize_mode_has_its_own_cache(quirky, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     load_quiet(quirky, cache)
