@@ -58,7 +58,7 @@ class Softmax(Layer):
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
-        p = self.p
+        p = self.cached("p")
         return p * (dy - (dy * p).sum(axis=-1, keepdims=True))
 
 

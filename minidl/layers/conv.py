@@ -89,19 +89,20 @@ class Conv2D(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
+        x = self.cached("x")
         f = self.filters
         dY = dy.reshape(-1, f)
         W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
-            X = self.X if self.X is not None else self.im2col_matrix(self.x)
+            X = self.X if self.X is not None else self.im2col_matrix(x)
             xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
             column_sums(dY, out=self.grads["b"])
         if not self.needs_input_grad:
             return None
         dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
-        dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (self.x.shape[3],))
-        dx = self.buffer("dx", self.x.shape, dy.dtype, xp)
-        return col2im(dcols, self.x.shape, self.strides, self.pads, out=dx)
+        dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (x.shape[3],))
+        dx = self.buffer("dx", x.shape, dy.dtype, xp)
+        return col2im(dcols, x.shape, self.strides, self.pads, out=dx)
 
     def im2col_matrix(self, x):
         """The im2col matrix ``X`` (N*Ho*Wo, kh*kw*C) of input ``x``, in scratch memory."""

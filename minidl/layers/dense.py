@@ -43,8 +43,9 @@ class Dense(Layer):
 
     def backward(self, dy):
         xp = get_array_module(dy)
+        x = self.cached("x")
         if self.computes_param_grads:
-            xp.matmul(self.x.T, dy, out=self.grads["W"])
+            xp.matmul(x.T, dy, out=self.grads["W"])
             column_sums(dy, out=self.grads["b"])
         return dy @ self.params["W"].T if self.needs_input_grad else None
 

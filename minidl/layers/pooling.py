@@ -52,19 +52,20 @@ class _Pool2D(Layer):
         if not self.needs_input_grad:
             return None
         xp = get_array_module(dy)
+        x_shape = self.cached("x_shape")
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         n, ho, wo, c = dy.shape
-        if (sh, sw) == (ph, pw) and (ho * ph, wo * pw) == tuple(self.x_shape[1:3]):
+        if (sh, sw) == (ph, pw) and (ho * ph, wo * pw) == tuple(x_shape[1:3]):
             # The windows tile the input: seen as (N, Ho, ph, Wo, pw, C), dx holds one
             # window per (n, i, j, c) and dy broadcasts over it as (N, Ho, 1, Wo, 1, C),
             # so every entry of dx is written by one whole-array operation.
-            dx = xp.empty(self.x_shape, dtype=dy.dtype)
+            dx = xp.empty(x_shape, dtype=dy.dtype)
             self.tile_gradient(dy.reshape(n, ho, 1, wo, 1, c), out=dx.reshape(n, ho, ph, wo, pw, c))
             return dx
         # Otherwise some inputs are in no window (their gradient is 0) or in several
         # (overlapping windows: their gradients add up), one window offset at a time.
-        dx = xp.zeros(self.x_shape, dtype=dy.dtype)
-        for t, x_index in enumerate(self.taps(self.x_shape, (ho, wo))):
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        for t, x_index in enumerate(self.taps(x_shape, (ho, wo))):
             dx[x_index] += self.window_gradient(dy, t)
         return dx
 

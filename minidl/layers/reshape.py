@@ -20,4 +20,4 @@ class Flatten(Layer):
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy):
-        return dy.reshape(self.x_shape) if self.needs_input_grad else None
+        return dy.reshape(self.cached("x_shape")) if self.needs_input_grad else None
