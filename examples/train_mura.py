@@ -174,14 +174,14 @@ def evaluation_settings(args, model):
     if args.size is not None and args.size != size:
         sys.exit(f"train_mura.py: {args.evaluate} takes {size} x {size} images; --size {args.size} does not fit")
     args.size = size
-    trained_resize = (run_settings(Path(args.evaluate).parent) or {}).get("resize")
+    trained = run_settings(Path(args.evaluate).parent) or {}
+    trained_resize = trained.get("resize")
     if trained_resize is None and args.resize is None:
         log.warning("No run.json beside %s: assuming its images were resized with --resize pad", args.evaluate)
     if trained_resize is not None and args.resize not in (None, trained_resize):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
     args.resize = args.resize or trained_resize or "pad"
-    trained = run_settings(Path(args.evaluate).parent) or {}
     if "pixel_std" not in trained:  # a run from before run.json kept them
         log.warning("No pixel statistics in a run.json beside %s: decoding the training images for them",
                     args.evaluate)

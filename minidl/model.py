@@ -28,7 +28,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
 from .losses import CrossEntropy, check_sample_weight, check_target_rows
-from .utils import atomic_path, is_int
+from .utils import atomic_path, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -107,11 +107,7 @@ class Sequential:
 
     def build(self, input_shape):
         """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
-        if not isinstance(input_shape, (tuple, list)) or not all(
-                is_int(s) and s > 0 for s in input_shape):
-            raise ValueError(f"Sequential: input_shape must be a tuple of positive ints, the shape of one "
-                             f"sample without the batch axis, e.g. (64, 64, 1) or (5,); got {input_shape!r}")
-        input_shape = tuple(int(s) for s in input_shape)
+        input_shape = sample_shape(input_shape, "Sequential: input_shape")
         self._build_layers(input_shape)
         self.input_shape = input_shape
 
@@ -167,16 +163,16 @@ class Sequential:
                                                   for m in ("batch_loss", "backward")):
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
                             f"such as CrossEntropy(); got {self.loss!r}")
-        if (isinstance(self.loss, CrossEntropy) and not self.loss.from_logits and self.layers
-                and not isinstance(self.layers[-1], Softmax)):
-            warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
-                          f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
-                          "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
-        if (isinstance(self.loss, CrossEntropy) and self.loss.from_logits and self.layers
-                and isinstance(self.layers[-1], Softmax)):
-            warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and the "
-                          "last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
-                          "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
+        if isinstance(self.loss, CrossEntropy) and self.layers:
+            ends_in_softmax = isinstance(self.layers[-1], Softmax)
+            if not self.loss.from_logits and not ends_in_softmax:
+                warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
+                              f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
+                              "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
+            if self.loss.from_logits and ends_in_softmax:
+                warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and "
+                              "the last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
+                              "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
         metrics = () if metrics is None else metrics
         if isinstance(metrics, str):
             raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. [{metrics!r}]")
@@ -476,18 +472,14 @@ class Sequential:
             except ValueError:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
-        if hasattr(x, "shape"):
-            x = self._checked_images(x)
-            starts = range(0, len(x), batch_size)
-            chunks, count = (x[i : i + batch_size] for i in starts), len(starts)
-        else:
-            chunks = (self._checked_images(b[0] if _is_pair_of_arrays(b) else b) for b in x)
-            count = len(x) if hasattr(x, "__len__") else None
+        batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] if hasattr(x, "shape") else x
         outputs = []
-        with _progress_bar(count, "Predicting", verbose == 1) as bar:
-            for chunk in chunks:
+        with _progress_bar(batches, "Predicting", verbose == 1) as bar:
+            for batch in batches:
+                xb = batch[0] if _is_pair_of_arrays(batch) else batch
+                self._check_images(xb, "predict")  # predicting changes nothing: batch by batch will do
+                p = self._forward(self._to_device(xb)[0], training=False, keeps_cache=False)
                 # Copied: the last layer may write every batch's result into the same reused array.
-                p = self._forward(self._to_device(chunk)[0], training=False, keeps_cache=False)
                 outputs.append(np.array(to_numpy(p)))
                 bar.update(1)
         if not outputs:
@@ -509,14 +501,8 @@ class Sequential:
         sample_rank = len(self.input_shape) if self.input_shape is not None else first_layer_rank
         return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
-    def _checked_images(self, x, what="predict"):
-        """``x`` once ``_check_images`` and ``_check_finite`` have passed it."""
-        self._check_images(x, what)
-        _check_finite(x, what)
-        return x
-
     def _check_images(self, x, what):
-        """Check the inputs' type and per-sample shape; an unbuilt model is built for that shape."""
+        """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for that shape."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
         if self.input_shape is None and self.layers:
@@ -528,6 +514,7 @@ class Sequential:
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
                 f"{tuple(x.shape)}{hint}"
             )
+        _check_finite(x, what)
 
     def _check_batch(self, x, y, what, sample_weight=None):
         """Validate one batch before it can update anything: shapes, types, labels, weights, finiteness.
@@ -543,7 +530,6 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
-        _check_finite(x, what)
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
         y_host = to_numpy(y)
         if y.ndim == 1 and y.dtype.kind == "f" and not (y_host == y_host.round()).all():
@@ -789,14 +775,13 @@ class Sequential:
 
 
 def _progress_bar(batches, description, show, leave=False):
-    """A tqdm bar counting batches (``batches``: a count, or anything with a length; None if unknown).
+    """A tqdm bar counting ``batches`` (of unknown number when they have no length).
 
     It is fed by hand (``bar.update(1)``) rather than wrapping the batches:
     tqdm.auto's class calls iter() on what it wraps as soon as it is created,
     which would start a pass over a user's iterable twice.
     """
-    total = batches if batches is None or isinstance(batches, int) else (
-        len(batches) if hasattr(batches, "__len__") else None)
+    total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(total=total, desc=description, unit="batch", disable=not show, leave=leave,
                 file=sys.stderr, dynamic_ncols=True)
 

@@ -10,6 +10,17 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def sample_shape(shape, who):
+    """``shape``, the shape of one sample (no batch axis), as a tuple of positive ints.
+
+    Else a ``ValueError`` whose message starts with ``who``, e.g. ``"Sequential: input_shape"``.
+    """
+    if not isinstance(shape, (tuple, list)) or not all(is_int(n) and n > 0 for n in shape):
+        raise ValueError(f"{who} must be a tuple of positive ints, the shape of one sample without the batch "
+                         f"axis, e.g. (64, 64, 1) or (5,); got {shape!r}")
+    return tuple(int(n) for n in shape)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; on success rename it onto ``path``.

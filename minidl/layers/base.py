@@ -22,7 +22,7 @@ import math
 
 from .. import initializers
 from ..backend import backend_module, default_rng, get_array_module
-from ..utils import is_int
+from ..utils import sample_shape
 
 #: Every Layer subclass by class name, so that a saved architecture can be rebuilt.
 LAYER_CLASSES = {}
@@ -275,12 +275,13 @@ def _callable_directly(build):
         if self.built:
             raise RuntimeError(f"{self.describe()}: already built for input {self.expected_shape_text()}; "
                                "make a new layer to build it for another")
-        if not isinstance(input_shape, (tuple, list)) or not all(is_int(n) and n > 0 for n in input_shape):
-            raise ValueError(f"{self.describe()}: build takes the shape of one sample, a tuple of positive "
-                             f"ints such as (5,) or (64, 64, 1); got {input_shape!r}")
-        xp = backend_module()
-        xp, dtype = _PLACEMENTS[-1] if _PLACEMENTS else (xp, xp.float32)
-        self.build_for(tuple(int(n) for n in input_shape), xp, dtype)
+        input_shape = sample_shape(input_shape, f"{self.describe()}: build takes the shape of one sample; it")
+        if _PLACEMENTS:
+            xp, dtype = _PLACEMENTS[-1]
+        else:
+            xp = backend_module()
+            dtype = xp.float32
+        self.build_for(input_shape, xp, dtype)
     return build_or_place
 
 
