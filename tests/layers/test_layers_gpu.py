@@ -71,10 +71,12 @@ def test_check_layer_on_cupy_float64(case):
     layer = case.make()
     layer.rng = np.random.default_rng(0)
     x = cupy.asarray(random_input(case.shape, 0))
-    report = check_layer(layer, x)
-    assert set(report) == {"x"} | set(layer.params)
-    for k in layer.params:
-        assert isinstance(layer.params[k], cupy.ndarray)
+    report = check_layer(layer, x)  # the check builds its copies of the layer from x, on the GPU
+    built = case.make()
+    built.forward(x)
+    assert set(report) == {"x"} | set(built.params)
+    for k in built.params:
+        assert isinstance(built.params[k], cupy.ndarray)
 
 
 def test_dropout_on_cupy_applies_its_mask_and_is_identity_at_inference():
