@@ -28,7 +28,7 @@ class Dropout(Layer):
     def forward(self, x, training=False):
         self.check_input(x)
         if not training or self.rate == 0.0:
-            self.scaled_mask = None
+            self.scaled_mask = x.dtype.type(1.0)  # nothing dropped: the identity's mask is 1 everywhere
             return x
         xp = get_array_module(x)
         # Drawn on the CPU from the layer's generator, then moved: the same seed
@@ -40,7 +40,7 @@ class Dropout(Layer):
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
-        return dy if self.scaled_mask is None else dy * self.scaled_mask
+        return dy * self.cached("scaled_mask")
 
     def get_config(self):
         return {"rate": self.rate, "name": self.name}

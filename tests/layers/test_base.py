@@ -141,7 +141,7 @@ def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backwar
 
 @pytest.mark.parametrize("layer, dy_shape", [
     (ReLU(), (2, 3)), (Softmax(), (2, 3)), (Flatten(), (2, 12)), (MaxPool2D(2), (2, 2, 2, 3)),
-    (AvgPool2D(2), (2, 2, 2, 3)), (Dense(3), (2, 3)), (Conv2D(3, 2), (2, 3, 3, 3)),
+    (AvgPool2D(2), (2, 2, 2, 3)), (Dense(3), (2, 3)), (Conv2D(3, 2), (2, 3, 3, 3)), (Dropout(0.5), (2, 3)),
 ], ids=lambda v: type(v).__name__ if isinstance(v, Layer) else "")
 def test_backward_before_any_forward_is_a_clear_error(layer, dy_shape):
     with pytest.raises(RuntimeError, match=f"^{type(layer).__name__}: backward needs '\\w+'.*call forward first"):
