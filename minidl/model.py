@@ -727,9 +727,6 @@ class Sequential:
                 raise ValueError(f"Sequential.load: {path}: 'trainable' must be true or false, got {spec['trainable']!r}")
             layer = LAYER_CLASSES[spec["class"]].from_config(spec["config"])
             layer.trainable = spec["trainable"]
-            if spec["rng"] is not None:
-                layer.rng = default_rng()
-                layer.rng.bit_generator.state = spec["rng"]
             layers.append(layer)
         model = cls(layers, seed=arch["seed"], dtype=arch["dtype"], name=arch["name"])
         model.rng.bit_generator.state = arch["rng"]
@@ -747,6 +744,10 @@ class Sequential:
                 if arrays[key].dtype.kind != "f":
                     raise ValueError(f"Sequential.load: {path}: {key} must be floating point, got {arrays[key].dtype}")
                 layer.params[name][...] = xp.asarray(arrays[key])
+            # Only now: building drew the initial weights (then overwritten) from the layer's generator.
+            if spec["rng"] is not None:
+                layer.rng = default_rng()
+                layer.rng.bit_generator.state = spec["rng"]
         if arch["input_shape"] is not None:
             model.build(arch["input_shape"])  # the layers are built: this shares the scratch block
         if arch["optimizer"] is not None:

@@ -222,6 +222,21 @@ def test_a_layer_added_after_loading_gets_the_generator_it_would_have_got(tmp_pa
     assert_weights_equal(loaded.get_weights(), original.get_weights())
 
 
+def test_loading_leaves_every_layer_generator_where_it_was_saved(tmp_path):
+    # Building a layer with weights draws its initial weights from the layer's generator:
+    # the saved state must be restored after that, or a layer that draws noise while
+    # training (a custom one) would not continue its run, and save-load-save would differ.
+    from minidl.layers import Dense, Dropout, Softmax
+
+    original = Sequential([Dense(3), Dropout(0.5), Dense(2), Softmax()], input_shape=(4,), seed=0)
+    original.save(tmp_path / "m.npz")
+    loaded = Sequential.load(tmp_path / "m.npz")
+    for before, after in zip(original.layers, loaded.layers):
+        assert after.rng.bit_generator.state == before.rng.bit_generator.state, after.name
+    loaded.save(tmp_path / "again.npz")
+    assert (tmp_path / "again.npz").read_bytes() == (tmp_path / "m.npz").read_bytes()
+
+
 # ----------------------------------------------------------- atomic writes
 def _crash_midway(real_savez):
     def savez(file, **arrays):
