@@ -60,6 +60,22 @@ def test_augment_then_transform_are_applied_to_each_batch():
     assert all(np.all(xb == 2) for xb in xbs)
 
 
+def test_augmentation_draws_afresh_for_every_batch_and_epoch_from_the_batches_generator():
+    draws = []
+
+    def augment(xb, rng):
+        draws.append(rng.random())
+        return xb
+
+    batches = ArrayBatches(np.zeros((8, 2)), np.zeros(8), batch_size=4, seed=0, augment=augment)
+    for _ in range(2):
+        list(batches)
+    assert len(draws) == 4 and len(set(draws)) == 4
+    same_seed = ArrayBatches(np.zeros((8, 2)), np.zeros(8), batch_size=4, seed=0, augment=augment)
+    list(same_seed)
+    assert draws[4:] == draws[:2]  # reproducible from the seed
+
+
 def test_batches_read_a_memory_mapped_array(tmp_path):
     images = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.uint8, shape=(9, 4, 4))
     images[:] = np.arange(9, dtype=np.uint8)[:, None, None]
@@ -119,6 +135,7 @@ def test_rotation_by_zero_is_the_identity_and_the_input_is_untouched():
     before = x.copy()
     out = random_flip_rotate(x, np.random.default_rng(0), flip=False, max_degrees=0.0)
     np.testing.assert_array_equal(out, before)
+    assert not np.shares_memory(out, x)  # a new array even when nothing moved
     random_flip_rotate(x, np.random.default_rng(0))
     np.testing.assert_array_equal(x, before)
 
@@ -150,16 +167,17 @@ def test_flip_rotate_rejects_a_single_image():
         random_flip_rotate(np.zeros((5, 5)), np.random.default_rng(0))
 
 
-def test_rotation_of_the_batch_equals_ndimage_rotate_image_by_image():
+@pytest.mark.parametrize("shape", [(5, 19, 26), (5, 19, 26, 3)], ids=["greyscale", "three channels"])
+def test_rotation_of_the_batch_equals_ndimage_rotate_image_by_image(shape):
     from scipy import ndimage
 
     rng = np.random.default_rng(3)
-    x = rng.random((5, 19, 26)).astype(np.float32)
+    x = rng.random(shape).astype(np.float32)
     out = random_flip_rotate(x, np.random.default_rng(8), flip=False, max_degrees=30.0, fill=0.25)
     angles = np.random.default_rng(8).uniform(-30.0, 30.0, size=5)
     expected = np.stack([
         ndimage.rotate(image, angle, axes=(1, 0), reshape=False, order=1, mode="constant", cval=0.25)
         for image, angle in zip(x, angles)
     ])
-    np.testing.assert_allclose(out, expected, atol=1e-4)
+    np.testing.assert_allclose(out, expected, atol=1e-4)  # each channel rotated from itself
     assert not np.allclose(out, x, atol=1e-2)  # it did rotate

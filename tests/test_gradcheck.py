@@ -37,6 +37,52 @@ class OneEntryOff(Dense):
         return dx
 
 
+class BiasThroughReLU(Dense):
+    """``y = x W + max(b, 0)``: a bias entry at 0 sits on a kink of the layer's function."""
+
+    def forward(self, x, training=False):
+        y = super().forward(x, training)
+        return y - self.params["b"] + np.maximum(self.params["b"], 0)
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        self.grads["b"] *= self.params["b"] > 0
+        return dx
+
+
+class OverwritesItsUpstreamGradient(Dense):
+    """A right Dense whose backward then uses ``dy`` as scratch space (zeroes it)."""
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        dy[...] = 0
+        return dx
+
+
+def test_a_parameter_on_a_kink_is_skipped_not_reported():
+    layer = BiasThroughReLU(2)
+    layer.build((4,))
+    layer.params["b"][...] = [0.0, 0.5]
+    report = check_layer(layer, random_input((3, 4), 0))
+    assert report["b"] < 1e-5
+
+
+def test_a_backward_that_writes_into_its_upstream_gradient_is_still_checked_against_the_untouched_one():
+    assert check_layer(OverwritesItsUpstreamGradient(3), random_input((2, 4), 0))["x"] < 1e-5
+    with pytest.raises(AssertionError, match="dL/dx"):
+        check_layer(InputGradientOff(3), random_input((2, 4), 0))
+
+
+def test_the_entry_reported_is_the_one_furthest_past_its_tolerance_not_the_largest_error():
+    # Entry 0 has the larger error (0.005) but is inside its tolerance (1e-5 * 1000 = 0.01);
+    # entry 1 is 10 % off a small value: that is the wrong one.
+    from minidl.gradcheck import _compare
+
+    with pytest.raises(AssertionError, match=r"index \(1,\)"):
+        _compare(Dense(1), "dL/dx", np.array([1000.005, 0.0011]), np.array([1000.0, 0.001]),
+                 rtol=1e-5, atol=1e-7, skip=np.zeros(2, dtype=bool))
+
+
 def test_a_correct_layer_passes_and_reports_small_errors():
     report = check_layer(Dense(3), random_input((2, 4), 0))
     assert set(report) == {"x", "W", "b"}

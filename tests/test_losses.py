@@ -271,7 +271,7 @@ def test_sample_weights_equal_to_the_class_weights_give_the_class_weighted_loss(
     assert_allclose(by_sample.backward(), by_class.backward(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, [1.0, 2.0, 3.0, 4.0], [1.0, -1.0, 1.0],
+@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, {-1: 2.0}, [1.0, 2.0, 3.0, 4.0], [1.0, -1.0, 1.0],
                                           {0: float("nan")}, [1.0, float("inf"), 1.0]])
 def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight):
     with pytest.raises(ValueError, match="class_weight"):
@@ -281,6 +281,14 @@ def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weigh
 def test_backward_before_forward_is_an_error():
     with pytest.raises(RuntimeError, match="before forward"):
         CrossEntropy().backward()
+
+
+def test_a_second_backward_needs_a_new_forward():
+    loss = CrossEntropy()
+    loss.forward(np.full((2, 3), 1 / 3), np.array([0, 1]))
+    loss.backward()
+    with pytest.raises(RuntimeError, match="before forward"):
+        loss.backward()
 
 
 @pytest.mark.parametrize("from_logits", [False, True])

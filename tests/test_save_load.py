@@ -190,8 +190,11 @@ def _drop(key):
     (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
     (_replace_array("param/0/W", lambda w: w.astype(np.int64)), "must be floating point"),
     (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
+    (_replace_array("param/0/b", lambda b: b[:1]), r"param/0/b.*wrong shape"),
+    (_replace_array("param/0/W", lambda w: w[:1]), r"param/0/W.*wrong shape"),
 ], ids=["no layers", "no rng", "layers not a list", "trainable not a bool", "unknown loss",
-        "trainable keys changed", "integer weights", "optimiser state of the wrong size"])
+        "trainable keys changed", "integer weights", "optimiser state of the wrong size",
+        "bias that would broadcast", "kernel that would broadcast"])
 def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
     _, path, _, _ = trained
     tampered = _tampered(path, tmp_path, change)
@@ -209,11 +212,12 @@ def test_an_unreadable_file_is_a_clear_error_naming_it(trained, tmp_path, conten
         Sequential.load(broken)
 
 
-@pytest.mark.parametrize("old_file", [False, True], ids=["this format", "without the seed sequence"])
-def test_a_layer_added_after_loading_gets_the_generator_it_would_have_got(tmp_path, old_file):
+@pytest.mark.parametrize("old_file, seed", [(False, 7), (True, 7), (False, None)],
+                         ids=["this format", "without the seed sequence", "unseeded model"])
+def test_a_layer_added_after_loading_gets_the_generator_it_would_have_got(tmp_path, old_file, seed):
     from minidl.layers import Dense
 
-    original = Sequential([Dense(4)], input_shape=(3,), seed=7)
+    original = Sequential([Dense(4)], input_shape=(3,), seed=seed)
     original.save(tmp_path / "m.npz")
     path = _tampered(tmp_path / "m.npz", tmp_path, _drop("seed_sequence")) if old_file else tmp_path / "m.npz"
     loaded = Sequential.load(path)
