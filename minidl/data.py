@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
-from .losses import check_sample_weight
+from .losses import check_class_indices, check_sample_weight
 from .utils import is_int
 
 
@@ -54,8 +54,10 @@ class ArrayBatches:
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size!r}")
         self.x = x
-        y = np.asarray(y)
+        y = to_numpy(y)
         # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
+        if y.ndim == 1:
+            check_class_indices(y, "ArrayBatches")
         self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(dtype)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)

@@ -55,6 +55,23 @@ def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
 ROW_SUM_TOLERANCE = 1e-3
 
 
+def check_class_indices(y, caller):
+    """``ValueError`` naming ``caller`` unless the labels ``y`` (N,) are whole numbers.
+
+    Integer (or boolean) labels pass; float labels must hold whole values,
+    so that converting them to class indices loses nothing (0.5 would
+    silently become class 0, NaN a huge negative number). On a GPU this
+    waits once for the values.
+    """
+    if y.dtype.kind in "iub":
+        return
+    xp = get_array_module(y)
+    if y.dtype.kind != "f":
+        raise ValueError(f"{caller}: labels must be whole class indices, got dtype {y.dtype}")
+    if not bool(xp.all(y == xp.round(y))):  # NaN is not equal to itself
+        raise ValueError(f"{caller}: labels must be whole class indices, got non-integer or NaN values")
+
+
 def check_target_rows(y, caller):
     """``ValueError`` naming ``caller`` unless every row of ``y`` (N, K) is a probability vector.
 
@@ -184,11 +201,8 @@ class CrossEntropy:
         if y_true.ndim == 1:
             if y_true.shape[0] != n:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
-            if y_true.dtype.kind not in "iub":
-                if y_true.dtype.kind != "f" or (check_labels and not bool(xp.all(y_true == xp.round(y_true)))):
-                    raise ValueError(
-                        f"CrossEntropy: 1-D labels must be integer class indices, got dtype {y_true.dtype}"
-                    )
+            if check_labels:
+                check_class_indices(y_true, "CrossEntropy")
             labels = y_true.astype(xp.int64)
             if check_labels and n and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(

@@ -27,7 +27,7 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
-from .losses import CrossEntropy, check_sample_weight, check_target_rows
+from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
 from .utils import atomic_path, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
@@ -385,7 +385,7 @@ class Sequential:
                     callback.on_epoch_begin(epoch)
                 logs = self._fit_epoch(train, loss, epoch, epochs, verbose)
                 if val is not None:
-                    checked = self._evaluate_batches(val, verbose == 1, "Validating")
+                    checked = self._evaluate_batches(val, "validation_data", verbose == 1, "Validating")
                     logs.update({f"val_{k}": v for k, v in checked.items()})
                 logs["lr"] = self.optimizer.lr
                 if verbose == 2:
@@ -403,7 +403,8 @@ class Sequential:
         total_loss, total_correct, seen = 0.0, 0, 0
         with _progress_bar(batches, f"Epoch {epoch + 1}/{epochs}", verbose == 1, leave=True) as bar:
             for index, batch in enumerate(batches):
-                xb, yb, wb = self._to_device(*self._checked(batch, batches, "fit"))
+                where = f"fit, epoch {epoch + 1}, batch {index + 1}"
+                xb, yb, wb = self._to_device(*self._checked(batch, batches, where))
                 value, correct = self._train_step(xb, yb, loss, wb)
                 if not np.isfinite(value):
                     raise FloatingPointError(
@@ -441,13 +442,13 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
-        return self._evaluate_batches(batches, verbose == 1, "Evaluating")
+        return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
-    def _evaluate_batches(self, batches, progress=False, description=""):
+    def _evaluate_batches(self, batches, what, progress=False, description=""):
         total_loss, total_correct, seen = 0.0, 0, 0
         with _progress_bar(batches, description, progress) as bar:
-            for batch in batches:
-                xb, yb, wb = self._to_device(*self._checked(batch, batches, "evaluate"))
+            for index, batch in enumerate(batches):
+                xb, yb, wb = self._to_device(*self._checked(batch, batches, f"{what}, batch {index + 1}"))
                 p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
                 total_loss += float(value) * len(yb)
                 total_correct += int(self._count_correct(p, yb))
@@ -532,8 +533,8 @@ class Sequential:
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
         y_host = to_numpy(y)
-        if y.ndim == 1 and y.dtype.kind == "f" and not (y_host == y_host.round()).all():
-            raise ValueError(f"{what}: labels must be whole class indices, got non-integer or NaN values")
+        if y.ndim == 1:
+            check_class_indices(y_host, what)
         classes = self.output_classes
         if classes is not None and y.ndim == 1 and len(y):
             low, high = y_host.min(), y_host.max()

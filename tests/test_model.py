@@ -57,6 +57,17 @@ def test_fit_makes_a_full_freshly_shuffled_pass_each_epoch_including_the_last_pa
     assert len({tuple(order) for order in orders}) == epochs, "each epoch needs a fresh order"
 
 
+def test_each_call_of_fit_draws_a_new_order_reproducible_from_the_model_seed():
+    x, y = id_features(12)
+    (model, recorder), (twin, twin_recorder) = recording_model(seed=3), recording_model(seed=3)
+    for m in (model, twin):
+        for _ in range(2):  # a loop of one-epoch fits, as a user may write
+            m.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    first, second = epochs_of(recorder.training_batches(), per_epoch=3)
+    assert first != second, "a second fit must not replay the first one's order"
+    assert twin_recorder.training_batches() == recorder.training_batches()
+
+
 def test_fit_without_shuffle_keeps_the_order():
     x, y = id_features(11)
     model, recorder = recording_model()
@@ -597,6 +608,30 @@ def test_fit_rejects_bad_input_before_changing_any_weight(case, built):
     if after:  # a lazy model may still be unbuilt
         assert_weights_equal(after, initial)
     assert model.optimizer.t == 0
+
+
+#: Defects that reach fit in a batch of the user's own ArrayBatches (fractional and NaN
+#: labels stop ArrayBatches itself, which turns labels into class indices).
+IN_A_BATCH = ("label too large", "negative label", "negative target row", "multi-label target row",
+              "NaN target row", "NaN image", "infinite image")
+
+
+@pytest.mark.parametrize("x, y, message", [case[1:] for case in BAD_INPUTS if case[0] in IN_A_BATCH],
+                         ids=[c[0] for c in BAD_INPUTS if c[0] in IN_A_BATCH])
+def test_fit_checks_each_batch_of_the_users_own_array_batches_and_names_the_batch(x, y, message):
+    # Only batches that fit() made itself from arrays, checked in full first, skip the check.
+    message = message.replace("row 19", "row 3")  # the last row of the fifth batch of 4
+    with pytest.raises(ValueError, match=r"^fit, epoch 1, batch 5: .*" + message):
+        tiny_cnn().fit(ArrayBatches(x, y, batch_size=4, shuffle=False), epochs=1, verbose=0)
+    with pytest.raises(ValueError, match=r"^evaluate, batch 5: .*" + message):
+        tiny_cnn().evaluate(ArrayBatches(x, y, batch_size=4, shuffle=False))
+
+
+@pytest.mark.parametrize("y", [[0, 1, 0.5, 1], [0, 1, np.nan, 1], ["0", "1", "0", "1"]],
+                         ids=["fractional", "NaN", "text"])
+def test_array_batches_refuse_labels_that_are_not_class_indices(y):
+    with pytest.raises(ValueError, match="ArrayBatches: labels must be whole class indices"):
+        ArrayBatches(np.zeros((4, 2)), np.array(y), batch_size=2)
 
 
 @pytest.mark.parametrize("x, y, message", [case[1:] for case in BAD_INPUTS], ids=[c[0] for c in BAD_INPUTS])
