@@ -83,7 +83,9 @@ class Conv2D(Layer):
         # In shared scratch memory (a model on the CPU) X is overwritten by the
         # next layer, and backward rebuilds it; otherwise it is kept.
         self.X = None if self.scratch is not None else X
-        Y = xp.matmul(X, self.params["W"].reshape(-1, f), out=self.buffer("Y", (X.shape[0], f), x.dtype, xp))
+        # Y is a fresh array, not one kept from step to step: the next layer (ReLU) keeps
+        # only its mask, so Y is freed before the backward pass, the step's peak of memory.
+        Y = xp.matmul(X, self.params["W"].reshape(-1, f))
         Y += self.params["b"]
         return Y.reshape(n, ho, wo, f)
 
