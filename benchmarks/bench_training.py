@@ -112,8 +112,9 @@ def time_network(size, batch_size, repeats, device, settle=common.SETTLE_S, chan
 def time_layers(size, batch_size, repeats, device, settle=common.SETTLE_S):
     """Median forward and backward milliseconds of each layer alone, at the shapes it sees in the network.
 
-    The minidl layers reuse their result arrays, as they do in the network
-    (``in_model``); each timed call follows a warm-up call.
+    The minidl layers reuse the arrays they keep across steps (masks,
+    gradients), as they do in the network (``in_model``); each timed call
+    follows a warm-up call.
     """
     import torch
 
@@ -129,7 +130,7 @@ def time_layers(size, batch_size, repeats, device, settle=common.SETTLE_S):
     t_activation = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(torch_device)
     module_index = 0
     for layer in model.layers:
-        layer.in_model = True  # as while the model runs it: results written into kept arrays
+        layer.in_model = True  # as while the model runs it: masks and gradients written into kept arrays
     for index, layer in enumerate(model.layers):
         out = layer.forward(activation, training=True)
         dy = xp.ones_like(out)

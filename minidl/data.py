@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
-from .losses import check_class_indices, check_sample_weight
-from .utils import is_int
+from .losses import check_sample_weight
+from .utils import check_class_indices, is_int
 
 
 class ArrayBatches:

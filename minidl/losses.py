@@ -28,6 +28,7 @@ other class's share of its study type's images, so that the rarer class
 weighs more).
 """
 from .backend import get_array_module
+from .utils import check_class_indices
 from .layers.activations import log_softmax, softmax
 
 
@@ -53,23 +54,6 @@ def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
 
 #: How far from 1 a target row may sum: rounding, not a second label (the gradient is exact either way).
 ROW_SUM_TOLERANCE = 1e-3
-
-
-def check_class_indices(y, caller):
-    """``ValueError`` naming ``caller`` unless the labels ``y`` (N,) are whole numbers.
-
-    Integer (or boolean) labels pass; float labels must hold whole values,
-    so that converting them to class indices loses nothing (0.5 would
-    silently become class 0, NaN a huge negative number). On a GPU this
-    waits once for the values.
-    """
-    if y.dtype.kind in "iub":
-        return
-    xp = get_array_module(y)
-    if y.dtype.kind != "f":
-        raise ValueError(f"{caller}: labels must be whole class indices, got dtype {y.dtype}")
-    if not bool(xp.all(y == xp.round(y))):  # NaN is not equal to itself
-        raise ValueError(f"{caller}: labels must be whole class indices, got non-integer or NaN values")
 
 
 def check_target_rows(y, caller):
@@ -201,8 +185,7 @@ class CrossEntropy:
         if y_true.ndim == 1:
             if y_true.shape[0] != n:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
-            if check_labels:
-                check_class_indices(y_true, "CrossEntropy")
+            check_class_indices(y_true, "CrossEntropy", check_values=check_labels)
             labels = y_true.astype(xp.int64)
             if check_labels and n and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(

@@ -36,6 +36,7 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
+from .utils import check_class_indices
 
 __all__ = [
     "UndefinedMetricWarning",
@@ -82,16 +83,8 @@ def _same_length(caller, **named_arrays):
 def _class_indices(values, name, caller):
     """``values`` as a 1-D int64 array of class indices ``>= 0``."""
     array = _as_1d(values, name, caller)
-    if array.dtype.kind == "b":
-        return array.astype(np.int64)
-    if array.dtype.kind in "iu":
-        indices = array.astype(np.int64)
-    elif array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise ValueError(f"{caller}: {name} must hold integer class indices, got non-integer values")
-        indices = array.astype(np.int64)
-    else:
-        raise ValueError(f"{caller}: {name} must hold integer class indices, got dtype {array.dtype}")
+    check_class_indices(array, caller, name)
+    indices = array.astype(np.int64)
     if indices.min() < 0:
         raise ValueError(f"{caller}: {name} must hold class indices >= 0, got {indices.min()}")
     return indices

@@ -27,8 +27,8 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
-from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, is_int, sample_shape
+from .losses import CrossEntropy, check_sample_weight, check_target_rows
+from .utils import atomic_path, check_class_indices, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -196,7 +196,7 @@ class Sequential:
     def forward(self, x, training=False):
         """Run ``x`` through every layer; returns the last layer's output.
 
-        The layers of a model write their results into arrays they reuse at
+        A layer in a model may write its result into an array it reuses at
         the next call (``Layer.in_model``): copy the result to keep it past
         the next ``forward``. ``predict`` does, and returns NumPy.
         """
@@ -408,7 +408,7 @@ class Sequential:
                 value, correct = self._train_step(xb, yb, loss, wb)
                 if not np.isfinite(value):
                     raise FloatingPointError(
-                        f"fit: the loss became {value} at epoch {epoch + 1}, batch {index + 1}; "
+                        f"{where}: the loss became {value}; "
                         "training stopped before that batch updated the weights "
                         "(try a lower learning rate, or check the inputs for extreme values)"
                     )
@@ -473,12 +473,15 @@ class Sequential:
             except ValueError:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
-        batches = [x[i : i + batch_size] for i in range(0, len(x), batch_size)] if hasattr(x, "shape") else x
+        given_batches = not hasattr(x, "shape")
+        batches = x if given_batches else [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
         outputs = []
         with _progress_bar(batches, "Predicting", verbose == 1) as bar:
-            for batch in batches:
+            for index, batch in enumerate(batches):
                 xb = batch[0] if _is_pair_of_arrays(batch) else batch
-                self._check_images(xb, "predict")  # predicting changes nothing: batch by batch will do
+                # Predicting changes nothing: checking batch by batch will do. Only the
+                # caller's own batches are named; an array's slices are ours.
+                self._check_images(xb, f"predict, batch {index + 1}" if given_batches else "predict")
                 p = self._forward(self._to_device(xb)[0], training=False, keeps_cache=False)
                 # Copied: the last layer may write every batch's result into the same reused array.
                 outputs.append(np.array(to_numpy(p)))

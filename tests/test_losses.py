@@ -306,7 +306,9 @@ def test_batch_loss_is_forward_as_an_array_and_keeps_the_same_gradient(from_logi
     np.testing.assert_array_equal(loss.backward(), grad)
 
 
-def test_batch_loss_without_label_checks_still_checks_shapes():
+def test_batch_loss_without_label_checks_still_checks_shapes_and_types():
+    with pytest.raises(ValueError, match="labels must be whole class indices, got dtype <U1"):
+        CrossEntropy().batch_loss(np.full((2, 3), 1 / 3), np.array(["0", "1"]), check_labels=False)
     with pytest.raises(ValueError, match="3 labels for 2"):
         CrossEntropy().batch_loss(np.full((2, 3), 1 / 3), np.array([0, 1, 2]), check_labels=False)
     with pytest.raises(ValueError, match=r"\(2, 3\)"):

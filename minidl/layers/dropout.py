@@ -28,7 +28,8 @@ class Dropout(Layer):
     def forward(self, x, training=False):
         self.check_input(x)
         if not training or self.rate == 0.0:
-            self.scaled_mask = x.dtype.type(1.0)  # nothing dropped: the identity's mask is 1 everywhere
+            # Nothing dropped: the identity's mask is 1 everywhere (none kept when no backward follows).
+            self.scaled_mask = x.dtype.type(1.0) if self.keeps_cache else None
             return x
         xp = get_array_module(x)
         # Drawn on the CPU from the layer's generator, then moved: the same seed

@@ -124,8 +124,9 @@ def test_build_called_directly_creates_float32_parameters_once(layer, shape, par
     assert y.shape == (2, *layer.output_shape(shape))
 
 
-@pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax")],
-                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping"])
+@pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax"),
+                                         (Dropout(0.5), "scaled_mask")],
+                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout"])
 def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backward(layer, cache):
     x = random_input((2, 7, 6, 3), 0, np.float64)
     kept = layer.forward(x)

@@ -79,6 +79,28 @@ def test_check_layer_on_cupy_float64(case):
         assert isinstance(built.params[k], cupy.ndarray)
 
 
+class RecordsItsArrays(Dense):
+    """Dense noting the module of every array its forward and backward get (in the class:
+    ``check_layer`` runs copies of the layer)."""
+
+    seen = []
+
+    def forward(self, x, training=False):
+        RecordsItsArrays.seen.append(type(x).__module__.split(".")[0])
+        return super().forward(x, training)
+
+    def backward(self, dy):
+        RecordsItsArrays.seen.append(type(dy).__module__.split(".")[0])
+        return super().backward(dy)
+
+
+def test_check_layer_runs_the_layer_on_the_gpu_for_an_input_there():
+    RecordsItsArrays.seen.clear()
+    report = check_layer(RecordsItsArrays(3), cupy.asarray(random_input((2, 4), 0)))
+    assert set(report) == {"x", "W", "b"} and max(report.values()) < 1e-5
+    assert len(RecordsItsArrays.seen) > 10 and set(RecordsItsArrays.seen) == {"cupy"}
+
+
 def test_dropout_on_cupy_applies_its_mask_and_is_identity_at_inference():
     rate = 0.25
     layer = Dropout(rate)
