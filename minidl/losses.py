@@ -28,8 +28,8 @@ other class's share of its study type's images, so that the rarer class
 weighs more).
 """
 from .backend import get_array_module
-from .utils import check_class_indices
 from .layers.activations import log_softmax, softmax
+from .utils import check_class_indices
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
