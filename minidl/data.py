@@ -17,8 +17,8 @@ import numpy as np
 from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
-from .losses import check_sample_weight
-from .utils import check_class_indices, is_int
+from .losses import check_class_indices, check_sample_weight
+from .utils import is_int
 
 
 class ArrayBatches:
@@ -55,9 +55,9 @@ class ArrayBatches:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size!r}")
         self.x = x
         y = to_numpy(y)
-        # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
         if y.ndim == 1:
             check_class_indices(y, "ArrayBatches")
+        # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
         self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(dtype)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)

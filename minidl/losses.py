@@ -29,7 +29,6 @@ weighs more).
 """
 from .backend import get_array_module
 from .layers.activations import log_softmax, softmax
-from .utils import check_class_indices
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -50,6 +49,24 @@ def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
     if check_values and n and not bool(xp.all(xp.isfinite(w) & (w >= 0) & (w <= largest))):
         raise ValueError(f"{caller}: sample_weight must be finite {xp.dtype(dtype).name} numbers, not negative")
     return w.astype(dtype, copy=False)
+
+
+def check_class_indices(y, caller, name="labels", check_values=True):
+    """``ValueError`` naming ``caller`` and ``name`` unless ``y`` holds whole numbers, as class indices must.
+
+    Integer (or boolean) arrays pass; float arrays must hold finite whole
+    values, so that converting them to indices loses nothing (0.5 would
+    silently become class 0, NaN or infinity a huge negative number). With
+    ``check_values=False`` only the dtype is checked (the values were
+    checked before). On a GPU the value check waits once.
+    """
+    if y.dtype.kind in "iub":
+        return
+    if y.dtype.kind != "f":
+        raise ValueError(f"{caller}: {name} must be whole class indices, got dtype {y.dtype}")
+    xp = get_array_module(y)
+    if check_values and not bool(xp.all(xp.isfinite(y) & (y == xp.round(y)))):
+        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN or infinite values")
 
 
 #: How far from 1 a target row may sum: rounding, not a second label (the gradient is exact either way).

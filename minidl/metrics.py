@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 from .backend import to_numpy
-from .utils import check_class_indices
+from .losses import check_class_indices
 
 __all__ = [
     "UndefinedMetricWarning",

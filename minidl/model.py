@@ -27,8 +27,8 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch
-from .losses import CrossEntropy, check_sample_weight, check_target_rows
-from .utils import atomic_path, check_class_indices, is_int, sample_shape
+from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
+from .utils import atomic_path, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -465,8 +465,7 @@ class Sequential:
         numbers), or an iterable of batches: arrays with a batch axis, or
         ``(x, y)`` pairs, as ``evaluate`` takes. ``verbose=1`` shows a progress bar.
         """
-        if not is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"predict: batch_size must be a positive int, got {batch_size!r}")
+        _check_batch_size(batch_size, "predict")
         if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
             try:
                 x = np.asarray(x)
@@ -585,8 +584,7 @@ class Sequential:
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
         if len(x) != len(y):
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
-        if not is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
+        _check_batch_size(batch_size, what)
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
         x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
@@ -777,6 +775,12 @@ class Sequential:
             optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
+
+
+def _check_batch_size(batch_size, what):
+    """``ValueError`` naming ``what`` unless ``batch_size`` is a positive int (2.5 and 32.0 are not)."""
+    if not is_int(batch_size) or batch_size < 1:
+        raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
 
 
 def _progress_bar(batches, description, show, leave=False):

@@ -4,8 +4,6 @@ import numbers
 import os
 import secrets
 
-from .backend import get_array_module
-
 
 def is_int(value):
     """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not counts or sizes."""
@@ -21,24 +19,6 @@ def sample_shape(shape, who):
         raise ValueError(f"{who} must be a tuple of positive ints, the shape of one sample without the batch "
                          f"axis, e.g. (64, 64, 1) or (5,); got {shape!r}")
     return tuple(int(n) for n in shape)
-
-
-def check_class_indices(y, caller, name="labels", check_values=True):
-    """``ValueError`` naming ``caller`` and ``name`` unless ``y`` holds whole numbers, as class indices must.
-
-    Integer (or boolean) arrays pass; float arrays must hold finite whole
-    values, so that converting them to indices loses nothing (0.5 would
-    silently become class 0, NaN or infinity a huge negative number). With
-    ``check_values=False`` only the dtype is checked (the values were
-    checked before). On a GPU the value check waits once.
-    """
-    if y.dtype.kind in "iub":
-        return
-    if y.dtype.kind != "f":
-        raise ValueError(f"{caller}: {name} must be whole class indices, got dtype {y.dtype}")
-    xp = get_array_module(y)
-    if check_values and not bool(xp.all(xp.isfinite(y) & (y == xp.round(y)))):
-        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN or infinite values")
 
 
 @contextlib.contextmanager
