@@ -3,7 +3,6 @@ from .. import initializers
 from ..backend import get_array_module
 from ..utils import is_int
 from .base import Layer
-from .dense import column_sums
 from .im2col import col2im, im2col, output_size, padding_amounts, pair
 
 
@@ -21,6 +20,16 @@ class Conv2D(Layer):
         Y = X W + b        (the Dense layer's equation, one row per window)
         dL/dW = X^T dY     dL/db = 1^T dY, the sum of dY's rows
         dL/dX = dY W^T     then col2im adds each window's gradient back onto x
+
+    The bias rides along in the products (the "bias trick"): with a column of
+    ones after ``X`` and ``b`` as a last row under ``W``::
+
+        Y = [X 1] [W; b]                  = X W + b
+        [dL/dW; dL/db] = [X 1]^T dY       = [X^T dY; 1^T dY]
+
+    so neither adding ``b`` nor summing ``dY``'s rows is a pass of its own
+    over ``Y`` or ``dY``, the layer's largest arrays besides ``X``; the column
+    of ones adds one entry to each row of ``X``.
 
     ``padding="same"`` pads zeros so that ``Ho = ceil(H / sh)`` (Keras's rule,
     any odd pixel at the bottom/right); ``"valid"`` pads none.
@@ -79,14 +88,13 @@ class Conv2D(Layer):
         ho, wo, f = self.output_shape(x.shape[1:])
         self.pads = self._pads(*x.shape[1:3])
         self.x = x
-        X = self.im2col_matrix(x)
-        # In shared scratch memory (a model on the CPU) X is overwritten by the
+        X1 = self.im2col_matrix(x)
+        # In shared scratch memory (a model on the CPU) X1 is overwritten by the
         # next layer, and backward rebuilds it; otherwise it is kept.
-        self.X = None if self.scratch is not None else X
+        self.X1 = None if self.scratch is not None else X1
         # Y is a fresh array, not one kept from step to step: the next layer (ReLU) keeps
         # only its mask, so Y is freed before the backward pass, the step's peak of memory.
-        Y = xp.matmul(X, self.params["W"].reshape(-1, f))
-        Y += self.params["b"]
+        Y = xp.matmul(X1, self.kernel_and_bias())
         return Y.reshape(n, ho, wo, f)
 
     def backward(self, dy):
@@ -96,9 +104,10 @@ class Conv2D(Layer):
         dY = dy.reshape(-1, f)
         W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
-            X = self.X if self.X is not None else self.im2col_matrix(x)
-            xp.matmul(X.T, dY, out=self.grads["W"].reshape(-1, f))
-            column_sums(dY, out=self.grads["b"])
+            X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x)
+            dWb = xp.matmul(X1.T, dY)  # [dL/dW; dL/db], the bias's from X1's column of ones
+            self.grads["W"].reshape(-1, f)[...] = dWb[:-1]
+            self.grads["b"][...] = dWb[-1]
         if not self.needs_input_grad:
             return None
         dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
@@ -107,11 +116,19 @@ class Conv2D(Layer):
         return col2im(dcols, x.shape, self.strides, self.pads, out=dx)
 
     def im2col_matrix(self, x):
-        """The im2col matrix ``X`` (N*Ho*Wo, kh*kw*C) of input ``x``, in scratch memory."""
+        """``X1 = [X 1]`` (N*Ho*Wo, kh*kw*C + 1): the im2col matrix of ``x`` and a column of ones, in scratch memory."""
         n, _, _, c = x.shape
         ho, wo, _ = self.output_shape(x.shape[1:])
-        cols = self.scratch_array((n, ho, wo) + self.kernel_size + (c,), x.dtype, get_array_module(x))
-        return im2col(x, self.kernel_size, self.strides, self.pads, out=cols).reshape(n * ho * wo, -1)
+        kh, kw = self.kernel_size
+        X1 = self.scratch_array((n * ho * wo, kh * kw * c + 1), x.dtype, get_array_module(x))
+        im2col(x, self.kernel_size, self.strides, self.pads, out=X1[:, :-1].reshape(n, ho, wo, kh, kw, c))
+        X1[:, -1] = 1
+        return X1
+
+    def kernel_and_bias(self):
+        """``[W; b]`` (kh*kw*C + 1, F): the kernel as a matrix with the bias as its last row."""
+        xp = get_array_module(self.params["W"])
+        return xp.concatenate([self.params["W"].reshape(-1, self.filters), self.params["b"][None, :]])
 
     def get_config(self):
         return {
