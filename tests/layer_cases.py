@@ -150,6 +150,7 @@ def dropout_cases(draw):
 FIXED_CASES = {
     "dense": Case(Dense, {"units": 4}, (3, 5)),
     "conv_valid": Case(Conv2D, {"filters": 3, "kernel_size": 3}, (2, 7, 6, 2)),
+    "conv_same": Case(Conv2D, {"filters": 3, "kernel_size": 3, "padding": "same"}, (2, 6, 5, 2)),
     "conv_same_stride2": Case(Conv2D, {"filters": 2, "kernel_size": (4, 3), "strides": 2, "padding": "same"}, (2, 7, 8, 3)),
     "conv_nonsquare_stride": Case(Conv2D, {"filters": 2, "kernel_size": (2, 5), "strides": (2, 1)}, (1, 9, 6, 1)),
     "maxpool_tiled": Case(MaxPool2D, {"pool_size": 2}, (2, 6, 8, 3)),

@@ -87,11 +87,12 @@ class Conv2D(Layer):
         n = x.shape[0]
         ho, wo, f = self.output_shape(x.shape[1:])
         self.pads = self._pads(*x.shape[1:3])
-        self.x = x
+        self.x = x if self.keeps_cache else None
         X1 = self.im2col_matrix(x)
-        # In shared scratch memory (a model on the CPU) X1 is overwritten by the
-        # next layer, and backward rebuilds it; otherwise it is kept.
-        self.X1 = None if self.scratch is not None else X1
+        # X1 is kept for the weight gradient, unless it lives in shared scratch memory
+        # (a model on the CPU), where the next layer overwrites it and backward rebuilds it.
+        keep_X1 = self.keeps_cache and self.computes_param_grads and self.scratch is None
+        self.X1 = X1 if keep_X1 else None
         # Y is a fresh array, not one kept from step to step: the next layer (ReLU) keeps
         # only its mask, so Y is freed before the backward pass, the step's peak of memory.
         Y = xp.matmul(X1, self.kernel_and_bias())
@@ -105,7 +106,7 @@ class Conv2D(Layer):
         W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
             X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x)
-            dWb = xp.matmul(X1.T, dY)  # [dL/dW; dL/db], the bias's from X1's column of ones
+            dWb = xp.matmul(X1.T, dY)  # [dL/dW; dL/db]: the last row, 1^T dY, from X1's column of ones
             self.grads["W"].reshape(-1, f)[...] = dWb[:-1]
             self.grads["b"][...] = dWb[-1]
         if not self.needs_input_grad:
@@ -116,7 +117,8 @@ class Conv2D(Layer):
         return col2im(dcols, x.shape, self.strides, self.pads, out=dx)
 
     def im2col_matrix(self, x):
-        """``X1 = [X 1]`` (N*Ho*Wo, kh*kw*C + 1): the im2col matrix of ``x`` and a column of ones, in scratch memory."""
+        """``X1 = [X 1]`` (N*Ho*Wo, kh*kw*C + 1): the im2col matrix of ``x`` and a column
+        of ones, in scratch memory."""
         n, _, _, c = x.shape
         ho, wo, _ = self.output_shape(x.shape[1:])
         kh, kw = self.kernel_size

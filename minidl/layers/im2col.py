@@ -23,8 +23,8 @@ stepping one row further moves ``x.strides[1]`` bytes) and copies that view
 into the matrix in one assignment. ``col2im`` loops over the ``kh * kw``
 kernel offsets ``(p, q)`` (``window_taps``): for each, one strided slab of
 ``dx`` receives offset ``(p, q)`` of every window's gradient in one
-addition (a slab that is all of ``dx``, the kernel's centre with stride 1
-and "same" padding, is copied in first instead of zeroing ``dx``). It never
+addition (a slab that is all of ``dx``, such as an odd kernel's centre with
+stride 1 and "same" padding, is copied in first instead of zeroing ``dx``). It never
 builds the padding: it drops the gradients of entries that fall in it.
 """
 import math
@@ -146,13 +146,13 @@ def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
     dx = xp.empty(x_shape, dtype=cols.dtype) if out is None else out
     taps = [(x_index, cols[:, :, :, p, q, :][out_index])
             for p, q, x_index, out_index in window_taps(x_shape[1:3], (kh, kw), strides, pads, (ho, wo))]
-    # A tap whose slab is all of x (stride 1 and "same" padding: the kernel's centre)
-    # is copied in first, which saves zeroing dx and one pass of additions.
-    whole = next((i for i, (x_index, _) in enumerate(taps) if dx[x_index].shape == dx.shape), None)
-    if whole is None:
-        dx.fill(0)
+    # A tap whose slab is all of x (with stride 1 and "same" padding, an odd kernel's
+    # centre) is copied in first, which saves zeroing dx and one pass of additions.
+    covering = [i for i, (x_index, _) in enumerate(taps) if dx[x_index].shape == dx.shape]
+    if covering:
+        dx[...] = taps.pop(covering[0])[1]
     else:
-        dx[...] = taps.pop(whole)[1]
+        dx.fill(0)
     for x_index, window_gradients in taps:
         dx[x_index] += window_gradients
     return dx

@@ -100,9 +100,10 @@ class MaxPool2D(_Pool2D):
             if len(taps) == 1:
                 self.argmax.fill(0)
             else:
+                xp.greater(x[taps[1]], x[taps[0]], out=self.argmax)  # 1 where offset 1 beats offset 0
+            if len(taps) > 2:
                 greater = self.buffer("greater", y.shape, xp.bool_, xp)
                 took_over = self.buffer("took_over", y.shape, offset_type, xp)
-                xp.greater(x[taps[1]], x[taps[0]], out=self.argmax)  # 1 where offset 1 beats offset 0
         for t, tap in enumerate(taps[2:], start=2):
             if self.argmax is not None:
                 xp.greater(x[tap], y, out=greater)

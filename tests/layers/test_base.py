@@ -125,8 +125,8 @@ def test_build_called_directly_creates_float32_parameters_once(layer, shape, par
 
 
 @pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax"),
-                                         (Dropout(0.5), "scaled_mask")],
-                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout"])
+                                         (Dropout(0.5), "scaled_mask"), (Conv2D(4, 3, padding="same"), "x")],
+                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout", "Conv2D"])
 def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backward(layer, cache):
     x = random_input((2, 7, 6, 3), 0, np.float64)
     kept = layer.forward(x)
@@ -138,6 +138,22 @@ def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backwar
     layer.keeps_cache = True
     layer.forward(x)
     assert layer.backward(np.ones_like(kept)).shape == x.shape
+
+
+def test_conv2d_keeps_its_im2col_matrix_only_for_a_weight_gradient():
+    # The matrix is the largest array of the layer: kept for backward's X1^T dY, never for
+    # a forward that no backward follows, nor for a frozen layer (whose backward needs only W).
+    x = random_input((2, 7, 6, 3), 0, np.float64)
+    conv = Conv2D(4, 3, padding="same")
+    dx = conv.backward(np.ones_like(conv.forward(x)))
+    assert conv.X1 is not None and conv.X1.shape == (2 * 7 * 6, 3 * 3 * 3 + 1)
+    conv.keeps_cache = False
+    conv.forward(x)
+    assert conv.X1 is None
+    conv.keeps_cache, conv.trainable = True, False
+    conv.forward(x)
+    assert conv.X1 is None
+    assert_array_equal(conv.backward(np.ones_like(conv.forward(x))), dx)
 
 
 @pytest.mark.parametrize("layer, dy_shape", [

@@ -72,6 +72,21 @@ def test_im2col_fills_a_given_buffer_zeroing_the_padding():
     assert not np.isnan(buf).any()
 
 
+@pytest.mark.parametrize("kernel, strides, padding", [((3, 3), (1, 1), "same"), ((3, 2), (1, 1), "valid"),
+                                                   ((3, 3), (2, 2), "same")],
+                         ids=["a-slab-covers-x", "zeros-first", "strided"])
+def test_col2im_overwrites_a_given_buffer(kernel, strides, padding):
+    # With stride 1 and "same" padding the centre offset's slab is all of x and is copied in
+    # instead of zeroing the buffer first; either way nothing stale may survive.
+    shape = (2, 5, 6, 3)
+    pads = (padding_amounts(5, kernel[0], strides[0], padding), padding_amounts(6, kernel[1], strides[1], padding))
+    cols = random_input(im2col(np.zeros(shape), kernel, strides, pads).shape, 1)
+    buf = np.full(shape, np.nan)
+    assert col2im(cols, shape, strides, pads, out=buf) is buf
+    assert_array_equal(buf, col2im(cols, shape, strides, pads))
+    assert not np.isnan(buf).any()
+
+
 @examples(30)
 @given(size=st.integers(1, 40), kernel=st.integers(1, 7), stride=st.integers(1, 4))
 def test_same_padding_gives_ceil_size_over_stride_outputs(size, kernel, stride):
