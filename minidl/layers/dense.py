@@ -38,7 +38,7 @@ class Dense(Layer):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        self.x = x
+        self.x = x if self.keeps_cache else None
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):

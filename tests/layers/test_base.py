@@ -125,10 +125,11 @@ def test_build_called_directly_creates_float32_parameters_once(layer, shape, par
 
 
 @pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax"),
-                                         (Dropout(0.5), "scaled_mask"), (Conv2D(4, 3, padding="same"), "x")],
-                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout", "Conv2D"])
+                                         (Dropout(0.5), "scaled_mask"), (Conv2D(4, 3, padding="same"), "x"),
+                                         (Dense(4), "x")],
+                         ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout", "Conv2D", "Dense"])
 def test_a_forward_that_keeps_no_cache_gives_the_same_output_and_refuses_backward(layer, cache):
-    x = random_input((2, 7, 6, 3), 0, np.float64)
+    x = random_input((2, 3) if isinstance(layer, Dense) else (2, 7, 6, 3), 0, np.float64)
     kept = layer.forward(x)
     layer.keeps_cache = False
     assert_array_equal(layer.forward(x), kept)
