@@ -277,7 +277,7 @@ class CSVLogger(Callback):
         self.path = str(path)
         self.append = append
         self._file = None
-        self._writer = None
+        self._fields = None  # the header's column names, once known
 
     def on_train_begin(self, logs=None):
         existing = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0

@@ -88,7 +88,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     pristine = copy.deepcopy(layer)  # the check works on copies: ``layer`` is left as it was
     # Check every gradient, whether or not the layer is frozen or a model's first
     # (which skip some), on fresh arrays rather than a model's reused ones.
-    pristine.trainable, pristine.needs_input_grad, pristine.in_model = True, True, False
+    pristine.trainable, pristine.needs_input_grad, pristine.in_model, pristine.scratch = True, True, False, None
     if pristine.rng is None:
         pristine.rng = default_rng(seed)
     if not pristine.built:
@@ -97,17 +97,15 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         pristine.params[name] = pristine.params[name].astype(np.float64)
         pristine.grads[name] = xp.zeros_like(pristine.params[name])
 
-    y = copy.deepcopy(pristine).forward(x, training=training)
+    analytic = copy.deepcopy(pristine)
+    y = analytic.forward(x, training=training)
     g = xp.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))
+    dx = analytic.backward(g.copy())  # a copy: a backward that modified its argument would change g
 
     def loss_at(x_value, params):
         trial = copy.deepcopy(pristine)
         trial.params.update(params)
         return float((trial.forward(x_value, training=training) * g).sum())
-
-    analytic = copy.deepcopy(pristine)
-    analytic.forward(x, training=training)
-    dx = analytic.backward(g.copy())
 
     report = {}
     if check_input:

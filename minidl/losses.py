@@ -12,12 +12,13 @@ When ``p = softmax(z)``, the chain rule through the softmax Jacobian
     dL/dz_i = sum_j (-y_j / p_j) p_j (δ_ij - p_i) = -y_i + p_i sum_j y_j = p_i - y_i,
 
 because ``sum_j y_j = 1``. So target rows must sum to 1: a multi-label
-row such as ``[1, 1, 0]`` is refused (its gradient would be the middle
-form). minidl computes ``p_i sum_j y_j - y_i``, which keeps the gradient
-exact for rows that sum to 1 only up to rounding. The thesis's section 2.3.2 instead gets
+row such as ``[1, 1, 0]`` is refused, since for it the middle form is not
+``p - y``. minidl computes the middle form, ``p_i sum_j y_j - y_i``: it is
+``p - y`` for every row it accepts, and stays exact for rows that sum to 1
+only up to rounding. The thesis's section 2.3.2 instead gets
 ``y_j (1 - p_j)``: it uses only the diagonal of the Jacobian (``dp_j/dz_j``)
 and drops a minus sign, so its gradient is wrong in both sign and the
-off-diagonal terms. minidl uses ``p - y``.
+off-diagonal terms.
 
 The loss of a batch is the mean over its ``N`` samples, so every gradient
 carries a factor ``1/N``. With ``class_weight``, sample ``n`` is weighted by
@@ -28,7 +29,7 @@ other class's share of its study type's images, so that the rarer class
 weighs more).
 """
 from .backend import get_array_module
-from .layers.activations import log_softmax, softmax
+from .layers.activations import log_softmax
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -129,8 +130,9 @@ class CrossEntropy:
     def forward_from_logits(self, z, y_true, sample_weight=None):
         """The mean loss for scores ``z`` (N, K); ``backward`` then returns ``dL/dz = w (p - y) / N``.
 
-        ``Sequential`` calls this with the input of its final ``Softmax`` layer,
-        which keeps the loss exact and finite even where a probability is 0 or 1.
+        ``Sequential`` computes this loss (as ``batch_loss(z, y, logits=True)``)
+        from the input of its final ``Softmax`` layer, which keeps it exact and
+        finite even where a probability is 0 or 1.
         """
         return float(self.batch_loss(z, y_true, logits=True, sample_weight=sample_weight))
 
@@ -162,7 +164,7 @@ class CrossEntropy:
         losses = -(y * log_p).sum(axis=1)
         n = p.shape[0]
         # dL/dp = -w y / (N p); zero where p was clipped (the clip is flat there).
-        self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype)
+        self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype, copy=False)
         return (w * losses).sum() / n
 
     def _from_logits(self, z, y_true, check_labels, sample_weight):
@@ -175,7 +177,7 @@ class CrossEntropy:
         n = z.shape[0]
         p = xp.exp(log_p)
         # p sum_j y_j - y, the exact gradient of the loss above: p - y when the rows sum to 1.
-        self._grad = (w[:, None] * (p * y.sum(axis=1, keepdims=True) - y) / n).astype(z.dtype)
+        self._grad = (w[:, None] * (p * y.sum(axis=1, keepdims=True) - y) / n).astype(z.dtype, copy=False)
         return (w * losses).sum() / n
 
     def backward(self):

@@ -26,7 +26,7 @@ from .backend import backend_module, default_rng, get_array_module, to_numpy
 from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
-from .layers.base import LAYER_CLASSES, Layer, Scratch
+from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
 from .utils import atomic_path, is_int, sample_shape
 
@@ -118,10 +118,8 @@ class Sequential:
         for layer in self.layers:
             rank_ok = layer.input_rank is None or len(shape) == layer.input_rank
             if not rank_ok or (layer.built and not layer.accepts(shape)):
-                raise ValueError(
-                    f"{layer.describe()}: expected input {layer.expected_shape_text()}, got (N, "
-                    + ", ".join(map(str, shape)) + ")"
-                )
+                raise ValueError(f"{layer.describe()}: expected input {layer.expected_shape_text()}, "
+                                 f"got {batch_shape_text(shape)}")
             shapes.append(shape)
             shape = layer.output_shape(shape)
         xp = backend_module()

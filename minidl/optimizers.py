@@ -1,4 +1,4 @@
-"""Optimisers: how the gradients move the weights (thesis section 2.3.4).
+"""Optimisers: how the gradients move the weights (thesis sections 2.3.3 and 2.3.4).
 
 After the backward pass every parameter ``theta`` has a gradient ``g = dL/dtheta``.
 An optimiser turns the gradients into a step::
@@ -233,7 +233,7 @@ class SGD(Optimizer):
                = g_t + momentum * b_t              with Nesterov momentum
         theta_t = theta_{t-1} - lr * d_t
 
-    The thesis's SGD is the first and last lines without momentum:
+    The thesis's SGD is the ``d_t = g_t`` line and the last one, without weight decay:
     ``w = w - (eta / m) sum_i dL/dw_i``; the ``1/m`` average over the batch is
     already in minidl's gradients, because the loss is the batch mean.
     Momentum, which the thesis does not use, lets a direction that keeps
@@ -298,18 +298,18 @@ class RMSProp(Optimizer):
     def update(self, theta, g, v):
         xp = get_array_module(theta)
         g = self.with_weight_decay(theta, g)
-        w = xp.empty_like(theta)  # the one work array of this update
+        work = xp.empty_like(theta)  # the one work array of this update
         # v = rho * v + (1 - rho) * g**2
-        xp.multiply(g, g, out=w)
-        w *= 1 - self.rho
+        xp.multiply(g, g, out=work)
+        work *= 1 - self.rho
         v *= self.rho
-        v += w
+        v += work
         # theta = theta - lr * g / (sqrt(v) + eps)
-        xp.sqrt(v, out=w)
-        w += self.eps
-        xp.divide(g, w, out=w)
-        w *= self.lr
-        theta -= w
+        xp.sqrt(v, out=work)
+        work += self.eps
+        xp.divide(g, work, out=work)
+        work *= self.lr
+        theta -= work
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "eps": self.eps}
@@ -330,18 +330,20 @@ class Adam(Optimizer):
     ``eps`` is added after the square root of the *bias-corrected* ``v_hat``,
     as in PyTorch and Algorithm 1 of Kingma & Ba (2015). (Keras adds it to
     ``sqrt(v_t)`` instead, which is this rule with ``eps / sqrt(1 - beta2**t)``
-    in place of ``eps``: a larger ``eps`` in the first steps.) The weight decay is the L2 form above, not AdamW's
-    decoupled ``theta <- theta - lr * weight_decay * theta``.
+    in place of ``eps``: a larger ``eps`` in the first steps.) The weight decay is
+    the L2 form above, not AdamW's decoupled ``theta <- theta - lr * weight_decay * theta``.
 
     The thesis (section 2.3.4) writes ``m_t = beta * g_t + (1 - beta) * m_{t-1}``,
     whose ``beta`` weighs the new gradient (``beta = 1 - beta1``; likewise its
     RMSProp ``alpha = 1 - beta2``), and steps by ``eta * m_t / (sqrt(v_t) + eps)``
     with no bias correction. Because ``m`` and ``v`` start at zero, in the first
     steps they are too small by the factors ``1 - beta1**t`` and
-    ``1 - beta2**t``; dividing by these factors removes that bias. Without it
-    the first step with the default betas is about ``0.1 / sqrt(0.001)``,
-    roughly 3.2 times, larger than the corrected one, and the factor fades only
-    after a few thousand steps (``beta2**t`` is still 0.37 at ``t = 1000``).
+    ``1 - beta2**t``; dividing by these factors removes that bias. Without it,
+    for a gradient that stays the same, each step is
+    ``(1 - beta1**t) / sqrt(1 - beta2**t)`` times the corrected one: with the
+    default betas 3.2 at the first step, 6.5 at the tenth (``m`` warms up
+    within tens of steps, ``v`` within thousands), 3.2 at the hundredth and
+    still 1.26 at ``t = 1000``.
     """
 
     slots = ("m", "v")
@@ -355,25 +357,25 @@ class Adam(Optimizer):
     def update(self, theta, g, m, v):
         xp = get_array_module(theta)
         g = self.with_weight_decay(theta, g)
-        w = xp.empty_like(theta)  # the one work array of this update
+        work = xp.empty_like(theta)  # the one work array of this update
         # m = beta1 * m + (1 - beta1) * g
-        xp.multiply(g, 1 - self.beta1, out=w)
+        xp.multiply(g, 1 - self.beta1, out=work)
         m *= self.beta1
-        m += w
+        m += work
         # v = beta2 * v + (1 - beta2) * g**2
-        xp.multiply(g, g, out=w)
-        w *= 1 - self.beta2
+        xp.multiply(g, g, out=work)
+        work *= 1 - self.beta2
         v *= self.beta2
-        v += w
+        v += work
         # theta = theta - lr * m_hat / (sqrt(v_hat) + eps), written with m and v:
         # with c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t), m_hat / (sqrt(v_hat) + eps)
         # is (c2 / c1) * m / (sqrt(v) + eps * c2), one whole-array operation fewer.
         c1, c2 = 1 - self.beta1**self.t, math.sqrt(1 - self.beta2**self.t)
-        xp.sqrt(v, out=w)
-        w += self.eps * c2
-        xp.divide(m, w, out=w)
-        w *= self.lr * c2 / c1
-        theta -= w
+        xp.sqrt(v, out=work)
+        work += self.eps * c2
+        xp.divide(m, work, out=work)
+        work *= self.lr * c2 / c1
+        theta -= work
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}

@@ -776,17 +776,17 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
 
 def _synthesize_split(folder, split, patient_numbers, rng, arguments):
     """Write one split's images and its two CSV files into ``folder``."""
-    studies = []  # (study path, study type)
+    studies = []  # paths, e.g. train/XR_HAND/patient00001/study1
     for number in patient_numbers:
         study_type = STUDY_TYPES[rng.integers(len(STUDY_TYPES))]
         for k in range(1, rng.integers(1, arguments["max_studies_per_patient"] + 1) + 1):
-            studies.append((f"{split}/{study_type}/patient{number:05d}/study{k}", study_type))
+            studies.append(f"{split}/{study_type}/patient{number:05d}/study{k}")
     abnormal = np.zeros(len(studies), dtype=bool)
     abnormal[rng.permutation(len(studies))[: round(arguments["abnormal_fraction"] * len(studies))]] = True
 
     image_lines, study_lines = [], []
     log_min, log_max = np.log(arguments["min_size"]), np.log(arguments["max_size"])
-    for (study, _), label in zip(studies, abnormal):
+    for study, label in zip(studies, abnormal):
         study_folder = f"{study}_{'positive' if label else 'negative'}"
         (folder / study_folder).mkdir(parents=True)
         study_lines.append(f"{FOLDER}/{study_folder}/,{int(label)}\n")

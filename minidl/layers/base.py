@@ -47,7 +47,8 @@ class Layer:
             arrays. Layers never modify their arguments.
         keeps_cache: False while a model only predicts or evaluates (no
             backward pass follows): ``forward`` may then skip keeping what
-            ``backward`` needs (MaxPool2D's argmax, ReLU's mask), and
+            ``backward`` needs (MaxPool2D's argmax, the masks of ReLU and
+            Dropout, the inputs of Conv2D and Dense), and
             ``backward`` must not be called. True otherwise.
     """
 
@@ -154,7 +155,7 @@ class Layer:
             self.build(self.input_shape)
         except MemoryError as error:  # e.g. a Dense layer after a convolutional base fed images far too large
             raise MemoryError(f"{self.describe()}: no memory for its parameters for input "
-                              f"{self.expected_shape_text()}: {error}") from None
+                              f"{batch_shape_text(self.input_shape)}: {error}") from None
         finally:
             _PLACEMENTS.pop()
             self._placement = None
@@ -165,7 +166,7 @@ class Layer:
 
         By default only the shape it was built for; layers whose parameters do
         not depend on the spatial size (convolutions) relax this. A layer
-        without parameters (ReLU, Dropout, Flatten, Softmax) was built from
+        without parameters (ReLU, Dropout, Flatten, Softmax, pooling) was built from
         nothing, so it takes any shape of its rank: after a convolution it must
         follow that convolution to other image sizes.
         """
@@ -175,8 +176,8 @@ class Layer:
 
     def expected_shape_text(self):
         """The expected input shape as text, e.g. ``(N, H, W, 3)``, for error messages."""
-        if self.input_shape is not None:
-            return "(N, " + ", ".join(str(s) for s in self.input_shape) + ")"
+        if self.input_shape is not None and self.params:  # the shape its parameters were made for
+            return batch_shape_text(self.input_shape)
         if self.input_rank is not None:
             return f"rank {self.input_rank + 1} (batch first)"
         return "any shape"
@@ -251,6 +252,11 @@ class Layer:
         except ValueError:  # a setting that cannot be saved (a custom initialiser) can still be shown
             args = "..."
         return f"{type(self).__name__}({args})"
+
+
+def batch_shape_text(sample_shape):
+    """``(N, 64, 64, 3)`` for a per-sample shape ``(64, 64, 3)``: a batch's shape in error messages."""
+    return "(" + ", ".join(["N", *map(str, sample_shape)]) + ")"
 
 
 #: The (array module, dtype) of each layer being built, innermost last: a layer

@@ -1,4 +1,4 @@
-"""2-D convolution over NHWC batches (thesis sections 2.4.2 and 2.4.3)."""
+"""2-D convolution over NHWC batches (thesis sections 2.4.1 to 2.4.3)."""
 from .. import initializers
 from ..backend import get_array_module
 from ..utils import is_int
@@ -103,14 +103,16 @@ class Conv2D(Layer):
         x = self.cached("x")
         f = self.filters
         dY = dy.reshape(-1, f)
-        W = self.params["W"].reshape(-1, f)
         if self.computes_param_grads:
             X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x)
             dWb = xp.matmul(X1.T, dY)  # [dL/dW; dL/db]: the last row, 1^T dY, from X1's column of ones
-            self.grads["W"].reshape(-1, f)[...] = dWb[:-1]
+            self.grads["W"][...] = dWb[:-1].reshape(self.grads["W"].shape)
             self.grads["b"][...] = dWb[-1]
         if not self.needs_input_grad:
             return None
+        # The column of ones is no input, so dL/dX takes W without b's row. In a model
+        # dX goes into the scratch memory that X1 held: X1 is not read again.
+        W = self.params["W"].reshape(-1, f)
         dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
         dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (x.shape[3],))
         dx = self.buffer("dx", x.shape, dy.dtype, xp)

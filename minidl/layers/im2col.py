@@ -23,9 +23,9 @@ stepping one row further moves ``x.strides[1]`` bytes) and copies that view
 into the matrix in one assignment. ``col2im`` loops over the ``kh * kw``
 kernel offsets ``(p, q)`` (``window_taps``): for each, one strided slab of
 ``dx`` receives offset ``(p, q)`` of every window's gradient in one
-addition (a slab that is all of ``dx``, such as an odd kernel's centre
-with stride 1 and "same" padding, is copied in first instead of zeroing
-``dx``). It never builds the padding: it drops the gradients of entries
+addition (a slab that is all of ``dx``, which with stride 1 and "same"
+padding is offset ``(top, left)``, for a 3x3 kernel its centre, is copied
+in first instead of zeroing ``dx``). It never builds the padding: it drops the gradients of entries
 that fall in it.
 """
 import math
@@ -78,6 +78,7 @@ def _axis_taps(size, kernel, stride, pad_before, out):
     a real (not padding) input.
     """
     for p in range(kernel):
+        # ceil((pad_before - p) / stride): the first output whose input index is >= 0
         first = max(0, -(-(pad_before - p) // stride))
         end = min(out, (size - 1 + pad_before - p) // stride + 1)
         yield p, first, max(first, end), first * stride + p - pad_before
@@ -147,8 +148,8 @@ def col2im(cols, x_shape, strides, pads=NO_PADDING, out=None):
     dx = xp.empty(x_shape, dtype=cols.dtype) if out is None else out
     taps = [(x_index, cols[:, :, :, p, q, :][out_index])
             for p, q, x_index, out_index in window_taps(x_shape[1:3], (kh, kw), strides, pads, (ho, wo))]
-    # A tap whose slab is all of x (with stride 1 and "same" padding, an odd kernel's
-    # centre) is copied in first, which saves zeroing dx and one pass of additions.
+    # A tap whose slab is all of x (with stride 1 and "same" padding, offset (top, left):
+    # a 3x3 kernel's centre) is copied in first, which saves zeroing dx and one pass of additions.
     covering = [i for i, (x_index, _) in enumerate(taps) if dx[x_index].shape == dx.shape]
     if covering:
         dx[...] = taps.pop(covering[0])[1]

@@ -1,4 +1,6 @@
 """Flatten: from the convolutional base to the dense head (thesis section 2.4.5)."""
+import math
+
 from .base import Layer
 
 
@@ -9,10 +11,7 @@ class Flatten(Layer):
     """
 
     def output_shape(self, input_shape):
-        size = 1
-        for s in input_shape:
-            size *= s
-        return (size,)
+        return (math.prod(input_shape),)
 
     def forward(self, x, training=False):
         self.check_input(x)

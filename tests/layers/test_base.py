@@ -337,11 +337,23 @@ def test_error_for_the_wrong_feature_count_of_a_built_dense_layer():
         dense.forward(np.zeros((2, 2, 5)))
 
 
-def test_error_for_the_wrong_channel_count_of_a_built_pooling_layer():
-    pool = MaxPool2D(2, name="pool1")
-    pool.forward(np.zeros((1, 8, 8, 3)))
-    with pytest.raises(ValueError, match=message("MaxPool2D 'pool1'", "3)", "(1, 8, 8, 4)")):
-        pool.forward(np.zeros((1, 8, 8, 4)))
+@pytest.mark.parametrize("layer", [MaxPool2D(2, name="pool1"), AvgPool2D(2, name="pool1")], ids=["max", "avg"])
+def test_a_built_pooling_layer_takes_any_image_of_its_rank_and_names_only_the_rank_in_errors(layer):
+    # Pooling has no parameters, so, like ReLU, it is bound to no shape once built.
+    layer.forward(np.zeros((1, 8, 8, 3)))
+    x = random_input((2, 6, 4, 5), 1, np.float64)
+    assert_array_equal(layer.forward(x), type(layer)(2).forward(x))
+    with pytest.raises(ValueError) as err:
+        layer.forward(np.zeros((1, 8, 8)))
+    assert str(err.value) == f"{type(layer).__name__} 'pool1': expected input rank 4 (batch first), got (1, 8, 8)"
+
+
+def test_error_for_the_wrong_rank_of_a_built_softmax_names_the_rank_not_its_first_shape():
+    softmax = Softmax(name="s")
+    softmax.forward(np.zeros((2, 3)))
+    with pytest.raises(ValueError) as err:
+        softmax.forward(np.zeros((2, 3, 1)))
+    assert str(err.value) == "Softmax 's': expected input rank 2 (batch first), got (2, 3, 1)"
 
 
 def test_error_when_the_window_does_not_fit():
