@@ -601,16 +601,21 @@ class Sequential:
         return [to_numpy(layer.params[name]).copy() for layer in self.layers for name in layer.params]
 
     def set_weights(self, weights):
-        """Set every parameter from a list like ``get_weights()`` returns."""
+        """Set every parameter from a list like ``get_weights()`` returns.
+
+        Every array is checked before any is written: a wrong one raises
+        ``ValueError`` and leaves the model as it was.
+        """
         slots = [(layer, name) for layer in self.layers for name in layer.params]
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} parameter arrays, got {len(weights)}")
         for (layer, name), value in zip(slots, weights):
-            if tuple(value.shape) != tuple(layer.params[name].shape):
+            if np.shape(value) != tuple(layer.params[name].shape):
                 raise ValueError(
                     f"set_weights: {layer.name}/{name} has shape {tuple(layer.params[name].shape)}, "
-                    f"got {tuple(value.shape)}"
+                    f"got {np.shape(value)}"
                 )
+        for (layer, name), value in zip(slots, weights):
             layer.params[name][...] = get_array_module(layer.params[name]).asarray(value)
 
     def count_params(self):

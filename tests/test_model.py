@@ -980,3 +980,18 @@ def test_a_gradient_of_the_wrong_shape_is_named_by_layer():
     model.compile(SGD(0.1))
     with pytest.raises(ValueError, match=r"Wrong 'wrong': 'b' has shape \(2,\), expected \(3,\)"):
         model.train_on_batch(np.ones((2, 4), np.float32), np.array([0, 1]))
+
+
+def test_set_weights_checks_every_array_before_writing_any():
+    model = tiny_cnn(seed=0)
+    before = model.get_weights()
+    others = tiny_cnn(seed=1).get_weights()
+    wrong_last = others[:-1] + [others[-1][:1]]
+    with pytest.raises(ValueError, match=r"set_weights: head/b has shape \(2,\), got \(1,\)"):
+        model.set_weights(wrong_last)
+    assert_weights_equal(model.get_weights(), before)
+    with pytest.raises(ValueError, match=rf"set_weights: the model has {len(before)} parameter arrays, got 2"):
+        model.set_weights(others[:2])
+    assert_weights_equal(model.get_weights(), before)
+    model.set_weights([w.tolist() for w in others])  # nested lists, as from JSON, are arrays too
+    assert_weights_equal(model.get_weights(), others)
