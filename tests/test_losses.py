@@ -138,16 +138,20 @@ def test_rows_that_sum_to_1_up_to_rounding_get_the_exact_gradient():
 @pytest.mark.parametrize("off, accepted", [(0.0009, True), (-0.0009, True), (0.0011, False), (-0.0011, False)])
 def test_target_rows_may_miss_1_by_a_thousandth_and_no_more(off, accepted):
     y = np.array([[0.25, 0.75 + off]])
-    if accepted:
-        CrossEntropy(from_logits=True).forward(np.zeros((1, 2)), y)
+    if accepted:  # p = (1/2, 1/2): L = -(sum_j y_j) log(1/2), dL/dz = p sum_j y_j - y
+        loss = CrossEntropy(from_logits=True)
+        assert loss.forward(np.zeros((1, 2)), y) == pytest.approx((1 + off) * math.log(2), rel=1e-12)
+        assert_allclose(loss.backward(), 0.5 * (1 + off) - y, rtol=1e-12)
     else:
         with pytest.raises(ValueError, match="target rows must sum to 1"):
             CrossEntropy(from_logits=True).forward(np.zeros((1, 2)), y)
 
 
 def test_float32_probabilities_are_accepted_in_a_float64_loss():
-    y = np.full((2, 3), 1 / 3, dtype=np.float32)  # rows sum to 1 + 3e-8 once in float64
-    CrossEntropy().forward(np.full((2, 3), 1 / 3), y.astype(np.float64))
+    y = np.full((2, 3), 1 / 3, dtype=np.float32).astype(np.float64)  # rows sum to 1 + 3e-8
+    loss = CrossEntropy()
+    assert loss.forward(np.full((2, 3), 1 / 3), y) == pytest.approx(y[0].sum() * math.log(3), rel=1e-12)
+    assert_allclose(loss.backward(), -y / (2 * (1 / 3)), rtol=1e-12)  # dL/dp = -y / (N p)
 
 
 def test_class_weights_follow_keras_mean_of_weighted_losses_not_renormalised():

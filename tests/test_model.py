@@ -469,7 +469,10 @@ def test_sample_weights_need_a_cross_entropy_loss_and_other_losses_still_train_w
     x, y = tiny_images(8, seed=17)
     model = tiny_cnn(compile=False)
     model.compile(SGD(0.1), loss=SquaredError())
-    assert np.isfinite(model.train_on_batch(x, y))
+    expected = SquaredError().batch_loss(model.predict(x), y)  # the loss before the update
+    before = model.get_weights()
+    assert model.train_on_batch(x, y) == pytest.approx(float(expected), rel=1e-5)
+    assert not np.array_equal(model.get_weights()[-2], before[-2])
     with pytest.raises(ValueError, match="sample_weight needs a CrossEntropy loss, got SquaredError"):
         model.train_on_batch(x, y, sample_weight=np.ones(len(y)))
 
@@ -995,3 +998,41 @@ def test_set_weights_checks_every_array_before_writing_any():
     assert_weights_equal(model.get_weights(), before)
     model.set_weights([w.tolist() for w in others])  # nested lists, as from JSON, are arrays too
     assert_weights_equal(model.get_weights(), others)
+
+
+def test_add_refuses_what_is_not_a_layer_a_taken_name_and_a_layer_that_does_not_fit():
+    x, y = tiny_images(4, seed=3)
+    model = tiny_cnn(seed=0)
+    layers = list(model.layers)
+    with pytest.raises(TypeError, match="Sequential.add: expected a minidl Layer, got str"):
+        model.add("relu")
+    with pytest.raises(ValueError, match="Sequential.add: a layer named 'head' is already in the model"):
+        model.add(Dense(2, name="head"))
+    # After the final Softmax the features are (K,): a pooling layer, of rank 3, does not fit.
+    with pytest.raises(ValueError, match=r"MaxPool2D 'late_pool': expected input rank 4 \(batch first\), got \(N, 2\)"):
+        model.add(MaxPool2D(2, name="late_pool"))
+    assert model.layers == layers
+    before = model.get_weights()
+    model.train_on_batch(x, y)  # the model is whole and still trains
+    assert not np.array_equal(model.get_weights()[0], before[0])
+
+
+def test_labels_missing_from_arrays_a_class_weight_without_cross_entropy_and_an_empty_evaluation():
+    x, y = tiny_images(4, seed=3)
+    model = tiny_cnn(seed=0)
+    for call in (model.fit, model.evaluate):
+        with pytest.raises(ValueError, match=r"labels y are missing \(pass arrays x, y or an iterable"):
+            call(x, verbose=0)
+    with pytest.raises(ValueError, match=r"^evaluate: no samples$"):
+        model.evaluate([], verbose=0)
+
+    class Squared:
+        def batch_loss(self, p, y, check_labels=True):
+            return (p**2).sum()
+
+        def backward(self):
+            return None
+
+    model.compile(SGD(0.1), loss=Squared())
+    with pytest.raises(ValueError, match="class_weight needs a CrossEntropy loss"):
+        model.train_on_batch(x, y, class_weight={0: 2.0})

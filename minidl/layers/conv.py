@@ -45,8 +45,8 @@ class Conv2D(Layer):
         if padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
         self.filters = int(filters)
-        self.kernel_size = pair(kernel_size, "Conv2D kernel_size")
-        self.strides = pair(strides, "Conv2D strides")
+        self.kernel_size = pair(kernel_size, "Conv2D: kernel_size")
+        self.strides = pair(strides, "Conv2D: strides")
         self.padding = padding
         self.kernel_initializer = kernel_initializer
 

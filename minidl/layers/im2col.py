@@ -36,13 +36,10 @@ from ..utils import is_int
 
 def pair(value, what):
     """``value`` as an ``(h, w)`` pair of positive ints; ``what`` names it in errors."""
-    if is_int(value):
-        value = (value, value)
-    if isinstance(value, str) or not (
-        hasattr(value, "__len__") and len(value) == 2 and all(is_int(v) for v in value)
-    ):
+    h_w = (value, value) if is_int(value) else value
+    if isinstance(h_w, str) or not (hasattr(h_w, "__len__") and len(h_w) == 2 and all(is_int(v) for v in h_w)):
         raise ValueError(f"{what} must be an int or an (h, w) pair, got {value!r}")
-    h, w = int(value[0]), int(value[1])
+    h, w = int(h_w[0]), int(h_w[1])
     if h < 1 or w < 1:
         raise ValueError(f"{what} must be positive, got {value!r}")
     return h, w

@@ -25,8 +25,8 @@ class _Pool2D(Layer):
 
     def __init__(self, pool_size=2, strides=None, name=None):
         super().__init__(name)
-        self.pool_size = pair(pool_size, f"{type(self).__name__} pool_size")
-        self.strides = self.pool_size if strides is None else pair(strides, f"{type(self).__name__} strides")
+        self.pool_size = pair(pool_size, f"{type(self).__name__}: pool_size")
+        self.strides = self.pool_size if strides is None else pair(strides, f"{type(self).__name__}: strides")
 
     def output_shape(self, input_shape):
         h, w, c = input_shape

@@ -386,40 +386,39 @@ def test_unnamed_layer_errors_still_name_the_class():
         Dense(2).forward(np.zeros((3,)))
 
 
-@pytest.mark.parametrize(
-    "make",
-    [
-        lambda: Dense(0),
-        lambda: Dense(-3),
-        lambda: Dense(2.5),
-        lambda: Dense(True),
-        lambda: Dense("8"),
-        lambda: Conv2D(0, 3),
-        lambda: Conv2D(4, 0),
-        lambda: Conv2D(4, (3,)),
-        lambda: Conv2D(4, (3, 3, 3)),
-        lambda: Conv2D(4, 2.5),
-        lambda: Conv2D(4, (2.5, 3)),
-        lambda: Conv2D(4, 3, strides=0),
-        lambda: Conv2D(4, 3, strides=(1, -1)),
-        lambda: Conv2D(4, 3, padding="full"),
-        lambda: Conv2D(4, 3, padding="SAME"),
-        lambda: MaxPool2D(0),
-        lambda: MaxPool2D((2, 0)),
-        lambda: MaxPool2D(2, strides=0),
-        lambda: AvgPool2D("2"),
-        lambda: AvgPool2D(2, strides=(1, 2, 3)),
-        lambda: Dropout(1.0),
-        lambda: Dropout(-0.1),
-        lambda: Dropout(1.5),
-        lambda: Dropout(None),
-        lambda: Dropout("0.5"),
-        lambda: ReLU(threshold="high"),
-    ],
-)
-def test_bad_constructor_arguments_raise_value_error(make):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("make, message", [
+    (lambda: Dense(0), "Dense: units must be a positive int, got 0"),
+    (lambda: Dense(-3), "Dense: units must be a positive int, got -3"),
+    (lambda: Dense(2.5), "Dense: units must be a positive int, got 2.5"),
+    (lambda: Dense(True), "Dense: units must be a positive int, got True"),
+    (lambda: Dense("8"), "Dense: units must be a positive int, got '8'"),
+    (lambda: Conv2D(0, 3), "Conv2D: filters must be a positive int, got 0"),
+    (lambda: Conv2D(4, 0), "Conv2D: kernel_size must be positive, got 0"),
+    (lambda: Conv2D(4, (3,)), "Conv2D: kernel_size must be an int or an (h, w) pair, got (3,)"),
+    (lambda: Conv2D(4, (3, 3, 3)), "Conv2D: kernel_size must be an int or an (h, w) pair, got (3, 3, 3)"),
+    (lambda: Conv2D(4, 2.5), "Conv2D: kernel_size must be an int or an (h, w) pair, got 2.5"),
+    (lambda: Conv2D(4, (2.5, 3)), "Conv2D: kernel_size must be an int or an (h, w) pair, got (2.5, 3)"),
+    (lambda: Conv2D(4, 3, strides=0), "Conv2D: strides must be positive, got 0"),
+    (lambda: Conv2D(4, 3, strides=(1, -1)), "Conv2D: strides must be positive, got (1, -1)"),
+    (lambda: Conv2D(4, 3, padding="full"), "Conv2D: padding must be 'valid' or 'same', got 'full'"),
+    (lambda: Conv2D(4, 3, padding="SAME"), "Conv2D: padding must be 'valid' or 'same', got 'SAME'"),
+    (lambda: MaxPool2D(0), "MaxPool2D: pool_size must be positive, got 0"),
+    (lambda: MaxPool2D((2, 0)), "MaxPool2D: pool_size must be positive, got (2, 0)"),
+    (lambda: MaxPool2D(2, strides=0), "MaxPool2D: strides must be positive, got 0"),
+    (lambda: AvgPool2D("2"), "AvgPool2D: pool_size must be an int or an (h, w) pair, got '2'"),
+    (lambda: AvgPool2D(2, strides=(1, 2, 3)), "AvgPool2D: strides must be an int or an (h, w) pair, got (1, 2, 3)"),
+    (lambda: Dropout(1.0), "Dropout: rate must be a number in [0, 1), got 1.0"),
+    (lambda: Dropout(-0.1), "Dropout: rate must be a number in [0, 1), got -0.1"),
+    (lambda: Dropout(1.5), "Dropout: rate must be a number in [0, 1), got 1.5"),
+    (lambda: Dropout(None), "Dropout: rate must be a number in [0, 1), got None"),
+    (lambda: Dropout("0.5"), "Dropout: rate must be a number in [0, 1), got '0.5'"),
+    (lambda: ReLU(threshold="high"), "ReLU: threshold must be a finite number, got 'high'"),
+    (lambda: ReLU(threshold=float("nan")), "ReLU: threshold must be a finite number, got nan"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_bad_constructor_arguments_raise_a_value_error_naming_the_layer_and_the_argument(make, message):
+    with pytest.raises(ValueError) as err:
         make()
+    assert str(err.value) == message
 
 
 def test_a_layer_with_a_custom_initializer_still_has_a_repr():
