@@ -47,6 +47,49 @@ def test_plot_roc_writes_png(tmp_path):
     assert_only_file(tmp_path, "roc.png")
 
 
+def drawn_figure(monkeypatch, draw):
+    """The matplotlib figure that ``draw()`` saves, to read back what it plotted."""
+    figures = []
+    monkeypatch.setattr(plots, "_save_png", lambda figure, path: figures.append(figure) or path)
+    draw()
+    (figure,) = figures
+    return figure
+
+
+def test_plot_roc_draws_scikit_learns_curve_with_fpr_across_and_its_auc(tmp_path, monkeypatch):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 80)
+    scores = np.round(np.clip(0.3 * labels + 0.7 * rng.random(80), 0, 1), 2)  # with ties
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_roc(labels, scores, tmp_path / "roc.png"))
+    axes = figure.axes[0]
+    curve = axes.lines[0]
+    fpr, tpr, _ = sklearn_metrics.roc_curve(labels, scores)
+    np.testing.assert_allclose(curve.get_xdata(), fpr)
+    np.testing.assert_allclose(curve.get_ydata(), tpr)
+    assert axes.get_xlabel().startswith("false positive rate") and axes.get_ylabel().startswith("true positive")
+    assert f"AUC = {sklearn_metrics.roc_auc_score(labels, scores):.3f}" in curve.get_label()
+
+
+def test_plot_confusion_matrix_writes_each_count_in_its_cell(tmp_path, monkeypatch):
+    cm = np.array([[50, 7], [12, 31]])
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix(cm, tmp_path / "cm.png"))
+    axes = figure.axes[0]
+    cells = {text.get_position(): text.get_text() for text in axes.texts}
+    assert cells == {(col, row): str(cm[row, col]) for row in range(2) for col in range(2)}
+    assert (axes.get_ylabel(), axes.get_xlabel()) == ("true", "predicted")
+
+
+def test_plot_history_draws_each_series_against_its_epochs(tmp_path, monkeypatch):
+    history = {"loss": [0.9, 0.6, 0.5], "val_loss": [1.0, 0.7, 0.65], "accuracy": [0.5, 0.7, 0.8]}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "history.png"))
+    drawn = {(axes.get_title(), line.get_label()): (list(line.get_xdata()), list(line.get_ydata()))
+             for axes in figure.axes for line in axes.lines}
+    assert drawn == {("loss", "train"): ([1, 2, 3], history["loss"]),
+                     ("loss", "validation"): ([1, 2, 3], history["val_loss"]),
+                     ("accuracy", "train"): ([1, 2, 3], history["accuracy"])}
+
+
 def test_plot_roc_needs_both_classes(tmp_path):
     with pytest.raises(ValueError, match="plot_roc: .*both classes"):
         plots.plot_roc([1, 1, 1], [0.2, 0.5, 0.9], tmp_path / "roc.png")
