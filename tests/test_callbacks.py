@@ -335,6 +335,25 @@ def test_csv_logger_starts_afresh_or_appends(tmp_path):
     assert [int(row["epoch"]) for row in _rows(path)] == [1]
 
 
+def test_csv_logger_appending_logs_with_a_column_the_file_lacks_names_the_file_and_columns(tmp_path):
+    path = tmp_path / "log.csv"
+    x, y = tiny_images(8)
+    xv, yv = tiny_images(4, seed=1)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0, callbacks=[CSVLogger(path)])  # no validation columns
+    before = path.read_bytes()
+    with open(path, newline="") as f:
+        header = next(csv.reader(f))
+    assert "val_loss" not in header  # precondition
+    with pytest.raises(ValueError) as error:
+        model.fit(x, y, epochs=2, initial_epoch=1, batch_size=8, validation_data=(xv, yv), verbose=0,
+                  callbacks=[CSVLogger(path, append=True)])
+    message = str(error.value)
+    assert message.startswith(f"CSVLogger: {path} has columns {header}"), message
+    assert message.endswith("new logs add ['val_loss', 'val_accuracy']"), message
+    assert path.read_bytes() == before
+
+
 def test_reduce_lr_on_plateau_starts_afresh_in_each_fit():
     from minidl.callbacks import ReduceLROnPlateau
 
@@ -420,6 +439,16 @@ def test_fit_trains_no_epoch_when_the_caught_up_run_had_already_stopped():
     history = model.fit(x, y, epochs=5, initial_epoch=2, batch_size=4, verbose=0, callbacks=[stopper])
     assert history.epoch == []
     assert_weights_equal(model.get_weights(), before)
+
+
+@pytest.mark.parametrize("make", [EarlyStopping, ReduceLROnPlateau, lambda **kw: ModelCheckpoint("m.npz", **kw)],
+                         ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"])
+@pytest.mark.parametrize("mode", ["maximum", "MAX", None])
+def test_an_unknown_mode_is_refused_naming_the_callback_and_the_mode(make, mode):
+    with pytest.raises(ValueError) as error:
+        make(monitor="val_accuracy", mode=mode)
+    name = type(make(monitor="val_accuracy")).__name__
+    assert str(error.value) == f"{name}: mode must be 'auto', 'min' or 'max', got {mode!r}"
 
 
 @pytest.mark.parametrize("make, message", [

@@ -43,7 +43,10 @@ def models(draw):
         st.integers(1, 3), st.sampled_from([1, 2, 3, (3, 2)]), st.sampled_from([1, 2, (2, 1)]),
         st.sampled_from(["same", "valid"]),
     )
-    pooling = st.sampled_from([MaxPool2D, AvgPool2D]).map(lambda cls: cls(2, strides=1))
+    # Overlapping windows, windows that tile the input (pooling's one-pass backward), and
+    # strides larger than the window would be.
+    pooling = st.builds(lambda cls, window: cls(*window), st.sampled_from([MaxPool2D, AvgPool2D]),
+                        st.sampled_from([(2, 1), (2, 2), (3, 2), ((2, 3), (2, 3)), (2, 3)]))
     layers = [draw(convolution), ReLU(), draw(convolution), draw(pooling), Flatten(),
               Dense(draw(st.integers(2, 4))), ReLU(), Dense(classes), Softmax()]
     try:

@@ -9,6 +9,7 @@ from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_i
 
 from minidl import Sequential
 from minidl.losses import CrossEntropy
+from minidl.model import FILE_FORMAT
 from minidl.optimizers import Adam
 
 
@@ -185,6 +186,9 @@ def _drop(key):
     (_drop("layers"), r"not a valid minidl model file \(KeyError: 'layers'\)"),
     (_drop("rng"), "KeyError: 'rng'"),
     (_set(["layers"], 3), "not a valid minidl model file"),
+    (_set(["format"], 99), rf"has file format 99, expected {FILE_FORMAT}"),
+    (_drop("format"), rf"has file format None, expected {FILE_FORMAT}"),
+    (_set(["layers", 1, "class"], "Nope"), r"uses layer class 'Nope', which is not defined"),
     (_set(["layers", 0, "trainable"], "no"), "'trainable' must be true or false"),
     (_set(["loss", "class"], "MeanSquaredError"), "only CrossEntropy"),
     (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
@@ -192,7 +196,8 @@ def _drop(key):
     (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
     (_replace_array("param/0/b", lambda b: b[:1]), r"param/0/b.*wrong shape"),
     (_replace_array("param/0/W", lambda w: w[:1]), r"param/0/W.*wrong shape"),
-], ids=["no layers", "no rng", "layers not a list", "trainable not a bool", "unknown loss",
+], ids=["no layers", "no rng", "layers not a list", "unknown format", "no format", "unknown layer class",
+        "trainable not a bool", "unknown loss",
         "trainable keys changed", "integer weights", "optimiser state of the wrong size",
         "bias that would broadcast", "kernel that would broadcast"])
 def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
@@ -201,6 +206,17 @@ def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, 
     with pytest.raises(ValueError, match=match) as error:
         Sequential.load(tampered)
     assert str(tampered) in str(error.value)
+
+
+def test_a_file_from_before_metrics_were_saved_loads_with_accuracy(tmp_path):
+    x, y = tiny_images(8)
+    model = tiny_cnn(compile=False)
+    model.compile(Adam(0.01), metrics=())
+    model.save(tmp_path / "m.npz")
+    assert Sequential.load(tmp_path / "m.npz").metrics == ()  # control: a saved field is what is used
+    loaded = Sequential.load(_tampered(tmp_path / "m.npz", tmp_path, _drop("metrics")))
+    assert loaded.metrics == ("accuracy",)
+    assert sorted(loaded.evaluate(x, y)) == ["accuracy", "loss"]
 
 
 @pytest.mark.parametrize("content", [b"", b"not a zip file at all", None], ids=["empty", "garbage", "truncated"])
