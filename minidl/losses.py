@@ -28,8 +28,12 @@ into ``w_n`` the same way (the MURA paper's loss weights each image by the
 other class's share of its study type's images, so that the rarer class
 weighs more).
 """
+import math
+import numbers
+
 from .backend import get_array_module
 from .layers.activations import log_softmax
+from .utils import is_int
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -118,7 +122,7 @@ class CrossEntropy:
 
     def __init__(self, from_logits=False, class_weight=None):
         self.from_logits = bool(from_logits)
-        self.class_weight = class_weight
+        self.class_weight = None if class_weight is None else _checked_class_weight(class_weight)
 
     def forward(self, y_pred, y_true, sample_weight=None):
         """The mean loss of the batch, as a Python float; keeps what ``backward`` needs.
@@ -231,24 +235,46 @@ class CrossEntropy:
         return y, w * check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy", check_values=check_labels)
 
     def _class_weights(self, k, xp, dtype):
+        """The (K,) weight of each class (a dict's missing classes weigh 1)."""
         if isinstance(self.class_weight, dict):
             weights = [1.0] * k
             for cls, weight in self.class_weight.items():
-                if not 0 <= int(cls) < k:
+                if cls >= k:
                     raise ValueError(f"CrossEntropy: class_weight names class {cls}, but there are {k} classes")
-                weights[int(cls)] = float(weight)
+                weights[cls] = weight
         else:
-            weights = [float(v) for v in self.class_weight]
+            weights = self.class_weight
             if len(weights) != k:
                 raise ValueError(f"CrossEntropy: class_weight has {len(weights)} entries for {k} classes")
-        if not all(0 <= w < float("inf") for w in weights):  # False for NaN too
-            raise ValueError(f"CrossEntropy: class_weight must be finite and not negative, got {weights}")
         return xp.asarray(weights, dtype=dtype)
 
     def get_config(self):
         cw = self.class_weight
         if isinstance(cw, dict):
-            cw = {str(k): float(v) for k, v in cw.items()}
-        elif cw is not None:
-            cw = [float(v) for v in cw]
+            cw = {str(k): v for k, v in cw.items()}  # JSON's keys are strings
         return {"from_logits": self.from_logits, "class_weight": cw}
+
+
+def _checked_class_weight(class_weight):
+    """``class_weight`` as a list of floats, or a dict {class index: float}; ``ValueError`` if it is neither.
+
+    A dict's classes may be ints or, as in a saved model's JSON, their digits.
+    """
+    def weight(value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+            raise ValueError(f"CrossEntropy: class_weight must hold finite, non-negative numbers, got {value!r}")
+        return float(value)
+
+    def class_index(key):
+        if isinstance(key, str) and key.isdigit():
+            return int(key)
+        if not is_int(key) or key < 0:
+            raise ValueError(f"CrossEntropy: class_weight's classes must be non-negative ints, got {key!r}")
+        return int(key)
+
+    if isinstance(class_weight, dict):
+        return {class_index(key): weight(value) for key, value in class_weight.items()}
+    if isinstance(class_weight, (str, bytes)) or not hasattr(class_weight, "__len__"):
+        raise ValueError("CrossEntropy: class_weight must be a sequence of one weight per class or a dict "
+                         f"{{class: weight}}, got {class_weight!r}")
+    return [weight(value) for value in class_weight]

@@ -709,27 +709,30 @@ class Sequential:
         if "architecture" not in arrays:
             raise ValueError(f"Sequential.load: {path} has no architecture entry; it is not a minidl model file")
         try:
-            return cls._from_file_contents(json.loads(str(arrays["architecture"])), arrays, path)
+            return cls._from_file_contents(json.loads(str(arrays["architecture"])), arrays)
         except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
             # A field missing or of the wrong type: a damaged or hand-edited file.
             raise ValueError(
                 f"Sequential.load: {path} is not a valid minidl model file ({type(exc).__name__}: {exc})"
             ) from None
+        except ValueError as exc:  # a value the file holds is refused, by load or by a constructor
+            raise ValueError(f"Sequential.load: {path}: {exc}") from None
 
     @classmethod
-    def _from_file_contents(cls, arch, arrays, path):
-        """``load``'s second half: the model described by the architecture ``arch`` and ``arrays``."""
+    def _from_file_contents(cls, arch, arrays):
+        """``load``'s second half: the model described by the architecture ``arch`` and ``arrays``.
+
+        ``ValueError`` for what the file gets wrong; ``load`` adds the file's name.
+        """
         if arch.get("format") != FILE_FORMAT:
-            raise ValueError(f"Sequential.load: {path} has file format {arch.get('format')}, expected {FILE_FORMAT}")
+            raise ValueError(f"file format {arch.get('format')!r}, expected {FILE_FORMAT}")
         layers = []
         for spec in arch["layers"]:
             if spec["class"] not in LAYER_CLASSES:
-                raise ValueError(
-                    f"Sequential.load: {path} uses layer class {spec['class']!r}, which is not defined "
-                    "(import the module that defines a custom layer before loading)"
-                )
+                raise ValueError(f"layer class {spec['class']!r} is not defined "
+                                 "(import the module that defines a custom layer before loading)")
             if not isinstance(spec["trainable"], bool):
-                raise ValueError(f"Sequential.load: {path}: 'trainable' must be true or false, got {spec['trainable']!r}")
+                raise ValueError(f"'trainable' must be true or false, got {spec['trainable']!r}")
             layer = LAYER_CLASSES[spec["class"]].from_config(spec["config"])
             layer.trainable = spec["trainable"]
             layers.append(layer)
@@ -745,9 +748,9 @@ class Sequential:
             for name in layer.params:
                 key = f"param/{index}/{name}"
                 if key not in arrays or arrays[key].shape != tuple(layer.params[name].shape):
-                    raise ValueError(f"Sequential.load: {path} lacks {key} or it has the wrong shape")
+                    raise ValueError(f"{key} is missing or has the wrong shape")
                 if arrays[key].dtype.kind != "f":
-                    raise ValueError(f"Sequential.load: {path}: {key} must be floating point, got {arrays[key].dtype}")
+                    raise ValueError(f"{key} must be floating point, got {arrays[key].dtype}")
                 layer.params[name][...] = xp.asarray(arrays[key])
             # Only now: building drew the initial weights (then overwritten) from the layer's generator.
             if spec["rng"] is not None:
@@ -756,15 +759,14 @@ class Sequential:
         if arch["input_shape"] is not None:
             model.build(arch["input_shape"])  # the layers are built: this shares the scratch block
         if arch["optimizer"] is not None:
-            model._restore_training_state(arch, arrays, path)
+            model._restore_training_state(arch, arrays)
         return model
 
-    def _restore_training_state(self, arch, arrays, path):
+    def _restore_training_state(self, arch, arrays):
         """Compile with the saved loss and optimiser, and restore the optimiser's state, checked against the model."""
         loss_spec = arch["loss"]
         if loss_spec is not None and loss_spec["class"] != "CrossEntropy":
-            raise ValueError(f"Sequential.load: {path} names the loss {loss_spec['class']!r}; "
-                             "only CrossEntropy is saved and restored")
+            raise ValueError(f"the loss is {loss_spec['class']!r}; only CrossEntropy is saved and restored")
         loss = CrossEntropy(**loss_spec["config"]) if loss_spec else None
         optimizer = optimizers_module.from_config(arch["optimizer"]["class"], arch["optimizer"]["config"])
         self.compile(optimizer, loss, metrics=arch.get("metrics", ["accuracy"]))  # files before metrics were saved
@@ -777,7 +779,7 @@ class Sequential:
             params, _ = self._params_and_grads()
             optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
-            raise ValueError(f"Sequential.load: {path}: the optimiser's state does not fit the model ({exc})") from None
+            raise ValueError(f"the optimiser's state does not fit the model ({exc})") from None
 
 
 def _check_batch_size(batch_size, what):

@@ -1,4 +1,5 @@
 """CrossEntropy: finite differences, PyTorch, Keras's class weights, and the fused softmax path."""
+import json
 import math
 
 import numpy as np
@@ -275,11 +276,41 @@ def test_sample_weights_equal_to_the_class_weights_give_the_class_weighted_loss(
     assert_allclose(by_sample.backward(), by_class.backward(), rtol=1e-12)
 
 
-@pytest.mark.parametrize("class_weight", [[1.0, 2.0], {5: 2.0}, {-1: 2.0}, [1.0, 2.0, 3.0, 4.0], [1.0, -1.0, 1.0],
-                                          {0: float("nan")}, [1.0, float("inf"), 1.0]])
-def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight):
-    with pytest.raises(ValueError, match="class_weight"):
-        CrossEntropy(class_weight=class_weight).forward(np.full((2, 3), 1 / 3), np.array([0, 1]))
+@pytest.mark.parametrize("class_weight, problem", [
+    ([1.0, 2.0], "class_weight has 2 entries for 3 classes"),
+    ([1.0, 2.0, 3.0, 4.0], "class_weight has 4 entries for 3 classes"),
+    ({5: 2.0}, "class_weight names class 5, but there are 3 classes"),
+])
+def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight, problem):
+    loss = CrossEntropy(class_weight=class_weight)
+    with pytest.raises(ValueError, match=f"^CrossEntropy: {problem}$"):
+        loss.forward(np.full((2, 3), 1 / 3), np.array([0, 1]))
+
+
+@pytest.mark.parametrize("class_weight, problem", [
+    ({-1: 2.0}, "class_weight's classes must be non-negative ints, got -1"),
+    ({"a": 2.0}, "class_weight's classes must be non-negative ints, got 'a'"),
+    ({1.5: 2.0}, "class_weight's classes must be non-negative ints, got 1.5"),
+    ([1.0, -1.0, 1.0], "class_weight must hold finite, non-negative numbers, got -1.0"),
+    ({0: float("nan")}, "class_weight must hold finite, non-negative numbers, got nan"),
+    ([1.0, float("inf"), 1.0], "class_weight must hold finite, non-negative numbers, got inf"),
+    ([1.0, "2", 1.0], "class_weight must hold finite, non-negative numbers, got '2'"),
+    ([True, 1.0, 1.0], "class_weight must hold finite, non-negative numbers, got True"),
+    ("x", "class_weight must be a sequence of one weight per class or a dict {class: weight}, got 'x'"),
+    (2.0, "class_weight must be a sequence of one weight per class or a dict {class: weight}, got 2.0"),
+])
+def test_class_weights_that_are_not_weights_are_refused_when_the_loss_is_made(class_weight, problem):
+    with pytest.raises(ValueError) as error:
+        CrossEntropy(class_weight=class_weight)
+    assert str(error.value) == f"CrossEntropy: {problem}"
+
+
+def test_class_weights_keep_their_meaning_through_the_config():
+    p, y = softmax(np.random.default_rng(5).standard_normal((4, 3))), np.array([0, 1, 2, 1])
+    for class_weight in ({1: 3.0}, np.array([0.5, 3.0, 1.0])):
+        loss = CrossEntropy(class_weight=class_weight)
+        config = json.loads(json.dumps(loss.get_config()))  # as a saved model holds it
+        assert CrossEntropy(**config).forward(p, y) == loss.forward(p, y)
 
 
 def test_backward_before_forward_is_an_error():

@@ -1,4 +1,5 @@
 """The MURA loader (minidl.datasets.mura) on tiny hand-made trees and on the synthetic replica."""
+import io
 import os
 import re
 import shutil
@@ -164,6 +165,58 @@ def test_paths_outside_the_layout_are_errors_naming_the_line(quirky):
     csv.write_text(csv.read_text() + "valid/XR_WRIST/patient00004/study1_positive/image1.png\n")
     with pytest.raises(ValueError, match="valid_image_paths.csv, line 4"):
         read_index(quirky, "valid")
+
+
+# The valid split of quirky_splits(), as its CSV files list it.
+WRIST_STUDY = "MURA-v1.1/valid/XR_WRIST/patient00004/study1_positive/"
+FINGER_STUDY = "MURA-v1.1/valid/XR_FINGER/patient00005/study1_negative/"
+STUDY_LINES = [WRIST_STUDY + ",1", FINGER_STUDY + ",0"]
+IMAGE_LINES = [WRIST_STUDY + "image1.png", FINGER_STUDY + "image1.png", FINGER_STUDY + "image2.png"]
+BAD_LABEL = "{studies}, line 2: expected 'study folder path/,label' with label 0 or 1, got "
+
+
+@pytest.mark.parametrize("csv_name, lines, message", [
+    pytest.param("studies", [STUDY_LINES[0], FINGER_STUDY.replace("_negative", "_normal") + ",0"],
+                 "{studies}, line 2: study folder 'study1_normal' ends neither in _positive nor in _negative",
+                 id="study-folder-suffix"),
+    pytest.param("studies", [STUDY_LINES[0], FINGER_STUDY + ",normal"], BAD_LABEL + f"[{FINGER_STUDY!r}, 'normal']",
+                 id="label-word"),
+    pytest.param("studies", [STUDY_LINES[0], FINGER_STUDY + ",2"], BAD_LABEL + f"[{FINGER_STUDY!r}, '2']",
+                 id="label-2"),
+    pytest.param("studies", [STUDY_LINES[0], FINGER_STUDY + ","], BAD_LABEL + f"[{FINGER_STUDY!r}, '']",
+                 id="label-empty"),
+    pytest.param("studies", [STUDY_LINES[0], FINGER_STUDY + ",0,0"], BAD_LABEL + f"[{FINGER_STUDY!r}, '0', '0']",
+                 id="label-three-columns"),
+    pytest.param("studies", STUDY_LINES + [STUDY_LINES[0]],
+                 f"{{studies}}, line 3: study {WRIST_STUDY!r} is listed twice", id="study-twice"),
+    pytest.param("studies", STUDY_LINES + [WRIST_STUDY.rstrip("/") + ",1"],
+                 f"{{studies}}, line 3: study {WRIST_STUDY.rstrip('/')!r} is listed twice",
+                 id="study-twice-no-slash"),
+    pytest.param("images", [IMAGE_LINES[0], IMAGE_LINES[1] + ",0", IMAGE_LINES[2]],
+                 f"{{images}}, line 2: expected one image path, got [{IMAGE_LINES[1]!r}, '0']",
+                 id="image-two-columns"),
+    pytest.param("images", [IMAGE_LINES[0], IMAGE_LINES[1] + ",", IMAGE_LINES[2]],
+                 f"{{images}}, line 2: expected one image path, got [{IMAGE_LINES[1]!r}, '']",
+                 id="image-trailing-comma"),
+    pytest.param("studies", STUDY_LINES[:1],
+                 f"{{images}}, line 2: the study of {IMAGE_LINES[1]!r} is not listed in {{studies}}",
+                 id="image-of-an-unlisted-study"),
+    pytest.param("images", [], "{images} lists no images", id="images-csv-empty"),
+    pytest.param("images", ["", ""], "{images} lists no images", id="images-csv-blank-lines"),
+    pytest.param("studies", STUDY_LINES + ["MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/,1"],
+                 "1 studies of {studies} have no image in {images}, "
+                 "e.g. 'MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/'", id="study-without-images"),
+])
+def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_line(quirky, csv_name, lines, message):
+    studies, images = quirky / "valid_labeled_studies.csv", quirky / "valid_image_paths.csv"
+    # The tree's own CSV files are what the damaged ones are made from.
+    assert studies.read_text().splitlines() == STUDY_LINES and images.read_text().splitlines() == IMAGE_LINES
+    damaged = studies if csv_name == "studies" else images
+    damaged.write_text("".join(line + "\n" for line in lines))
+    with pytest.raises(ValueError) as caught:
+        read_index(quirky, "valid")
+    assert str(caught.value) == "MURA: " + message.format(studies=studies, images=images)
+    assert len(read_index(quirky, "train")) == 8  # the other split's files are untouched and still read
 
 
 # ------------------------------------------------------------------ decoding
@@ -335,6 +388,28 @@ def test_bad_statistics_or_split_names_are_clear_errors(quirky, tmp_path, option
     assert not (tmp_path / "cache").exists()
 
 
+def test_a_split_without_one_decodable_image_is_an_error_that_leaves_no_cache(tmp_path):
+    splits = quirky_splits()
+    splits["valid"] = [("XR_WRIST/patient00004/study1_positive", 1, [CORRUPT]),
+                       ("XR_FINGER/patient00005/study1_negative", 0, [CORRUPT, b""])]
+    root = write_tree(tmp_path / "data", splits)
+    cache = tmp_path / "cache"
+    options = dict(size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    with pytest.warns(UnreadableImageWarning) as caught, pytest.raises(ValueError) as error:
+        load_split(root, "valid", **options)
+    assert str(error.value) == "MURA: none of the 3 valid images could be decoded"
+    left_out = sorted(re.search(r"patient\d+/study1_\w+/image\d\.png", str(w.message).replace(os.sep, "/"))[0]
+                      for w in caught if w.category is UnreadableImageWarning)
+    assert left_out == ["patient00004/study1_positive/image1.png", "patient00005/study1_negative/image1.png",
+                        "patient00005/study1_negative/image2.png"]
+    assert cache_files(cache) == []  # neither the .npy nor its temporary file
+
+    png("L").save(root / "valid/XR_FINGER/patient00005/study1_negative/image2.png")
+    with pytest.warns(UnreadableImageWarning):
+        valid = load_split(root, "valid", **options)
+    assert [record.path for record in valid.records] == [IMAGE_LINES[2]]
+
+
 def test_images_that_are_all_one_grey_are_refused(tmp_path):
     flat = Image.new("L", (8, 8), 90)
     root = write_tree(tmp_path, {split: [("XR_HAND/patient00001/study1_negative", 0, [flat])] for split in SPLITS})
@@ -426,6 +501,49 @@ def test_a_cache_index_with_a_damaged_shape_is_rebuilt_not_a_crash(quirky, tmp_p
     calls = count_decoding(monkeypatch)
     load_quiet(quirky, cache)
     assert len(calls) == 3
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw))[:1]), id="one-row"),
+    pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated-in-the-pixels"),
+    pytest.param(lambda raw: raw[:50], id="truncated-in-the-header"),
+    pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw)).astype(np.float32)), id="float32"),
+    pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw))[:, ::2, ::2]), id="smaller-images"),
+    pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw)).reshape(3, -1)), id="two-dimensional"),
+    pytest.param(lambda raw: b"garbage", id="not-an-npy-file"),
+    pytest.param(lambda raw: b"", id="empty", marks=pytest.mark.xfail(
+        strict=True, raises=EOFError,
+        reason="mura._read_cache catches FileNotFoundError and ValueError from np.load, but an empty .npy "
+               "makes it raise EOFError: the load crashes instead of rebuilding the cache")),
+])
+def test_a_damaged_cache_array_beside_a_valid_index_is_rebuilt(quirky, tmp_path, monkeypatch, damage):
+    cache = tmp_path / "cache"
+    first = load_quiet(quirky, cache)
+    valid, train = np.array(first.valid.images), np.array(first.train.images)
+    assert valid.shape == (3, SIZE, SIZE)
+    del first  # unmapped before its file is replaced
+    npy = next(cache.glob("*-valid-*.npy"))
+    index = npy.with_suffix(".json").read_text()
+    damaged = tmp_path / "damaged.npy"
+    damaged.write_bytes(damage(npy.read_bytes()))
+    os.replace(damaged, npy)  # the .json still holds the right key: only the .npy is wrong
+
+    calls = count_decoding(monkeypatch)
+    again = load_quiet(quirky, cache)
+    assert sorted(Path(file).relative_to(quirky).as_posix() for file in calls) == sorted(
+        line[len("MURA-v1.1/"):] for line in IMAGE_LINES), "the valid images, and only they, must be decoded again"
+    np.testing.assert_array_equal(again.valid.images, valid)
+    np.testing.assert_array_equal(again.train.images, train)
+    assert npy.with_suffix(".json").read_text() == index  # the same images give the same index
+    del again
+    forbid_decoding(monkeypatch)
+    np.testing.assert_array_equal(load_quiet(quirky, cache).valid.images, valid)  # the rebuilt cache is whole
 
 
 def test_each_size_and_resize_mode_has_its_own_cache(quirky, tmp_path, monkeypatch):
@@ -658,3 +776,32 @@ def test_the_synthetic_sign_is_learnable_but_noisy(replica, tmp_path):
     threshold = np.median(bright)
     accuracy = np.mean((bright < threshold) == data.train.labels)
     assert 0.7 < accuracy < 0.97
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"), KeyboardInterrupt()],
+                         ids=["OSError", "KeyboardInterrupt"])
+def test_synthesize_leaves_nothing_behind_when_it_fails_partway(tmp_path, monkeypatch, error):
+    real = mura._synthesize_split
+    staged = []
+
+    def fail_after_writing_valid(folder, split, *args):
+        real(folder, split, *args)
+        staged.append(folder)
+        if split == "valid":
+            raise error
+
+    monkeypatch.setattr(mura, "_synthesize_split", fail_after_writing_valid)
+    (tmp_path / "notes.txt").write_text("not the replica's")
+    options = dict(train_patients=2, valid_patients=1, max_size=48)
+    with pytest.raises(type(error)) as caught:
+        synthesize(tmp_path, **options)
+    assert caught.value is error
+    # It failed with both splits written into one staging folder beside the replica-to-be.
+    assert len(staged) == 2 and staged[0] == staged[1] and staged[0].parent == tmp_path
+    assert not staged[0].exists(), f"the staging folder {staged[0]} was left behind"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+    monkeypatch.undo()
+    replica = synthesize(tmp_path, **options)  # nothing in the way of another try
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MURA-v1.1", "notes.txt"]
+    assert (replica / "README.txt").read_text().startswith("SYNTHETIC")
