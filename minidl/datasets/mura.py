@@ -161,14 +161,15 @@ def _image_file(root, csv_path):
 
 
 def _csv_rows(file):
-    """``(line number, row)`` for every non-blank row of a CSV file without a header row."""
+    """``(line number, row)`` for every row of a CSV file without a header row that is not blank or spaces."""
     if not file.is_file():
         raise FileNotFoundError(f"MURA: {file} not found")
     # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
     with open(file, newline="", encoding="utf-8-sig") as f:
         for line, row in enumerate(csv.reader(f), start=1):
-            if row:
-                yield line, [field.strip() for field in row]
+            row = [field.strip() for field in row]
+            if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
+                yield line, row
 
 
 def _parse_path(text, split, parts_expected, where):
@@ -194,11 +195,12 @@ def read_index(root, split):
 
     Reads ``<split>_labeled_studies.csv`` and ``<split>_image_paths.csv``
     (no header rows: every line is data), in the order of the image CSV.
-    Raises, naming the file and line: ``FileNotFoundError`` for a missing CSV
-    or image file; ``ValueError`` for an empty split, a path outside the layout, a label other
-    than 0/1, a label that contradicts the study folder's ``_positive`` /
-    ``_negative`` suffix, a study listed twice or without images, or an
-    image whose study is not listed.
+    Raises, naming the file (and the line, where one is at fault):
+    ``FileNotFoundError`` for a missing CSV or image file; ``ValueError`` for
+    an empty split, a path outside the layout, a label other than 0/1, a
+    label that contradicts the study folder's ``_positive`` / ``_negative``
+    suffix, a study listed twice or without images, or an image whose study
+    is not listed.
     """
     if split not in SPLITS:
         raise ValueError(f"MURA: unknown split {split!r}; choose one of {SPLITS}")
@@ -376,9 +378,9 @@ def _read_cache(npy_file, json_file, key):
         return None
     if index.get("format_version") != CACHE_FORMAT_VERSION or index.get("key") != key:
         return None
-    try:
-        images = np.load(npy_file, mmap_mode="r")
-    except (FileNotFoundError, ValueError):
+    try:  # a .npy only (np.load would also open a zip, and raises EOFError on an empty file)
+        images = np.lib.format.open_memmap(npy_file, mode="r")
+    except (OSError, ValueError):
         return None
     shape = index.get("shape")
     if not (isinstance(shape, list) and len(shape) == 3 and images.ndim == 3):

@@ -202,7 +202,7 @@ BAD_LABEL = "{studies}, line 2: expected 'study folder path/,label' with label 0
                  f"{{images}}, line 2: the study of {IMAGE_LINES[1]!r} is not listed in {{studies}}",
                  id="image-of-an-unlisted-study"),
     pytest.param("images", [], "{images} lists no images", id="images-csv-empty"),
-    pytest.param("images", ["", ""], "{images} lists no images", id="images-csv-blank-lines"),
+    pytest.param("images", ["", "  ", "\t"], "{images} lists no images", id="images-csv-blank-lines"),
     pytest.param("studies", STUDY_LINES + ["MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/,1"],
                  "1 studies of {studies} have no image in {images}, "
                  "e.g. 'MURA-v1.1/valid/XR_HAND/patient00006/study1_positive/'", id="study-without-images"),
@@ -217,6 +217,13 @@ def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_l
         read_index(quirky, "valid")
     assert str(caught.value) == "MURA: " + message.format(studies=studies, images=images)
     assert len(read_index(quirky, "train")) == 8  # the other split's files are untouched and still read
+
+
+def test_blank_lines_and_lines_of_spaces_between_rows_are_skipped(quirky):
+    listed = read_index(quirky, "valid")
+    images = quirky / "valid_image_paths.csv"
+    images.write_text("\n".join([IMAGE_LINES[0], "", "   ", IMAGE_LINES[1], " \t ", IMAGE_LINES[2]]) + "\n")
+    assert read_index(quirky, "valid") == listed
 
 
 # ------------------------------------------------------------------ decoding
@@ -509,6 +516,12 @@ def npy_bytes(array):
     return buffer.getvalue()
 
 
+def npz_bytes(array):
+    buffer = io.BytesIO()
+    np.savez(buffer, images=array)
+    return buffer.getvalue()
+
+
 @pytest.mark.parametrize("damage", [
     pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw))[:1]), id="one-row"),
     pytest.param(lambda raw: raw[: len(raw) // 2], id="truncated-in-the-pixels"),
@@ -517,10 +530,8 @@ def npy_bytes(array):
     pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw))[:, ::2, ::2]), id="smaller-images"),
     pytest.param(lambda raw: npy_bytes(np.load(io.BytesIO(raw)).reshape(3, -1)), id="two-dimensional"),
     pytest.param(lambda raw: b"garbage", id="not-an-npy-file"),
-    pytest.param(lambda raw: b"", id="empty", marks=pytest.mark.xfail(
-        strict=True, raises=EOFError,
-        reason="mura._read_cache catches FileNotFoundError and ValueError from np.load, but an empty .npy "
-               "makes it raise EOFError: the load crashes instead of rebuilding the cache")),
+    pytest.param(lambda raw: b"", id="empty"),
+    pytest.param(lambda raw: npz_bytes(np.load(io.BytesIO(raw))), id="an-npz-archive"),
 ])
 def test_a_damaged_cache_array_beside_a_valid_index_is_rebuilt(quirky, tmp_path, monkeypatch, damage):
     cache = tmp_path / "cache"
