@@ -121,8 +121,9 @@ def test_flip_rotate_is_deterministic_for_a_seed():
     assert a.dtype == np.float32 and a.shape == x.shape
 
 
-def test_flips_are_exact_mirror_images():
-    x = images(n=40)
+@pytest.mark.parametrize("channels", [None, 3], ids=["BHW", "BHWC"])
+def test_flips_are_exact_left_right_mirror_images(channels):
+    x = images(n=40) if channels is None else np.random.default_rng(1).random((40, 9, 7, channels), np.float32)
     out = random_flip_rotate(x, np.random.default_rng(0), flip=True, max_degrees=0.0)
     mirrored = np.array([np.array_equal(o, xi[:, ::-1]) for o, xi in zip(out, x)])
     unchanged = np.array([np.array_equal(o, xi) for o, xi in zip(out, x)])
