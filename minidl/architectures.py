@@ -34,7 +34,7 @@ def baseline_cnn(dropout=0.5, classes=2):
     return base + [Flatten()] + classifier_head(128, dropout, classes)
 
 
-VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+_VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
 
 
 def vgg16(dropout=0.5, classes=2, width_divisor=1, head_units=256):
@@ -50,7 +50,7 @@ def vgg16(dropout=0.5, classes=2, width_divisor=1, head_units=256):
     if not is_int(width_divisor) or width_divisor < 1:
         raise ValueError(f"vgg16: width_divisor must be an int of at least 1, got {width_divisor!r}")
     base = []
-    for filters, convolutions in VGG16_BLOCKS:
+    for filters, convolutions in _VGG16_BLOCKS:
         width = max(1, filters // width_divisor)
         base += [layer for _ in range(convolutions) for layer in (Conv2D(width, 3, padding="same"), ReLU())]
         base.append(MaxPool2D(2))

@@ -13,6 +13,9 @@ file's name and its own line numbers.
 A second check per file: every relative link (``[text](path)``) points at a
 file or folder that exists in the repository.
 """
+import importlib
+import inspect
+import pkgutil
 import re
 import sys
 import tempfile
@@ -186,6 +189,30 @@ def test_api_reference_names_every_public_name():
     missing = [name for name in DESIGN_PUBLIC_NAMES
                if not re.search(r"`(?:minidl\.)?" + re.escape(name) + r"(?:\([^`]*\))?`", text)]
     assert not missing, f"docs/api.md does not mention {missing} as `name`"
+
+
+def public_names():
+    """``module.name`` (and ``module.Class.member``) for what each minidl module defines without a leading _."""
+    import minidl
+
+    for info in pkgutil.walk_packages(minidl.__path__, "minidl."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            defined_here = getattr(value, "__module__", None) == module.__name__
+            if name.startswith("_") or not (name.isupper() or (defined_here and callable(value))):
+                continue
+            yield f"{module.__name__}.{name}", name
+            if inspect.isclass(value):
+                yield from ((f"{module.__name__}.{name}.{member}", member)
+                            for member in vars(value) if not member.startswith("_"))
+
+
+def test_api_reference_mentions_every_public_name_of_every_module():
+    """What the package defines without a leading underscore appears in docs/api.md's inline code."""
+    text = re.sub(r"```.*?```", "", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"), flags=re.S)
+    inline_code = set(re.findall(r"\w+", " ".join(re.findall(r"`([^`\n]+)`", text))))
+    missing = [where for where, name in public_names() if name not in inline_code]
+    assert not missing, f"docs/api.md does not mention {missing}; document them or give them a leading _"
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -96,13 +96,13 @@ from ..backend import default_rng, get_array_module
 from ..data import ArrayBatches, random_flip_rotate
 from ..utils import atomic_path, is_int
 
-FOLDER = "MURA-v1.1"
+_FOLDER = "MURA-v1.1"
 SPLITS = ("train", "valid")
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
 RESIZE_MODES = ("pad", "squash")
-CACHE_FORMAT_VERSION = 1
-MAX_ROTATION_DEGREES = 30.0  # the MURA paper's augmentation
-SYNTHETIC_MARK = "SYNTHETIC"
+_CACHE_FORMAT_VERSION = 1
+_MAX_ROTATION_DEGREES = 30.0  # the MURA paper's augmentation
+_SYNTHETIC_MARK = "SYNTHETIC"
 
 # Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -143,7 +143,7 @@ def find_root(path):
     lists the places looked at when none has it.
     """
     path = Path(path)
-    candidates = [path, path / FOLDER, path / FOLDER / FOLDER]
+    candidates = [path, path / _FOLDER, path / _FOLDER / _FOLDER]
     for candidate in candidates:
         if (candidate / "train_labeled_studies.csv").is_file():
             return candidate
@@ -175,9 +175,9 @@ def _csv_rows(file):
 def _parse_path(text, split, parts_expected, where):
     """The folders of a CSV path, checked against the MURA layout; errors name ``where``."""
     parts = text.rstrip("/").split("/")
-    layout = f"{FOLDER}/{split}/XR_<TYPE>/patientNNNNN/studyK_positive|negative/" + (
+    layout = f"{_FOLDER}/{split}/XR_<TYPE>/patientNNNNN/studyK_positive|negative/" + (
         "imageJ.png" if parts_expected == 6 else "")
-    if len(parts) != parts_expected or parts[0] != FOLDER or parts[1] != split or not parts[2].startswith("XR_"):
+    if len(parts) != parts_expected or parts[0] != _FOLDER or parts[1] != split or not parts[2].startswith("XR_"):
         raise ValueError(f"MURA: {where}: {text!r} does not follow the layout {layout}")
     return parts
 
@@ -356,7 +356,7 @@ def _cache_files(cache_dir, root, split, size, resize):
 def _cache_key(root, split, records, size, resize):
     """SHA-256 over everything a cache depends on (see the module's docstring)."""
     digest = hashlib.sha256()
-    settings = {"format_version": CACHE_FORMAT_VERSION, "split": split, "size": size, "resize": resize}
+    settings = {"format_version": _CACHE_FORMAT_VERSION, "split": split, "size": size, "resize": resize}
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for name in (f"{split}_labeled_studies.csv", f"{split}_image_paths.csv"):
         digest.update((root / name).read_bytes())
@@ -376,7 +376,7 @@ def _read_cache(npy_file, json_file, key):
         index = json.loads(json_file.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if index.get("format_version") != CACHE_FORMAT_VERSION or index.get("key") != key:
+    if index.get("format_version") != _CACHE_FORMAT_VERSION or index.get("key") != key:
         return None
     try:  # a .npy only (np.load would also open a zip, and raises EOFError on an empty file)
         images = np.lib.format.open_memmap(npy_file, mode="r")
@@ -445,7 +445,7 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
     pixels = len(kept) * size * size
     mean = pixel_sum / pixels
     index = {
-        "format_version": CACHE_FORMAT_VERSION, "key": key, "split": split, "size": size, "resize": resize,
+        "format_version": _CACHE_FORMAT_VERSION, "key": key, "split": split, "size": size, "resize": resize,
         "dtype": "uint8", "shape": [len(kept), size, size],
         "pixel_mean": mean, "pixel_std": math.sqrt(max(pixel_square_sum / pixels - mean**2, 0.0)),
         "images": kept, "skipped_images": skipped,
@@ -563,7 +563,7 @@ class MURASplit:
         augment = training if augment is None else augment
         if augment and not training:
             raise ValueError(f"MURASplit {self.name!r}: augmentation is for the training split only")
-        flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=MAX_ROTATION_DEGREES, fill=0.0)
+        flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=_MAX_ROTATION_DEGREES, fill=0.0)
         return ArrayBatches(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed,
                             augment=flip_rotate if augment else None, transform=self.normalise,
                             sample_weight=sample_weight)
@@ -681,7 +681,7 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
 def _is_synthetic(root):
     """Whether the ``MURA-v1.1`` folder ``root`` is a replica that ``synthesize`` wrote."""
     readme = root / "README.txt"  # read as bytes: another README.txt may be in any encoding
-    return readme.is_file() and readme.read_bytes().startswith(SYNTHETIC_MARK.encode())
+    return readme.is_file() and readme.read_bytes().startswith(_SYNTHETIC_MARK.encode())
 
 
 # ------------------------------------------------------ the synthetic replica
@@ -740,14 +740,14 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
                      max_studies_per_patient=max_studies_per_patient, max_images_per_study=max_images_per_study,
                      min_size=min_size, max_size=max_size, abnormal_fraction=abnormal_fraction,
                      sign_noise=sign_noise, seed=seed)
-    readme = (f"{SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
+    readme = (f"{_SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
               "minidl.datasets.mura.synthesize. These are NOT radiographs and NOT the MURA dataset:\n"
               "each image is a drawn bone on a dark background, and the 'abnormal' sign is a bright blob,\n"
               "shown by most images of abnormal studies and a few images of normal ones.\n"
               "Results on this data say nothing about medical images.\n\n"
               f"Arguments: {json.dumps(arguments, sort_keys=True)}\n")
     root = Path(root)
-    target = root / FOLDER
+    target = root / _FOLDER
     if target.exists():
         existing = target / "README.txt"
         if existing.is_file() and existing.read_text() == readme:
@@ -761,7 +761,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     rng = default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
     # Everything is written into a hidden temporary folder first and renamed at the end.
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{FOLDER}."))
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{_FOLDER}."))
     staging.chmod(0o755)  # mkdtemp makes it private to its owner
     try:
         first_patient = 1
@@ -791,7 +791,7 @@ def _synthesize_split(folder, split, patient_numbers, rng, arguments):
     for study, label in zip(studies, abnormal):
         study_folder = f"{study}_{'positive' if label else 'negative'}"
         (folder / study_folder).mkdir(parents=True)
-        study_lines.append(f"{FOLDER}/{study_folder}/,{int(label)}\n")
+        study_lines.append(f"{_FOLDER}/{study_folder}/,{int(label)}\n")
         for j in range(1, rng.integers(1, arguments["max_images_per_study"] + 1) + 1):
             long_side = int(round(np.exp(rng.uniform(log_min, log_max))))
             short_side = max(2, int(round(long_side * rng.uniform(0.6, 0.95))))
@@ -802,6 +802,6 @@ def _synthesize_split(folder, split, patient_numbers, rng, arguments):
             if rng.random() < 0.25:
                 image = image.convert("RGB")
             image.save(folder / study_folder / f"image{j}.png", compress_level=1)
-            image_lines.append(f"{FOLDER}/{study_folder}/image{j}.png\n")
+            image_lines.append(f"{_FOLDER}/{study_folder}/image{j}.png\n")
     (folder / f"{split}_image_paths.csv").write_text("".join(image_lines))
     (folder / f"{split}_labeled_studies.csv").write_text("".join(study_lines))
