@@ -161,7 +161,7 @@ def _image_file(root, csv_path):
 
 
 def _csv_rows(file):
-    """``(line number, row)`` for every row of a CSV file without a header row that is not blank or spaces."""
+    """``(line number, row)`` for each row of a header-less CSV file, skipping lines that are blank or spaces."""
     if not file.is_file():
         raise FileNotFoundError(f"MURA: {file} not found")
     # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
