@@ -14,8 +14,8 @@ When ``p = softmax(z)``, the chain rule through the softmax Jacobian
 because ``sum_j y_j = 1``. So target rows must sum to 1: a multi-label
 row such as ``[1, 1, 0]`` is refused, since for it the middle form is not
 ``p - y``. minidl computes the middle form, ``p_i sum_j y_j - y_i``: it is
-``p - y`` for every row it accepts, and stays exact for rows that sum to 1
-only up to rounding. The thesis's section 2.3.2 instead gets
+``p - y`` for a row that sums to 1, and the exact gradient of the loss for
+one that sums to 1 only up to rounding (accepted within 0.001). The thesis's section 2.3.2 instead gets
 ``y_j (1 - p_j)``: it uses only the diagonal of the Jacobian (``dp_j/dz_j``)
 and drops a minus sign, so its gradient is wrong in both sign and the
 off-diagonal terms.
@@ -28,12 +28,9 @@ into ``w_n`` the same way (the MURA paper's loss weights each image by the
 other class's share of its study type's images, so that the rarer class
 weighs more).
 """
-import math
-import numbers
-
 from .backend import get_array_module
 from .layers.activations import log_softmax
-from .utils import is_int
+from .utils import finite_float, is_int
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -122,7 +119,16 @@ class CrossEntropy:
 
     def __init__(self, from_logits=False, class_weight=None):
         self.from_logits = bool(from_logits)
-        self.class_weight = None if class_weight is None else _checked_class_weight(class_weight)
+        self.class_weight = class_weight
+
+    @property
+    def class_weight(self):
+        """The weights as given, checked: a list of floats, a dict {class index: float}, or None."""
+        return self._class_weight
+
+    @class_weight.setter
+    def class_weight(self, class_weight):
+        self._class_weight = None if class_weight is None else _checked_class_weight(class_weight)
 
     def forward(self, y_pred, y_true, sample_weight=None):
         """The mean loss of the batch, as a Python float; keeps what ``backward`` needs.
@@ -252,6 +258,8 @@ class CrossEntropy:
         cw = self.class_weight
         if isinstance(cw, dict):
             cw = {str(k): v for k, v in cw.items()}  # JSON's keys are strings
+        elif cw is not None:
+            cw = list(cw)  # a copy: changing the config must not change the loss
         return {"from_logits": self.from_logits, "class_weight": cw}
 
 
@@ -261,19 +269,23 @@ def _checked_class_weight(class_weight):
     A dict's classes may be ints or, as in a saved model's JSON, their digits.
     """
     def weight(value):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < math.inf:
+        number = finite_float(value)
+        if number is None or number < 0:
             raise ValueError(f"CrossEntropy: class_weight must hold finite, non-negative numbers, got {value!r}")
-        return float(value)
+        return number
 
     def class_index(key):
-        if isinstance(key, str) and key.isdigit():
+        if isinstance(key, str) and key.isascii() and key.isdigit():
             return int(key)
         if not is_int(key) or key < 0:
             raise ValueError(f"CrossEntropy: class_weight's classes must be non-negative ints, got {key!r}")
         return int(key)
 
     if isinstance(class_weight, dict):
-        return {class_index(key): weight(value) for key, value in class_weight.items()}
+        weights = {class_index(key): weight(value) for key, value in class_weight.items()}
+        if len(weights) < len(class_weight):
+            raise ValueError(f"CrossEntropy: class_weight names a class twice, got {class_weight!r}")
+        return weights
     if isinstance(class_weight, (str, bytes)) or not hasattr(class_weight, "__len__"):
         raise ValueError("CrossEntropy: class_weight must be a sequence of one weight per class or a dict "
                          f"{{class: weight}}, got {class_weight!r}")

@@ -716,7 +716,7 @@ class Sequential:
                 f"Sequential.load: {path} is not a valid minidl model file ({type(exc).__name__}: {exc})"
             ) from None
         except ValueError as exc:  # a value the file holds is refused, by load or by a constructor
-            raise ValueError(f"Sequential.load: {path}: {exc}") from None
+            raise ValueError(f"Sequential.load: {path}: {exc}") from exc
 
     @classmethod
     def _from_file_contents(cls, arch, arrays):

@@ -1,5 +1,6 @@
 """Small helpers shared across minidl: argument checks, atomic file writes."""
 import contextlib
+import math
 import numbers
 import os
 import secrets
@@ -8,6 +9,20 @@ import secrets
 def is_int(value):
     """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not counts or sizes."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def finite_float(value):
+    """``value`` as a float if it is one finite real number (Python, NumPy or a 0-d array), else None.
+
+    Bools and strings are not numbers here: ``True`` and ``"0.5"`` give None.
+    """
+    if isinstance(value, (bool, str, bytes)) or getattr(value, "ndim", 0) != 0 or getattr(value, "dtype", None) == bool:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 def sample_shape(shape, who):

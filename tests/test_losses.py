@@ -305,6 +305,17 @@ def test_class_weights_that_are_not_weights_are_refused_when_the_loss_is_made(cl
     assert str(error.value) == f"CrossEntropy: {problem}"
 
 
+def test_class_weights_stay_checked_and_the_config_is_a_copy():
+    loss = CrossEntropy(class_weight=np.array([1.0, 2.0, 3.0]))  # NumPy numbers become floats
+    assert loss.class_weight == [1.0, 2.0, 3.0]
+    loss.get_config()["class_weight"][0] = -5.0
+    assert loss.class_weight == [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match=r"^CrossEntropy: class_weight's classes must be non-negative ints, got -1$"):
+        loss.class_weight = {-1: 3.0}
+    with pytest.raises(ValueError, match=r"^CrossEntropy: class_weight names a class twice, got \{'1': 2, 1: 3\}$"):
+        CrossEntropy(class_weight={"1": 2, 1: 3})
+
+
 def test_class_weights_keep_their_meaning_through_the_config():
     p, y = softmax(np.random.default_rng(5).standard_normal((4, 3))), np.array([0, 1, 2, 1])
     for class_weight in ({1: 3.0}, np.array([0.5, 3.0, 1.0])):

@@ -44,7 +44,7 @@ def models(draw):
         st.sampled_from(["same", "valid"]),
     )
     # Overlapping windows, windows that tile the input (pooling's one-pass backward), and
-    # strides larger than the window would be.
+    # strides larger than the window (rows and columns that no window reads).
     pooling = st.builds(lambda cls, window: cls(*window), st.sampled_from([MaxPool2D, AvgPool2D]),
                         st.sampled_from([(2, 1), (2, 2), (3, 2), ((2, 3), (2, 3)), (2, 3)]))
     layers = [draw(convolution), ReLU(), draw(convolution), draw(pooling), Flatten(),

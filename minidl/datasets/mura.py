@@ -161,7 +161,7 @@ def _image_file(root, csv_path):
 
 
 def _csv_rows(file):
-    """``(line number, row)`` for each row of a header-less CSV file, skipping lines that are blank or spaces."""
+    """``(line number, row)`` for each row of a header-less CSV file, skipping lines of only whitespace."""
     if not file.is_file():
         raise FileNotFoundError(f"MURA: {file} not found")
     # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
@@ -380,7 +380,7 @@ def _read_cache(npy_file, json_file, key):
         return None
     try:  # a .npy only (np.load would also open a zip, and raises EOFError on an empty file)
         images = np.lib.format.open_memmap(npy_file, mode="r")
-    except (OSError, ValueError):
+    except (FileNotFoundError, ValueError):
         return None
     shape = index.get("shape")
     if not (isinstance(shape, list) and len(shape) == 3 and images.ndim == 3):

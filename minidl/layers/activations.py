@@ -1,8 +1,6 @@
 """Activation functions as layers (thesis section 2.2.2)."""
-import math
-import numbers
-
 from ..backend import get_array_module
+from ..utils import finite_float
 from .base import Layer
 
 
@@ -16,9 +14,9 @@ class ReLU(Layer):
 
     def __init__(self, threshold=0.0, name=None):
         super().__init__(name)
-        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        self.threshold = finite_float(threshold)
+        if self.threshold is None:
             raise ValueError(f"ReLU: threshold must be a finite number, got {threshold!r}")
-        self.threshold = float(threshold)
 
     def forward(self, x, training=False):
         self.check_input(x)

@@ -279,7 +279,7 @@ def _callable_directly(build):
             build(self, input_shape)
             return
         if self.built:
-            raise RuntimeError(f"{self.describe()}: already built for input {self.expected_shape_text()}; "
+            raise RuntimeError(f"{self.describe()}: already built for input {batch_shape_text(self.input_shape)}; "
                                "make a new layer to build it for another")
         input_shape = sample_shape(input_shape, f"{self.describe()}: build takes the shape of one sample; it")
         if _PLACEMENTS:

@@ -110,8 +110,8 @@ class Conv2D(Layer):
             self.grads["b"][...] = dWb[-1]
         if not self.needs_input_grad:
             return None
-        # The column of ones is no input, so dL/dX takes W without b's row. In a model
-        # dX goes into the scratch memory that X1 held: X1 is not read again.
+        # The column of ones is no input, so dL/dX takes W without b's row. In a model on
+        # the CPU dX goes into the scratch memory that X1 held: X1 is not read again.
         W = self.params["W"].reshape(-1, f)
         dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
         dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (x.shape[3],))

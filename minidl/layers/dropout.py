@@ -1,7 +1,6 @@
 """Inverted dropout (Srivastava et al. 2014; thesis section 2.3.6)."""
-import numbers
-
 from ..backend import get_array_module
+from ..utils import finite_float
 from .base import Layer
 
 
@@ -21,9 +20,9 @@ class Dropout(Layer):
 
     def __init__(self, rate, name=None):
         super().__init__(name)
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real) or not 0.0 <= rate < 1.0:
+        self.rate = finite_float(rate)
+        if self.rate is None or not 0.0 <= self.rate < 1.0:
             raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
-        self.rate = float(rate)
 
     def forward(self, x, training=False):
         self.check_input(x)

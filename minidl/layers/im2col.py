@@ -23,9 +23,9 @@ stepping one row further moves ``x.strides[1]`` bytes) and copies that view
 into the matrix in one assignment. ``col2im`` loops over the ``kh * kw``
 kernel offsets ``(p, q)`` (``window_taps``): for each, one strided slab of
 ``dx`` receives offset ``(p, q)`` of every window's gradient in one
-addition (a slab that is all of ``dx``, which with stride 1 and "same"
-padding is offset ``(top, left)``, for a 3x3 kernel its centre, is copied
-in first instead of zeroing ``dx``). It never builds the padding: it drops the gradients of entries
+addition. With stride 1 and "same" padding one offset's slab is all of
+``dx`` (offset ``(top, left)``: a 3x3 kernel's centre); its gradients are
+copied in first instead of zeroing ``dx``. It never builds the padding: it drops the gradients of entries
 that fall in it.
 """
 import math

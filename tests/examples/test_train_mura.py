@@ -129,12 +129,14 @@ def test_metrics_json_agrees_with_scikit_learn_on_predictions_csv(run):
         y, p, y_hat = labels[members], probabilities[members], predicted[members]
         assert row["studies"] == int(members.sum())
         assert row["accuracy"] == pytest.approx(sklearn_metrics.accuracy_score(y, y_hat))
-        if len(set(y)) == 2:  # else undefined: null in the JSON
-            assert row["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, p))
-            assert row["sensitivity"] == pytest.approx(sklearn_metrics.recall_score(y, y_hat, pos_label=1))
-            assert row["specificity"] == pytest.approx(sklearn_metrics.recall_score(y, y_hat, pos_label=0))
-        if len(set(y) | set(y_hat)) == 2:
-            assert row["kappa"] == pytest.approx(sklearn_metrics.cohen_kappa_score(y, y_hat))
+        # What a group's labels leave undefined is null in the JSON.
+        assert row["auc"] == (pytest.approx(sklearn_metrics.roc_auc_score(y, p)) if len(set(y)) == 2 else None)
+        assert row["sensitivity"] == (pytest.approx(sklearn_metrics.recall_score(y, y_hat, pos_label=1))
+                                      if 1 in y else None)
+        assert row["specificity"] == (pytest.approx(sklearn_metrics.recall_score(y, y_hat, pos_label=0))
+                                      if 0 in y else None)
+        one_class_each = len(set(y)) == len(set(y_hat)) == 1 and set(y) == set(y_hat)  # p_e = 1
+        assert row["kappa"] == (None if one_class_each else pytest.approx(sklearn_metrics.cohen_kappa_score(y, y_hat)))
 
     assert_row(result["overall"], np.ones(len(rows), dtype=bool))
     types = np.array([r["study_type"] for r in rows])

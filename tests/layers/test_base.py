@@ -177,6 +177,15 @@ def test_build_called_directly_refuses_a_built_layer_and_a_shape_that_is_not_a_t
     assert layer.params["W"] is W
 
 
+@pytest.mark.parametrize("layer", [ReLU(name="r"), MaxPool2D(2, name="r")], ids=["ReLU", "MaxPool2D"])
+def test_building_a_built_layer_without_parameters_names_the_shape_it_was_built_for(layer):
+    layer.build((8, 8, 3))
+    with pytest.raises(RuntimeError) as error:
+        layer.build((8, 8, 3))
+    assert str(error.value) == (f"{type(layer).__name__} 'r': already built for input (N, 8, 8, 3); "
+                                "make a new layer to build it for another")
+
+
 def test_a_layer_made_of_layers_places_them_as_it_is_placed():
     class Block(Layer):
         def __init__(self):
@@ -414,6 +423,8 @@ def test_unnamed_layer_errors_still_name_the_class():
     (lambda: Dropout("0.5"), "Dropout: rate must be a number in [0, 1), got '0.5'"),
     (lambda: ReLU(threshold="high"), "ReLU: threshold must be a finite number, got 'high'"),
     (lambda: ReLU(threshold=float("nan")), "ReLU: threshold must be a finite number, got nan"),
+    (lambda: ReLU(threshold=np.array([0.5])), "ReLU: threshold must be a finite number, got array([0.5])"),
+    (lambda: Dropout(np.array(1.0)), "Dropout: rate must be a number in [0, 1), got array(1.)"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_constructor_arguments_raise_a_value_error_naming_the_layer_and_the_argument(make, message):
     with pytest.raises(ValueError) as err:
@@ -432,3 +443,10 @@ def test_a_layer_with_a_custom_initializer_still_has_a_repr():
 def test_unknown_initializer_is_reported_by_name_at_the_latest_when_building():
     with pytest.raises(ValueError, match="nope"):
         Dense(4, kernel_initializer="nope").forward(np.zeros((1, 4)))
+
+
+def test_numbers_may_be_numpy_scalars_or_zero_dimensional_arrays():
+    assert ReLU(threshold=np.float32(0.5)).threshold == 0.5
+    assert ReLU(threshold=np.array(-1)).threshold == -1.0
+    assert Dropout(np.array(0.25)).rate == 0.25
+    assert type(Dropout(np.float64(0.25)).rate) is float
