@@ -85,10 +85,12 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     """
     xp = get_array_module(x)
     x = xp.array(x, dtype=np.float64)
-    pristine = copy.deepcopy(layer)  # the check works on copies: ``layer`` is left as it was
+    # The check works on copies (``layer`` is left as it was), without the memory a model's
+    # layers share for temporaries: the copies allocate their own.
+    pristine = copy.deepcopy(layer, memo={id(layer.scratch): None})
     # Check every gradient, whether or not the layer is frozen or a model's first
     # (which skip some), on fresh arrays rather than a model's reused ones.
-    pristine.trainable, pristine.needs_input_grad, pristine.in_model, pristine.scratch = True, True, False, None
+    pristine.trainable, pristine.needs_input_grad, pristine.in_model = True, True, False
     if pristine.rng is None:
         pristine.rng = default_rng(seed)
     if not pristine.built:

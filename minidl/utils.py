@@ -14,9 +14,10 @@ def is_int(value):
 def finite_float(value):
     """``value`` as a float if it is one finite real number (Python, NumPy or a 0-d array), else None.
 
-    Bools and strings are not numbers here: ``True`` and ``"0.5"`` give None.
+    Bools and strings are not numbers here: ``True``, ``"0.5"`` and their arrays give None.
     """
-    if isinstance(value, (bool, str, bytes)) or getattr(value, "ndim", 0) != 0 or getattr(value, "dtype", None) == bool:
+    kind = getattr(getattr(value, "dtype", None), "kind", "f")  # a NumPy or CuPy number's, else "f"
+    if isinstance(value, (bool, str, bytes)) or kind not in "iuf" or getattr(value, "ndim", 0) != 0:
         return None
     try:
         number = float(value)

@@ -205,3 +205,26 @@ def test_a_frozen_layer_or_a_models_first_is_checked_whole_and_left_as_it_was():
         frozen_wrong = WeightGradientOff(3)
         frozen_wrong.trainable = False
         check_layer(frozen_wrong, random_input((2, 4), 2))
+
+
+class _CountedCopies:
+    """A stand-in for a model's scratch memory that counts how often it is deep-copied."""
+
+    copies = 0
+
+    def __deepcopy__(self, memo):
+        type(self).copies += 1
+        return _CountedCopies()
+
+
+def test_check_layer_does_not_copy_a_models_scratch_memory():
+    # In a model the scratch block holds every layer's temporaries (hundreds of MB on real
+    # images); the check's many copies of the layer must not copy it.
+    from minidl.layers import Conv2D
+
+    layer = Conv2D(2, 3)
+    layer.forward(random_input((1, 5, 5, 2), 0, np.float64))
+    layer.scratch = scratch = _CountedCopies()
+    _CountedCopies.copies = 0
+    check_layer(layer, random_input((1, 5, 5, 2), 1, np.float64))
+    assert layer.scratch is scratch and _CountedCopies.copies == 0

@@ -280,6 +280,7 @@ def test_sample_weights_equal_to_the_class_weights_give_the_class_weighted_loss(
     ([1.0, 2.0], "class_weight has 2 entries for 3 classes"),
     ([1.0, 2.0, 3.0, 4.0], "class_weight has 4 entries for 3 classes"),
     ({5: 2.0}, "class_weight names class 5, but there are 3 classes"),
+    ({3: 2.0}, "class_weight names class 3, but there are 3 classes"),
 ])
 def test_class_weights_that_do_not_fit_the_classes_raise_value_error(class_weight, problem):
     loss = CrossEntropy(class_weight=class_weight)
@@ -310,6 +311,11 @@ def test_class_weights_stay_checked_and_the_config_is_a_copy():
     assert loss.class_weight == [1.0, 2.0, 3.0]
     loss.get_config()["class_weight"][0] = -5.0
     assert loss.class_weight == [1.0, 2.0, 3.0]
+    by_dict = CrossEntropy(class_weight={1: 2.0})
+    config = by_dict.get_config()
+    assert config["class_weight"] == {"1": 2.0}  # JSON's keys are strings
+    config["class_weight"]["0"] = -5.0
+    assert by_dict.class_weight == {1: 2.0}
     with pytest.raises(ValueError, match=r"^CrossEntropy: class_weight's classes must be non-negative ints, got -1$"):
         loss.class_weight = {-1: 3.0}
     with pytest.raises(ValueError, match=r"^CrossEntropy: class_weight names a class twice, got \{'1': 2, 1: 3\}$"):

@@ -213,6 +213,14 @@ def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, 
     assert str(tampered) in str(error.value)
 
 
+def test_a_value_the_file_holds_that_a_constructor_refuses_keeps_the_constructors_error(trained, tmp_path):
+    _, path, _, _ = trained
+    with pytest.raises(ValueError) as error:
+        Sequential.load(_tampered(path, tmp_path, _set(["layers", 5, "config", "units"], -1)))
+    assert isinstance(error.value.__cause__, ValueError)
+    assert str(error.value.__cause__) == "Dense: units must be a positive int, got -1"
+
+
 def test_a_file_from_before_metrics_were_saved_loads_with_accuracy(tmp_path):
     x, y = tiny_images(8)
     model = tiny_cnn(compile=False)

@@ -463,7 +463,7 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
     cached = _read_cache(npy_file, json_file, key)
     if cached is None:
         index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress)
-        images = np.load(npy_file, mmap_mode="r")[: len(index["images"])]
+        images = np.lib.format.open_memmap(npy_file, mode="r")[: len(index["images"])]
     else:
         images, index = cached
         for skip in index["skipped_images"]:

@@ -195,6 +195,8 @@ BAD_LABEL = "{studies}, line 2: expected 'study folder path/,label' with label 0
     pytest.param("images", [IMAGE_LINES[0], IMAGE_LINES[1] + ",0", IMAGE_LINES[2]],
                  f"{{images}}, line 2: expected one image path, got [{IMAGE_LINES[1]!r}, '0']",
                  id="image-two-columns"),
+    pytest.param("images", [IMAGE_LINES[0], ",", IMAGE_LINES[1], IMAGE_LINES[2]],
+                 "{images}, line 2: expected one image path, got ['', '']", id="image-line-of-a-comma"),
     pytest.param("images", [IMAGE_LINES[0], IMAGE_LINES[1] + ",", IMAGE_LINES[2]],
                  f"{{images}}, line 2: expected one image path, got [{IMAGE_LINES[1]!r}, '']",
                  id="image-trailing-comma"),
@@ -555,6 +557,25 @@ def test_a_damaged_cache_array_beside_a_valid_index_is_rebuilt(quirky, tmp_path,
     del again
     forbid_decoding(monkeypatch)
     np.testing.assert_array_equal(load_quiet(quirky, cache).valid.images, valid)  # the rebuilt cache is whole
+
+
+def test_a_cache_array_that_cannot_be_opened_for_another_reason_is_an_error_not_a_rebuild(quirky, tmp_path, monkeypatch):
+    # Only a missing or malformed array means "build it again"; a permission error is the user's to see.
+    cache = tmp_path / "cache"
+    load_quiet(quirky, cache)
+
+    open_memmap, refused = np.lib.format.open_memmap, []
+
+    def refuse_once(file, mode="r+", *args, **kwargs):  # once: a rebuild would then read its new file
+        if not refused:
+            refused.append(file)
+            raise PermissionError(f"no permission to read {file}")
+        return open_memmap(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "open_memmap", refuse_once)
+    forbid_decoding(monkeypatch)
+    with pytest.raises(PermissionError, match="no permission to read .*-train-"):
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
 
 
 def test_each_size_and_resize_mode_has_its_own_cache(quirky, tmp_path, monkeypatch):
