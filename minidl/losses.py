@@ -15,8 +15,9 @@ because ``sum_j y_j = 1``. So target rows must sum to 1: a multi-label
 row such as ``[1, 1, 0]`` is refused, since for it the middle form is not
 ``p - y``. minidl computes the middle form, ``p_i sum_j y_j - y_i``: it is
 ``p - y`` for a row that sums to 1, and the exact gradient of the loss for
-one that sums to 1 only up to rounding (accepted within 0.001). The thesis's section 2.3.2 instead gets
-``y_j (1 - p_j)``: it uses only the diagonal of the Jacobian (``dp_j/dz_j``)
+one that sums to 1 only up to rounding (accepted within 0.001). The
+thesis's section 2.3.2 instead gets ``y_j (1 - p_j)``: it uses only the
+diagonal of the Jacobian (``dp_j/dz_j``)
 and drops a minus sign, so its gradient is wrong in both sign and the
 off-diagonal terms.
 

@@ -25,8 +25,8 @@ kernel offsets ``(p, q)`` (``window_taps``): for each, one strided slab of
 ``dx`` receives offset ``(p, q)`` of every window's gradient in one
 addition. With stride 1 and "same" padding one offset's slab is all of
 ``dx`` (offset ``(top, left)``: a 3x3 kernel's centre); its gradients are
-copied in first instead of zeroing ``dx``. It never builds the padding: it drops the gradients of entries
-that fall in it.
+copied in first instead of zeroing ``dx``. It never builds the padding: it
+drops the gradients of entries that fall in it.
 """
 import math
 
