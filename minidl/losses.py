@@ -17,9 +17,8 @@ row such as ``[1, 1, 0]`` is refused, since for it the middle form is not
 ``p - y`` for a row that sums to 1, and the exact gradient of the loss for
 one that sums to 1 only up to rounding (accepted within 0.001). The
 thesis's section 2.3.2 instead gets ``y_j (1 - p_j)``: it uses only the
-diagonal of the Jacobian (``dp_j/dz_j``)
-and drops a minus sign, so its gradient is wrong in both sign and the
-off-diagonal terms.
+diagonal of the Jacobian (``dp_j/dz_j``) and drops a minus sign, so its
+gradient is wrong in both sign and the off-diagonal terms.
 
 The loss of a batch is the mean over its ``N`` samples, so every gradient
 carries a factor ``1/N``. With ``class_weight``, sample ``n`` is weighted by
