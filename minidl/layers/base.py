@@ -271,17 +271,22 @@ def _callable_directly(build):
     as written; called directly, it goes through ``build_for``, with the
     placement of the layer being built around it if any (a layer made of
     layers), else float32 on the current backend, so that the layer ends up
-    ``built`` either way. A built layer is not built again.
+    ``built`` either way. A built layer is not built again: called directly,
+    that is an error; inside the build of a layer made of layers, for the
+    same shape, it does nothing, so that such a build can be tried again
+    after it failed partway.
     """
     @functools.wraps(build)
     def build_or_place(self, input_shape):
         if self._placement is not None:
             build(self, input_shape)
             return
+        input_shape = sample_shape(input_shape, f"{self.describe()}: build takes the shape of one sample; it")
         if self.built:
+            if _PLACEMENTS and input_shape == self.input_shape:
+                return  # built by an outer layer's earlier build, which failed later on: it tries again
             raise RuntimeError(f"{self.describe()}: already built for input {batch_shape_text(self.input_shape)}; "
                                "make a new layer to build it for another")
-        input_shape = sample_shape(input_shape, f"{self.describe()}: build takes the shape of one sample; it")
         if _PLACEMENTS:
             xp, dtype = _PLACEMENTS[-1]
         else:

@@ -207,6 +207,44 @@ def test_a_layer_made_of_layers_places_them_as_it_is_placed():
     assert block.inner.built and block.inner.params["W"].dtype == np.float64
 
 
+def test_a_layer_made_of_layers_whose_build_failed_partway_builds_on_the_next_try(monkeypatch):
+    class RetriedBlock(Layer):
+        input_rank = 1
+
+        def __init__(self):
+            super().__init__()
+            self.inner, self.head = Dense(4), Dense(2)
+
+        def build(self, input_shape):
+            self.inner.build(input_shape)
+            self.head.build((self.inner.units,))  # fails the first time
+            self.add_weight("scale", (1,), "zeros")
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return self.head.forward(self.inner.forward(x)) * (1 + self.params["scale"])
+
+    block = RetriedBlock()
+    fail = {"once": True}
+    build = Dense.build
+
+    def failing_head_build(layer, input_shape):
+        if layer is block.head and fail.pop("once", False):
+            raise MemoryError("no memory this time")
+        return build(layer, input_shape)
+
+    monkeypatch.setattr(Dense, "build", failing_head_build)
+    with pytest.raises(MemoryError, match="no memory this time"):
+        block.forward(np.ones((2, 3)))
+    assert not block.built and block.inner.built and not block.head.built
+    W = block.inner.params["W"]
+    assert block.forward(np.ones((2, 3))).shape == (2, 2)  # the retry builds what is missing
+    monkeypatch.undo()
+    assert block.built and block.head.built and block.inner.params["W"] is W
+    with pytest.raises(RuntimeError, match=r"Dense: already built for input \(N, 3\)"):
+        block.inner.build((5,))  # outside a build, building again is still refused
+
+
 def test_parameters_are_built_once_from_the_first_input():
     layer = Dense(3)
     layer.forward(random_input((2, 4), 0))
