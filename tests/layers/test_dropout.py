@@ -61,6 +61,24 @@ def test_dropout_matches_pytorch_with_the_same_mask(dtype):
     assert_allclose(dx, dx_ref, **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rate", [0.1, 0.3, 0.8])
+def test_rate_means_what_pytorchs_p_means(rate, dtype):
+    # Masks cannot be matched, but what `rate` means can: the fraction dropped and the
+    # scale of what is kept, against torch.nn.functional.dropout on the same input.
+    load_torch_reference()
+    import torch
+
+    torch.manual_seed(0)
+    x = np.ones((400, 250), dtype)
+    ours = seeded_dropout(rate, seed=1).forward(x, training=True)
+    theirs = torch.nn.functional.dropout(torch.tensor(x), p=rate, training=True).numpy()
+    assert ours.dtype == theirs.dtype == dtype
+    np.testing.assert_allclose(np.unique(ours), np.unique(theirs), rtol=np.finfo(dtype).eps)  # 0 and 1/(1 - rate)
+    standard_error = np.sqrt(2 * rate * (1 - rate) / x.size)  # of the difference of two dropped fractions
+    assert abs((ours == 0).mean() - (theirs == 0).mean()) < 5 * standard_error
+
+
 @pytest.mark.parametrize("rate", [0.1, 0.5, 0.8])
 def test_dropout_drops_a_fraction_rate_and_keeps_the_mean(rate):
     n = 200_000
