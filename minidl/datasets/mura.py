@@ -378,8 +378,8 @@ def _read_cache(npy_file, json_file, key):
         return None
     if index.get("format_version") != _CACHE_FORMAT_VERSION or index.get("key") != key:
         return None
-    try:  # a .npy only (np.load would also open a zip, and raises EOFError on an empty file)
-        images = np.lib.format.open_memmap(npy_file, mode="r")
+    try:
+        images = _open_images(npy_file)
     except (FileNotFoundError, ValueError):
         return None
     shape = index.get("shape")
@@ -389,6 +389,14 @@ def _read_cache(npy_file, json_file, key):
     if images.dtype != np.uint8 or list(images.shape[1:]) != image_shape or images.shape[0] < rows:
         return None
     return images[:rows], index
+
+
+def _open_images(npy_file):
+    """The cache's ``.npy`` as a read-only memmap; ``ValueError`` for a file that is not one.
+
+    Not ``np.load``: it would also open a zip archive, and raises ``EOFError`` on an empty file.
+    """
+    return np.lib.format.open_memmap(npy_file, mode="r")
 
 
 def _check_free_space(npy_file, nbytes, split):
@@ -463,7 +471,7 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
     cached = _read_cache(npy_file, json_file, key)
     if cached is None:
         index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress)
-        images = np.lib.format.open_memmap(npy_file, mode="r")[: len(index["images"])]
+        images = _open_images(npy_file)[: len(index["images"])]
     else:
         images, index = cached
         for skip in index["skipped_images"]:
