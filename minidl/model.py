@@ -14,6 +14,7 @@ input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 """
 import contextlib
 import json
+import numbers
 import sys
 import warnings
 import zipfile
@@ -77,6 +78,9 @@ class Sequential:
         """Append ``layer``; it gets a name if it has none and its own seeded generator."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a minidl Layer, got {type(layer).__name__}")
+        if any(other is layer for other in self.layers):
+            raise ValueError(f"Sequential.add: this {type(layer).__name__} object is already in the model, as "
+                             f"{layer.name!r}; a layer can appear once: create another for a second one")
         if layer.name is None:
             kind = type(layer).__name__.lower()
             taken = {other.name for other in self.layers}
@@ -154,6 +158,8 @@ class Sequential:
         leaves it out of the logs, the history and ``evaluate``'s result. The
         medical metrics (kappa, AUC, ...) live in ``minidl.metrics``.
         """
+        if not self.layers:
+            raise ValueError("Sequential.compile: the model has no layers; add them before compiling")
         self.optimizer = optimizers_module.get(optimizer)
         self.optimizer.reset()
         self.loss = CrossEntropy() if loss is None else loss
@@ -363,6 +369,11 @@ class Sequential:
         for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
             if not is_int(value) or value < 0:
                 raise ValueError(f"fit: {name} must be a non-negative int, got {value!r}")
+        _check_choice("fit", "verbose", verbose, (0, 1, 2))
+        _check_choice("fit", "shuffle", shuffle, (True, False))
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"fit: callbacks must be a list of Callbacks, got {type(callbacks).__name__}"
+                            + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
         loss = self._training_loss(class_weight)
@@ -439,6 +450,7 @@ class Sequential:
         of the weighted losses. ``verbose=1`` shows a progress bar.
         """
         self._require_compiled("evaluate")
+        _check_choice("evaluate", "verbose", verbose, (0, 1))
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
         return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
@@ -453,7 +465,7 @@ class Sequential:
                 seen += len(yb)
                 bar.update(1)
         if seen == 0:
-            raise ValueError("evaluate: no samples")
+            raise ValueError(f"{what}: no samples")
         return self._logs(total_loss, total_correct, seen)
 
     def predict(self, x, batch_size=256, verbose=0):
@@ -464,6 +476,10 @@ class Sequential:
         ``(x, y)`` pairs, as ``evaluate`` takes. ``verbose=1`` shows a progress bar.
         """
         _check_batch_size(batch_size, "predict")
+        _check_choice("predict", "verbose", verbose, (0, 1))
+        if not hasattr(x, "shape") and (isinstance(x, (str, bytes, dict)) or not hasattr(x, "__iter__")):
+            raise TypeError(f"predict: x must be an array of samples or an iterable of batches, "
+                            f"got {type(x).__name__}")
         if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
             try:
                 x = np.asarray(x)
@@ -509,8 +525,8 @@ class Sequential:
         if self.input_shape is None and self.layers:
             self.build(x.shape[1:])
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
-            hint = (" (input_shape is the shape of one sample, without the batch axis)"
-                    if tuple(x.shape) == self.input_shape else "")
+            hint = (" (one sample? give it a batch axis: x[None]; and input_shape is the shape of one sample, "
+                    "without the batch axis)" if tuple(x.shape) == self.input_shape else "")
             raise ValueError(
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
                 f"{tuple(x.shape)}{hint}"
@@ -529,6 +545,8 @@ class Sequential:
             raise ValueError(f"{what}: labels are missing")
         if len(x) != len(y):
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
+        if len(x) == 0:
+            raise ValueError(f"{what}: no samples (x and y are empty)")
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
@@ -578,6 +596,9 @@ class Sequential:
                 raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
                                  "an iterable gives its weights in (x, y, w) batches")
             return x
+        if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_pair_of_arrays, x))):
+            raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
+                             "which hold their own labels")
         x = np.asarray(x) if isinstance(x, (list, tuple)) else x
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
         if len(x) != len(y):
@@ -686,12 +707,17 @@ class Sequential:
 
     @classmethod
     def load(cls, path):
-        """Rebuild a model saved by ``save``: same architecture, weights, optimiser state and generators."""
+        """Rebuild a model saved by ``save``: same architecture, weights, optimiser state and generators.
+
+        Raises ``OSError`` (``FileNotFoundError``, ``PermissionError``, ...) when
+        the file cannot be opened, and ``ValueError`` naming the file when it is
+        not a minidl model file or holds something the model cannot take.
+        """
         try:
             with open(path, "rb") as f:
                 magic = f.read(4)
         except OSError as exc:
-            raise ValueError(f"Sequential.load: cannot read {path}: {exc}") from None
+            raise type(exc)(exc.errno, f"Sequential.load: cannot read {path}: {exc.strerror}") from None
         if magic != b"PK\x03\x04":  # every .npz is a zip archive
             raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
         try:
@@ -786,6 +812,12 @@ def _check_batch_size(batch_size, what):
     """``ValueError`` naming ``what`` unless ``batch_size`` is a positive int (2.5 and 32.0 are not)."""
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
+
+
+def _check_choice(what, name, value, choices):
+    """``ValueError`` naming ``what`` and ``name`` unless ``value`` is a number equal to one of ``choices``."""
+    if not (isinstance(value, numbers.Number) and value in choices):
+        raise ValueError(f"{what}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 def _progress_bar(batches, description, show, leave=False):

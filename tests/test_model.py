@@ -22,6 +22,7 @@ from numpy.testing import assert_allclose
 from minidl import Sequential
 from minidl.data import ArrayBatches
 from minidl.backend import get_array_module
+from minidl.callbacks import EarlyStopping
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Softmax
 from minidl.losses import CrossEntropy
 from minidl.optimizers import SGD, Adam
@@ -1036,3 +1037,59 @@ def test_labels_missing_from_arrays_a_class_weight_without_cross_entropy_and_an_
     model.compile(SGD(0.1), loss=Squared())
     with pytest.raises(ValueError, match="class_weight needs a CrossEntropy loss"):
         model.train_on_batch(x, y, class_weight={0: 2.0})
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda m, x, y: m.fit(x, y, callbacks=EarlyStopping(), verbose=0), TypeError,
+     "fit: callbacks must be a list of Callbacks, got EarlyStopping (put it in a list: [callback])"),
+    (lambda m, x, y: m.fit(x, y, callbacks="history", verbose=0), TypeError,
+     "fit: callbacks must be a list of Callbacks, got str"),
+    (lambda m, x, y: m.fit(x, y, verbose=3), ValueError, "fit: verbose must be one of 0, 1, 2; got 3"),
+    (lambda m, x, y: m.fit(x, y, shuffle="no", verbose=0), ValueError,
+     "fit: shuffle must be one of True, False; got 'no'"),
+    (lambda m, x, y: m.evaluate(x, y, verbose=2), ValueError, "evaluate: verbose must be one of 0, 1; got 2"),
+    (lambda m, x, y: m.predict(x, verbose="yes"), ValueError, "predict: verbose must be one of 0, 1; got 'yes'"),
+    (lambda m, x, y: m.predict(None), TypeError,
+     "predict: x must be an array of samples or an iterable of batches, got NoneType"),
+    (lambda m, x, y: m.predict(3.0), TypeError,
+     "predict: x must be an array of samples or an iterable of batches, got float"),
+    (lambda m, x, y: m.predict({"images": x}), TypeError,
+     "predict: x must be an array of samples or an iterable of batches, got dict"),
+    (lambda m, x, y: m.fit([(x, y)], y, verbose=0), ValueError,
+     "fit: y must be None when x is an iterable of (x, y) batches, which hold their own labels"),
+    (lambda m, x, y: m.evaluate(iter([(x, y)]), y), ValueError,
+     "evaluate: y must be None when x is an iterable of (x, y) batches, which hold their own labels"),
+    (lambda m, x, y: m.train_on_batch(x[:0], y[:0]), ValueError, "train_on_batch: no samples (x and y are empty)"),
+    (lambda m, x, y: m.fit(x[:0], y[:0], verbose=0), ValueError, "fit: no samples (x and y are empty)"),
+    (lambda m, x, y: m.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0), ValueError,
+     "validation_data: no samples (x and y are empty)"),
+    (lambda m, x, y: m.fit(x, y, validation_data=[], verbose=0), ValueError, "validation_data: no samples"),
+])
+def test_misused_arguments_of_fit_evaluate_and_predict_are_named_before_any_update(call, error, message):
+    x, y = tiny_images(8, seed=21)
+    model = tiny_cnn(seed=0)
+    before = model.get_weights()
+    with pytest.raises(error) as err:
+        call(model, x, y)
+    assert str(err.value) == message
+    if "validation_data" not in message:  # a validation set is first read after an epoch of training
+        assert_weights_equal(model.get_weights(), before)
+
+
+def test_one_sample_without_its_batch_axis_is_pointed_out():
+    x, _ = tiny_images(1, seed=3)
+    with pytest.raises(ValueError, match=r"got inputs of shape \(6, 6, 1\) \(one sample\? give it a batch axis: "
+                                         r"x\[None\]"):
+        tiny_cnn().predict(x[0])
+
+
+def test_a_layer_object_added_twice_and_a_model_without_layers_are_refused():
+    dense = Dense(2)
+    model = Sequential([dense, ReLU()], input_shape=(3,))
+    with pytest.raises(ValueError) as err:
+        model.add(dense)
+    assert str(err.value) == ("Sequential.add: this Dense object is already in the model, as 'dense_1'; "
+                              "a layer can appear once: create another for a second one")
+    assert len(model.layers) == 2
+    with pytest.raises(ValueError, match="^Sequential.compile: the model has no layers; add them before compiling$"):
+        Sequential([], input_shape=(3,)).compile(SGD(0.1))

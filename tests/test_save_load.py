@@ -1,6 +1,7 @@
 """Save and load: one .npz without pickle, atomic writes, exact round trips."""
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -146,6 +147,15 @@ def test_a_file_that_is_not_a_minidl_model_is_refused(tmp_path):
     (tmp_path / "run.json").write_text('{"size": 64}')
     with pytest.raises(ValueError, match=r"run\.json is not an \.npz file"):
         Sequential.load(tmp_path / "run.json")
+
+
+def test_a_file_that_cannot_be_opened_raises_the_os_error_of_its_kind_naming_the_file(tmp_path):
+    missing = tmp_path / "missing.npz"
+    with pytest.raises(FileNotFoundError) as err:
+        Sequential.load(missing)
+    assert str(err.value) == f"[Errno 2] Sequential.load: cannot read {missing}: No such file or directory"
+    with pytest.raises(IsADirectoryError, match=f"Sequential.load: cannot read {re.escape(str(tmp_path))}"):
+        Sequential.load(tmp_path)
 
 
 def _tampered(path, tmp_path, change):

@@ -53,16 +53,16 @@ class Softmax(Layer):
 
     input_rank = 1
 
-    def forward(self, x, training=False):
-        self.check_input(x)
-        self.p = softmax(x)
+    def forward(self, z, training=False):
+        self.check_input(z)
+        self.p = softmax(z)
         return self.p
 
-    def backward(self, dy):
+    def backward(self, dp):
         if not self.needs_input_grad:
             return None
         p = self.cached("p")
-        return p * (dy - (dy * p).sum(axis=-1, keepdims=True))
+        return p * (dp - (dp * p).sum(axis=-1, keepdims=True))
 
 
 def softmax(z):

@@ -112,10 +112,14 @@ class Layer:
         if self._placement is None:
             raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
         init = initializers.get(initializer)
-        value = init(tuple(int(s) for s in shape), self.generator())
+        shape = tuple(int(s) for s in shape)
         xp, dtype = self._placement
-        self.params[name] = xp.asarray(value, dtype=dtype)
-        self.grads[name] = xp.zeros_like(self.params[name])
+        value = xp.asarray(init(shape, self.generator()), dtype=dtype)
+        if value.shape != shape:
+            raise ValueError(f"{self.describe()}: initializer {getattr(init, '__name__', init)!r} gave parameter "
+                             f"{name!r} the shape {value.shape}, expected {shape}")
+        self.params[name] = value
+        self.grads[name] = xp.zeros_like(value)
 
     def generator(self):
         """The layer's ``numpy.random.Generator`` (``Sequential`` seeds it; fresh entropy otherwise)."""

@@ -486,6 +486,18 @@ def test_unknown_initializer_is_reported_by_name_at_the_latest_when_building():
         Dense(4, kernel_initializer="nope").forward(np.zeros((1, 4)))
 
 
+@pytest.mark.parametrize("returned", [np.ones((3, 6)), np.ones(5), np.float64(1.0)])
+def test_an_initializer_that_returns_the_wrong_shape_is_refused_when_the_layer_is_built(returned):
+    def wrong(shape, rng):
+        return returned
+
+    layer = Dense(3, kernel_initializer=wrong)
+    with pytest.raises(ValueError) as err:
+        layer.forward(np.zeros((2, 6), dtype=np.float32))
+    assert str(err.value) == (f"Dense: initializer 'wrong' gave parameter 'W' the shape {returned.shape}, "
+                              "expected (6, 3)")
+
+
 def test_numbers_may_be_numpy_scalars_or_zero_dimensional_arrays():
     assert ReLU(threshold=np.float32(0.5)).threshold == 0.5
     assert ReLU(threshold=np.array(-1)).threshold == -1.0
