@@ -8,8 +8,9 @@ optimiser's learning rate. The hooks follow Keras's names.
 import csv
 import math
 import os
+import string
 
-from .utils import atomic_path, is_int
+from .utils import atomic_path, check_choice, file_path, finite_float, is_int
 
 
 def _count(owner, name, value):
@@ -71,13 +72,19 @@ class _Monitor(Callback):
     """
 
     def __init__(self, monitor="val_loss", mode="auto", min_delta=0.0):
+        owner = type(self).__name__
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"{owner}: monitor must be the name of a log value, e.g. 'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
-            raise ValueError(f"{type(self).__name__}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+            raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
+        self.min_delta = finite_float(min_delta)
+        if self.min_delta is None:
+            raise ValueError(f"{owner}: min_delta must be a finite number, got {min_delta!r}")
+        self.min_delta = abs(self.min_delta)
         if mode == "auto":
             mode = "max" if "acc" in monitor or "kappa" in monitor or "auc" in monitor else "min"
         self.monitor = monitor
         self.mode = mode
-        self.min_delta = abs(float(min_delta))
         self._past_values = []
         self.reset()
 
@@ -134,7 +141,8 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
         self.patience = _count("EarlyStopping", "patience", patience)
-        self.restore_best_weights = restore_best_weights
+        self.restore_best_weights = check_choice("EarlyStopping", "restore_best_weights", restore_best_weights,
+                                                 (True, False))
         self.best_weights = None
         self.stopped_epoch = None
 
@@ -179,7 +187,8 @@ class ModelCheckpoint(_Monitor):
 
     The file name may contain ``{epoch}`` (1-based) and any log key, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; the folders of ``path`` are
-    taken as they are, braces included. Writes are atomic
+    taken as they are, braces included. The name's format is checked here; a
+    key the logs lack, when the first epoch ends. Writes are atomic
     (``Sequential.save`` writes a temporary file and renames it), so a crash
     mid-save leaves the previous checkpoint intact. The best value is kept
     from one ``fit`` to the next, so a later run does not overwrite a better
@@ -188,8 +197,16 @@ class ModelCheckpoint(_Monitor):
 
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
-        self.path = str(path)
-        self.save_best_only = save_best_only
+        self.path = file_path("ModelCheckpoint", "path", path)
+        self.save_best_only = check_choice("ModelCheckpoint", "save_best_only", save_best_only, (True, False))
+        name = os.path.basename(self.path)
+        try:
+            fields = [field for _, field, _, _ in string.Formatter().parse(name) if field is not None]
+            if any(not field.isidentifier() for field in fields):
+                raise ValueError("fields must be named, as {epoch} or {val_loss}")
+            name.format(**{field: 1 if field == "epoch" else 0.5 for field in fields})  # logs are floats
+        except ValueError as error:
+            raise ValueError(f"ModelCheckpoint: the file name {name!r} is not a valid format: {error}") from None
 
     def catch_up(self, past_logs):
         if self.save_best_only:  # saving every epoch has nothing to catch up on
@@ -207,7 +224,12 @@ class ModelCheckpoint(_Monitor):
         if self.save_best_only and not self.observe(self.current(logs)):
             return
         folder, name = os.path.split(self.path)
-        self.model.save(os.path.join(folder, name.format(epoch=epoch + 1, **logs)))
+        try:
+            name = name.format(epoch=epoch + 1, **logs)
+        except KeyError as error:
+            raise KeyError(f"ModelCheckpoint: the file name {name!r} names {error}, but the epoch logs only "
+                           f"have {sorted(logs)}") from None
+        self.model.save(os.path.join(folder, name))
 
 
 class ReduceLROnPlateau(_Monitor):
@@ -222,13 +244,14 @@ class ReduceLROnPlateau(_Monitor):
     def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
                  cooldown=0, mode="auto", verbose=0):
         super().__init__(monitor, mode, min_delta)
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"ReduceLROnPlateau: factor must be in (0, 1), got {factor!r}")
-        self.factor = float(factor)
+        self.factor, self.min_lr = finite_float(factor), finite_float(min_lr)
+        if self.factor is None or not 0.0 < self.factor < 1.0:
+            raise ValueError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
+        if self.min_lr is None or self.min_lr < 0.0:
+            raise ValueError(f"ReduceLROnPlateau: min_lr must be a number >= 0, got {min_lr!r}")
         self.patience = _count("ReduceLROnPlateau", "patience", patience)
-        self.min_lr = float(min_lr)
         self.cooldown = _count("ReduceLROnPlateau", "cooldown", cooldown)
-        self.verbose = verbose
+        self.verbose = check_choice("ReduceLROnPlateau", "verbose", verbose, (0, 1))
 
     def reset(self):
         super().reset()
@@ -274,8 +297,8 @@ class CSVLogger(Callback):
     """
 
     def __init__(self, path, append=False):
-        self.path = str(path)
-        self.append = append
+        self.path = file_path("CSVLogger", "path", path)
+        self.append = check_choice("CSVLogger", "append", append, (True, False))
         self._file = None
         self._fields = None  # the header's column names, once known
 

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
 from .losses import check_class_indices, check_sample_weight
-from .utils import is_int
+from .utils import check_choice, finite_float, is_int
 
 
 class ArrayBatches:
@@ -49,10 +49,17 @@ class ArrayBatches:
 
     def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
                  dtype=np.float32, sample_weight=None):
+        for name, array in (("x", x), ("y", y)):
+            if not hasattr(array, "__len__"):
+                raise ValueError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
+        if np.dtype(dtype) not in (np.float32, np.float64):
+            raise ValueError(f"ArrayBatches: dtype must be float32 or float64, got {np.dtype(dtype)}")
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
         if not is_int(batch_size) or batch_size < 1:
             raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size!r}")
+        if seed is not None and (not is_int(seed) or seed < 0):
+            raise ValueError(f"ArrayBatches: seed must be None or a non-negative int, got {seed!r}")
         self.x = x
         y = to_numpy(y)
         if y.ndim == 1:
@@ -61,7 +68,7 @@ class ArrayBatches:
         self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(dtype)
         self.dtype = np.dtype(dtype)
         self.batch_size = int(batch_size)
-        self.shuffle = shuffle
+        self.shuffle = check_choice("ArrayBatches", "shuffle", shuffle, (True, False))
         self.seed = seed
         self.augment = augment
         self.transform = transform
@@ -110,6 +117,15 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     gives the same result. ``max_degrees=0`` and ``flip=False`` return a copy
     of ``x``.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise TypeError(f"random_flip_rotate: rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                        f"got {type(rng).__name__}")
+    check_choice("random_flip_rotate", "flip", flip, (True, False))
+    degrees = finite_float(max_degrees)
+    if degrees is None or not 0.0 <= degrees <= 180.0:
+        raise ValueError(f"random_flip_rotate: max_degrees must be a number in [0, 180], got {max_degrees!r}")
+    if finite_float(fill) is None:
+        raise ValueError(f"random_flip_rotate: fill must be a finite number, got {fill!r}")
     xp = get_array_module(x)
     x = xp.array(x, dtype=xp.float32)
     if x.ndim not in (3, 4):

@@ -18,6 +18,8 @@ import copy
 import numpy as np
 
 from .backend import default_rng, get_array_module, to_numpy
+from .layers.base import Layer
+from .utils import finite_float
 
 
 def numerical_gradient(f, x, h=1e-6):
@@ -83,8 +85,14 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     The error message names the array, the worst entry's index, both values
     and their relative error.
     """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"check_layer: layer must be a minidl Layer, got {type(layer).__name__}")
+    if finite_float(h) is None or h <= 0:
+        raise ValueError(f"check_layer: the step h must be a positive number, got {h!r}")
     xp = get_array_module(x)
     x = xp.array(x, dtype=np.float64)
+    if x.size == 0:
+        raise ValueError(f"check_layer: x has no entries (shape {x.shape}); give it at least one sample")
     # The check works on copies (``layer`` is left as it was), without the memory a model's
     # layers share for temporaries: the copies allocate their own.
     pristine = copy.deepcopy(layer, memo={id(layer.scratch): None})

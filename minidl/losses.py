@@ -30,7 +30,7 @@ weighs more).
 """
 from .backend import get_array_module
 from .layers.activations import log_softmax
-from .utils import finite_float, is_int
+from .utils import check_choice, finite_float, is_int
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -118,7 +118,7 @@ class CrossEntropy:
     """
 
     def __init__(self, from_logits=False, class_weight=None):
-        self.from_logits = bool(from_logits)
+        self.from_logits = bool(check_choice("CrossEntropy", "from_logits", from_logits, (True, False)))
         self.class_weight = class_weight
 
     @property

@@ -14,7 +14,6 @@ input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 """
 import contextlib
 import json
-import numbers
 import sys
 import warnings
 import zipfile
@@ -29,7 +28,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, is_int, sample_shape
+from .utils import atomic_path, check_choice, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -45,7 +44,10 @@ class Sequential:
             on the first batch.
         seed: seeds weight initialisation, dropout masks and shuffling: the same
             seed gives the same weights and the same training run on the CPU.
-        dtype: the floating-point type of parameters and batches (float32).
+        dtype: the type of parameters and batches: float32 (the default) or
+            float64 (for gradient checks). float16 is refused: without loss
+            scaling, what falls below its 6e-8 becomes 0, small gradients and
+            Adam's bias-corrected ``eps`` among them.
     """
 
     def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
@@ -55,8 +57,8 @@ class Sequential:
         self.name = name
         self.seed = None if seed is None else int(seed)
         self.dtype = np.dtype(dtype)
-        if self.dtype.kind != "f":
-            raise ValueError(f"Sequential: dtype must be a floating-point type, got {self.dtype}")
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"Sequential: dtype must be float32 or float64, got {self.dtype}")
         # Spawns one generator for the model, then one for each layer added.
         self._seeds = np.random.SeedSequence(self.seed)
         self.rng = default_rng(self._seeds.spawn(1)[0])
@@ -369,8 +371,8 @@ class Sequential:
         for name, value in (("epochs", epochs), ("initial_epoch", initial_epoch)):
             if not is_int(value) or value < 0:
                 raise ValueError(f"fit: {name} must be a non-negative int, got {value!r}")
-        _check_choice("fit", "verbose", verbose, (0, 1, 2))
-        _check_choice("fit", "shuffle", shuffle, (True, False))
+        check_choice("fit", "verbose", verbose, (0, 1, 2))
+        check_choice("fit", "shuffle", shuffle, (True, False))
         if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"fit: callbacks must be a list of Callbacks, got {type(callbacks).__name__}"
                             + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
@@ -450,7 +452,7 @@ class Sequential:
         of the weighted losses. ``verbose=1`` shows a progress bar.
         """
         self._require_compiled("evaluate")
-        _check_choice("evaluate", "verbose", verbose, (0, 1))
+        check_choice("evaluate", "verbose", verbose, (0, 1))
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
         return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
@@ -476,7 +478,7 @@ class Sequential:
         ``(x, y)`` pairs, as ``evaluate`` takes. ``verbose=1`` shows a progress bar.
         """
         _check_batch_size(batch_size, "predict")
-        _check_choice("predict", "verbose", verbose, (0, 1))
+        check_choice("predict", "verbose", verbose, (0, 1))
         if not hasattr(x, "shape") and (isinstance(x, (str, bytes, dict)) or not hasattr(x, "__iter__")):
             raise TypeError(f"predict: x must be an array of samples or an iterable of batches, "
                             f"got {type(x).__name__}")
@@ -812,12 +814,6 @@ def _check_batch_size(batch_size, what):
     """``ValueError`` naming ``what`` unless ``batch_size`` is a positive int (2.5 and 32.0 are not)."""
     if not is_int(batch_size) or batch_size < 1:
         raise ValueError(f"{what}: batch_size must be a positive int, got {batch_size!r}")
-
-
-def _check_choice(what, name, value, choices):
-    """``ValueError`` naming ``what`` and ``name`` unless ``value`` is a number equal to one of ``choices``."""
-    if not (isinstance(value, numbers.Number) and value in choices):
-        raise ValueError(f"{what}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
 
 
 def _progress_bar(batches, description, show, leave=False):

@@ -11,6 +11,27 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def check_choice(owner, name, value, choices):
+    """``value`` if it is a number equal to one of ``choices``, else a ``ValueError`` naming ``owner`` and ``name``.
+
+    For flags (``choices=(True, False)``; 1 and 0 pass too, ``"no"`` does not)
+    and small menus such as ``verbose`` in ``(0, 1, 2)``.
+    """
+    if not (isinstance(value, numbers.Number) and value in choices):
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
+    return value
+
+
+def file_path(owner, name, path):
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, or an error naming ``owner``: a folder is not a file."""
+    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+        raise TypeError(f"{owner}: {name} must be a file path (str or os.PathLike), got {path!r}")
+    path = str(os.fspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{owner}: {name} {path!r} is a folder; give the path of a file in it")
+    return path
+
+
 def finite_float(value):
     """``value`` as a float if it is one finite real number (Python, NumPy or a 0-d array), else None.
 

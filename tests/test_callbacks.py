@@ -460,3 +460,55 @@ def test_an_unknown_mode_is_refused_naming_the_callback_and_the_mode(make, mode)
 def test_epoch_counts_that_are_not_whole_are_refused(make, message):
     with pytest.raises(ValueError, match=message):
         make()
+
+
+@pytest.mark.parametrize("make, error, message", [
+    (lambda tmp: EarlyStopping(monitor=None), ValueError,
+     "EarlyStopping: monitor must be the name of a log value, e.g. 'val_loss', got None"),
+    (lambda tmp: ReduceLROnPlateau(monitor=3), ValueError,
+     "ReduceLROnPlateau: monitor must be the name of a log value, e.g. 'val_loss', got 3"),
+    (lambda tmp: EarlyStopping(min_delta="0.1"), ValueError, "EarlyStopping: min_delta must be a finite number, got '0.1'"),
+    (lambda tmp: EarlyStopping(restore_best_weights="no"), ValueError,
+     "EarlyStopping: restore_best_weights must be one of True, False; got 'no'"),
+    (lambda tmp: ReduceLROnPlateau(factor="0.5"), ValueError,
+     "ReduceLROnPlateau: factor must be a number in (0, 1), got '0.5'"),
+    (lambda tmp: ReduceLROnPlateau(min_lr=-1), ValueError, "ReduceLROnPlateau: min_lr must be a number >= 0, got -1"),
+    (lambda tmp: ReduceLROnPlateau(verbose="x"), ValueError, "ReduceLROnPlateau: verbose must be one of 0, 1; got 'x'"),
+    (lambda tmp: ModelCheckpoint(None), TypeError,
+     "ModelCheckpoint: path must be a file path (str or os.PathLike), got None"),
+    (lambda tmp: CSVLogger(None), TypeError, "CSVLogger: path must be a file path (str or os.PathLike), got None"),
+    (lambda tmp: CSVLogger(""), TypeError, "CSVLogger: path must be a file path (str or os.PathLike), got ''"),
+    (lambda tmp: CSVLogger(tmp), ValueError, "CSVLogger: path '{tmp}' is a folder; give the path of a file in it"),
+    (lambda tmp: ModelCheckpoint(tmp), ValueError,
+     "ModelCheckpoint: path '{tmp}' is a folder; give the path of a file in it"),
+    (lambda tmp: CSVLogger(tmp / "log.csv", append="yes"), ValueError,
+     "CSVLogger: append must be one of True, False; got 'yes'"),
+    (lambda tmp: ModelCheckpoint(tmp / "m.npz", save_best_only="no"), ValueError,
+     "ModelCheckpoint: save_best_only must be one of True, False; got 'no'"),
+    (lambda tmp: ModelCheckpoint(tmp / "{epoch:zz}.npz"), ValueError,
+     "ModelCheckpoint: the file name '{epoch:zz}.npz' is not a valid format: Unknown format code 'z' for object of "
+     "type 'int'"),
+    (lambda tmp: ModelCheckpoint(tmp / "m-{}.npz"), ValueError,
+     "ModelCheckpoint: the file name 'm-{}.npz' is not a valid format: fields must be named, as {epoch} or "
+     "{val_loss}"),
+    (lambda tmp: ModelCheckpoint(tmp / "m-{val_loss:d}.npz"), ValueError,
+     "ModelCheckpoint: the file name 'm-{val_loss:d}.npz' is not a valid format: Unknown format code 'd' for "
+     "object of type 'float'"),
+    (lambda tmp: ModelCheckpoint(tmp / "m-{epoch.npz"), ValueError,
+     "ModelCheckpoint: the file name 'm-{epoch.npz' is not a valid format: expected '}' before end of string"),
+])
+def test_bad_callback_arguments_are_refused_when_the_callback_is_made(tmp_path, make, error, message):
+    with pytest.raises(error) as err:
+        make(tmp_path)
+    assert str(err.value) == message.replace("{tmp}", str(tmp_path))
+
+
+def test_a_checkpoint_name_with_a_key_the_logs_lack_names_the_key_and_the_logs(tmp_path):
+    x, y = tiny_images(8, seed=4)
+    model = tiny_cnn()
+    checkpoint = ModelCheckpoint(tmp_path / "m-{val_auc:.3f}.npz", monitor="loss")
+    with pytest.raises(KeyError) as err:
+        model.fit(x, y, epochs=1, batch_size=4, callbacks=[checkpoint], verbose=0)
+    assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names 'val_auc', but the "
+                                 "epoch logs only have ['accuracy', 'loss', 'lr']")
+    assert list(tmp_path.iterdir()) == []

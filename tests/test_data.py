@@ -96,6 +96,36 @@ def test_bad_arguments_are_clear_errors():
         ArrayBatches(np.zeros((3, 1)), np.zeros(3), sample_weight=np.ones(2))
 
 
+@pytest.mark.parametrize("make, message", [
+    (lambda x, y: ArrayBatches(x, None), "ArrayBatches: y must be an array, got NoneType"),
+    (lambda x, y: ArrayBatches(7, y), "ArrayBatches: x must be an array, got int"),
+    (lambda x, y: ArrayBatches(x, y, dtype=np.int32), "ArrayBatches: dtype must be float32 or float64, got int32"),
+    (lambda x, y: ArrayBatches(x, y, shuffle="no"), "ArrayBatches: shuffle must be one of True, False; got 'no'"),
+    (lambda x, y: ArrayBatches(x, y, seed=-1), "ArrayBatches: seed must be None or a non-negative int, got -1"),
+    (lambda x, y: ArrayBatches(x, y, seed=1.5), "ArrayBatches: seed must be None or a non-negative int, got 1.5"),
+])
+def test_array_batches_refuse_what_they_cannot_batch_naming_the_argument(make, message):
+    with pytest.raises(ValueError) as err:
+        make(np.zeros((3, 1)), np.zeros(3))
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"max_degrees": -10}, ValueError, "random_flip_rotate: max_degrees must be a number in [0, 180], got -10"),
+    ({"max_degrees": 200}, ValueError, "random_flip_rotate: max_degrees must be a number in [0, 180], got 200"),
+    ({"max_degrees": "30"}, ValueError, "random_flip_rotate: max_degrees must be a number in [0, 180], got '30'"),
+    ({"fill": float("nan")}, ValueError, "random_flip_rotate: fill must be a finite number, got nan"),
+    ({"flip": "yes"}, ValueError, "random_flip_rotate: flip must be one of True, False; got 'yes'"),
+    ({"rng": 0}, TypeError, "random_flip_rotate: rng must be a numpy.random.Generator "
+                            "(np.random.default_rng(seed)), got int"),
+])
+def test_random_flip_rotate_refuses_bad_arguments_naming_them(kwargs, error, message):
+    arguments = {"x": np.zeros((2, 4, 4)), "rng": np.random.default_rng(0), **kwargs}
+    with pytest.raises(error) as err:
+        random_flip_rotate(**arguments)
+    assert str(err.value) == message
+
+
 def test_sample_weights_travel_with_their_samples():
     x, y = np.arange(10).reshape(10, 1), np.arange(10) % 3
     triples = epoch(ArrayBatches(x, y, batch_size=4, shuffle=True, seed=2, sample_weight=np.arange(10) / 10))

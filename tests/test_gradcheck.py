@@ -228,3 +228,16 @@ def test_check_layer_does_not_copy_a_models_scratch_memory():
     _CountedCopies.copies = 0
     check_layer(layer, random_input((1, 5, 5, 2), 1, np.float64))
     assert layer.scratch is scratch and _CountedCopies.copies == 0
+
+
+@pytest.mark.parametrize("layer, x, h, error, message", [
+    (lambda v: v, np.ones((2, 3)), 1e-6, TypeError, "check_layer: layer must be a minidl Layer, got function"),
+    (Dense(2), np.ones((0, 3)), 1e-6, ValueError,
+     "check_layer: x has no entries (shape (0, 3)); give it at least one sample"),
+    (Dense(2), np.ones((2, 3)), 0.0, ValueError, "check_layer: the step h must be a positive number, got 0.0"),
+    (Dense(2), np.ones((2, 3)), "1e-6", ValueError, "check_layer: the step h must be a positive number, got '1e-6'"),
+])
+def test_check_layer_refuses_what_it_cannot_check(layer, x, h, error, message):
+    with pytest.raises(error) as err:
+        check_layer(layer, x, h=h)
+    assert str(err.value) == message

@@ -330,6 +330,13 @@ def test_class_weights_keep_their_meaning_through_the_config():
         assert CrossEntropy(**config).forward(p, y) == loss.forward(p, y)
 
 
+@pytest.mark.parametrize("from_logits", ["yes", None, 2])
+def test_from_logits_must_be_a_flag(from_logits):
+    with pytest.raises(ValueError) as error:
+        CrossEntropy(from_logits=from_logits)
+    assert str(error.value) == f"CrossEntropy: from_logits must be one of True, False; got {from_logits!r}"
+
+
 def test_backward_before_forward_is_an_error():
     with pytest.raises(RuntimeError, match="before forward"):
         CrossEntropy().backward()

@@ -905,7 +905,8 @@ def test_a_custom_layer_whose_backward_returns_none_inside_a_model_is_an_error_n
 
 
 @pytest.mark.parametrize("make, error, match", [
-    (lambda: Sequential([Dense(2)], dtype="int32"), ValueError, "dtype must be a floating-point type"),
+    (lambda: Sequential([Dense(2)], dtype="int32"), ValueError, "dtype must be float32 or float64, got int32"),
+    (lambda: Sequential([Dense(2)], dtype="float16"), ValueError, "dtype must be float32 or float64, got float16"),
     (lambda: Sequential([Dense(2)], input_shape=5), ValueError, r"input_shape must be a tuple.*e\.g\. \(64, 64, 1\)"),
     (lambda: Sequential([Dense(2)], input_shape=(0,)), ValueError, "input_shape must be a tuple of positive ints"),
     (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile(SGD(0.1), CrossEntropy), TypeError,

@@ -73,6 +73,8 @@ class Layer:
             cls.build = _callable_directly(vars(cls)["build"])
 
     def __init__(self, name=None):
+        if name is not None and (not isinstance(name, str) or not name):
+            raise ValueError(f"{type(self).__name__}: name must be a non-empty string or None, got {name!r}")
         self.name = name
         self.params = {}
         self.grads = {}

@@ -466,6 +466,8 @@ def test_unnamed_layer_errors_still_name_the_class():
     (lambda: ReLU(threshold=np.array("1")), "ReLU: threshold must be a finite number, got array('1', dtype='<U1')"),
     (lambda: Dropout(np.array(False)), "Dropout: rate must be a number in [0, 1), got array(False)"),
     (lambda: Dropout(np.array(1.0)), "Dropout: rate must be a number in [0, 1), got array(1.)"),
+    (lambda: Dense(3, name=5), "Dense: name must be a non-empty string or None, got 5"),
+    (lambda: ReLU(name=""), "ReLU: name must be a non-empty string or None, got ''"),
 ], ids=lambda v: v if isinstance(v, str) else "")
 def test_bad_constructor_arguments_raise_a_value_error_naming_the_layer_and_the_argument(make, message):
     with pytest.raises(ValueError) as err:
