@@ -152,11 +152,11 @@ class CrossEntropy:
         ``forward`` is this as a float. On a GPU, reading the value waits for
         every queued kernel, so ``Sequential`` reads it only after queueing the
         backward pass too. ``logits`` overrides ``from_logits`` (True: ``y_pred``
-        holds scores ``z``). ``check_labels=False`` skips the checks that need the
-        labels' and the sample weights' values on the host (labels in range,
-        whole, not negative; weights finite, not negative): for callers that
-        have checked them already, as ``Sequential`` does before a batch
-        reaches the device.
+        holds scores ``z``). ``check_labels=False`` skips the checks that need
+        values on the host (labels in range, whole, not negative; weights
+        finite, not negative; probabilities in [0, 1]): for callers that have
+        checked the labels and weights already, as ``Sequential`` does before a
+        batch reaches the device, and whose probabilities come from a softmax.
         """
         if logits is None:
             logits = self.from_logits
@@ -164,6 +164,11 @@ class CrossEntropy:
             return self._from_logits(y_pred, y_true, check_labels, sample_weight)
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
+        if check_labels and p.size:
+            low, high = float(p.min()), float(p.max())  # NaN fails both comparisons below
+            if not (low >= 0.0 and high <= 1.0):
+                raise ValueError(f"CrossEntropy: y_pred must be probabilities in [0, 1], got values from {low} to "
+                                 f"{high}; for scores, use CrossEntropy(from_logits=True)")
         y, w = self._targets(y_true, p, check_labels, sample_weight)
         # p is clipped below at the dtype's machine epsilon, so a true class
         # predicted with probability exactly 0 gives a large but finite loss.

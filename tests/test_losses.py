@@ -252,6 +252,10 @@ def test_probability_path_stays_finite_when_a_probability_is_0():
         (np.full((2, 3), 1 / 3), np.zeros((2, 3, 1)), "shape"),
         (np.full(3, 1 / 3), np.array([0]), r"\(N, K\)"),
         (np.ones((2, 3), dtype=int), np.array([0, 1]), "floating"),
+        (np.array([[2.0, -1.0]]), np.array([0]), r"^CrossEntropy: y_pred must be probabilities in \[0, 1\], got "
+                                                 r"values from -1.0 to 2.0; for scores, use "
+                                                 r"CrossEntropy\(from_logits=True\)$"),
+        (np.array([[np.nan, 0.5]]), np.array([0]), r"probabilities in \[0, 1\], got values from nan"),
     ],
 )
 def test_bad_inputs_raise_value_error(y_pred, y_true, match):
