@@ -1,6 +1,7 @@
 """Figures for a training run: ROC curve, confusion matrix, training history.
 
-Each function draws one figure and writes it as a PNG file. Matplotlib is an
+Each function draws one figure and writes it to a file whose suffix names its
+format: ``.png``, or ``.pdf`` and ``.svg`` for a document. Matplotlib is an
 optional dependency (``pip install 'minidl[plot]'``), imported only when a
 function is called.
 
@@ -9,17 +10,17 @@ no display) canvas rather than through ``pyplot``: nothing is shown, no global
 backend is switched under the user's feet, and no figure is left registered
 in ``pyplot``'s list of open figures, so nothing has to be closed afterwards.
 
-Files are written atomically: the PNG goes to a temporary file in the target
-folder and is then renamed over ``path`` with ``os.replace``, so a reader never
-sees a half-written image, even if drawing fails or the run is killed.
+Files are written atomically (``utils.atomic_path``), so a reader never sees a
+half-written image, even if drawing fails or the run is killed; missing
+folders are created.
 """
 import os
-import uuid
 
 import numpy as np
 
 from . import metrics
 from .backend import to_numpy
+from .utils import atomic_path
 
 __all__ = ["plot_roc", "plot_confusion_matrix", "plot_history"]
 
@@ -38,20 +39,15 @@ def _new_figure(width_inches, height_inches):
     return figure
 
 
-def _save_png(figure, path):
-    """Write ``figure`` to ``path`` as a PNG via a temporary file and ``os.replace``; return ``path``."""
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"cannot write {os.fspath(path)!r}: folder {folder!r} does not exist")
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(temporary, "xb") as file:
-            figure.savefig(file, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+def _save(figure, path, caller):
+    """Write ``figure`` to ``path`` atomically, in the format its suffix names; return ``path``."""
+    suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
+    formats = figure.canvas.get_supported_filetypes()
+    if suffix not in formats:
+        raise ValueError(f"{caller}: cannot tell the image format of {os.fspath(path)!r} from its suffix; "
+                         f"end it with one of {', '.join('.' + name for name in sorted(formats))}")
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format=suffix)
     return path
 
 
@@ -61,7 +57,7 @@ def plot_roc(y_true, scores, path, title=None):
     Args:
         y_true: 1-D array of length ``n`` of 0 (normal) and 1 (abnormal).
         scores: 1-D array of length ``n``, higher meaning more likely abnormal.
-        path: where to write the PNG (its folder must exist).
+        path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
         title: optional figure title.
 
     Returns:
@@ -90,7 +86,7 @@ def plot_roc(y_true, scores, path, title=None):
     axes.legend(loc="lower right")
     if title is not None:
         axes.set_title(title)
-    return _save_png(figure, path)
+    return _save(figure, path, "plot_roc")
 
 
 def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=None):
@@ -99,7 +95,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     Args:
         cm: ``(K, K)`` array of counts, rows true classes and columns predicted
             ones, as :func:`minidl.metrics.confusion_matrix` returns.
-        path: where to write the PNG (its folder must exist).
+        path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
         class_names: ``K`` names for the ticks, in class-index order.
         title: optional figure title.
 
@@ -142,7 +138,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     axes.set_ylabel("true")
     if title is not None:
         axes.set_title(title)
-    return _save_png(figure, path)
+    return _save(figure, path, "plot_confusion_matrix")
 
 
 def plot_history(history, path):
@@ -154,7 +150,7 @@ def plot_history(history, path):
             per-epoch lists. ``"loss"``/``"val_loss"`` go in one panel,
             ``"accuracy"``/``"val_accuracy"`` in another; a panel is drawn for
             each of loss and accuracy that is present, other keys are ignored.
-        path: where to write the PNG (its folder must exist).
+        path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
 
     Returns:
         ``path``.
@@ -190,4 +186,4 @@ def plot_history(history, path):
         axes.set_ylabel(quantity)
         axes.set_title(quantity)
         axes.legend()
-    return _save_png(figure, path)
+    return _save(figure, path, "plot_history")

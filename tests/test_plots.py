@@ -1,4 +1,4 @@
-"""minidl.plots writes valid PNG files, atomically, without touching pyplot's state."""
+"""minidl.plots writes valid image files (PNG, PDF, SVG), atomically, without touching pyplot's state."""
 import sys
 
 import numpy as np
@@ -50,7 +50,7 @@ def test_plot_roc_writes_png(tmp_path):
 def drawn_figure(monkeypatch, draw):
     """The matplotlib figure that ``draw()`` saves, to read back what it plotted."""
     figures = []
-    monkeypatch.setattr(plots, "_save_png", lambda figure, path: figures.append(figure) or path)
+    monkeypatch.setattr(plots, "_save", lambda figure, path, caller: figures.append(figure) or path)
     draw()
     (figure,) = figures
     return figure
@@ -169,9 +169,29 @@ def test_failed_drawing_leaves_old_file_and_no_temporary(tmp_path, monkeypatch):
     assert_only_file(tmp_path, "cm.png")
 
 
-def test_missing_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "missing" / "cm.png")
+def test_missing_folders_are_created(tmp_path):
+    path = tmp_path / "run" / "plots" / "cm.png"
+    plots.plot_confusion_matrix([[1, 2], [3, 4]], path)
+    assert_valid_png(path)
+    assert_only_file(path.parent, "cm.png")
+
+
+@pytest.mark.parametrize("name, signature", [("cm.pdf", b"%PDF-"), ("cm.svg", b"<?xml"), ("CM.PNG", PNG_SIGNATURE)])
+def test_the_suffix_chooses_the_format(tmp_path, name, signature):
+    path = tmp_path / name
+    plots.plot_confusion_matrix([[1, 2], [3, 4]], path)
+    assert path.read_bytes().startswith(signature)
+    assert_only_file(tmp_path, name)
+
+
+@pytest.mark.parametrize("name", ["cm", "cm.xyz"])
+def test_a_suffix_that_names_no_format_is_refused_and_nothing_is_written(tmp_path, name):
+    with pytest.raises(ValueError) as err:
+        plots.plot_history({"loss": [0.9, 0.5]}, tmp_path / name)
+    assert str(err.value).startswith(f"plot_history: cannot tell the image format of {str(tmp_path / name)!r} from "
+                                     "its suffix; end it with one of .")
+    assert ".pdf" in str(err.value) and ".png" in str(err.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_figures_are_not_left_open_in_pyplot(tmp_path):
