@@ -13,6 +13,7 @@ loss), ``last.npz`` (the latest epoch, for ``--resume``), ``run.json`` (the run'
 options and the training images' pixel statistics, for ``--evaluate`` and ``--resume``),
 ``history.csv``, ``predictions.csv`` (one row per validation study),
 ``metrics.json``, and the plots ``roc.png``, ``confusion.png`` and ``curves.png``.
+A new run refuses an ``--out`` holding any of them unless given ``--overwrite``.
 """
 import argparse
 import csv
@@ -21,6 +22,7 @@ import io
 import json
 import logging
 import math
+import shlex
 import sys
 import time
 import warnings
@@ -52,9 +54,15 @@ PAPER_KAPPA = {
 
 OPTIMIZERS = {"adam": Adam, "sgd": lambda lr: SGD(lr, momentum=0.9), "rmsprop": RMSProp}
 CLASS_WEIGHTS = ("study-type", "overall", "none")
+VGG_WIDTH_DIVISOR = 8  # --vgg-width-divisor's default, with --model vgg16
+SYNTHETIC_PATIENTS = 400  # --synthetic-patients's default, without --data
+#: Every file a run writes into ``--out``: what makes a folder hold a run, and what ``--overwrite`` deletes.
+RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
+             "roc.png", "confusion.png", "curves.png")
 
 
 def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
     p = argparse.ArgumentParser(description="Train a CNN on MURA (or a synthetic replica) and report "
                                             "study-level kappa, AUC, sensitivity and specificity.")
     p.add_argument("--data", help="MURA-v1.1 folder (or its parent); default: a synthetic replica")
@@ -64,11 +72,13 @@ def parse_args(argv=None):
     p.add_argument("--resize", choices=mura.RESIZE_MODES,
                    help="pad to square keeping the aspect ratio (default) or squash "
                         "(with --evaluate, as the model was trained)")
-    p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--epochs", type=int, default=8, help="at most this many epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default %(default)s)")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
-    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")
-    p.add_argument("--dropout", type=float, default=0.5, help="dropout rate before the last layer")
+    p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
+                   help="sgd uses momentum 0.9 (default %(default)s)")
+    p.add_argument("--dropout", type=float, default=0.5,
+                   help="dropout rate before the last layer (default %(default)s)")
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
                    help="random flips and rotations up to 30 degrees while training (default on)")
     p.add_argument("--class-weights", choices=CLASS_WEIGHTS, default="study-type", nargs="?", const="study-type",
@@ -77,38 +87,58 @@ def parse_args(argv=None):
                         "or not at all")
     p.add_argument("--no-class-weights", dest="class_weights", action="store_const", const="none",
                    help="the same as --class-weights none")
-    p.add_argument("--model", choices=sorted(ARCHITECTURES), default="baseline")
-    p.add_argument("--vgg-width-divisor", type=int, default=8,
-                   help="divide VGG16's filter counts by this (1 is VGG16 itself; default 8)")
+    p.add_argument("--model", choices=sorted(ARCHITECTURES), default="baseline",
+                   help="the network (default %(default)s)")
+    p.add_argument("--vgg-width-divisor", type=int,
+                   help=f"with --model vgg16: divide VGG16's filter counts by this "
+                        f"(default {VGG_WIDTH_DIVISOR}; 1 is VGG16 itself)")
     p.add_argument("--init-from", help="a trained model.npz whose convolutional base to reuse, with a new head")
     p.add_argument("--freeze-base", action="store_true", help="do not train the convolutional base")
-    p.add_argument("--patience", type=int, default=4, help="early-stopping patience in epochs")
+    p.add_argument("--patience", type=int, default=4,
+                   help="early-stopping patience in epochs (default %(default)s)")
     p.add_argument("--lr-patience", type=int, default=2,
-                   help="epochs without a lower validation loss before the learning rate is divided by 10")
-    p.add_argument("--device", choices=["numpy", "cupy"], default="numpy")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workers", type=int, default=None, help="processes decoding images for the cache")
+                   help="epochs without a lower validation loss before the learning rate is divided by 10 "
+                        "(default %(default)s)")
+    p.add_argument("--device", choices=["numpy", "cupy"], default="numpy",
+                   help="CPU or GPU (default %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seeds the weights, shuffling, augmentation, dropout and the synthetic replica "
+                        "(default %(default)s)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes decoding images for the cache (default: the CPUs, at most 8)")
     p.add_argument("--cache-dir", help="where decoded images are cached (default: ~/.cache/minidl/mura)")
-    p.add_argument("--synthetic-patients", type=int, default=400,
-                   help="training patients in the synthetic replica (default 400)")
+    p.add_argument("--synthetic-patients", type=int,
+                   help=f"without --data: training patients in the synthetic replica "
+                        f"(default {SYNTHETIC_PATIENTS})")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last.npz")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds one, deleting the files the script writes there")
     p.add_argument("--evaluate", metavar="MODEL", help="only evaluate this model.npz on the validation split")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if args.freeze_base and not args.init_from:
         p.error("--freeze-base needs --init-from (a trained base to keep)")
+    if args.vgg_width_divisor is not None and args.model != "vgg16":
+        p.error(f"--vgg-width-divisor applies to --model vgg16 only, not --model {args.model}")
+    if args.synthetic_patients is not None and args.data is not None:
+        p.error("--synthetic-patients sizes the synthetic replica, which --data replaces")
     if args.resume and (args.evaluate or args.init_from):
         p.error("--resume continues a run as it was; it takes no --evaluate or --init-from")
+    if args.overwrite and (args.resume or args.evaluate):
+        p.error("--overwrite starts a new run; it takes no --resume or --evaluate")
     for option, value, valid, what in (
         ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
         ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
         ("--lr", args.lr, args.lr > 0, "positive"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
         ("--size", args.size, args.size is None or args.size >= 1, "at least 1"),
-        ("--vgg-width-divisor", args.vgg_width_divisor, args.vgg_width_divisor >= 1, "at least 1"),
+        ("--vgg-width-divisor", args.vgg_width_divisor,
+         args.vgg_width_divisor is None or args.vgg_width_divisor >= 1, "at least 1"),
         ("--patience", args.patience, args.patience >= 0, "0 or more"),
         ("--lr-patience", args.lr_patience, args.lr_patience >= 1, "at least 1"),
-        ("--synthetic-patients", args.synthetic_patients, args.synthetic_patients >= 1, "at least 1"),
+        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+        ("--synthetic-patients", args.synthetic_patients,
+         args.synthetic_patients is None or args.synthetic_patients >= 1, "at least 1"),
         ("--workers", args.workers, args.workers is None or args.workers >= 1, "at least 1"),
     ):
         if not valid:
@@ -118,14 +148,38 @@ def parse_args(argv=None):
             p.error(f"{option} {path}: no such file or folder")
     if args.out is None:
         args.out = str(Path(args.evaluate).parent) if args.evaluate else "runs/mura"
+    blocking = next((folder for folder in (Path(args.out), *Path(args.out).parents) if folder.exists()), None)
+    if blocking is not None and not blocking.is_dir():
+        p.error(f"--out {args.out}: {blocking} is a file, not a folder")
     if args.resume:
         missing = [name for name in ("last.npz", "history.csv") if not (Path(args.out) / name).exists()]
         if missing:
             p.error(f"--resume: {args.out} holds no run to continue (no {' or '.join(missing)})")
+    elif not args.evaluate and not args.overwrite:
+        found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
+        if found:
+            p.error(f"--out {args.out} already holds a run ({', '.join(found)}): continue it with --resume, "
+                    "give another --out, or replace it (deleting those files) with --overwrite: "
+                    + shlex.join(["python3", script_as_typed(), *argv, "--overwrite"]))
     if not args.evaluate:  # --evaluate takes them from the model and its run (evaluation_settings)
         args.size = 64 if args.size is None else args.size
         args.resize = "pad" if args.resize is None else args.resize
+    if args.model == "vgg16" and args.vgg_width_divisor is None:
+        args.vgg_width_divisor = VGG_WIDTH_DIVISOR
+    if args.data is None and args.synthetic_patients is None:
+        args.synthetic_patients = SYNTHETIC_PATIENTS
     return args
+
+
+def script_as_typed():
+    """This script's path as the command line named it (else relative to the working folder, if under it)."""
+    here = Path(__file__).resolve()
+    if sys.argv and sys.argv[0] and Path(sys.argv[0]).resolve() == here:
+        return sys.argv[0]
+    try:
+        return str(here.relative_to(Path.cwd()))
+    except ValueError:
+        return str(here)
 
 
 #: The options that define a run: ``run.json`` records them, and ``--resume`` must repeat them.
@@ -154,10 +208,17 @@ def run_settings(folder):
 
 
 def check_resumed_settings(args, out):
-    """Refuse to resume a run with other options than its ``run.json`` records."""
+    """Refuse to resume a run with other options than its ``run.json`` records.
+
+    ``--vgg-width-divisor`` counts only for a vgg16 run and ``--synthetic-patients`` only for one without
+    ``--data``: elsewhere they did not apply (a ``run.json`` written before they were refused there holds
+    their defaults).
+    """
     trained = run_settings(out) or {}
+    applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None}
     differ = [f"--{option.replace('_', '-')} {trained[option]} (not {run_option(args, option)})"
-              for option in RUN_OPTIONS if option in trained and trained[option] != run_option(args, option)]
+              for option in RUN_OPTIONS
+              if option in trained and applies.get(option, True) and trained[option] != run_option(args, option)]
     if differ:
         sys.exit(f"train_mura.py: the run in {out} was started with other options; resume it with "
                  + ", ".join(differ))
@@ -170,7 +231,11 @@ def evaluation_settings(args, model):
     """
     if model.input_shape is None:
         sys.exit(f"train_mura.py: {args.evaluate} was never built for an input size; it has not been trained")
-    size = model.input_shape[0]
+    shape = tuple(model.input_shape)
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
+        sys.exit(f"train_mura.py: {args.evaluate} takes inputs of shape {shape}, not the square greyscale "
+                 "images (S, S, 1) of this script")
+    size = shape[0]
     if args.size is not None and args.size != size:
         sys.exit(f"train_mura.py: {args.evaluate} takes {size} x {size} images; --size {args.size} does not fit")
     args.size = size
@@ -219,22 +284,46 @@ def load_data(args, normalisation=None):
 
 
 def build_model(args, input_shape):
-    """A new network, or a trained base with a new head (``--init-from``), compiled."""
-    if args.model == "vgg16":
-        layers = ARCHITECTURES["vgg16"](dropout=args.dropout, width_divisor=args.vgg_width_divisor)
-    else:
-        layers = ARCHITECTURES[args.model](dropout=args.dropout)
+    """A new network, or a trained base with a new head (``--init-from``), compiled.
+
+    Raises ValueError naming ``--init-from`` when that model has no base to reuse, and ``--size``
+    when the network cannot take ``input_shape``.
+    """
     if args.init_from:
-        donor = minidl.Sequential.load(args.init_from)
-        base, _ = split_base(donor.layers)
+        base = donor_base(args.init_from)
         for layer in base:
             layer.trainable = not args.freeze_base
         layers = base + classifier_head(128, args.dropout)
+        network = f"the convolutional base of --init-from {args.init_from}"
         log.info("Reusing the convolutional base of %s (%d layers, %s)", args.init_from, len(base),
                  "frozen" if args.freeze_base else "trainable")
-    model = minidl.Sequential(layers, input_shape=input_shape, seed=args.seed)
+    elif args.model == "vgg16":
+        layers = ARCHITECTURES["vgg16"](dropout=args.dropout, width_divisor=args.vgg_width_divisor)
+        network = "the vgg16 network"
+    else:
+        layers = ARCHITECTURES[args.model](dropout=args.dropout)
+        network = f"the {args.model} network"
+    try:  # every option but the size was checked: what fails here is the image's size
+        model = minidl.Sequential(layers, input_shape=input_shape, seed=args.seed)
+    except (ValueError, MemoryError) as error:  # too small for the network's poolings, or far too large
+        raise ValueError(f"--size {args.size} does not fit {network}: {error}") from None
     model.compile(OPTIMIZERS[args.optimizer](args.lr), CrossEntropy())
     return model
+
+
+def donor_base(path):
+    """The layers of the model in ``path`` up to its ``Flatten``; ValueError naming ``--init-from`` if it has none."""
+    try:
+        donor = minidl.Sequential.load(path)
+        base, _ = split_base(donor.layers)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"--init-from {path}: {error}") from None
+    if donor.input_shape is None:
+        raise ValueError(f"--init-from {path}: the model was never built for an input size; it has not been trained")
+    if len(donor.input_shape) != 3 or donor.input_shape[2] != 1:
+        raise ValueError(f"--init-from {path}: the model takes inputs of shape {tuple(donor.input_shape)}, "
+                         "not greyscale images (S, S, 1)")
+    return base
 
 
 def history_rows(history_csv):
@@ -287,17 +376,22 @@ def prepare_model(args, out):
         past_epochs = completed_epochs(out / "history.csv")
         log.info("Resuming %s after epoch %d", out / "last.npz", len(past_epochs))
         return minidl.Sequential.load(out / "last.npz"), past_epochs
-    try:
-        return build_model(args, (args.size, args.size, 1)), []
-    except (ValueError, MemoryError) as error:  # the image is too small for the network's poolings, or far too large
-        raise ValueError(f"--size {args.size} does not fit the {args.model} network: {error}") from None
+    return build_model(args, (args.size, args.size, 1)), []
 
 
-def train(args, data, out, model, past_epochs):
+def remove_run_files(out):
+    """Delete the files of the run in ``out`` (``--overwrite``): those a run writes, and nothing else."""
+    removed = [name for name in RUN_FILES if (out / name).exists()]
+    for name in removed:
+        (out / name).unlink()
+    if removed:
+        log.info("--overwrite: deleted the previous run's %s from %s", ", ".join(removed), out)
+
+
+def train(args, data, out, model, past_epochs, sample_weight):
     """Train ``model`` (carrying on after ``past_epochs`` when resuming); returns the best epoch's model."""
     if not args.quiet:
         model.summary(print_fn=log.info)
-    sample_weight = loss_weights(data, args.class_weights)
     monitors = [
         ModelCheckpoint(out / "model.npz", monitor="val_loss", save_best_only=True),
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
@@ -432,13 +526,16 @@ def main(argv=None):
             model, past_epochs = prepare_model(args, out)
             data = load_data(args)
             valid = data.valid
+            sample_weight = loss_weights(data, args.class_weights)  # may refuse the data: before any file goes
+            if args.overwrite:
+                remove_run_files(out)
             write_run_settings(args, out, data)
             written += ["run.json", "model.npz", "last.npz", "history.csv"]
     except (OSError, ValueError) as error:
         sys.exit(f"train_mura.py: {error}")
     out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate:
-        model = train(args, data, out, model, past_epochs)
+        model = train(args, data, out, model, past_epochs, sample_weight)
     result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size, progress=not args.quiet)
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))

@@ -109,6 +109,7 @@ def test_per_study_type_weights_without_both_classes_in_a_type_fail_clearly(tmp_
     assert "XR_FOREARM" in result.stderr and "--class-weights overall" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out" / "last.npz").exists()
+    assert not (tmp_path / "out" / "run.json").exists()  # which would make the folder hold a run
 
 
 def test_metrics_json_agrees_with_scikit_learn_on_predictions_csv(run):
@@ -308,7 +309,13 @@ def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch
     (["--lr", "-1"], "--lr must be positive"),
     (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
     (["--size", "0"], "--size must be at least 1"),
-    (["--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
+    (["--model", "vgg16", "--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
+    (["--seed", "-1"], "--seed must be 0 or more, got -1"),
+    (["--vgg-width-divisor", "4"], "--vgg-width-divisor applies to --model vgg16 only, not --model baseline"),
+    (["--data", ".", "--synthetic-patients", "10"],
+     "--synthetic-patients sizes the synthetic replica, which --data replaces"),
+    (["--overwrite", "--resume"], "--overwrite starts a new run; it takes no --resume or --evaluate"),
+    (["--overwrite", "--evaluate", "model.npz"], "--overwrite starts a new run; it takes no --resume or --evaluate"),
     (["--data", "/nonexistent/MURA"], "--data /nonexistent/MURA: no such file or folder"),
     (["--evaluate", "/nonexistent/model.npz"], "--evaluate /nonexistent/model.npz: no such file"),
     (["--resume", "--out", "/nonexistent/run"], r"--resume: /nonexistent/run holds no run to continue"),
@@ -356,3 +363,199 @@ def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
     stdout = run_script("--evaluate", out / "model.npz", "--out", again, *without(common, "--size"), cwd=tmp_path)
     wrote = next(line for line in stdout.splitlines() if line.startswith("Wrote into"))
     assert wrote.endswith("metrics.json, predictions.csv, roc.png, confusion.png, curves.png")
+
+
+def test_help_shows_every_default(script, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--help"])
+    blocks, text = {}, capsys.readouterr().out
+    for block in re.split(r"\n(?=  -)", text.split("options:", 1)[1].strip("\n")):
+        blocks[re.search(r"--[a-z-]+", block)[0]] = " ".join(block.split())
+    defaults = {"--size": "64", "--epochs": "8", "--batch-size": "32", "--lr": "1e-3", "--optimizer": "adam",
+                "--dropout": "0.5", "--augment": "on", "--model": "baseline", "--vgg-width-divisor": "8",
+                "--patience": "4", "--lr-patience": "2", "--device": "numpy", "--seed": "0",
+                "--synthetic-patients": "400", "--cache-dir": "~/.cache/minidl/mura", "--out": "runs/mura",
+                "--workers": "the CPUs, at most 8"}
+    for option, default in defaults.items():
+        assert re.search(r"\(default:? " + re.escape(default), blocks[option]), blocks[option]
+
+
+def test_vgg_width_divisor_and_synthetic_patients_get_their_defaults_only_where_they_apply(script):
+    assert (script.parse_args([]).vgg_width_divisor, script.parse_args([]).synthetic_patients) == (None, 400)
+    args = script.parse_args(["--model", "vgg16", "--data", "."])
+    assert (args.vgg_width_divisor, args.synthetic_patients) == (8, None)
+    assert script.parse_args(["--model", "vgg16", "--vgg-width-divisor", "2"]).vgg_width_divisor == 2
+
+
+@pytest.mark.parametrize("where", ["the file", "a folder inside it"])
+def test_out_naming_a_file_is_refused(script, capsys, tmp_path, where):
+    (tmp_path / "model.npz").write_bytes(b"")
+    out = tmp_path / "model.npz" if where == "the file" else tmp_path / "model.npz" / "run"
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args(["--out", str(out)])
+    assert exit_.value.code == 2
+    assert f"error: --out {out}: {tmp_path / 'model.npz'} is a file, not a folder\n" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["last.npz", "metrics.json"])
+def test_a_new_run_into_a_folder_holding_a_run_is_refused_saying_what_to_type(script, capsys, monkeypatch, tmp_path,
+                                                                              name):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--epochs", "2"])
+    (tmp_path / "runs" / "mura").mkdir(parents=True)
+    (tmp_path / "runs" / "mura" / name).write_text("the old run's")
+    with pytest.raises(SystemExit) as exit_:
+        script.parse_args()
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --out runs/mura already holds a run ({name}): continue it with --resume, give another --out, "
+        f"or replace it (deleting those files) with --overwrite: python3 {SCRIPT} --epochs 2 --overwrite\n")
+    assert (tmp_path / "runs" / "mura" / name).read_text() == "the old run's"
+    # Files a run does not write do not make a run, and --overwrite and --evaluate are not refused.
+    (tmp_path / "runs" / "mura" / name).unlink()
+    (tmp_path / "runs" / "mura" / "notes.txt").write_text("mine")
+    assert script.parse_args([]).out == "runs/mura"
+    (tmp_path / "runs" / "mura" / name).write_text("the old run's")
+    assert script.parse_args(["--overwrite"]).overwrite
+    (tmp_path / "model.npz").write_bytes(b"")
+    assert script.parse_args(["--evaluate", "model.npz", "--out", "runs/mura"]).out == "runs/mura"
+
+
+def test_remove_run_files_deletes_the_files_a_run_writes_and_nothing_else(script, tmp_path):
+    assert set(script.RUN_FILES) == EXPECTED_FILES
+    for name in (*script.RUN_FILES, "notes.txt", ".model.npz.0123456789ab.tmp"):
+        (tmp_path / name).write_text("old")
+    (tmp_path / "plots").mkdir()
+    script.remove_run_files(tmp_path)
+    assert sorted(os.listdir(tmp_path)) == [".model.npz.0123456789ab.tmp", "notes.txt", "plots"]
+    script.remove_run_files(tmp_path)  # nothing left to delete is no error
+
+
+def test_overwrite_replaces_a_run_and_keeps_the_other_files(run, tmp_path):
+    out, common, _ = run
+    again = copy_run(out, tmp_path / "again")
+    (again / "metrics.json").write_text("the old run's")
+    (again / "notes.txt").write_text("mine")
+    stdout = run_script("--out", again, "--overwrite", "--epochs", 1, "--seed", 1, "--class-weights", "overall",
+                        *common, cwd=tmp_path)
+    assert (f"--overwrite: deleted the previous run's run.json, model.npz, last.npz, history.csv, metrics.json "
+            f"from {again}") in stdout
+    assert (again / "notes.txt").read_text() == "mine"
+    assert json.loads((again / "run.json").read_text())["seed"] == 1
+    assert json.loads((again / "metrics.json").read_text())["model"] == str(again / "model.npz")
+    assert [row["epoch"] for row in read_csv(again / "history.csv")] == ["1"]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_is_refused_before_training(run, tmp_path):
+    out, common, _ = run
+    again = copy_run(out, tmp_path / "again")
+    before = {name: (again / name).read_bytes() for name in os.listdir(again)}
+    # With 24 patients (seed 0) no training forearm study is abnormal: the loss weights are refused.
+    args = [*without(common, "--synthetic-patients"), "--synthetic-patients", 24]
+    stderr = run_failing("--out", again, "--overwrite", *args, cwd=tmp_path)
+    assert "XR_FOREARM" in stderr
+    assert {name: (again / name).read_bytes() for name in os.listdir(again)} == before
+
+
+def test_a_negative_seed_is_refused_before_it_reaches_the_network(tmp_path):
+    stderr = run_failing("--out", tmp_path / "out", "--cache-dir", tmp_path / "cache", "--seed", -1, cwd=tmp_path)
+    assert stderr.endswith("train_mura.py: error: --seed must be 0 or more, got -1\n")
+    assert "--size" not in stderr.splitlines()[-1]
+
+
+def save_model(path, layers, input_shape):
+    from minidl import Sequential
+
+    Sequential(layers, input_shape=input_shape, seed=0).save(path)
+    return path
+
+
+@pytest.mark.parametrize("donor, message", [
+    ("dense", "--init-from {path}: split_base: the network has no Flatten layer separating a convolutional base "
+              "from its head"),
+    ("rgb", "--init-from {path}: the model takes inputs of shape (16, 16, 3), not greyscale images (S, S, 1)"),
+    ("unbuilt", "--init-from {path}: the model was never built for an input size; it has not been trained"),
+])
+def test_init_from_a_model_with_no_base_for_these_images_is_refused_naming_it(script, tmp_path, donor, message):
+    from minidl import Sequential
+    from minidl.architectures import ARCHITECTURES
+    from minidl.layers import Dense
+
+    path = tmp_path / f"{donor}.npz"
+    if donor == "dense":
+        save_model(path, [Dense(2)], (6,))
+    elif donor == "rgb":
+        save_model(path, ARCHITECTURES["baseline"](dropout=0.5), (16, 16, 3))
+    else:
+        Sequential(ARCHITECTURES["baseline"](dropout=0.5), seed=0).save(path)
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--init-from", str(path), "--out", str(tmp_path / "out"), "--cache-dir", str(cache),
+                     "--size", "16", "--quiet"])
+    assert exit_.value.code == "train_mura.py: " + message.format(path=path)
+    assert not cache.exists() and not (tmp_path / "out").exists()
+
+
+def test_a_size_too_small_for_the_reused_base_names_init_from(run, script, tmp_path):
+    out, _, _ = run
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--init-from", str(out / "model.npz"), "--out", str(tmp_path / "out"),
+                     "--cache-dir", str(tmp_path / "cache"), "--size", "7", "--quiet"])
+    assert exit_.value.code.startswith(
+        f"train_mura.py: --size 7 does not fit the convolutional base of --init-from {out / 'model.npz'}: MaxPool2D")
+    assert not (tmp_path / "cache").exists()
+
+
+def test_evaluate_refuses_a_model_that_does_not_take_square_greyscale_images(script, tmp_path):
+    from minidl.layers import Dense
+
+    path = save_model(tmp_path / "dense.npz", [Dense(2)], (6,))
+    cache = tmp_path / "cache"
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--evaluate", str(path), "--cache-dir", str(cache), "--quiet"])
+    assert exit_.value.code == (f"train_mura.py: {path} takes inputs of shape (6,), not the square greyscale "
+                                "images (S, S, 1) of this script")
+    assert not cache.exists()
+
+
+def test_run_json_records_null_for_options_that_do_not_apply(run):
+    out, _, _ = run
+    settings = json.loads((out / "run.json").read_text())
+    assert (settings["model"], settings["vgg_width_divisor"], settings["synthetic_patients"]) == ("baseline", None, 32)
+
+
+def test_a_vgg16_run_resumes_with_its_width_divisor(run, tmp_path):
+    _, common, _ = run
+    vgg = ["--model", "vgg16", "--vgg-width-divisor", 64]
+    run_script("--out", tmp_path / "vgg", "--epochs", 1, *vgg, *common, cwd=tmp_path)
+    assert json.loads((tmp_path / "vgg" / "run.json").read_text())["vgg_width_divisor"] == 64
+    stderr = run_failing("--out", tmp_path / "vgg", "--resume", "--epochs", 2, "--model", "vgg16", *common,
+                         cwd=tmp_path)
+    assert "resume it with --vgg-width-divisor 64 (not 8)" in stderr
+    run_script("--out", tmp_path / "vgg", "--resume", "--epochs", 2, *vgg, *common, cwd=tmp_path)
+    assert [row["epoch"] for row in read_csv(tmp_path / "vgg" / "history.csv")] == ["1", "2"]
+
+
+@pytest.mark.parametrize("divisor", [8, 4], ids=["default", "ignored"])
+def test_a_run_whose_run_json_records_options_that_did_not_apply_resumes(run, tmp_path, divisor):
+    # The run.json of a baseline run written before --vgg-width-divisor was refused without --model vgg16.
+    out, common, _ = run
+    resumed = copy_run(out, tmp_path / "resumed")
+    settings = json.loads((resumed / "run.json").read_text())
+    (resumed / "run.json").write_text(json.dumps({**settings, "vgg_width_divisor": divisor}))
+    run_script("--out", resumed, "--epochs", 2, "--resume", *common, cwd=tmp_path)
+    assert [row["epoch"] for row in read_csv(resumed / "history.csv")] == ["1", "2"]
+
+
+def test_a_run_on_data_resumes_without_synthetic_patients_even_if_its_run_json_has_them(run, tmp_path):
+    _, common, _ = run
+    replica = Path(common[common.index("--cache-dir") + 1]) / "synthetic-mura-32-seed0"
+    args = ["--data", replica, *without(common, "--synthetic-patients")]
+    run_script("--out", tmp_path / "real", "--epochs", 1, *args, cwd=tmp_path)
+    settings = json.loads((tmp_path / "real" / "run.json").read_text())
+    assert settings["synthetic_patients"] is None
+    # As written before --synthetic-patients was refused with --data.
+    (tmp_path / "real" / "run.json").write_text(json.dumps({**settings, "synthetic_patients": 400}))
+    run_script("--out", tmp_path / "real", "--epochs", 2, "--resume", *args, cwd=tmp_path)
+    assert [row["epoch"] for row in read_csv(tmp_path / "real" / "history.csv")] == ["1", "2"]
