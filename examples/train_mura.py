@@ -122,8 +122,8 @@ def parse_args(argv=None):
         p.error(f"--vgg-width-divisor applies to --model vgg16 only, not --model {args.model}")
     if args.synthetic_patients is not None and args.data is not None:
         p.error("--synthetic-patients sizes the synthetic replica, which --data replaces")
-    if args.resume and (args.evaluate or args.init_from):
-        p.error("--resume continues a run as it was; it takes no --evaluate or --init-from")
+    if args.resume and args.evaluate:
+        p.error("--resume continues a run as it was; it takes no --evaluate")
     if args.overwrite and (args.resume or args.evaluate):
         p.error("--overwrite starts a new run; it takes no --resume or --evaluate")
     for option, value, valid, what in (

@@ -293,6 +293,21 @@ def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, 
                for a, b in zip(donor_head, new_head) for k in a.params]
     assert changed and all(changed)  # a new head, not the donor's
 
+    # Resumed with the same command, the run goes on from last.npz, its base still frozen.
+    stderr = run_failing("--freeze-base", "--out", transfer, "--epochs", 2, "--resume", *common, cwd=tmp_path)
+    assert "--freeze-base needs --init-from" in stderr
+    stderr = run_failing("--init-from", out / "model.npz", "--out", transfer, "--epochs", 2, "--resume", *common,
+                         cwd=tmp_path)
+    assert "resume it with --freeze-base True (not False)" in stderr
+    run_script("--init-from", out / "model.npz", "--freeze-base", "--out", transfer, "--epochs", 2, "--resume",
+               *common, cwd=tmp_path)
+    assert [row["epoch"] for row in read_csv(transfer / "history.csv")] == ["1", "2"]
+    resumed_base, resumed_head = split_base(Sequential.load(transfer / "last.npz").layers)
+    for old, new in zip(donor_base, resumed_base):
+        for name in old.params:
+            np.testing.assert_array_equal(new.params[name], old.params[name])
+    assert any(not np.array_equal(a.params[k], b.params[k]) for a, b in zip(new_head, resumed_head) for k in a.params)
+
 
 def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch, tmp_path):
     import importlib.util
