@@ -40,7 +40,8 @@ def _finite_differences(f, x, h):
     have no derivative to compare against, so ``check_layer`` skips them.
     """
     xp = get_array_module(x)
-    x = xp.array(x, dtype=np.float64)  # a private contiguous copy
+    # A private copy in C order: reshape(-1) must be a view, through which each step reaches f.
+    x = xp.array(x, dtype=np.float64, order="C")
     flat_x = x.reshape(-1)
     central = np.zeros(x.size)
     kink = np.zeros(x.size, dtype=bool)

@@ -60,6 +60,25 @@ def learnable_with_misleading_validation(seed=0):
 # ------------------------------------------------------------- EarlyStopping
 def test_early_stopping_counts_a_value_equal_to_the_best_as_no_improvement():
     assert drive(EarlyStopping(patience=1), tiny_cnn(), [1.0, 1.0, 1.0]) == 2
+    assert drive(EarlyStopping(monitor="val_accuracy", patience=1), tiny_cnn(), [0.5, 0.5, 0.5],
+                 monitor="val_accuracy") == 2
+
+
+def test_a_checkpoint_saves_again_only_on_a_strict_improvement_in_either_mode(tmp_path):
+    for monitor, values in (("val_loss", [1.0, 1.0, 0.5]), ("val_accuracy", [0.5, 0.5, 0.7])):
+        folder = tmp_path / monitor
+        drive(ModelCheckpoint(folder / "m{epoch}.npz", monitor=monitor), tiny_cnn(), values, monitor=monitor)
+        assert sorted(p.name for p in folder.iterdir()) == ["m1.npz", "m3.npz"]
+
+
+def test_a_fit_of_no_epochs_restores_no_weights_from_an_earlier_fit():
+    x, y = tiny_images(8, seed=2)
+    model = tiny_cnn()
+    stopper = EarlyStopping(monitor="loss", restore_best_weights=True)
+    model.fit(x, y, epochs=2, batch_size=4, callbacks=[stopper], verbose=0)
+    model.set_weights(epoch_weights(model, 0))  # changed since
+    model.fit(x, y, epochs=2, initial_epoch=2, callbacks=[stopper], verbose=0)  # nothing left to train
+    assert_weights_equal(model.get_weights(), epoch_weights(model, 0))
 
 
 @pytest.mark.parametrize("min_delta", [0.5, -0.5])  # Keras takes its absolute value

@@ -96,6 +96,15 @@ def test_bad_arguments_are_clear_errors():
         ArrayBatches(np.zeros((3, 1)), np.zeros(3), sample_weight=np.ones(2))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_target_rows_come_in_the_batches_dtype_and_class_indices_as_int64(dtype):
+    x, rows = np.zeros((4, 2)), np.eye(3)[[0, 1, 2, 1]]
+    ((xb, yb),) = ArrayBatches(x, rows, batch_size=4, dtype=dtype)
+    assert xb.dtype == dtype and yb.dtype == dtype
+    ((_, labels),) = ArrayBatches(x, np.array([0.0, 1.0, 2.0, 1.0]), batch_size=4, dtype=dtype)
+    assert labels.dtype == np.int64
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda x, y: ArrayBatches(x, None), "ArrayBatches: y must be an array, got NoneType"),
     (lambda x, y: ArrayBatches(7, y), "ArrayBatches: x must be an array, got int"),

@@ -241,3 +241,55 @@ def test_check_layer_refuses_what_it_cannot_check(layer, x, h, error, message):
     with pytest.raises(error) as err:
         check_layer(layer, x, h=h)
     assert str(err.value) == message
+
+
+@pytest.mark.parametrize("layout", ["C", "F", "strided"])
+def test_numerical_gradient_steps_every_entry_whatever_the_arrays_layout_and_leaves_it_alone(layout):
+    a = random_input((4, 6), 0)
+    x = {"C": a, "F": np.asfortranarray(a), "strided": a[:, ::2]}[layout]
+    before = x.copy()
+    # f reads x itself as well as its argument: a checker stepping the caller's array would double the slope.
+    assert_allclose(numerical_gradient(lambda v: (v**2).sum() + (v * x).sum(), x), 3 * before, rtol=1e-6)
+    assert_array_equal(x, before)
+
+
+def test_check_layer_takes_a_fortran_ordered_batch():
+    x = np.asfortranarray(random_input((5, 4), 1))
+    assert check_layer(Dense(3), x)["x"] < 1e-6
+
+
+def test_a_gradient_of_the_wrong_shape_is_refused_even_where_it_would_broadcast():
+    class KeepdimsBias(Dense):
+        def backward(self, dy):
+            dx = super().backward(dy)
+            self.grads["b"] = dy.sum(axis=0, keepdims=True)  # (1, 3), not (3,)
+            return dx
+
+    with pytest.raises(AssertionError, match=r"dL/db has shape \(1, 3\), expected \(3,\)"):
+        check_layer(KeepdimsBias(3), random_input((5, 4), 0))
+
+
+def test_the_tolerance_is_atol_plus_rtol_times_the_numeric_value_no_more():
+    class BiasOff(Dense):
+        def __init__(self, units, off):
+            super().__init__(units)
+            self.off = off
+
+        def backward(self, dy):
+            dx = super().backward(dy)
+            self.grads["b"][0] += self.off
+            return dx
+
+    x = random_input((5, 4), 0)
+    check_layer(BiasOff(3, 0.9e-3), x, rtol=0.0, atol=1e-3)
+    with pytest.raises(AssertionError, match="dL/db is wrong at index"):
+        check_layer(BiasOff(3, 1.1e-3), x, rtol=0.0, atol=1e-3)
+
+
+def test_a_float32_layer_is_checked_in_float64():
+    layer = Dense(3)
+    layer.forward(np.zeros((2, 4), np.float32))  # built in float32
+    report = check_layer(layer, random_input((5, 4), 0))
+    # float32 gradients would be off by about 1e-7 relative; float64 ones by the differences' 1e-10.
+    assert max(report.values()) < 1e-8
+    assert layer.params["W"].dtype == np.float32  # the layer itself is left as it was

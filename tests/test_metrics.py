@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import sklearn.metrics as skm
-from hypothesis import assume, given
+from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
 from minidl import metrics
@@ -152,6 +152,7 @@ def test_binary_rates_reject_non_binary_labels():
 
 
 @given(labels_and_scores(), st.booleans())
+@example((np.array([1, 1, 0, 0]), np.array([0.9, 0.9, 0.5, 0.1])), True)  # three thresholds, the middle one collinear
 def test_roc_curve_matches_sklearn(data, drop_intermediate):
     y_true, scores = data
     ours = metrics.roc_curve(y_true, scores, drop_intermediate=drop_intermediate)

@@ -1002,6 +1002,18 @@ def test_set_weights_checks_every_array_before_writing_any():
     assert_weights_equal(model.get_weights(), others)
 
 
+def test_set_weights_refuses_arrays_of_the_right_size_but_another_shape():
+    model = Sequential([Dense(3, name="hidden"), Dense(2, name="out")], input_shape=(4,), seed=0)
+    before = model.get_weights()
+    bias_as_row = [w + 1 for w in before[:3]] + [before[3][None, :]]  # (1, 2) would broadcast into (2,)
+    with pytest.raises(ValueError, match=r"set_weights: out/b has shape \(2,\), got \(1, 2\)"):
+        model.set_weights(bias_as_row)
+    transposed = [w + 1 for w in before[:2]] + [before[2].T, before[3]]  # (2, 3) for a (3, 2) kernel
+    with pytest.raises(ValueError, match=r"set_weights: out/W has shape \(3, 2\), got \(2, 3\)"):
+        model.set_weights(transposed)
+    assert_weights_equal(model.get_weights(), before)
+
+
 def test_add_refuses_what_is_not_a_layer_a_taken_name_and_a_layer_that_does_not_fit():
     x, y = tiny_images(4, seed=3)
     model = tiny_cnn(seed=0)

@@ -100,3 +100,12 @@ def test_softmax_of_huge_logits_is_finite_and_exact(dtype):
     assert np.isfinite(dz).all()
     # Jacobian p_j(δ_ij - p_i) times a constant upstream gradient is 0 (softmax ignores shifts)
     assert_array_equal(dz, 0)
+
+
+def test_each_row_is_shifted_by_its_own_maximum():
+    # Shifted by the batch's maximum, the second row would underflow to 0 / 0.
+    load_torch_reference()  # skips without PyTorch
+    import torch
+
+    z = np.array([[1000.0, 0.0], [0.0, 1.0]])
+    assert_allclose(Softmax().forward(z), torch.softmax(torch.tensor(z), dim=-1).numpy(), rtol=1e-12)

@@ -500,6 +500,20 @@ def test_an_initializer_that_returns_the_wrong_shape_is_refused_when_the_layer_i
                               "expected (6, 3)")
 
 
+@pytest.mark.parametrize("layer, shape, message", [
+    (Conv2D(1, 4), (1, 3, 3, 1), "Conv2D: a 4x4 kernel does not fit an input of 3x3 with padding 'valid'"),
+    (Conv2D(1, (1, 4)), (1, 3, 3, 1), "Conv2D: a 1x4 kernel does not fit an input of 3x3 with padding 'valid'"),
+    (Conv2D(1, (4, 1), strides=2), (1, 3, 9, 1), "Conv2D: a 4x1 kernel does not fit an input of 3x9 with padding 'valid'"),
+    (MaxPool2D(3), (1, 5, 2, 1), "MaxPool2D: a 3x3 window does not fit an input of 5x2"),
+    (MaxPool2D(3), (1, 2, 5, 1), "MaxPool2D: a 3x3 window does not fit an input of 2x5"),
+    (AvgPool2D((1, 3)), (1, 4, 2, 1), "AvgPool2D: a 1x3 window does not fit an input of 4x2"),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_a_window_one_pixel_too_big_for_the_input_is_refused_not_an_empty_output(layer, shape, message):
+    with pytest.raises(ValueError) as err:
+        layer.forward(np.zeros(shape, dtype=np.float32))
+    assert str(err.value) == message
+
+
 def test_numbers_may_be_numpy_scalars_or_zero_dimensional_arrays():
     assert ReLU(threshold=np.float32(0.5)).threshold == 0.5
     assert ReLU(threshold=np.array(-1)).threshold == -1.0

@@ -151,6 +151,8 @@ LARGE_KERNEL_CASES = [
     Case(Conv2D, {"filters": 2, "kernel_size": 6, "strides": 2, "padding": "same"}, (1, 2, 2, 1)),
     Case(Conv2D, {"filters": 1, "kernel_size": (7, 3), "strides": (3, 1), "padding": "same"}, (2, 4, 3, 2)),
     Case(Conv2D, {"filters": 2, "kernel_size": (2, 8), "strides": (1, 2), "padding": "same"}, (1, 3, 5, 1)),
+    # Rows of the kernel that lie wholly beyond the input on both sides: col2im's empty slabs.
+    Case(Conv2D, {"filters": 1, "kernel_size": 11, "strides": 1, "padding": "same"}, (1, 3, 3, 1)),
 ]
 
 
