@@ -40,3 +40,30 @@ def test_pipeline_benchmark_builds_the_cache_and_feeds_batches(tmp_path):
     assert results["images"] > 0
     assert results["build_images_per_s"] > 0 and results["batch_images_per_s"] > 0
     assert results["epoch_images_per_s"] > 0 and results["fixed_batch_images_per_s"] > 0
+
+
+def test_the_benchmark_figure_draws_the_ratios_layers_and_memory_of_a_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    import plot_benchmark
+
+    results = {
+        "device": "numpy", "tf32": False, "batch_size": 32, "repeats": 7,
+        "networks": [{"size": 64, "phase": "train", "minidl": 300.0, "torch": 200.0, "torch_channels_last": 150.0},
+                     {"size": 64, "phase": "inference", "minidl": 50.0, "torch": 100.0, "torch_channels_last": 40.0}],
+        "layers": [{"layer": "conv2d_1 (64, 64, 1)", "minidl_forward_ms": 3.0, "minidl_backward_ms": 5.0,
+                    "torch_forward_ms": 2.0, "torch_backward_ms": 4.0}],
+        "memory": [{"size": 64, "minidl": 150.0, "torch": 200.0, "torch_channels_last": 190.0}],
+    }
+    path = tmp_path / "cpu.png"
+    figure = plot_benchmark.draw(results, str(path))
+    assert path.read_bytes().startswith(b"\x89PNG")
+    ratios, layers, memory = figure.axes
+    assert [bar.get_height() for bar in ratios.patches] == pytest.approx([1.5, 0.5, 2.0, 1.25])
+    # Forward bars start at 0, backward ones where the forward ends: minidl's, then PyTorch's.
+    assert [(bar.get_x(), bar.get_width()) for bar in layers.patches] == [(0, 3.0), (3.0, 5.0), (0, 2.0), (2.0, 4.0)]
+    assert [bar.get_height() for bar in memory.patches] == [150.0, 200.0, 190.0]
+    gpu = {**results, "device": "cupy", "memory": [], "layers": [],
+           "networks": [{**row, "torch_fp32": 100.0} for row in results["networks"]]}
+    (only,) = plot_benchmark.draw(gpu, str(tmp_path / "gpu.svg")).axes
+    assert [bar.get_height() for bar in only.patches] == pytest.approx([1.5, 0.5, 3.0, 0.5])
+    assert "PyTorch float32" in " ".join(text.get_text() for text in only.get_legend().get_texts())
