@@ -101,9 +101,9 @@ def parse_args(argv=None):
                         "(default %(default)s)")
     p.add_argument("--device", choices=["numpy", "cupy"], default="numpy",
                    help="CPU or GPU (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=int,
                    help="seeds the weights, shuffling, augmentation, dropout and the synthetic replica "
-                        "(default %(default)s)")
+                        "(default 0; with --evaluate, the run's)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes decoding images for the cache (default: the CPUs, at most 8)")
     p.add_argument("--cache-dir", help="where decoded images are cached (default: ~/.cache/minidl/mura)")
@@ -136,14 +136,16 @@ def parse_args(argv=None):
          args.vgg_width_divisor is None or args.vgg_width_divisor >= 1, "at least 1"),
         ("--patience", args.patience, args.patience >= 0, "0 or more"),
         ("--lr-patience", args.lr_patience, args.lr_patience >= 1, "at least 1"),
-        ("--seed", args.seed, args.seed >= 0, "0 or more"),
+        ("--seed", args.seed, args.seed is None or args.seed >= 0, "0 or more"),
         ("--synthetic-patients", args.synthetic_patients,
          args.synthetic_patients is None or args.synthetic_patients >= 1, "at least 1"),
         ("--workers", args.workers, args.workers is None or args.workers >= 1, "at least 1"),
     ):
         if not valid:
             p.error(f"{option} must be {what}, got {value}")
-    for option, path in (("--data", args.data), ("--evaluate", args.evaluate), ("--init-from", args.init_from)):
+    # A resumed run's weights come from its last.npz: the model it started from may be gone.
+    init_from = None if args.resume else args.init_from
+    for option, path in (("--data", args.data), ("--evaluate", args.evaluate), ("--init-from", init_from)):
         if path is not None and not Path(path).exists():
             p.error(f"{option} {path}: no such file or folder")
     if args.out is None:
@@ -154,21 +156,38 @@ def parse_args(argv=None):
     if args.resume:
         missing = [name for name in ("last.npz", "history.csv") if not (Path(args.out) / name).exists()]
         if missing:
-            p.error(f"--resume: {args.out} holds no run to continue (no {' or '.join(missing)})")
+            started = (Path(args.out) / "run.json").exists()
+            p.error(f"--resume: {args.out} holds no run to continue (no {' or '.join(missing)})"
+                    + ("; its run stopped before the first epoch ended: start it again with --overwrite"
+                       if started else ""))
     elif not args.evaluate and not args.overwrite:
         found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
         if found:
             p.error(f"--out {args.out} already holds a run ({', '.join(found)}): continue it with --resume, "
                     "give another --out, or replace it (deleting those files) with --overwrite: "
                     + shlex.join(["python3", script_as_typed(), *argv, "--overwrite"]))
-    if not args.evaluate:  # --evaluate takes them from the model and its run (evaluation_settings)
-        args.size = 64 if args.size is None else args.size
-        args.resize = "pad" if args.resize is None else args.resize
     if args.model == "vgg16" and args.vgg_width_divisor is None:
         args.vgg_width_divisor = VGG_WIDTH_DIVISOR
-    if args.data is None and args.synthetic_patients is None:
-        args.synthetic_patients = SYNTHETIC_PATIENTS
+    if not args.evaluate:  # --evaluate takes these from the model and its run (evaluation_settings)
+        fill_in_defaults(args)
     return args
+
+
+def fill_in_defaults(args, run=None):
+    """Give the options left out the values of ``run`` (a ``run.json``'s dict) where it has them, else their defaults.
+
+    The image size and resize mode, and the data: ``--data``, or for the
+    synthetic replica its number of patients and seed.
+    """
+    run = run or {}
+    if args.data is None and run.get("data") is not None:
+        args.data = run["data"]
+    defaults = {"size": 64, "resize": "pad", "seed": 0}
+    if args.data is None:
+        defaults["synthetic_patients"] = SYNTHETIC_PATIENTS
+    for option, default in defaults.items():
+        if getattr(args, option) is None:
+            setattr(args, option, default if run.get(option) is None else run[option])
 
 
 def script_as_typed():
@@ -216,16 +235,33 @@ def check_resumed_settings(args, out):
     """
     trained = run_settings(out) or {}
     applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None}
-    differ = [f"--{option.replace('_', '-')} {trained[option]} (not {run_option(args, option)})"
+    differ = [as_typed(option, trained[option], instead_of=run_option(args, option))
               for option in RUN_OPTIONS
               if option in trained and applies.get(option, True) and trained[option] != run_option(args, option)]
     if differ:
-        sys.exit(f"train_mura.py: the run in {out} was started with other options; resume it with "
-                 + ", ".join(differ))
+        sys.exit(f"train_mura.py: the run in {out} was started with other options; resume it as it was "
+                 "started: " + "; ".join(differ))
+
+
+def as_typed(option, value, instead_of):
+    """How to type a run option's ``value`` where a command gave ``instead_of``.
+
+    ``--size 64 (not 32)``, ``--no-augment``, ``--freeze-base``, ``without --init-from``.
+    """
+    flag = "--" + option.replace("_", "-")
+    if option == "augment":
+        return flag if value else "--no-augment"
+    if value is True:
+        return flag
+    if value is None or value is False:
+        return f"without {flag}"
+    return f"{flag} {value}" + ("" if instead_of is None else f" (not {instead_of})")
 
 
 def evaluation_settings(args, model):
-    """Fill in ``--size`` and ``--resize`` for ``--evaluate`` from the model and its ``run.json``; refuse a mismatch.
+    """Fill in ``--size``, ``--resize`` and the data for ``--evaluate`` from the model and its ``run.json``.
+
+    A ``--size`` or ``--resize`` other than the run's is refused.
 
     Returns the training images' ``(mean, std)`` from ``run.json``, or None if it has none.
     """
@@ -246,7 +282,12 @@ def evaluation_settings(args, model):
     if trained_resize is not None and args.resize not in (None, trained_resize):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
-    args.resize = args.resize or trained_resize or "pad"
+    if trained.get("data") is not None and args.data is None and not Path(trained["data"]).exists():
+        sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json), which is gone; "
+                 "give --data")
+    fill_in_defaults(args, trained)
+    log.info("Evaluating on %s", args.data or f"the synthetic replica of {args.synthetic_patients} patients, "
+                                              f"seed {args.seed}")
     if "pixel_std" not in trained:  # a run from before run.json kept them
         log.warning("No pixel statistics in a run.json beside %s: decoding the training images for them",
                     args.evaluate)
@@ -411,6 +452,10 @@ def train(args, data, out, model, past_epochs, sample_weight):
     if done >= args.epochs:
         log.warning("The run in %s has already trained %d epochs (--epochs %d): nothing left to train",
                     out, done, args.epochs)
+    elif monitors[2].wait and monitors[2].wait >= monitors[2].patience:
+        log.warning("Early stopping ended the run in %s after epoch %d (no lower validation loss in its last %d "
+                    "epochs): nothing left to train; resume it with a larger --patience to train on",
+                    out, done, monitors[2].wait)
     train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed,
                                        sample_weight=sample_weight)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
@@ -535,7 +580,12 @@ def main(argv=None):
         sys.exit(f"train_mura.py: {error}")
     out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate:
-        model = train(args, data, out, model, past_epochs, sample_weight)
+        try:
+            model = train(args, data, out, model, past_epochs, sample_weight)
+        except KeyboardInterrupt:
+            sys.exit("train_mura.py: interrupted; " + (
+                f"the finished epochs are in {out}: continue with the same command plus --resume"
+                if (out / "last.npz").exists() else "no epoch had finished: start again with --overwrite"))
     result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size, progress=not args.quiet)
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))

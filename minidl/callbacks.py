@@ -282,6 +282,8 @@ class ReduceLROnPlateau(_Monitor):
             return
         optimizer = self.model.optimizer
         new_lr = max(optimizer.lr * self.factor, self.min_lr)
+        if math.isclose(new_lr, self.min_lr, rel_tol=1e-9):  # 1e-5 * 0.1 is 1.0000000000000002e-06
+            new_lr = self.min_lr
         if new_lr < optimizer.lr:
             if self.verbose:
                 print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowers the learning rate to {new_lr:.3g}")

@@ -257,6 +257,14 @@ def test_reduce_lr_divides_by_ten_after_patience_stalled_epochs_down_to_min_lr()
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3, 1e-3, 1e-3], rel=1e-12)
 
 
+def test_reduce_lr_lands_on_min_lr_exactly_and_announces_each_cut_once(capsys):
+    model = tiny_cnn(optimizer=SGD(lr=1e-5))
+    reducer = ReduceLROnPlateau(factor=0.1, patience=1, min_lr=1e-6, verbose=1)
+    lrs = _lrs(reducer, model, [1.0, 2.0, 2.0, 2.0])
+    assert lrs == [1e-5, 1e-6, 1e-6, 1e-6]  # not 1.0000000000000002e-06, then 1e-06
+    assert capsys.readouterr().out == "Epoch 2: ReduceLROnPlateau lowers the learning rate to 1e-06\n"
+
+
 def test_reduce_lr_counts_only_consecutive_stalled_epochs():
     model = tiny_cnn(optimizer=SGD(lr=0.1))
     reducer = ReduceLROnPlateau(factor=0.1, patience=2)

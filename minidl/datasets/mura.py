@@ -414,6 +414,9 @@ def _check_free_space(npy_file, nbytes, split):
 def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
     """Decode every image of ``records`` into the cache files; returns the index dict."""
     npy_file.parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(npy_file.parent, os.W_OK):  # a read-only disk too
+        raise PermissionError(f"MURA: the {split} cache must be built, but {npy_file.parent} cannot be written "
+                              "to; choose another cache_dir")
     for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's temporary names
         try:
             gigabytes = stale.stat().st_size / 1e9

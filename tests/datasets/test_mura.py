@@ -622,6 +622,19 @@ def test_a_crash_mid_build_leaves_no_cache_that_looks_valid(quirky, tmp_path, mo
     assert len(calls_after) == 8
 
 
+def test_a_cache_folder_that_cannot_be_written_is_named_before_any_decoding(quirky, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    calls = count_decoding(monkeypatch)
+    # As root, chmod cannot make a folder unwritable: os.access stands in for a read-only disk.
+    monkeypatch.setattr(mura.os, "access", lambda path, mode: Path(path) != cache)
+    with pytest.raises(PermissionError) as err:
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert str(err.value) == f"MURA: the train cache must be built, but {cache} cannot be written to; choose " \
+                             "another cache_dir"
+    assert calls == [] and cache_files(cache) == []
+
+
 def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     need = 8 * SIZE * SIZE  # the train split lists 8 images

@@ -240,12 +240,41 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     assert result["overall"]["specificity"] is not None
 
 
-def test_a_replica_of_another_seed_goes_into_its_own_folder(run, tmp_path):
+def test_a_replica_of_another_seed_goes_into_its_own_folder_and_evaluate_finds_it_again(run, tmp_path):
     out, common, _ = run
     run_script("--out", tmp_path / "seed1", "--epochs", 1, "--seed", 1, "--class-weights", "overall", *common,
                cwd=tmp_path)
     cache = Path(common[common.index("--cache-dir") + 1])
     assert {"synthetic-mura-32-seed0", "synthetic-mura-32-seed1"} <= set(os.listdir(cache))
+    # --evaluate without --seed, --synthetic-patients or --size: the run's replica, as its run.json says.
+    cache_args = ["--cache-dir", cache, "--workers", 1, "--quiet"]
+    before = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
+    stdout = run_script("--evaluate", tmp_path / "seed1" / "model.npz", *cache_args, cwd=tmp_path)
+    assert "Evaluating on the synthetic replica of 32 patients, seed 1" in stdout
+    after = json.loads((tmp_path / "seed1" / "metrics.json").read_text())
+    assert after["overall"] == pytest.approx(before["overall"], nan_ok=True)
+    assert not any(name.startswith("synthetic-mura-400") for name in os.listdir(cache))
+
+
+def test_evaluate_takes_the_runs_data_folder_and_refuses_one_that_is_gone(run, script, tmp_path, monkeypatch):
+    from minidl import Sequential
+
+    out, _, _ = run
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "model.npz").write_bytes((out / "model.npz").read_bytes())
+    settings = json.loads((out / "run.json").read_text())
+    data = tmp_path / "MURA-v1.1"
+    (folder / "run.json").write_text(json.dumps({**settings, "data": str(data), "synthetic_patients": None}))
+    args = script.parse_args(["--evaluate", str(folder / "model.npz")])
+    with pytest.raises(SystemExit) as exit_:
+        script.evaluation_settings(args, Sequential.load(folder / "model.npz"))
+    assert str(exit_.value) == (f"train_mura.py: {folder / 'model.npz'} was trained on {data} (its run.json), "
+                                "which is gone; give --data")
+    data.mkdir()
+    args = script.parse_args(["--evaluate", str(folder / "model.npz")])
+    script.evaluation_settings(args, Sequential.load(folder / "model.npz"))
+    assert (args.data, args.size, args.resize) == (str(data), 32, "pad")
 
 
 def test_resume_continues_from_the_last_epoch(run, tmp_path):
@@ -267,6 +296,10 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_inc
     run_script("--out", tmp_path / "resumed", "--epochs", 6, "--resume", *plateau, cwd=tmp_path)
     whole = read_csv(tmp_path / "whole" / "history.csv")
     assert [float(row["lr"]) for row in whole] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
+    stdout = run_script("--out", tmp_path / "whole", "--epochs", 8, "--resume", *plateau, cwd=tmp_path)
+    assert (f"Early stopping ended the run in {tmp_path / 'whole'} after epoch 4 (no lower validation loss in its "
+            "last 3 epochs): nothing left to train; resume it with a larger --patience to train on") in stdout
+    assert read_csv(tmp_path / "whole" / "history.csv") == whole
     assert read_csv(tmp_path / "resumed" / "history.csv") == whole
     # The best epoch comes before the interruption, so model.npz is the one written before it;
     # last.npz, the final state, was written after the resumed run had loaded the model.
@@ -279,10 +312,10 @@ def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, 
     from minidl.architectures import split_base
 
     out, common, _ = run
-    transfer = tmp_path / "transfer"
-    run_script("--init-from", out / "model.npz", "--freeze-base", "--out", transfer, "--epochs", 1, *common,
-               cwd=tmp_path)
-    donor_base, donor_head = split_base(Sequential.load(out / "model.npz").layers)
+    transfer, donor = tmp_path / "transfer", tmp_path / "donor.npz"
+    donor.write_bytes((out / "model.npz").read_bytes())
+    run_script("--init-from", donor, "--freeze-base", "--out", transfer, "--epochs", 1, *common, cwd=tmp_path)
+    donor_base, donor_head = split_base(Sequential.load(donor).layers)
     new_base, new_head = split_base(Sequential.load(transfer / "last.npz").layers)
     assert [type(layer) for layer in new_base] == [type(layer) for layer in donor_base]
     for old, new in zip(donor_base, new_base):
@@ -293,14 +326,15 @@ def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, 
                for a, b in zip(donor_head, new_head) for k in a.params]
     assert changed and all(changed)  # a new head, not the donor's
 
-    # Resumed with the same command, the run goes on from last.npz, its base still frozen.
+    # Resumed with the same command, the run goes on from last.npz, its base still frozen,
+    # even once the model it started from is gone.
+    donor.unlink()
     stderr = run_failing("--freeze-base", "--out", transfer, "--epochs", 2, "--resume", *common, cwd=tmp_path)
     assert "--freeze-base needs --init-from" in stderr
-    stderr = run_failing("--init-from", out / "model.npz", "--out", transfer, "--epochs", 2, "--resume", *common,
-                         cwd=tmp_path)
-    assert "resume it with --freeze-base True (not False)" in stderr
-    run_script("--init-from", out / "model.npz", "--freeze-base", "--out", transfer, "--epochs", 2, "--resume",
-               *common, cwd=tmp_path)
+    stderr = run_failing("--init-from", donor, "--out", transfer, "--epochs", 2, "--resume", *common, cwd=tmp_path)
+    assert stderr.endswith("resume it as it was started: --freeze-base\n")
+    run_script("--init-from", donor, "--freeze-base", "--out", transfer, "--epochs", 2, "--resume", *common,
+               cwd=tmp_path)
     assert [row["epoch"] for row in read_csv(transfer / "history.csv")] == ["1", "2"]
     resumed_base, resumed_head = split_base(Sequential.load(transfer / "last.npz").layers)
     for old, new in zip(donor_base, resumed_base):
@@ -358,8 +392,10 @@ def test_a_size_too_large_for_the_networks_memory_is_refused_before_decoding(tmp
 
 
 @pytest.mark.parametrize("change, message", [
-    (["--size", 16], "resume it with --size 32 (not 16)"),
-    (["--lr", 0.5, "--optimizer", "sgd"], "resume it with --optimizer adam (not sgd), --lr 0.001 (not 0.5)"),
+    (["--size", 16], "resume it as it was started: --size 32 (not 16)"),
+    (["--lr", 0.5, "--optimizer", "sgd"], "resume it as it was started: --optimizer adam (not sgd); --lr 0.001 (not 0.5)"),
+    (["--no-augment"], "resume it as it was started: --augment"),
+    (["--class-weights", "none"], "resume it as it was started: --class-weights study-type (not none)"),
 ])
 def test_resume_refuses_options_other_than_the_runs(run, tmp_path, change, message):
     out, common, _ = run
@@ -547,7 +583,7 @@ def test_a_vgg16_run_resumes_with_its_width_divisor(run, tmp_path):
     assert json.loads((tmp_path / "vgg" / "run.json").read_text())["vgg_width_divisor"] == 64
     stderr = run_failing("--out", tmp_path / "vgg", "--resume", "--epochs", 2, "--model", "vgg16", *common,
                          cwd=tmp_path)
-    assert "resume it with --vgg-width-divisor 64 (not 8)" in stderr
+    assert "resume it as it was started: --vgg-width-divisor 64 (not 8)" in stderr
     run_script("--out", tmp_path / "vgg", "--resume", "--epochs", 2, *vgg, *common, cwd=tmp_path)
     assert [row["epoch"] for row in read_csv(tmp_path / "vgg" / "history.csv")] == ["1", "2"]
 
@@ -574,3 +610,31 @@ def test_a_run_on_data_resumes_without_synthetic_patients_even_if_its_run_json_h
     (tmp_path / "real" / "run.json").write_text(json.dumps({**settings, "synthetic_patients": 400}))
     run_script("--out", tmp_path / "real", "--epochs", 2, "--resume", *args, cwd=tmp_path)
     assert [row["epoch"] for row in read_csv(tmp_path / "real" / "history.csv")] == ["1", "2"]
+
+
+def test_resume_of_a_run_stopped_in_its_first_epoch_says_to_start_again(script, tmp_path, capsys):
+    (tmp_path / "run.json").write_text("{}")
+    (tmp_path / "history.csv").write_text("")
+    with pytest.raises(SystemExit):
+        script.parse_args(["--out", str(tmp_path), "--resume"])
+    assert capsys.readouterr().err.endswith(
+        f"--resume: {tmp_path} holds no run to continue (no last.npz); its run stopped before the first epoch "
+        "ended: start it again with --overwrite\n")
+
+
+@pytest.mark.parametrize("finished_an_epoch", [False, True])
+def test_an_interrupted_training_says_how_to_go_on(run, script, tmp_path, monkeypatch, finished_an_epoch):
+    _, common, _ = run
+    out = tmp_path / "out"
+
+    def interrupted(args, data, out, *rest):
+        if finished_an_epoch:
+            (out / "last.npz").write_bytes(b"")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "train", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--out", str(out), "--epochs", "1", *map(str, common)])
+    assert str(exit_.value) == "train_mura.py: interrupted; " + (
+        f"the finished epochs are in {out}: continue with the same command plus --resume" if finished_an_epoch
+        else "no epoch had finished: start again with --overwrite")
