@@ -771,6 +771,9 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
         raise ValueError(f"synthesize: need 2 <= min_size <= max_size, got {min_size} and {max_size}")
     rng = default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(f".{_FOLDER}.*"):  # the staging folders below
+        warnings.warn(f"synthesize: {stale} was left by a synthesis that was killed (unless one is running "
+                      "now); delete it", stacklevel=_caller_level())
     # Everything is written into a hidden temporary folder first and renamed at the end.
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{_FOLDER}."))
     staging.chmod(0o755)  # mkdtemp makes it private to its owner

@@ -850,3 +850,14 @@ def test_synthesize_leaves_nothing_behind_when_it_fails_partway(tmp_path, monkey
     replica = synthesize(tmp_path, **options)  # nothing in the way of another try
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MURA-v1.1", "notes.txt"]
     assert (replica / "README.txt").read_text().startswith("SYNTHETIC")
+
+
+def test_synthesize_reports_a_staging_folder_left_by_a_killed_synthesis(tmp_path):
+    stale = tmp_path / ".MURA-v1.1.k1ll3d"
+    stale.mkdir()
+    with pytest.warns(UserWarning) as caught:
+        synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+    assert [str(w.message) for w in caught] == [
+        f"synthesize: {stale} was left by a synthesis that was killed (unless one is running now); delete it"]
+    assert caught[0].filename == __file__
+    assert stale.exists()  # reported, not removed: another process may be writing it
