@@ -10,7 +10,7 @@ from .utils import is_int
 
 
 def classifier_head(units=128, dropout=0.5, classes=2):
-    """Dense(units)-ReLU-Dropout(dropout)-Dense(classes)-Softmax."""
+    """Dense(units)-ReLU-Dropout(dropout)-Dense(classes)-Softmax, without the Dropout when ``dropout`` is 0."""
     head = [Dense(units), ReLU()]
     if dropout:
         head.append(Dropout(dropout))

@@ -109,7 +109,8 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     counts = to_numpy(cm)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
         raise ValueError(f"plot_confusion_matrix: cm must be a square (K, K) array, got shape {counts.shape}")
-    if counts.dtype.kind not in "iuf" or np.any(counts < 0) or np.any(counts != np.round(counts)):
+    if (counts.dtype.kind not in "iuf" or not np.all(np.isfinite(counts)) or np.any(counts < 0)
+            or np.any(counts != np.round(counts))):
         raise ValueError("plot_confusion_matrix: cm must hold non-negative integer counts")
     if len(class_names) != counts.shape[0]:
         raise ValueError(

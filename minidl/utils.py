@@ -5,6 +5,8 @@ import numbers
 import os
 import secrets
 
+import numpy
+
 
 def is_int(value):
     """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not counts or sizes."""
@@ -14,10 +16,10 @@ def is_int(value):
 def check_choice(owner, name, value, choices):
     """``value`` if it is a number equal to one of ``choices``, else a ``ValueError`` naming ``owner`` and ``name``.
 
-    For flags (``choices=(True, False)``; 1 and 0 pass too, ``"no"`` does not)
-    and small menus such as ``verbose`` in ``(0, 1, 2)``.
+    For flags (``choices=(True, False)``; NumPy's bools, 1 and 0 pass too,
+    ``"no"`` does not) and small menus such as ``verbose`` in ``(0, 1, 2)``.
     """
-    if not (isinstance(value, numbers.Number) and value in choices):
+    if not (isinstance(value, (numbers.Number, numpy.bool_)) and value in choices):
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
     return value
 

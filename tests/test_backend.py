@@ -73,3 +73,54 @@ def test_default_rng_is_seedable_and_passes_generators_through():
     assert_array_equal(backend.default_rng(4).random(5), backend.default_rng(4).random(5))
     g = np.random.default_rng(0)
     assert backend.default_rng(g) is g
+
+
+# Without a GPU the CuPy side of the dispatch is checked against a stand-in module: what
+# minidl takes for a CuPy array is any array whose type comes from a module named cupy.
+class FakeCupyArray:
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    def get(self):
+        return self.data.copy()
+
+
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch):
+    import types
+
+    module = types.ModuleType("cupy")
+    module.asarray = lambda x, dtype=None: FakeCupyArray(np.asarray(x, dtype=dtype))
+    module.__version__ = "0.fake"
+    module.cuda = types.SimpleNamespace(
+        Device=lambda: types.SimpleNamespace(id=1),
+        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": f"Fake GPU {i}".encode()}))
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    monkeypatch.setattr(backend, "_import_cupy", lambda: module)
+    return module
+
+
+def test_get_array_module_is_cupy_when_any_argument_is_a_cupy_array(fake_cupy):
+    assert get_array_module(FakeCupyArray([1.0])) is fake_cupy
+    assert get_array_module(np.zeros(1), 2.0, FakeCupyArray([1.0])) is fake_cupy
+
+
+def test_to_numpy_copies_a_cupy_array_to_the_host(fake_cupy):
+    on_gpu = FakeCupyArray([1.0, 2.0])
+    out = to_numpy(on_gpu)
+    assert type(out) is np.ndarray and out is not on_gpu.data
+    assert_array_equal(out, [1.0, 2.0])
+
+
+def test_the_cupy_backend_puts_arrays_on_the_current_gpu_and_names_it(fake_cupy):
+    backend._current = "cupy"
+    assert backend.backend_module() is fake_cupy
+    assert isinstance(backend.to_device([1, 2], dtype=np.float32), FakeCupyArray)
+    assert backend.device_name() == "cupy 0.fake on GPU 1: Fake GPU 1"
+
+
+def test_default_rng_without_a_seed_draws_fresh_entropy():
+    assert len({int(backend.default_rng().integers(2**62)) for _ in range(3)}) == 3

@@ -90,6 +90,19 @@ def test_plot_history_draws_each_series_against_its_epochs(tmp_path, monkeypatch
                      ("accuracy", "train"): ([1, 2, 3], history["accuracy"])}
 
 
+@pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])
+def test_plot_history_refuses_an_empty_curve(tmp_path, history):
+    with pytest.raises(ValueError, match="^plot_history: the '(val_)?loss' curve is empty$"):
+        plots.plot_history(history, tmp_path / "h.png")
+
+
+def test_plot_history_draws_a_panel_for_a_validation_only_curve(tmp_path, monkeypatch):
+    history = {"val_loss": [1.0, 0.5], "val_accuracy": [0.5, 0.7]}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png"))
+    panels = {axes.get_title(): [line.get_label() for line in axes.lines] for axes in figure.axes}
+    assert panels == {"loss": ["validation"], "accuracy": ["validation"]}
+
+
 def test_plot_roc_needs_both_classes(tmp_path):
     with pytest.raises(ValueError, match="plot_roc: .*both classes"):
         plots.plot_roc([1, 1, 1], [0.2, 0.5, 0.9], tmp_path / "roc.png")
@@ -113,13 +126,32 @@ def test_plot_confusion_matrix_takes_any_number_of_classes(tmp_path):
     "cm, names, problem",
     [
         (np.ones((2, 3)), ("normal", "abnormal"), "square"),
+        (np.zeros((0, 0), dtype=int), (), "square"),
         (np.array([[1, -1], [0, 2]]), ("normal", "abnormal"), "non-negative integer"),
-        (np.array([[1, 2], [3, 4]]), ("one", "two", "three"), "3 class names"),
+        (np.array([[1.5, 2.0], [3.0, 4.0]]), ("normal", "abnormal"), "non-negative integer"),
+        (np.array([[np.inf, 1.0], [1.0, 1.0]]), ("normal", "abnormal"), "non-negative integer"),
+        (np.array([[np.nan, 1.0], [1.0, 1.0]]), ("normal", "abnormal"), "non-negative integer"),
+        (np.array([[1, 2], [3, 4]]), ("one", "two", "three"), "3 class names for a 2-class matrix"),
+        (np.arange(9).reshape(3, 3), ("a", "b"), "2 class names for a 3-class matrix"),
     ],
 )
 def test_plot_confusion_matrix_rejects_bad_input(tmp_path, cm, names, problem):
-    with pytest.raises(ValueError, match=problem):
+    with pytest.raises(ValueError, match=f"^plot_confusion_matrix: .*{problem}"):
         plots.plot_confusion_matrix(cm, tmp_path / "cm.png", class_names=names)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plot_confusion_matrix_writes_white_on_dark_cells_and_labels_both_axes_in_class_order(tmp_path, monkeypatch):
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix(np.array([[50, 7], [12, 31]]),
+                                                                           tmp_path / "cm.png"))
+    axes = figure.axes[0]
+    assert {text.get_text(): text.get_color() for text in axes.texts} == {
+        "50": "white", "31": "white", "7": "black", "12": "black"}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix(
+        np.arange(9).reshape(3, 3), tmp_path / "cm.png", class_names=("a", "b", "c")))
+    axes = figure.axes[0]
+    assert [t.get_text() for t in axes.get_xticklabels()] == [t.get_text() for t in axes.get_yticklabels()] == [
+        "a", "b", "c"]
 
 
 @pytest.mark.parametrize("wrap", [FakeHistory, dict], ids=["History", "dict"])

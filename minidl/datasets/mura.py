@@ -376,7 +376,7 @@ def _read_cache(npy_file, json_file, key):
         index = json.loads(json_file.read_text())
     except (FileNotFoundError, ValueError):
         return None
-    if index.get("format_version") != _CACHE_FORMAT_VERSION or index.get("key") != key:
+    if not isinstance(index, dict) or index.get("format_version") != _CACHE_FORMAT_VERSION or index.get("key") != key:
         return None
     try:
         images = _open_images(npy_file)

@@ -105,6 +105,20 @@ def test_the_first_csv_line_is_data_not_a_header(quirky):
     assert [r.path.rsplit("/", 1)[1] for r in records] == [f"image{j}.png" for j in (1, 2, 1, 2, 3, 1, 2, 1)]
 
 
+def test_csv_files_that_start_with_a_byte_order_mark_read_the_same(quirky):
+    before = read_index(quirky, "train")
+    for name in ("train_labeled_studies.csv", "train_image_paths.csv"):
+        (quirky / name).write_bytes(b"\xef\xbb\xbf" + (quirky / name).read_bytes())
+    assert read_index(quirky, "train") == before
+
+
+def test_a_split_listing_the_other_splits_paths_is_refused(quirky):
+    for kind in ("labeled_studies", "image_paths"):
+        (quirky / f"valid_{kind}.csv").write_bytes((quirky / f"train_{kind}.csv").read_bytes())
+    with pytest.raises(ValueError, match="does not follow the layout MURA-v1.1/valid/"):
+        read_index(quirky, "valid")
+
+
 def test_the_root_is_found_from_itself_its_parent_and_a_doubled_folder(tmp_path):
     root = write_tree(tmp_path / "plain", quirky_splits())
     assert find_root(root) == root
@@ -499,14 +513,16 @@ def test_the_cache_is_rebuilt_when_an_image_is_touched_even_with_the_same_bytes(
     assert len(calls) == 3  # the valid split again
 
 
-def test_a_cache_index_with_a_damaged_shape_is_rebuilt_not_a_crash(quirky, tmp_path, monkeypatch):
+@pytest.mark.parametrize("damage", [lambda index: {**index, "shape": []}, lambda index: [], lambda index: "text"],
+                         ids=["shape", "a list", "a string"])
+def test_a_cache_index_that_is_damaged_is_rebuilt_not_a_crash(quirky, tmp_path, monkeypatch, damage):
     import json
 
     cache = tmp_path / "cache"
     load_quiet(quirky, cache)
     index_file = next(cache.glob("*-valid-*.json"))
     index = json.loads(index_file.read_text())
-    index_file.write_text(json.dumps({**index, "shape": []}))
+    index_file.write_text(json.dumps(damage(index)))
     calls = count_decoding(monkeypatch)
     load_quiet(quirky, cache)
     assert len(calls) == 3
@@ -685,8 +701,11 @@ def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(q
             yield result
 
     monkeypatch.setattr(mura, "tqdm", interrupt)
+    terminated, terminate = [], mura._terminate_workers
+    monkeypatch.setattr(mura, "_terminate_workers", lambda pool: terminated.append(pool) or terminate(pool))
     with pytest.raises(KeyboardInterrupt):
         load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=2, progress=False)
+    assert len(terminated) == 1  # stopped, not waited for: a worker may be blocked on a full pipe
     assert multiprocessing.active_children() == []
     assert cache_files(tmp_path / "cache") == []
 
@@ -861,3 +880,20 @@ def test_synthesize_reports_a_staging_folder_left_by_a_killed_synthesis(tmp_path
         f"synthesize: {stale} was left by a synthesis that was killed (unless one is running now); delete it"]
     assert caught[0].filename == __file__
     assert stale.exists()  # reported, not removed: another process may be writing it
+
+
+def test_synthesize_draws_one_to_max_images_per_study(tmp_path):
+    import csv
+    from collections import Counter
+
+    root = synthesize(tmp_path, train_patients=20, valid_patients=2, max_images_per_study=2, min_size=16,
+                      max_size=24, seed=0)
+    with open(root / "train_image_paths.csv", newline="") as f:
+        per_study = Counter(row[0].rsplit("/", 1)[0] for row in csv.reader(f))
+    assert set(per_study.values()) == {1, 2}
+
+
+def test_synthesize_refuses_a_max_size_below_its_min_size(tmp_path):
+    with pytest.raises(ValueError, match=r"^synthesize: need 2 <= min_size <= max_size, got 40 and 20$"):
+        synthesize(tmp_path, train_patients=1, valid_patients=1, min_size=40, max_size=20)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,106 @@
+"""minidl.utils: the argument checks the modules share, and atomic writes."""
+import os
+
+import numpy as np
+import pytest
+
+from minidl import utils
+from minidl.utils import atomic_path, check_choice, file_path, finite_float
+
+
+@pytest.mark.parametrize("value, expected", [
+    (0.5, 0.5), (3, 3.0), (np.float32(0.25), 0.25), (np.int64(-2), -2.0), (np.array(1.5), 1.5),
+])
+def test_finite_float_takes_one_real_number(value, expected):
+    assert finite_float(value) == expected and type(finite_float(value)) is float
+
+
+class OneElementArray:
+    """A 1-d array of one number that float() accepts, as NumPy's did before 2.4."""
+
+    ndim = 1
+    dtype = np.dtype(np.float64)
+
+    def __float__(self):
+        return 0.5
+
+
+@pytest.mark.parametrize("value", [
+    True, np.True_, np.array(False), "0.5", b"1", np.array("1"), np.complex128(1.0), None,
+    float("nan"), float("inf"), np.array([0.5]), np.array([[2.0]]), OneElementArray(),
+], ids=repr)
+def test_finite_float_refuses_what_is_not_one_finite_real_number(value):
+    assert finite_float(value) is None
+
+
+@pytest.mark.parametrize("value, choices, ok", [
+    (True, (True, False), True), (0, (True, False), True), (np.True_, (True, False), True),
+    ("no", (True, False), False), (None, (True, False), False), (2, (0, 1, 2), True), (3, (0, 1, 2), False),
+    (np.array(1), (0, 1), False),
+])
+def test_check_choice_takes_only_a_number_equal_to_a_choice(value, choices, ok):
+    if ok:
+        assert check_choice("owner", "name", value, choices) is value
+    else:
+        with pytest.raises(ValueError) as err:
+            check_choice("owner", "name", value, choices)
+        assert str(err.value) == f"owner: name must be one of {', '.join(map(repr, choices))}; got {value!r}"
+
+
+def test_file_path_takes_strings_and_path_likes_but_not_folders(tmp_path):
+    assert file_path("owner", "path", tmp_path / "a.csv") == str(tmp_path / "a.csv")
+    assert file_path("owner", "path", "b.csv") == "b.csv"
+    for bad in (None, 3, b"c.csv", ""):
+        with pytest.raises(TypeError, match=r"^owner: path must be a file path \(str or os.PathLike\)"):
+            file_path("owner", "path", bad)
+    with pytest.raises(ValueError, match="is a folder; give the path of a file in it"):
+        file_path("owner", "path", tmp_path)
+
+
+def test_atomic_path_replaces_the_file_only_when_the_block_succeeds(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise RuntimeError("disk full")
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+    with atomic_path(tmp_path / "new" / "g.bin") as tmp:  # missing folders are made
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert (tmp_path / "new" / "g.bin").read_bytes() == b"new"
+
+
+def test_atomic_path_removes_its_temporary_on_an_interrupt_too(tmp_path):
+    path = tmp_path / "f.bin"
+    path.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                f.write(b"half")
+            raise KeyboardInterrupt
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_atomic_path_syncs_the_file_to_disk_before_renaming_it(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    path = tmp_path / "f.bin"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+        assert synced == []
+    assert len(synced) == 1 and path.read_bytes() == b"new"
+
+
+def test_atomic_path_never_takes_over_another_writers_temporary_file(tmp_path, monkeypatch):
+    tokens = iter(["aaaaaaaaaaaa", "bbbbbbbbbbbb"])
+    monkeypatch.setattr(utils.secrets, "token_hex", lambda n: next(tokens))
+    other = tmp_path / ".f.bin.aaaaaaaaaaaa.tmp"
+    other.write_bytes(b"someone else's")
+    with atomic_path(tmp_path / "f.bin") as tmp:
+        assert tmp.endswith(".f.bin.bbbbbbbbbbbb.tmp")
+        with open(tmp, "wb") as f:
+            f.write(b"mine")
+    assert other.read_bytes() == b"someone else's" and (tmp_path / "f.bin").read_bytes() == b"mine"
