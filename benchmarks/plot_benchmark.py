@@ -64,16 +64,19 @@ def _ratios(axes, results):
     names = [f"{row['size']} px\n{row['phase']}" for row in rows]
     positions = range(len(rows))
     width = 0.38
+    highest = 1.0
     for offset, column, name, color in ((-width / 2, "torch", "PyTorch (default)", TORCH),
                                         (width / 2, key, label, TORCH_OTHER)):
         ratios = [row["minidl"] / row[column] for row in rows]
+        highest = max(highest, *ratios)
         bars = axes.bar([p + offset for p in positions], ratios, width, label=f"minidl / {name}", color=color)
         axes.bar_label(bars, fmt="%.2f", fontsize=8)
     axes.axhline(1.0, color="black", linewidth=1, linestyle="--", label="parity")
+    axes.set_ylim(0, 1.35 * highest)  # room above the bars for the legend
     axes.set_xticks(list(positions), names)
     axes.set_ylabel("minidl's time / PyTorch's (lower is better)")
     axes.set_title(f"Whole network, median of {results['repeats']}")
-    axes.legend(fontsize=8)
+    axes.legend(fontsize=8, loc="upper left", ncols=2)
 
 
 def _layers(axes, rows):
