@@ -57,30 +57,23 @@ def test_file_path_takes_strings_and_path_likes_but_not_folders(tmp_path):
         file_path("owner", "path", tmp_path)
 
 
-def test_atomic_path_replaces_the_file_only_when_the_block_succeeds(tmp_path):
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()], ids=["error", "interrupt"])
+def test_atomic_path_leaves_the_file_and_no_temporary_when_the_block_raises(tmp_path, error):
     path = tmp_path / "f.bin"
     path.write_bytes(b"old")
-    with pytest.raises(RuntimeError):
+    with pytest.raises(type(error)):
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as f:
                 f.write(b"half")
-            raise RuntimeError("disk full")
+            raise error
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
-    with atomic_path(tmp_path / "new" / "g.bin") as tmp:  # missing folders are made
+
+
+def test_atomic_path_makes_missing_folders(tmp_path):
+    with atomic_path(tmp_path / "new" / "g.bin") as tmp:
         with open(tmp, "wb") as f:
             f.write(b"new")
     assert (tmp_path / "new" / "g.bin").read_bytes() == b"new"
-
-
-def test_atomic_path_removes_its_temporary_on_an_interrupt_too(tmp_path):
-    path = tmp_path / "f.bin"
-    path.write_bytes(b"old")
-    with pytest.raises(KeyboardInterrupt):
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                f.write(b"half")
-            raise KeyboardInterrupt
-    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
 
 
 def test_atomic_path_syncs_the_file_to_disk_before_renaming_it(tmp_path, monkeypatch):
