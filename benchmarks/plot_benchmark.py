@@ -23,7 +23,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from minidl.utils import atomic_path  # noqa: E402
+from minidl.plots import save_figure  # noqa: E402
 
 MINIDL, TORCH, TORCH_OTHER = "tab:blue", "tab:orange", "tab:green"
 
@@ -52,9 +52,7 @@ def draw(results, path):
         _layers(next(axes), results["layers"])
     if results.get("memory"):
         _memory(next(axes), results)
-    suffix = os.path.splitext(path)[1].lstrip(".").lower()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format=suffix)
+    save_figure(figure, path, "plot_benchmark")
     return figure
 
 

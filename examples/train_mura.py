@@ -116,6 +116,7 @@ def parse_args(argv=None):
     p.add_argument("--evaluate", metavar="MODEL", help="only evaluate this model.npz on the validation split")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
+    args.argv = argv  # to say what to type next
     if args.freeze_base and not args.init_from:
         p.error("--freeze-base needs --init-from (a trained base to keep)")
     if args.vgg_width_divisor is not None and args.model != "vgg16":
@@ -165,7 +166,7 @@ def parse_args(argv=None):
         if found:
             p.error(f"--out {args.out} already holds a run ({', '.join(found)}): continue it with --resume, "
                     "give another --out, or replace it (deleting those files) with --overwrite: "
-                    + shlex.join(["python3", script_as_typed(), *argv, "--overwrite"]))
+                    + command_line(argv, add="--overwrite"))
     if args.model == "vgg16" and args.vgg_width_divisor is None:
         args.vgg_width_divisor = VGG_WIDTH_DIVISOR
     if not args.evaluate:  # --evaluate takes these from the model and its run (evaluation_settings)
@@ -188,6 +189,12 @@ def fill_in_defaults(args, run=None):
     for option, default in defaults.items():
         if getattr(args, option) is None:
             setattr(args, option, default if run.get(option) is None else run[option])
+
+
+def command_line(argv, add, drop=None):
+    """The command that ran this script with ``argv``, less the flag ``drop`` and with the flag ``add``."""
+    kept = [arg for arg in argv if arg not in (drop, add)]
+    return shlex.join(["python3", script_as_typed(), *kept, add])
 
 
 def script_as_typed():
@@ -452,18 +459,18 @@ def train(args, data, out, model, past_epochs, sample_weight):
     if done >= args.epochs:
         log.warning("The run in %s has already trained %d epochs (--epochs %d): nothing left to train",
                     out, done, args.epochs)
-    elif monitors[2].wait and monitors[2].wait >= monitors[2].patience:
-        log.warning("Early stopping ended the run in %s after epoch %d (no lower validation loss in its last %d "
-                    "epochs): nothing left to train; resume it with a larger --patience to train on",
-                    out, done, monitors[2].wait)
     train_batches = data.train.batches(args.batch_size, augment=args.augment, seed=args.seed,
                                        sample_weight=sample_weight)
     train_batches.epoch = done  # a resumed run draws the shuffles and augmentations it would have drawn
     start = time.perf_counter()
-    model.fit(train_batches,
-              epochs=args.epochs, initial_epoch=done,
-              validation_data=data.valid.batches(args.batch_size),
-              callbacks=callbacks, verbose=0 if args.quiet else 1)
+    history = model.fit(train_batches,
+                        epochs=args.epochs, initial_epoch=done,
+                        validation_data=data.valid.batches(args.batch_size),
+                        callbacks=callbacks, verbose=0 if args.quiet else 1)
+    if not history.epoch and done < args.epochs:  # EarlyStopping, caught up, stopped it before it began
+        log.warning("Early stopping had ended the run in %s after epoch %d (no lower validation loss in its last "
+                    "%d epochs): nothing left to train; resume it with a larger --patience to train on",
+                    out, done, args.patience)
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz")
 
@@ -583,9 +590,11 @@ def main(argv=None):
         try:
             model = train(args, data, out, model, past_epochs, sample_weight)
         except KeyboardInterrupt:
-            sys.exit("train_mura.py: interrupted; " + (
-                f"the finished epochs are in {out}: continue with the same command plus --resume"
-                if (out / "last.npz").exists() else "no epoch had finished: start again with --overwrite"))
+            if (out / "last.npz").exists():
+                sys.exit(f"train_mura.py: interrupted; the finished epochs are in {out}: continue with "
+                         + command_line(args.argv, add="--resume", drop="--overwrite"))
+            sys.exit("train_mura.py: interrupted before an epoch had finished: start again with "
+                     + command_line(args.argv, add="--overwrite", drop="--resume"))
     result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size, progress=not args.quiet)
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))

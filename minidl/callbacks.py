@@ -10,7 +10,7 @@ import math
 import os
 import string
 
-from .utils import atomic_path, check_choice, file_path, finite_float, is_int
+from .utils import atomic_path, check_choice, check_flag, file_path, finite_float, is_int
 
 
 def _count(owner, name, value):
@@ -77,14 +77,14 @@ class _Monitor(Callback):
             raise ValueError(f"{owner}: monitor must be the name of a log value, e.g. 'val_loss', got {monitor!r}")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
-        self.min_delta = finite_float(min_delta)
-        if self.min_delta is None:
+        delta = finite_float(min_delta)
+        if delta is None:
             raise ValueError(f"{owner}: min_delta must be a finite number, got {min_delta!r}")
-        self.min_delta = abs(self.min_delta)
         if mode == "auto":
             mode = "max" if "acc" in monitor or "kappa" in monitor or "auc" in monitor else "min"
         self.monitor = monitor
         self.mode = mode
+        self.min_delta = abs(delta)
         self._past_values = []
         self.reset()
 
@@ -141,8 +141,7 @@ class EarlyStopping(_Monitor):
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
         self.patience = _count("EarlyStopping", "patience", patience)
-        self.restore_best_weights = check_choice("EarlyStopping", "restore_best_weights", restore_best_weights,
-                                                 (True, False))
+        self.restore_best_weights = check_flag("EarlyStopping", "restore_best_weights", restore_best_weights)
         self.best_weights = None
         self.stopped_epoch = None
 
@@ -198,15 +197,16 @@ class ModelCheckpoint(_Monitor):
     def __init__(self, path, monitor="val_loss", save_best_only=True, mode="auto", min_delta=0.0):
         super().__init__(monitor, mode, min_delta)
         self.path = file_path("ModelCheckpoint", "path", path)
-        self.save_best_only = check_choice("ModelCheckpoint", "save_best_only", save_best_only, (True, False))
+        self.save_best_only = check_flag("ModelCheckpoint", "save_best_only", save_best_only)
         name = os.path.basename(self.path)
         try:
             fields = [field for _, field, _, _ in string.Formatter().parse(name) if field is not None]
             if any(not field.isidentifier() for field in fields):
                 raise ValueError("fields must be named, as {epoch} or {val_loss}")
             name.format(**{field: 1 if field == "epoch" else 0.5 for field in fields})  # logs are floats
-        except ValueError as error:
-            raise ValueError(f"ModelCheckpoint: the file name {name!r} is not a valid format: {error}") from None
+        except (ValueError, KeyError, IndexError) as error:  # a KeyError: a field inside a format spec
+            problem = f"unknown field {error}" if isinstance(error, KeyError) else str(error)
+            raise ValueError(f"ModelCheckpoint: the file name {name!r} is not a valid format: {problem}") from None
 
     def catch_up(self, past_logs):
         if self.save_best_only:  # saving every epoch has nothing to catch up on
@@ -244,14 +244,15 @@ class ReduceLROnPlateau(_Monitor):
     def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
                  cooldown=0, mode="auto", verbose=0):
         super().__init__(monitor, mode, min_delta)
-        self.factor, self.min_lr = finite_float(factor), finite_float(min_lr)
-        if self.factor is None or not 0.0 < self.factor < 1.0:
+        factor_value, min_lr_value = finite_float(factor), finite_float(min_lr)
+        if factor_value is None or not 0.0 < factor_value < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be a number in (0, 1), got {factor!r}")
-        if self.min_lr is None or self.min_lr < 0.0:
+        if min_lr_value is None or min_lr_value < 0.0:
             raise ValueError(f"ReduceLROnPlateau: min_lr must be a number >= 0, got {min_lr!r}")
+        self.factor, self.min_lr = factor_value, min_lr_value
         self.patience = _count("ReduceLROnPlateau", "patience", patience)
         self.cooldown = _count("ReduceLROnPlateau", "cooldown", cooldown)
-        self.verbose = check_choice("ReduceLROnPlateau", "verbose", verbose, (0, 1))
+        self.verbose = check_choice("ReduceLROnPlateau", "verbose", verbose, (0, 1, 2))
 
     def reset(self):
         super().reset()
@@ -300,7 +301,7 @@ class CSVLogger(Callback):
 
     def __init__(self, path, append=False):
         self.path = file_path("CSVLogger", "path", path)
-        self.append = check_choice("CSVLogger", "append", append, (True, False))
+        self.append = check_flag("CSVLogger", "append", append)
         self._file = None
         self._fields = None  # the header's column names, once known
 

@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .backend import default_rng, get_array_module, to_device, to_numpy
 from .losses import check_class_indices, check_sample_weight
-from .utils import check_choice, finite_float, is_int
+from .utils import check_flag, finite_float, float_dtype, is_int
 
 
 class ArrayBatches:
@@ -51,9 +51,7 @@ class ArrayBatches:
                  dtype=np.float32, sample_weight=None):
         for name, array in (("x", x), ("y", y)):
             if not hasattr(array, "__len__"):
-                raise ValueError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
-        if np.dtype(dtype) not in (np.float32, np.float64):
-            raise ValueError(f"ArrayBatches: dtype must be float32 or float64, got {np.dtype(dtype)}")
+                raise TypeError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
         if not is_int(batch_size) or batch_size < 1:
@@ -64,11 +62,11 @@ class ArrayBatches:
         y = to_numpy(y)
         if y.ndim == 1:
             check_class_indices(y, "ArrayBatches")
+        self.dtype = float_dtype("ArrayBatches", dtype)
         # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
-        self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(dtype)
-        self.dtype = np.dtype(dtype)
+        self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(self.dtype)
         self.batch_size = int(batch_size)
-        self.shuffle = check_choice("ArrayBatches", "shuffle", shuffle, (True, False))
+        self.shuffle = check_flag("ArrayBatches", "shuffle", shuffle)
         self.seed = seed
         self.augment = augment
         self.transform = transform
@@ -120,7 +118,7 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     if not isinstance(rng, np.random.Generator):
         raise TypeError(f"random_flip_rotate: rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
                         f"got {type(rng).__name__}")
-    check_choice("random_flip_rotate", "flip", flip, (True, False))
+    flip = check_flag("random_flip_rotate", "flip", flip)
     degrees = finite_float(max_degrees)
     if degrees is None or not 0.0 <= degrees <= 180.0:
         raise ValueError(f"random_flip_rotate: max_degrees must be a number in [0, 180], got {max_degrees!r}")
@@ -133,8 +131,8 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     if flip:
         mirrored = xp.asarray(rng.random(len(x)) < 0.5).reshape((-1,) + (1,) * (x.ndim - 1))
         x = xp.where(mirrored, x[:, :, ::-1], x)
-    angles = rng.uniform(-max_degrees, max_degrees, size=len(x))
-    if max_degrees == 0 or len(x) == 0:
+    angles = rng.uniform(-degrees, degrees, size=len(x))
+    if degrees == 0 or len(x) == 0:
         return x
     return _rotate(x, np.deg2rad(angles), fill)
 

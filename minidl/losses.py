@@ -28,9 +28,11 @@ into ``w_n`` the same way (the MURA paper's loss weights each image by the
 other class's share of its study type's images, so that the rarer class
 weighs more).
 """
+import math
+
 from .backend import get_array_module
 from .layers.activations import log_softmax
-from .utils import check_choice, finite_float, is_int
+from .utils import check_flag, finite_float, is_int
 
 
 def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
@@ -118,7 +120,7 @@ class CrossEntropy:
     """
 
     def __init__(self, from_logits=False, class_weight=None):
-        self.from_logits = bool(check_choice("CrossEntropy", "from_logits", from_logits, (True, False)))
+        self.from_logits = check_flag("CrossEntropy", "from_logits", from_logits)
         self.class_weight = class_weight
 
     @property
@@ -156,7 +158,8 @@ class CrossEntropy:
         values on the host (labels in range, whole, not negative; weights
         finite, not negative; probabilities in [0, 1]): for callers that have
         checked the labels and weights already, as ``Sequential`` does before a
-        batch reaches the device, and whose probabilities come from a softmax.
+        batch reaches the device. (Its probabilities come from its final
+        ``Softmax``; ``compile`` warns when the last layer is not one.)
         """
         if logits is None:
             logits = self.from_logits
@@ -165,7 +168,9 @@ class CrossEntropy:
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
         if check_labels and p.size:
-            low, high = float(p.min()), float(p.max())  # NaN fails both comparisons below
+            low, high = float(p.min()), float(p.max())  # NaN anywhere makes both NaN
+            if math.isnan(low):
+                raise ValueError("CrossEntropy: y_pred holds NaN")
             if not (low >= 0.0 and high <= 1.0):
                 raise ValueError(f"CrossEntropy: y_pred must be probabilities in [0, 1], got values from {low} to "
                                  f"{high}; for scores, use CrossEntropy(from_logits=True)")

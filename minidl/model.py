@@ -28,7 +28,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, check_choice, is_int, sample_shape
+from .utils import atomic_path, check_choice, check_flag, float_dtype, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -45,9 +45,7 @@ class Sequential:
         seed: seeds weight initialisation, dropout masks and shuffling: the same
             seed gives the same weights and the same training run on the CPU.
         dtype: the type of parameters and batches: float32 (the default) or
-            float64 (for gradient checks). float16 is refused: without loss
-            scaling, what falls below its 6e-8 becomes 0, small gradients and
-            Adam's bias-corrected ``eps`` among them.
+            float64 (for gradient checks); not float16 (see ``utils.float_dtype``).
     """
 
     def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
@@ -56,9 +54,7 @@ class Sequential:
         self.layers = []
         self.name = name
         self.seed = None if seed is None else int(seed)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"Sequential: dtype must be float32 or float64, got {self.dtype}")
+        self.dtype = float_dtype("Sequential", dtype)
         # Spawns one generator for the model, then one for each layer added.
         self._seeds = np.random.SeedSequence(self.seed)
         self.rng = default_rng(self._seeds.spawn(1)[0])
@@ -372,12 +368,14 @@ class Sequential:
             if not is_int(value) or value < 0:
                 raise ValueError(f"fit: {name} must be a non-negative int, got {value!r}")
         check_choice("fit", "verbose", verbose, (0, 1, 2))
-        check_choice("fit", "shuffle", shuffle, (True, False))
+        shuffle = check_flag("fit", "shuffle", shuffle)
         if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"fit: callbacks must be a list of Callbacks, got {type(callbacks).__name__}"
                             + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
+        if val is not None and hasattr(val, "__len__") and len(val) == 0:  # found out now, not after an epoch
+            raise ValueError("validation_data: no samples")
         loss = self._training_loss(class_weight)
         history = History()
         callbacks = [history, *callbacks]
@@ -452,7 +450,7 @@ class Sequential:
         of the weighted losses. ``verbose=1`` shows a progress bar.
         """
         self._require_compiled("evaluate")
-        check_choice("evaluate", "verbose", verbose, (0, 1))
+        check_choice("evaluate", "verbose", verbose, (0, 1, 2))
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
         return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
@@ -478,7 +476,7 @@ class Sequential:
         ``(x, y)`` pairs, as ``evaluate`` takes. ``verbose=1`` shows a progress bar.
         """
         _check_batch_size(batch_size, "predict")
-        check_choice("predict", "verbose", verbose, (0, 1))
+        check_choice("predict", "verbose", verbose, (0, 1, 2))
         if not hasattr(x, "shape") and (isinstance(x, (str, bytes, dict)) or not hasattr(x, "__iter__")):
             raise TypeError(f"predict: x must be an array of samples or an iterable of batches, "
                             f"got {type(x).__name__}")
@@ -719,7 +717,7 @@ class Sequential:
             with open(path, "rb") as f:
                 magic = f.read(4)
         except OSError as exc:
-            raise type(exc)(exc.errno, f"Sequential.load: cannot read {path}: {exc.strerror}") from None
+            raise type(exc)(exc.errno, f"Sequential.load: cannot read it: {exc.strerror}", exc.filename) from None
         if magic != b"PK\x03\x04":  # every .npz is a zip archive
             raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
         try:

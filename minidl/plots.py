@@ -22,7 +22,7 @@ from . import metrics
 from .backend import to_numpy
 from .utils import atomic_path
 
-__all__ = ["plot_roc", "plot_confusion_matrix", "plot_history"]
+__all__ = ["plot_roc", "plot_confusion_matrix", "plot_history", "save_figure"]
 
 
 def _new_figure(width_inches, height_inches):
@@ -39,8 +39,12 @@ def _new_figure(width_inches, height_inches):
     return figure
 
 
-def _save(figure, path, caller):
-    """Write ``figure`` to ``path`` atomically, in the format its suffix names; return ``path``."""
+def save_figure(figure, path, caller="save_figure"):
+    """Write a Matplotlib ``figure`` to ``path`` atomically, in the format its suffix names; return ``path``.
+
+    A suffix that names no format Matplotlib writes is a ``ValueError``
+    starting with ``caller``, before anything is written.
+    """
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     formats = figure.canvas.get_supported_filetypes()
     if suffix not in formats:
@@ -86,7 +90,7 @@ def plot_roc(y_true, scores, path, title=None):
     axes.legend(loc="lower right")
     if title is not None:
         axes.set_title(title)
-    return _save(figure, path, "plot_roc")
+    return save_figure(figure, path, "plot_roc")
 
 
 def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=None):
@@ -139,7 +143,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     axes.set_ylabel("true")
     if title is not None:
         axes.set_title(title)
-    return _save(figure, path, "plot_confusion_matrix")
+    return save_figure(figure, path, "plot_confusion_matrix")
 
 
 def plot_history(history, path):
@@ -187,4 +191,4 @@ def plot_history(history, path):
         axes.set_ylabel(quantity)
         axes.set_title(quantity)
         axes.legend()
-    return _save(figure, path, "plot_history")
+    return save_figure(figure, path, "plot_history")

@@ -13,24 +13,46 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def check_choice(owner, name, value, choices):
-    """``value`` if it is a number equal to one of ``choices``, else a ``ValueError`` naming ``owner`` and ``name``.
+def check_flag(owner, name, value):
+    """``value`` as a bool if it is one (Python's, NumPy's, 0 or 1, or a 0-d array of them), else a ``ValueError``.
 
-    For flags (``choices=(True, False)``; NumPy's bools, 1 and 0 pass too,
-    ``"no"`` does not) and small menus such as ``verbose`` in ``(0, 1, 2)``.
+    ``"no"`` is not a flag, although ``bool("no")`` is True.
     """
-    if not (isinstance(value, (numbers.Number, numpy.bool_)) and value in choices):
-        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}; got {value!r}")
-    return value
+    item = value.item() if isinstance(value, numpy.ndarray) and value.ndim == 0 else value
+    if isinstance(item, (bool, numpy.bool_)) or (is_int(item) and item in (0, 1)):
+        return bool(item)
+    raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")
+
+
+def check_choice(owner, name, value, choices):
+    """``value`` as an int if it is an integer among ``choices`` (``verbose`` in ``(0, 1, 2)``, say), else a ``ValueError``."""
+    if not (isinstance(value, numbers.Integral) and value in choices):
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return int(value)
+
+
+def float_dtype(owner, dtype):
+    """``dtype`` as a NumPy dtype if it is float32 or float64, else a ``ValueError`` naming ``owner``.
+
+    Not float16: without loss scaling, what falls below its 6e-8 becomes 0,
+    small gradients and Adam's bias-corrected ``eps`` among them.
+    """
+    dtype = numpy.dtype(dtype)
+    if dtype not in (numpy.float32, numpy.float64):
+        raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
+    return dtype
 
 
 def file_path(owner, name, path):
-    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, or an error naming ``owner``: a folder is not a file."""
-    if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``str``, or an error naming ``owner``: a folder is not a file.
+
+    ``TypeError`` for anything else than a path; ``ValueError`` for an empty one or a folder.
+    """
+    if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{owner}: {name} must be a file path (str or os.PathLike), got {path!r}")
     path = str(os.fspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"{owner}: {name} {path!r} is a folder; give the path of a file in it")
+    if not path or os.path.isdir(path):
+        raise ValueError(f"{owner}: {name} {path!r} is {'a folder' if path else 'empty'}; give the path of a file")
     return path
 
 

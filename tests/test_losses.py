@@ -255,7 +255,7 @@ def test_probability_path_stays_finite_when_a_probability_is_0():
         (np.array([[2.0, -1.0]]), np.array([0]), r"^CrossEntropy: y_pred must be probabilities in \[0, 1\], got "
                                                  r"values from -1.0 to 2.0; for scores, use "
                                                  r"CrossEntropy\(from_logits=True\)$"),
-        (np.array([[np.nan, 0.5]]), np.array([0]), r"probabilities in \[0, 1\], got values from nan"),
+        (np.array([[0.5, np.nan]]), np.array([0]), r"^CrossEntropy: y_pred holds NaN$"),
     ],
 )
 def test_bad_inputs_raise_value_error(y_pred, y_true, match):
@@ -334,11 +334,12 @@ def test_class_weights_keep_their_meaning_through_the_config():
         assert CrossEntropy(**config).forward(p, y) == loss.forward(p, y)
 
 
-@pytest.mark.parametrize("from_logits", ["yes", None, 2])
+@pytest.mark.parametrize("from_logits", ["yes", None, 2, 1.0])
 def test_from_logits_must_be_a_flag(from_logits):
     with pytest.raises(ValueError) as error:
         CrossEntropy(from_logits=from_logits)
-    assert str(error.value) == f"CrossEntropy: from_logits must be one of True, False; got {from_logits!r}"
+    assert str(error.value) == f"CrossEntropy: from_logits must be True or False, got {from_logits!r}"
+    assert CrossEntropy(from_logits=np.array(True)).from_logits is True
 
 
 def test_backward_before_forward_is_an_error():

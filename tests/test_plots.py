@@ -50,7 +50,7 @@ def test_plot_roc_writes_png(tmp_path):
 def drawn_figure(monkeypatch, draw):
     """The matplotlib figure that ``draw()`` saves, to read back what it plotted."""
     figures = []
-    monkeypatch.setattr(plots, "_save", lambda figure, path, caller: figures.append(figure) or path)
+    monkeypatch.setattr(plots, "save_figure", lambda figure, path, caller: figures.append(figure) or path)
     draw()
     (figure,) = figures
     return figure

@@ -153,8 +153,9 @@ def test_a_file_that_cannot_be_opened_raises_the_os_error_of_its_kind_naming_the
     missing = tmp_path / "missing.npz"
     with pytest.raises(FileNotFoundError) as err:
         Sequential.load(missing)
-    assert str(err.value) == f"[Errno 2] Sequential.load: cannot read {missing}: No such file or directory"
-    with pytest.raises(IsADirectoryError, match=f"Sequential.load: cannot read {re.escape(str(tmp_path))}"):
+    assert str(err.value) == f"[Errno 2] Sequential.load: cannot read it: No such file or directory: '{missing}'"
+    assert err.value.filename == str(missing)
+    with pytest.raises(IsADirectoryError, match=f"Sequential.load: cannot read it: Is a directory: '{re.escape(str(tmp_path))}'"):
         Sequential.load(tmp_path)
 
 

@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -297,7 +298,7 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_inc
     whole = read_csv(tmp_path / "whole" / "history.csv")
     assert [float(row["lr"]) for row in whole] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
     stdout = run_script("--out", tmp_path / "whole", "--epochs", 8, "--resume", *plateau, cwd=tmp_path)
-    assert (f"Early stopping ended the run in {tmp_path / 'whole'} after epoch 4 (no lower validation loss in its "
+    assert (f"Early stopping had ended the run in {tmp_path / 'whole'} after epoch 4 (no lower validation loss in its "
             "last 3 epochs): nothing left to train; resume it with a larger --patience to train on") in stdout
     assert read_csv(tmp_path / "whole" / "history.csv") == whole
     assert read_csv(tmp_path / "resumed" / "history.csv") == whole
@@ -623,9 +624,12 @@ def test_resume_of_a_run_stopped_in_its_first_epoch_says_to_start_again(script, 
 
 
 @pytest.mark.parametrize("finished_an_epoch", [False, True])
-def test_an_interrupted_training_says_how_to_go_on(run, script, tmp_path, monkeypatch, finished_an_epoch):
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]], ids=["new", "overwrite"])
+def test_an_interrupted_training_says_the_command_that_goes_on(run, script, tmp_path, monkeypatch,
+                                                                finished_an_epoch, overwrite):
     _, common, _ = run
     out = tmp_path / "out"
+    typed = ["--out", str(out), "--epochs", "1", *map(str, common)]
 
     def interrupted(args, data, out, *rest):
         if finished_an_epoch:
@@ -633,8 +637,10 @@ def test_an_interrupted_training_says_how_to_go_on(run, script, tmp_path, monkey
         raise KeyboardInterrupt
 
     monkeypatch.setattr(script, "train", interrupted)
+    monkeypatch.setattr(script, "script_as_typed", lambda: "train_mura.py")
     with pytest.raises(SystemExit) as exit_:
-        script.main(["--out", str(out), "--epochs", "1", *map(str, common)])
-    assert str(exit_.value) == "train_mura.py: interrupted; " + (
-        f"the finished epochs are in {out}: continue with the same command plus --resume" if finished_an_epoch
-        else "no epoch had finished: start again with --overwrite")
+        script.main([*typed, *overwrite])
+    command = shlex.join(["python3", "train_mura.py", *typed, "--resume" if finished_an_epoch else "--overwrite"])
+    assert str(exit_.value) == (
+        f"train_mura.py: interrupted; the finished epochs are in {out}: continue with {command}" if finished_an_epoch
+        else f"train_mura.py: interrupted before an epoch had finished: start again with {command}")
