@@ -428,10 +428,16 @@ def prepare_model(args, out):
 
 
 def remove_run_files(out):
-    """Delete the files of the run in ``out`` (``--overwrite``): those a run writes, and nothing else."""
+    """Delete the files of the run in ``out`` (``--overwrite``): those a run writes, and nothing else.
+
+    With them go the temporary files a killed write of one of them left (``atomic_path``'s names).
+    """
     removed = [name for name in RUN_FILES if (out / name).exists()]
     for name in removed:
         (out / name).unlink()
+    for name in RUN_FILES:
+        for leftover in out.glob(f".{name}.*.tmp"):
+            leftover.unlink()
     if removed:
         log.info("--overwrite: deleted the previous run's %s from %s", ", ".join(removed), out)
 

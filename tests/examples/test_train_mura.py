@@ -476,11 +476,12 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_saying_what_to_type(sc
 
 def test_remove_run_files_deletes_the_files_a_run_writes_and_nothing_else(script, tmp_path):
     assert set(script.RUN_FILES) == EXPECTED_FILES
-    for name in (*script.RUN_FILES, "notes.txt", ".model.npz.0123456789ab.tmp"):
+    for name in (*script.RUN_FILES, "notes.txt", ".model.npz.0123456789ab.tmp", ".notes.txt.0123456789ab.tmp"):
         (tmp_path / name).write_text("old")
     (tmp_path / "plots").mkdir()
     script.remove_run_files(tmp_path)
-    assert sorted(os.listdir(tmp_path)) == [".model.npz.0123456789ab.tmp", "notes.txt", "plots"]
+    # A killed write's temporary goes with its run's file; anything else stays.
+    assert sorted(os.listdir(tmp_path)) == [".notes.txt.0123456789ab.tmp", "notes.txt", "plots"]
     script.remove_run_files(tmp_path)  # nothing left to delete is no error
 
 
