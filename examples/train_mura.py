@@ -87,8 +87,8 @@ def parse_args(argv=None):
                         "or not at all")
     p.add_argument("--no-class-weights", dest="class_weights", action="store_const", const="none",
                    help="the same as --class-weights none")
-    p.add_argument("--model", choices=sorted(ARCHITECTURES), default="baseline",
-                   help="the network (default %(default)s)")
+    p.add_argument("--model", choices=sorted(ARCHITECTURES),
+                   help="the network (default baseline; none with --init-from, which brings its own base)")
     p.add_argument("--vgg-width-divisor", type=int,
                    help=f"with --model vgg16: divide VGG16's filter counts by this "
                         f"(default {VGG_WIDTH_DIVISOR}; 1 is VGG16 itself)")
@@ -119,6 +119,10 @@ def parse_args(argv=None):
     args.argv = argv  # to say what to type next
     if args.freeze_base and not args.init_from:
         p.error("--freeze-base needs --init-from (a trained base to keep)")
+    if args.init_from and (args.model is not None or args.vgg_width_divisor is not None):
+        p.error("--init-from reuses the base of a trained model; it takes no --model or --vgg-width-divisor")
+    if args.model is None and not args.init_from:
+        args.model = "baseline"
     if args.vgg_width_divisor is not None and args.model != "vgg16":
         p.error(f"--vgg-width-divisor applies to --model vgg16 only, not --model {args.model}")
     if args.synthetic_patients is not None and args.data is not None:
@@ -236,12 +240,13 @@ def run_settings(folder):
 def check_resumed_settings(args, out):
     """Refuse to resume a run with other options than its ``run.json`` records.
 
-    ``--vgg-width-divisor`` counts only for a vgg16 run and ``--synthetic-patients`` only for one without
-    ``--data``: elsewhere they did not apply (a ``run.json`` written before they were refused there holds
-    their defaults).
+    ``--vgg-width-divisor`` counts only for a vgg16 run, ``--synthetic-patients`` only for one without
+    ``--data`` and ``--model`` only for one without ``--init-from``: elsewhere they did not apply (a
+    ``run.json`` written before they were refused there holds their defaults).
     """
     trained = run_settings(out) or {}
-    applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None}
+    applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None,
+               "model": trained.get("init_from") is None}
     differ = [as_typed(option, trained[option], instead_of=run_option(args, option))
               for option in RUN_OPTIONS
               if option in trained and applies.get(option, True) and trained[option] != run_option(args, option)]

@@ -328,7 +328,11 @@ def test_init_from_with_a_frozen_base_keeps_the_base_and_trains_a_new_head(run, 
     assert changed and all(changed)  # a new head, not the donor's
 
     # Resumed with the same command, the run goes on from last.npz, its base still frozen,
-    # even once the model it started from is gone.
+    # even once the model it started from is gone. Its run.json records no --model (it has none),
+    # and one written before --model was refused with --init-from ("baseline") still resumes.
+    settings = json.loads((transfer / "run.json").read_text())
+    assert settings["model"] is None
+    (transfer / "run.json").write_text(json.dumps({**settings, "model": "baseline"}))
     donor.unlink()
     stderr = run_failing("--freeze-base", "--out", transfer, "--epochs", 2, "--resume", *common, cwd=tmp_path)
     assert "--freeze-base needs --init-from" in stderr
@@ -362,6 +366,9 @@ def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch
     (["--model", "vgg16", "--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
     (["--seed", "-1"], "--seed must be 0 or more, got -1"),
     (["--vgg-width-divisor", "4"], "--vgg-width-divisor applies to --model vgg16 only, not --model baseline"),
+    (["--init-from", "m.npz", "--model", "vgg16"],
+     r"--init-from reuses the base of a trained model; it takes no --model or --vgg-width-divisor"),
+    (["--init-from", "m.npz", "--vgg-width-divisor", "4"], "--init-from reuses the base of a trained model"),
     (["--data", ".", "--synthetic-patients", "10"],
      "--synthetic-patients sizes the synthetic replica, which --data replaces"),
     (["--overwrite", "--resume"], "--overwrite starts a new run; it takes no --resume or --evaluate"),
