@@ -125,6 +125,8 @@ def parse_args(argv=None):
         args.model = "baseline"
     if args.vgg_width_divisor is not None and args.model != "vgg16":
         p.error(f"--vgg-width-divisor applies to --model vgg16 only, not --model {args.model}")
+    if args.model == "vgg16" and args.vgg_width_divisor is None:
+        args.vgg_width_divisor = VGG_WIDTH_DIVISOR
     if args.synthetic_patients is not None and args.data is not None:
         p.error("--synthetic-patients sizes the synthetic replica, which --data replaces")
     if args.resume and args.evaluate:
@@ -171,8 +173,6 @@ def parse_args(argv=None):
             p.error(f"--out {args.out} already holds a run ({', '.join(found)}): continue it with --resume, "
                     "give another --out, or replace it (deleting those files) with --overwrite: "
                     + command_line(argv, add="--overwrite"))
-    if args.model == "vgg16" and args.vgg_width_divisor is None:
-        args.vgg_width_divisor = VGG_WIDTH_DIVISOR
     if not args.evaluate:  # --evaluate takes these from the model and its run (evaluation_settings)
         fill_in_defaults(args)
     return args

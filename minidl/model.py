@@ -374,8 +374,6 @@ class Sequential:
                             + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
-        if val is not None and hasattr(val, "__len__") and len(val) == 0:  # found out now, not after an epoch
-            raise ValueError("validation_data: no samples")
         loss = self._training_loss(class_weight)
         history = History()
         callbacks = [history, *callbacks]
@@ -612,8 +610,11 @@ class Sequential:
                                sample_weight=sample_weight)
 
     def _validation_batches(self, data, batch_size):
+        """``validation_data`` as batches, arrays checked in full; an empty set is refused before training."""
         if isinstance(data, (tuple, list)) and len(data) in (2, 3) and hasattr(data[0], "shape"):
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
+        if hasattr(data, "__len__") and len(data) == 0:
+            raise ValueError("validation_data: no samples")
         return data
 
     # ------------------------------------------------------------ weights
