@@ -286,10 +286,27 @@ def test_the_tolerance_is_atol_plus_rtol_times_the_numeric_value_no_more():
         check_layer(BiasOff(3, 1.1e-3), x, rtol=0.0, atol=1e-3)
 
 
+class Float32Gradients(Dense):
+    """Dense whose backward rounds every gradient to float32, as a float32 layer computes it."""
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        for grad in self.grads.values():
+            grad[...] = grad.astype(np.float32)
+        return dx.astype(np.float32).astype(dx.dtype)
+
+
 def test_a_float32_layer_is_checked_in_float64():
-    layer = Dense(3)
-    layer.forward(np.zeros((2, 4), np.float32))  # built in float32
-    report = check_layer(layer, random_input((5, 4), 0))
-    # float32 gradients would be off by about 1e-7 relative; float64 ones by the differences' 1e-10.
-    assert max(report.values()) < 1e-8
+    def float32_built(layer):
+        layer.rng = np.random.default_rng(0)
+        layer.forward(np.zeros((2, 4), np.float32))
+        return layer
+
+    layer = float32_built(Dense(3))
+    x = random_input((5, 4), 0)
+    # Central differences of this linear layer in float64 are off by rounding alone, about 1e-9;
+    # gradients rounded to float32 are off by about 1e-7 (6e-8 relative on entries of order one).
+    check_layer(layer, x, rtol=0.0, atol=1e-8)
+    with pytest.raises(AssertionError, match="is wrong at index"):
+        check_layer(float32_built(Float32Gradients(3)), x, rtol=0.0, atol=1e-8)
     assert layer.params["W"].dtype == np.float32  # the layer itself is left as it was
