@@ -177,7 +177,7 @@ class CrossEntropy:
         y, w = self._targets(y_true, p, check_labels, sample_weight)
         # p is clipped below at the dtype's machine epsilon, so a true class
         # predicted with probability exactly 0 gives a large but finite loss.
-        # Where y_j = 0 the term y_j log p_j is 0 even when p_j = 0 (no 0 * inf).
+        # Where y_j = 0 the term y_j log p_j is exactly 0, whatever p_j holds.
         eps = xp.finfo(p.dtype).eps
         p_safe = xp.maximum(p, p.dtype.type(eps))
         log_p = xp.where(y > 0, xp.log(p_safe), 0)
@@ -201,9 +201,12 @@ class CrossEntropy:
         return (w * losses).sum() / n
 
     def backward(self):
-        """The gradient of the last ``forward``'s loss with respect to its first argument."""
+        """The gradient of the last ``forward``'s loss with respect to its first argument.
+
+        It is handed out once (and not kept): a second call needs a new ``forward``.
+        """
         if getattr(self, "_grad", None) is None:
-            raise RuntimeError("CrossEntropy.backward called before forward")
+            raise RuntimeError("CrossEntropy.backward called before forward, or twice after one forward")
         grad, self._grad = self._grad, None
         return grad
 

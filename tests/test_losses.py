@@ -111,6 +111,17 @@ def test_soft_targets_match_pytorch(from_logits):
     assert_allclose(loss.backward(), ref_grad, rtol=1e-11, atol=1e-12)
 
 
+def test_backward_gives_each_forwards_gradient_once_and_says_so_otherwise():
+    loss = CrossEntropy()
+    message = r"^CrossEntropy.backward called before forward, or twice after one forward$"
+    with pytest.raises(RuntimeError, match=message):
+        loss.backward()
+    loss.forward(np.array([[0.25, 0.75]]), np.array([1]))
+    assert_allclose(loss.backward(), [[0.0, -1 / 0.75]])  # dL/dp = -y / (N p)
+    with pytest.raises(RuntimeError, match=message):
+        loss.backward()
+
+
 # ------------------------------------------------------------ the definition
 @pytest.mark.parametrize("rows, message", [
     ([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0]], "row 0 sums to 2.0"),         # several labels

@@ -22,15 +22,15 @@ class ReLU(Layer):
         self.check_input(x)
         xp = get_array_module(x)
         m = x.dtype.type(self.threshold)
-        self.passes = None
+        self.mask = None
         if self.keeps_cache:  # the mask [x > m] of the gradient, for backward
-            self.passes = xp.greater(x, m, out=self.buffer("passes", x.shape, xp.bool_, xp))
+            self.mask = xp.greater(x, m, out=self.buffer("mask", x.shape, xp.bool_, xp))
         return xp.maximum(x, m)
 
     def backward(self, dy):
         if not self.needs_input_grad:
             return None
-        return dy * self.cached("passes")
+        return dy * self.cached("mask")
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name}

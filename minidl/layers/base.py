@@ -50,6 +50,9 @@ class Layer:
             ``backward`` needs (MaxPool2D's argmax, the masks of ReLU and
             Dropout, the inputs of Conv2D and Dense), and
             ``backward`` must not be called. True otherwise.
+        scratch: None, or the ``Scratch`` block that a model on the CPU shares
+            among its layers for temporaries (``scratch_array``); it stays
+            set after the model is done with the layer.
     """
 
     #: Rank of one input sample (without the batch axis), or None to accept any.
@@ -87,7 +90,7 @@ class Layer:
         self.rng = None
         self._placement = None  # (array module, dtype) for add_weight, set while building
         self._buffers = {}
-        self.scratch = None  # a Scratch shared by the layers of a model (see Layer.in_model)
+        self.scratch = None
 
     # ----------------------------------------------------------------- building
     def build(self, input_shape):
@@ -134,10 +137,12 @@ class Layer:
 
         Raises ``ValueError`` naming the layer, the expected and the received
         shape when the rank or (once built) the per-sample shape differs, and
-        for input that is not floating point.
+        for input that is not float32 or float64 (``Sequential``'s rule, see
+        ``utils.float_dtype``).
         """
-        if x.dtype.kind != "f":  # parameters take the input's dtype: integers would make them all zero
-            raise ValueError(f"{self.describe()}: expected floating-point input, got dtype {x.dtype} "
+        # Parameters take the input's dtype: integers would make them all zero, float16 underflows.
+        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+            raise ValueError(f"{self.describe()}: expected float32 or float64 input, got dtype {x.dtype} "
                              "(convert it first, e.g. x.astype(np.float32))")
         if self.input_rank is not None and x.ndim != self.input_rank + 1:
             raise ValueError(

@@ -120,12 +120,14 @@ class Conv2D(Layer):
 
     def im2col_matrix(self, x):
         """``X1 = [X 1]`` (N*Ho*Wo, kh*kw*C + 1): the im2col matrix of ``x`` and a column
-        of ones, in scratch memory."""
-        n, _, _, c = x.shape
+        of ones, in scratch memory: in a model on the CPU, memory that every
+        convolution's matrix shares (copy ``X1`` to keep it)."""
+        n, h, w, c = x.shape
         ho, wo, _ = self.output_shape(x.shape[1:])
         kh, kw = self.kernel_size
         X1 = self.scratch_array((n * ho * wo, kh * kw * c + 1), x.dtype, get_array_module(x))
-        im2col(x, self.kernel_size, self.strides, self.pads, out=X1[:, :-1].reshape(n, ho, wo, kh, kw, c))
+        # The reshape of X1's first columns only splits axes, so it is a view: im2col fills X1.
+        im2col(x, self.kernel_size, self.strides, self._pads(h, w), out=X1[:, :-1].reshape(n, ho, wo, kh, kw, c))
         X1[:, -1] = 1
         return X1
 

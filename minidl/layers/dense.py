@@ -45,6 +45,7 @@ class Dense(Layer):
         xp = get_array_module(dy)
         x = self.cached("x")
         if self.computes_param_grads:
+            # Written into grads, not assigned: in a model they are views of one flat gradient array.
             xp.matmul(x.T, dy, out=self.grads["W"])
             dy.sum(axis=0, out=self.grads["b"])
         return dy @ self.params["W"].T if self.needs_input_grad else None

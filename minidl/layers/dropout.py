@@ -33,8 +33,8 @@ class Dropout(Layer):
         xp = get_array_module(x)
         # Drawn on the CPU from the layer's generator, then moved: the same seed
         # gives the same masks on the CPU and the GPU.
-        keep = xp.asarray(self.generator().random(x.shape, dtype=x.dtype) >= self.rate)
-        self.scaled_mask = keep * x.dtype.type(1.0 / (1.0 - self.rate))
+        m = xp.asarray(self.generator().random(x.shape, dtype=x.dtype) >= self.rate)
+        self.scaled_mask = m * x.dtype.type(1.0 / (1.0 - self.rate))
         return x * self.scaled_mask
 
     def backward(self, dy):

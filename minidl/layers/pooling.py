@@ -121,6 +121,7 @@ class MaxPool2D(_Pool2D):
         n, ho, _, wo, _, c = dy.shape
         ph, pw = self.pool_size
         argmax = self.cached("argmax")
+        # Offset (p, q) of a window is t = p * pw + q, the order window_taps yields them in.
         offsets = xp.arange(ph * pw, dtype=argmax.dtype).reshape(1, 1, ph, 1, pw, 1)
         xp.multiply(argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
 

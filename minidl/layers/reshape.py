@@ -16,7 +16,7 @@ class Flatten(Layer):
     def forward(self, x, training=False):
         self.check_input(x)
         self.x_shape = x.shape
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1, which an empty batch leaves undefined
 
     def backward(self, dy):
         return dy.reshape(self.cached("x_shape")) if self.needs_input_grad else None

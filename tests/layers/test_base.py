@@ -50,6 +50,19 @@ def test_output_shape_agrees_with_forward_and_backward_returns_input_shape(case,
         assert layer.grads[name].shape == layer.params[name].shape
 
 
+@examples(20)
+@given(case=ALL_CASES)
+def test_an_empty_batch_gives_empty_outputs_and_zero_parameter_gradients(case):
+    # Every layer takes N = 0 (an empty slice of a dataset); Flatten's reshape(x.shape[0], -1) could not.
+    layer = case.make()
+    x = np.zeros((0,) + case.shape[1:])
+    y = layer.forward(x, training=case.training)
+    assert y.shape == (0,) + tuple(layer.output_shape(case.shape[1:]))
+    assert layer.backward(np.ones_like(y)).shape == x.shape
+    for name in layer.params:
+        assert_array_equal(layer.grads[name], 0.0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(FIXED_CASES))
 def test_parameters_outputs_and_gradients_take_the_dtype_of_the_first_input(name, dtype):
@@ -124,7 +137,7 @@ def test_build_called_directly_creates_float32_parameters_once(layer, shape, par
     assert y.shape == (2, *layer.output_shape(shape))
 
 
-@pytest.mark.parametrize("layer, cache", [(ReLU(), "passes"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax"),
+@pytest.mark.parametrize("layer, cache", [(ReLU(), "mask"), (MaxPool2D(2), "argmax"), (MaxPool2D(3, 2), "argmax"),
                                          (Dropout(0.5), "scaled_mask"), (Conv2D(4, 3, padding="same"), "x"),
                                          (Dense(4), "x")],
                          ids=["ReLU", "MaxPool2D", "MaxPool2D-overlapping", "Dropout", "Conv2D", "Dense"])
@@ -412,11 +425,12 @@ def test_error_when_the_window_does_not_fit():
 
 @pytest.mark.parametrize("layer", [Dense(3), Conv2D(2, 3), AvgPool2D(2), MaxPool2D(2), ReLU(), Flatten()],
                          ids=lambda layer: type(layer).__name__)
-@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_])
-def test_integer_input_is_refused_before_it_builds_integer_weights(layer, dtype):
+@pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_, np.float16])
+def test_input_other_than_float32_or_float64_is_refused_before_it_builds_weights_of_its_dtype(layer, dtype):
+    # Integer weights would all be zero; float16 ones underflow (Sequential refuses float16 too).
     layer.name = "first"
     x = np.ones((2, 4, 4, 3) if not isinstance(layer, Dense) else (2, 5), dtype=dtype)
-    with pytest.raises(ValueError, match=f"'first': expected floating-point input, got dtype {np.dtype(dtype)}"):
+    with pytest.raises(ValueError, match=f"'first': expected float32 or float64 input, got dtype {np.dtype(dtype)}"):
         layer.forward(x)
     assert not layer.built
 

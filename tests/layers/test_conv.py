@@ -131,6 +131,23 @@ def test_conv_takes_any_spatial_size_once_built():
     assert layer.params["W"] is W  # not rebuilt
 
 
+def test_im2col_matrix_pads_the_input_it_is_given_whatever_forward_saw_last():
+    # [X 1] [W; b] is the output for x itself: with "same" padding and stride 2 a 6x6 input
+    # is padded (0, 1) on each side and a 5x7 one (1, 1) and (0, 1), so reusing the last
+    # forward's padding gave a wrong matrix or none.
+    from minidl import Sequential
+
+    x = random_input((2, 5, 7, 1), 1)
+    conv = Conv2D(2, 3, strides=2, padding="same")
+    conv.forward(random_input((1, 6, 6, 1), 0))
+    assert_allclose(conv.im2col_matrix(x) @ conv.kernel_and_bias(), conv.forward(x).reshape(-1, 2))
+    model = Sequential([Conv2D(2, 3, strides=2, padding="same")], input_shape=(5, 7, 1), seed=0)
+    built = model.layers[0]  # built by the model, never run forward
+    x32 = x.astype(np.float32)  # the model's dtype: both sides are float32 products
+    assert_allclose(built.im2col_matrix(x32) @ built.kernel_and_bias(), model.predict(x32).reshape(-1, 2),
+                    rtol=1e-5, atol=1e-6)
+
+
 def test_conv_is_a_correlation_with_the_kernel_layout_kh_kw_c_f():
     # One output pixel by the definition y = sum_{p,q,c} x[p, q, c] W[p, q, c, f] + b[f].
     rng = np.random.default_rng(3)
