@@ -40,6 +40,13 @@ class Callback:
     def on_train_end(self, logs=None):
         pass
 
+    def check_log_keys(self, keys):
+        """Called by ``fit`` before the first epoch with the names every epoch's logs will hold.
+
+        A callback that needs a value the logs will lack raises ``ValueError``
+        here, rather than after an epoch of training.
+        """
+
 
 class History(Callback):
     """Records every epoch's logs: ``history.history["val_loss"][e]`` is epoch ``e``'s validation loss.
@@ -114,6 +121,12 @@ class _Monitor(Callback):
     def observe(self, value):
         raise NotImplementedError
 
+    def check_log_keys(self, keys):
+        if self.monitor not in keys:
+            raise ValueError(f"{type(self).__name__}: monitors {self.monitor!r}, but fit's epoch logs will hold "
+                             f"only {sorted(keys)}" + (" (val_* values need validation_data)"
+                                                       if self.monitor.startswith("val_") else ""))
+
     def current(self, logs):
         """The monitored value in ``logs``; ``KeyError`` naming what is available if absent."""
         logs = logs or {}
@@ -187,7 +200,8 @@ class ModelCheckpoint(_Monitor):
     The file name may contain ``{epoch}`` (1-based) and any log key, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; the folders of ``path`` are
     taken as they are, braces included. The name's format is checked here; a
-    key the logs lack, when the first epoch ends. Writes are atomic
+    key the logs will lack, when ``fit`` starts. ``save_best_only`` is True
+    by default (Keras's default is False). Writes are atomic
     (``Sequential.save`` writes a temporary file and renames it), so a crash
     mid-save leaves the previous checkpoint intact. The best value is kept
     from one ``fit`` to the next, so a later run does not overwrite a better
@@ -207,6 +221,15 @@ class ModelCheckpoint(_Monitor):
         except (ValueError, KeyError, IndexError) as error:  # a KeyError: a field inside a format spec
             problem = f"unknown field {error}" if isinstance(error, KeyError) else str(error)
             raise ValueError(f"ModelCheckpoint: the file name {name!r} is not a valid format: {problem}") from None
+        self._name_fields = [field for field in fields if field != "epoch"]
+
+    def check_log_keys(self, keys):
+        if self.save_best_only:  # saving every epoch compares nothing
+            super().check_log_keys(keys)
+        missing = [field for field in self._name_fields if field not in keys]
+        if missing:
+            raise ValueError(f"ModelCheckpoint: the file name {os.path.basename(self.path)!r} names {missing}, "
+                             f"but fit's epoch logs will hold only {sorted(keys)}")
 
     def catch_up(self, past_logs):
         if self.save_best_only:  # saving every epoch has nothing to catch up on
@@ -236,8 +259,10 @@ class ReduceLROnPlateau(_Monitor):
     """Multiply the learning rate by ``factor`` when ``monitor`` stalls for ``patience`` epochs.
 
     The MURA paper divides the rate by 10 (``factor=0.1``) each time the
-    validation loss plateaus. ``cooldown`` epochs after a reduction are not
-    counted; the rate never goes below ``min_lr``. Each ``fit`` starts
+    validation loss plateaus, which the defaults follow (Keras's are
+    ``patience=10``, ``min_delta=1e-4``). ``cooldown`` counts as in Keras: the
+    ``cooldown - 1`` epochs after a reduction are not counted (so
+    ``cooldown=1`` changes nothing); the rate never goes below ``min_lr``. Each ``fit`` starts
     counting afresh, from the epochs given to :meth:`catch_up` if any.
     """
 

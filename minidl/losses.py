@@ -251,7 +251,9 @@ class CrossEntropy:
             w = y @ self._class_weights(k, xp, y_pred.dtype)
         if sample_weight is None:
             return y, w
-        return y, w * check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy", check_values=check_labels)
+        # Moved to y_pred's device, as y_true is.
+        return y, w * xp.asarray(check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy",
+                                                     check_values=check_labels))
 
     def _class_weights(self, k, xp, dtype):
         """The (K,) weight of each class (a dict's missing classes weigh 1)."""

@@ -381,6 +381,7 @@ class Sequential:
             if not isinstance(callback, Callback):
                 raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
             callback.set_model(self)
+            callback.check_log_keys(self._epoch_log_keys(validation=val is not None))
         self.stop_training = False
         for callback in callbacks:
             callback.on_train_begin()
@@ -432,6 +433,11 @@ class Sequential:
             )
         return self._logs(total_loss, total_correct, seen)
 
+    def _epoch_log_keys(self, validation):
+        """The names in each epoch's logs, in ``fit``'s order: the training values, their ``val_`` twins, ``lr``."""
+        names = list(self._logs(0.0, 0, 1))
+        return names + [f"val_{name}" for name in names if validation] + ["lr"]
+
     def _logs(self, total_loss, total_correct, seen):
         """The mean loss, and the accuracy if ``compile`` asked for it."""
         logs = {"loss": total_loss / seen}
@@ -458,8 +464,9 @@ class Sequential:
             for index, batch in enumerate(batches):
                 xb, yb, wb = self._to_device(*self._checked(batch, batches, f"{what}, batch {index + 1}"))
                 p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
+                correct = self._count_correct(p, yb)  # queued before the loss is read, as in _train_step
                 total_loss += float(value) * len(yb)
-                total_correct += int(self._count_correct(p, yb))
+                total_correct += int(correct)
                 seen += len(yb)
                 bar.update(1)
         if seen == 0:

@@ -147,10 +147,54 @@ def test_early_stopping_in_fit_stops_and_restores_the_best_weights():
     assert model.evaluate(xv, yv)["loss"] == pytest.approx(val_loss[best], rel=1e-6)
 
 
-def test_monitoring_a_missing_key_names_what_is_there():
+@pytest.mark.parametrize("make", [
+    lambda tmp: EarlyStopping(), lambda tmp: ReduceLROnPlateau(), lambda tmp: ModelCheckpoint(tmp / "best.npz"),
+], ids=["EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint"])
+def test_fit_refuses_to_monitor_a_value_its_logs_will_lack_before_training_an_epoch(tmp_path, make):
+    # Keras warns at each epoch's end and trains on; an epoch of MURA is an hour to lose.
     x, y = tiny_images(8)
-    with pytest.raises(KeyError, match="val_loss"):
-        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[EarlyStopping(monitor="val_loss")])
+    model = tiny_cnn()
+    before = model.get_weights()
+    callback = make(tmp_path)
+    with pytest.raises(ValueError) as err:
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])
+    assert str(err.value) == (f"{type(callback).__name__}: monitors 'val_loss', but fit's epoch logs will hold only "
+                              "['accuracy', 'loss', 'lr'] (val_* values need validation_data)")
+    assert_weights_equal(model.get_weights(), before)
+    with pytest.raises(ValueError, match=r"^EarlyStopping: monitors 'acc', .* \['accuracy', 'loss', 'lr', "
+                                         r"'val_accuracy', 'val_loss'\]$"):
+        model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[EarlyStopping(monitor="acc")])
+
+
+def test_the_log_keys_fit_announces_are_the_keys_its_epoch_logs_hold():
+    class Announced(EpochRecorder):
+        def check_log_keys(self, keys):
+            self.keys = list(keys)
+
+    x, y = tiny_images(8)
+    for metrics, validation in [(("accuracy",), None), ((), (x, y)), (("accuracy",), (x, y))]:
+        model = tiny_cnn()
+        model.compile(Adam(0.01), metrics=metrics)
+        recorder = Announced()
+        model.fit(x, y, epochs=1, verbose=0, validation_data=validation, callbacks=[recorder])
+        assert recorder.keys == list(recorder.logs[0])
+
+
+def test_a_checkpoint_saving_every_epoch_needs_no_monitored_value(tmp_path):
+    x, y = tiny_images(8)
+    tiny_cnn().fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "m-{epoch}.npz",
+                                                                         save_best_only=False)])
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["m-1.npz", "m-2.npz"]
+
+
+def test_a_callback_driven_by_hand_names_a_missing_monitored_value_and_the_logs_it_has():
+    stopper = EarlyStopping()
+    stopper.set_model(tiny_cnn())
+    stopper.on_train_begin()
+    with pytest.raises(KeyError) as err:
+        stopper.on_epoch_end(0, {"loss": 1.0})
+    assert err.value.args[0] == ("EarlyStopping: monitors 'val_loss', but the epoch logs only have ['loss'] "
+                                 "(val_* values need validation_data)")
 
 
 # ----------------------------------------------------------- ModelCheckpoint
@@ -534,9 +578,17 @@ def test_bad_callback_arguments_are_refused_when_the_callback_is_made(tmp_path, 
 def test_a_checkpoint_name_with_a_key_the_logs_lack_names_the_key_and_the_logs(tmp_path):
     x, y = tiny_images(8, seed=4)
     model = tiny_cnn()
+    before = model.get_weights()
     checkpoint = ModelCheckpoint(tmp_path / "m-{val_auc:.3f}.npz", monitor="loss")
-    with pytest.raises(KeyError) as err:
+    with pytest.raises(ValueError) as err:
         model.fit(x, y, epochs=1, batch_size=4, callbacks=[checkpoint], verbose=0)
-    assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names 'val_auc', but the "
-                                 "epoch logs only have ['accuracy', 'loss', 'lr']")
+    assert str(err.value) == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names ['val_auc'], but fit's "
+                              "epoch logs will hold only ['accuracy', 'loss', 'lr']")
     assert list(tmp_path.iterdir()) == []
+    assert_weights_equal(model.get_weights(), before)  # refused before training
+    # Driven by hand, outside fit, the same name fails when the epoch's logs lack the key.
+    checkpoint.set_model(model)
+    with pytest.raises(KeyError) as err:
+        checkpoint.on_epoch_end(0, {"loss": 1.0})
+    assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names 'val_auc', but the "
+                                 "epoch logs only have ['loss']")

@@ -136,6 +136,16 @@ def test_cross_entropy_on_cupy_matches_numpy(from_logits, labels, class_weight):
     assert_same(gpu.backward(), cpu.backward(), **FLOAT32)
 
 
+def test_cross_entropy_on_cupy_takes_labels_and_sample_weights_from_the_host():
+    rng = np.random.default_rng(1)
+    z = rng.standard_normal((5, 3)).astype(np.float32)
+    y, w = rng.integers(0, 3, size=5), rng.uniform(0.5, 2.0, size=5)
+    cpu, gpu = CrossEntropy(from_logits=True), CrossEntropy(from_logits=True)
+    value = cpu.forward(z, y, sample_weight=w)
+    assert gpu.forward(cupy.asarray(z), y, sample_weight=w) == pytest.approx(value, rel=1e-5)
+    assert_same(gpu.backward(), cpu.backward(), **FLOAT32)
+
+
 def test_fused_loss_on_cupy_is_exact_at_probabilities_0_and_1():
     z = cupy.asarray([[1000.0, -1000.0], [1000.0, -1000.0]], dtype=cupy.float32)
     loss = CrossEntropy()
