@@ -31,6 +31,7 @@ import common  # noqa: E402
 
 import minidl  # noqa: E402
 from minidl.backend import backend_module  # noqa: E402
+from minidl.utils import atomic_path  # noqa: E402
 
 
 def _sync_for(device):
@@ -299,8 +300,8 @@ def run(args, threads):
             results["memory"].append(row)
             print(f"{size:>5} minidl {row['minidl']:8.1f}  torch {row['torch']:8.1f} "
                   f"(ratio {row['minidl'] / row['torch']:.2f})  torch CL {row['torch_channels_last']:8.1f}")
-    if args.json:
-        with open(args.json, "w") as f:
+    if args.json:  # written atomically: a run killed while writing leaves no half a file
+        with atomic_path(args.json) as tmp, open(tmp, "w") as f:
             json.dump(results, f, indent=2)
     return results
 

@@ -1,4 +1,5 @@
 """The benchmark scripts run, at a tiny size. (Timings are written up in docs/benchmarks.md, never asserted.)"""
+import json
 import sys
 from pathlib import Path
 
@@ -10,11 +11,14 @@ sys.path.insert(0, str(BENCHMARKS))
 pytestmark = pytest.mark.slow
 
 
-def test_training_benchmark_reports_every_framework_phase_and_layer():
+def test_training_benchmark_reports_every_framework_phase_and_layer(tmp_path):
     pytest.importorskip("torch")
     import bench_training
 
-    results = bench_training.main(["--sizes", "16", "--repeats", "1", "--layer-size", "16", "--settle", "0"])
+    results = bench_training.main(["--sizes", "16", "--repeats", "1", "--layer-size", "16", "--settle", "0",
+                                   "--json", str(tmp_path / "run.json")])
+    assert json.loads((tmp_path / "run.json").read_text()) == results
+    assert [path.name for path in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
     rows = {(r["size"], r["phase"]): r for r in results["networks"]}
     assert set(rows) == {(16, "train"), (16, "inference")}
     for row in rows.values():
