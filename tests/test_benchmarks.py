@@ -5,20 +5,30 @@ from pathlib import Path
 
 import pytest
 
+from minidl.utils import atomic_path
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
 pytestmark = pytest.mark.slow
 
 
-def test_training_benchmark_reports_every_framework_phase_and_layer(tmp_path):
+def test_training_benchmark_reports_every_framework_phase_and_layer(tmp_path, monkeypatch):
     pytest.importorskip("torch")
     import bench_training
 
+    atomic_paths = []
+
+    def recorded(path):
+        atomic_paths.append(str(path))
+        return atomic_path(path)
+
+    monkeypatch.setattr(bench_training, "atomic_path", recorded)
     results = bench_training.main(["--sizes", "16", "--repeats", "1", "--layer-size", "16", "--settle", "0",
                                    "--json", str(tmp_path / "run.json")])
     assert json.loads((tmp_path / "run.json").read_text()) == results
-    assert [path.name for path in tmp_path.iterdir()] == ["run.json"]  # no temporary file left
+    assert atomic_paths == [str(tmp_path / "run.json")]  # written through a temporary file and a rename
+    assert [path.name for path in tmp_path.iterdir()] == ["run.json"]
     rows = {(r["size"], r["phase"]): r for r in results["networks"]}
     assert set(rows) == {(16, "train"), (16, "inference")}
     for row in rows.values():

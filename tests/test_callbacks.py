@@ -166,6 +166,25 @@ def test_fit_refuses_to_monitor_a_value_its_logs_will_lack_before_training_an_ep
         model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[EarlyStopping(monitor="acc")])
 
 
+def test_the_log_keys_are_checked_before_any_callback_starts(tmp_path):
+    # A CSVLogger starting before the refusal would already have emptied its file.
+    log = tmp_path / "log.csv"
+    log.write_text("epoch,loss\n1,0.5\n")
+
+    class Started(Callback):
+        started = False
+
+        def on_train_begin(self, logs=None):
+            self.started = True
+
+    x, y = tiny_images(8)
+    started = Started()
+    with pytest.raises(ValueError, match="EarlyStopping: monitors 'val_loss'"):
+        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[started, CSVLogger(log), EarlyStopping()])
+    assert not started.started
+    assert log.read_text() == "epoch,loss\n1,0.5\n"
+
+
 def test_the_log_keys_fit_announces_are_the_keys_its_epoch_logs_hold():
     class Announced(EpochRecorder):
         def check_log_keys(self, keys):
@@ -579,16 +598,16 @@ def test_a_checkpoint_name_with_a_key_the_logs_lack_names_the_key_and_the_logs(t
     x, y = tiny_images(8, seed=4)
     model = tiny_cnn()
     before = model.get_weights()
-    checkpoint = ModelCheckpoint(tmp_path / "m-{val_auc:.3f}.npz", monitor="loss")
+    checkpoint = ModelCheckpoint(tmp_path / "m-{loss:.3f}-{val_auc:.3f}.npz", monitor="loss")
     with pytest.raises(ValueError) as err:
         model.fit(x, y, epochs=1, batch_size=4, callbacks=[checkpoint], verbose=0)
-    assert str(err.value) == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names ['val_auc'], but fit's "
-                              "epoch logs will hold only ['accuracy', 'loss', 'lr']")
+    assert str(err.value) == ("ModelCheckpoint: the file name 'm-{loss:.3f}-{val_auc:.3f}.npz' names ['val_auc'], "
+                              "but fit's epoch logs will hold only ['accuracy', 'loss', 'lr']")
     assert list(tmp_path.iterdir()) == []
     assert_weights_equal(model.get_weights(), before)  # refused before training
     # Driven by hand, outside fit, the same name fails when the epoch's logs lack the key.
     checkpoint.set_model(model)
     with pytest.raises(KeyError) as err:
         checkpoint.on_epoch_end(0, {"loss": 1.0})
-    assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{val_auc:.3f}.npz' names 'val_auc', but the "
-                                 "epoch logs only have ['loss']")
+    assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{loss:.3f}-{val_auc:.3f}.npz' names 'val_auc', "
+                                 "but the epoch logs only have ['loss']")

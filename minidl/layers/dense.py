@@ -45,7 +45,8 @@ class Dense(Layer):
         xp = get_array_module(dy)
         x = self.cached("x")
         if self.computes_param_grads:
-            # Written into grads, not assigned: in a model they are views of one flat gradient array.
+            # Written into grads, not rebound: in a model they are views of the one flat gradient
+            # array the optimiser steps (a rebound array works too, at the cost of copying it back).
             xp.matmul(x.T, dy, out=self.grads["W"])
             dy.sum(axis=0, out=self.grads["b"])
         return dy @ self.params["W"].T if self.needs_input_grad else None
