@@ -13,6 +13,7 @@ file's name and its own line numbers.
 A second check per file: every relative link (``[text](path)``) points at a
 file or folder that exists in the repository.
 """
+import ast
 import importlib
 import inspect
 import pkgutil
@@ -23,6 +24,7 @@ import traceback
 import warnings
 from pathlib import Path
 
+import numpy
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +215,77 @@ def test_api_reference_mentions_every_public_name_of_every_module():
     inline_code = set(re.findall(r"\w+", " ".join(re.findall(r"`([^`\n]+)`", text))))
     missing = [where for where, name in public_names() if name not in inline_code]
     assert not missing, f"docs/api.md does not mention {missing}; document them or give them a leading _"
+
+
+# A definition in docs/api.md: a list item, table cell or line that opens with `name(parameters)`.
+DEFINITION = re.compile(r"^(?:- |\| )?`(?P<name>(?:[A-Z]\w*\.)?\w+)\((?P<params>[^`]*)\)(?: -> [^`]*)?`", re.M)
+
+
+def documented_signatures():
+    """``(module, name, parameters text)`` for every definition line of docs/api.md, by its ``## `module` `` section."""
+    sections = re.split(r"^## `(minidl[\w.]*)`", (ROOT / "docs" / "api.md").read_text(encoding="utf-8"), flags=re.M)
+    for module_name, body in zip(sections[1::2], sections[2::2]):
+        for match in DEFINITION.finditer(body):
+            yield module_name, match["name"], match["params"]
+
+
+def implementations(module, name):
+    """What ``name`` may mean in ``module``: a name or ``Class.member`` of it, else that method of its classes."""
+    value = module
+    try:
+        for part in name.split("."):
+            value = getattr(value, part)
+        return [value]
+    except AttributeError:
+        classes = [c for c in vars(module).values() if inspect.isclass(c) and c.__module__.startswith("minidl")]
+        return [vars(c)[name] for c in classes if callable(vars(c).get(name))]
+
+
+def parameters_of(params_text):
+    """``[(name, default text or None)]`` of a documented parameter list, such as ``x, *, seed=0``."""
+    args = ast.parse(f"def f({params_text}): pass").body[0].args
+    positional = args.posonlyargs + args.args
+    defaults = [None] * (len(positional) - len(args.defaults)) + list(args.defaults)
+    named = [(a.arg, d) for a, d in zip(positional, defaults)]
+    named += [(args.vararg.arg, None)] if args.vararg else []
+    named += list(zip((a.arg for a in args.kwonlyargs), args.kw_defaults))
+    return [(name, None if d is None else ast.unparse(d)) for name, d in named]
+
+
+def matches(function, documented):
+    """Whether ``function``'s parameters (``self`` aside) have the documented names, order and defaults.
+
+    A layer's constructor may leave out its last parameter, ``name`` (api.md says once
+    that every layer takes ``name=None``).
+    """
+    from minidl.layers import Layer
+
+    actual = [p for p in inspect.signature(function).parameters.values() if p.name != "self"]
+    if (inspect.isclass(function) and issubclass(function, Layer) and actual and actual[-1].name == "name"
+            and "name" not in dict(documented)):
+        actual = actual[:-1]
+    if [p.name for p in actual] != [name for name, _ in documented]:
+        return False
+    for parameter, (_, default) in zip(actual, documented):
+        if (default is None) != (parameter.default is inspect.Parameter.empty):
+            return False
+        if default is not None and eval(default, {"numpy": numpy}) != parameter.default:
+            return False
+    return True
+
+
+def test_api_reference_signatures_match_the_code():
+    """Each definition in docs/api.md has the parameters, order and defaults the code has."""
+    wrong, checked = [], 0
+    for module_name, name, params in documented_signatures():
+        candidates = [f for f in implementations(importlib.import_module(module_name), name) if callable(f)]
+        if not candidates:
+            continue  # prose about something else, e.g. a user's own function
+        checked += 1
+        if not any(matches(f, parameters_of(params)) for f in candidates):
+            wrong.append(f"{module_name}: {name}({params})")
+    assert not wrong, "docs/api.md gives signatures the code does not have:\n" + "\n".join(wrong)
+    assert checked > 100  # the definitions were found (a change of format would check nothing)
 
 
 if __name__ == "__main__":  # pragma: no cover
