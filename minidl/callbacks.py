@@ -262,8 +262,9 @@ class ReduceLROnPlateau(_Monitor):
     validation loss plateaus, which the defaults follow (Keras's are
     ``patience=10``, ``min_delta=1e-4``). ``cooldown`` counts as in Keras: the
     ``cooldown - 1`` epochs after a reduction are not counted (so
-    ``cooldown=1`` changes nothing); the rate never goes below ``min_lr``. Each ``fit`` starts
-    counting afresh, from the epochs given to :meth:`catch_up` if any.
+    ``cooldown=1`` changes nothing); the rate never goes below ``min_lr``.
+    Each ``fit`` starts counting afresh, from the epochs given to
+    :meth:`catch_up` if any.
     """
 
     def __init__(self, monitor="val_loss", factor=0.1, patience=1, min_lr=0.0, min_delta=0.0,
