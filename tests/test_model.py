@@ -1031,6 +1031,68 @@ def test_add_refuses_what_is_not_a_layer_a_taken_name_and_a_layer_that_does_not_
     assert not np.array_equal(model.get_weights()[0], before[0])
 
 
+class DenseInside(Layer):
+    """A layer that keeps a Dense of its own (its parameters are the Dense's, not its own) and a ReLU."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.parts = [Dense(4, name="inner"), ReLU()]
+
+    def build(self, input_shape):
+        self.parts[0].build(input_shape)
+
+    def output_shape(self, input_shape):
+        return (4,)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return self.parts[1].forward(self.parts[0].forward(x))
+
+    def backward(self, dy):
+        return self.parts[0].backward(self.parts[1].backward(dy))
+
+
+def test_a_layer_holding_layers_with_parameters_is_refused_as_the_model_builds():
+    # Their parameters are in no layer's params of the model: no optimiser would ever
+    # change them, and training went on as if they were part of it.
+    message = (r"^DenseInside 'block': holds layers with parameters of their own \(Dense 'inner'\), which the model "
+               r"would never train: it trains each of its layers' params\. Add those layers to the model, or create "
+               r"the parameters with add_weight in this layer's build$")
+    with pytest.raises(TypeError, match=message):
+        Sequential([DenseInside("block"), Dense(2), Softmax()], input_shape=(3,))
+    lazy = Sequential([DenseInside("block"), Dense(2), Softmax()], seed=0)  # built by the first batch
+    lazy.compile(Adam(0.1))
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    with pytest.raises(TypeError, match=message):
+        lazy.fit(x, (x[:, 0] > 0).astype(np.int64), verbose=0)
+
+
+def test_a_layer_holding_only_layers_without_parameters_trains():
+    class ScaledReLU(Layer):
+        def __init__(self):
+            super().__init__()
+            self.relu = ReLU()
+
+        def build(self, input_shape):
+            self.add_weight("scale", (1,), lambda shape, rng: np.ones(shape))
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            self.r = self.relu.forward(x)
+            return self.r * self.params["scale"]
+
+        def backward(self, dy):
+            self.grads["scale"][...] = (dy * self.r).sum()
+            return self.relu.backward(dy * self.params["scale"])
+
+    model = Sequential([Dense(3), ScaledReLU(), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(Adam(0.1))
+    x = np.random.default_rng(0).standard_normal((8, 3)).astype(np.float32)
+    before = model.layers[1].params["scale"].copy()
+    model.fit(x, (x[:, 0] > 0).astype(np.int64), epochs=2, verbose=0)
+    assert not np.array_equal(model.layers[1].params["scale"], before)
+
+
 def test_labels_missing_from_arrays_a_class_weight_without_cross_entropy_and_an_empty_evaluation():
     x, y = tiny_images(4, seed=3)
     model = tiny_cnn(seed=0)
