@@ -79,6 +79,9 @@ class Sequential:
         if any(other is layer for other in self.layers):
             raise ValueError(f"Sequential.add: this {type(layer).__name__} object is already in the model, as "
                              f"{layer.name!r}; a layer can appear once: create another for a second one")
+        if layer.name is not None and any(other.name == layer.name for other in self.layers):
+            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
+        given = (layer.name, layer.rng, self._seeds.n_children_spawned)
         if layer.name is None:
             kind = type(layer).__name__.lower()
             taken = {other.name for other in self.layers}
@@ -86,16 +89,19 @@ class Sequential:
             while f"{kind}_{number}" in taken:
                 number += 1
             layer.name = f"{kind}_{number}"
-        if any(other.name == layer.name for other in self.layers):
-            raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         if layer.rng is None:
             layer.rng = default_rng(self._seeds.spawn(1)[0])
         self.layers.append(layer)
         if self.input_shape is not None:
             try:
                 self._build_layers(self.input_shape)
-            except ValueError:
-                self.layers.pop()  # a layer that does not fit is not added
+            except (ValueError, TypeError):
+                # A layer that does not fit, or that holds layers the model cannot train, is not
+                # added; its name and generator are taken back, so that the layers added after
+                # it get the weights they would have got had it never been offered.
+                self.layers.pop()
+                layer.name, layer.rng, spawned = given
+                self._seeds = np.random.SeedSequence(self._seeds.entropy, n_children_spawned=spawned)
                 raise
         self._update_input_grad_flags()
 
@@ -155,34 +161,35 @@ class Sequential:
         parameters that may since have been frozen or unfrozen. The only
         metric computed during training is ``"accuracy"``: ``metrics=()``
         leaves it out of the logs, the history and ``evaluate``'s result. The
-        medical metrics (kappa, AUC, ...) live in ``minidl.metrics``.
+        medical metrics (kappa, AUC, ...) live in ``minidl.metrics``. Every
+        argument is checked before anything changes: a refused ``compile``
+        leaves the model, and its optimiser's state, as they were.
         """
         if not self.layers:
             raise ValueError("Sequential.compile: the model has no layers; add them before compiling")
-        self.optimizer = optimizers_module.get(optimizer)
-        self.optimizer.reset()
-        self.loss = CrossEntropy() if loss is None else loss
-        if isinstance(self.loss, type) or not all(callable(getattr(self.loss, m, None))
-                                                  for m in ("batch_loss", "backward")):
+        optimizer = optimizers_module.get(optimizer)
+        loss = CrossEntropy() if loss is None else loss
+        if isinstance(loss, type) or not all(callable(getattr(loss, m, None)) for m in ("batch_loss", "backward")):
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
-                            f"such as CrossEntropy(); got {self.loss!r}")
-        if isinstance(self.loss, CrossEntropy) and self.layers:
-            ends_in_softmax = isinstance(self.layers[-1], Softmax)
-            if not self.loss.from_logits and not ends_in_softmax:
-                warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
-                              f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
-                              "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
-            if self.loss.from_logits and ends_in_softmax:
-                warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and "
-                              "the last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
-                              "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
+                            f"such as CrossEntropy(); got {loss!r}")
         metrics = () if metrics is None else metrics
         if isinstance(metrics, str):
             raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. [{metrics!r}]")
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
-        self.metrics = tuple(metrics)
+        if isinstance(loss, CrossEntropy):
+            ends_in_softmax = isinstance(self.layers[-1], Softmax)
+            if not loss.from_logits and not ends_in_softmax:
+                warnings.warn(f"Sequential.compile: CrossEntropy() takes probabilities, but the last layer is "
+                              f"{self.layers[-1].describe()}, not Softmax; end the model with Softmax(), or use "
+                              "CrossEntropy(from_logits=True) for scores", UserWarning, stacklevel=2)
+            if loss.from_logits and ends_in_softmax:
+                warnings.warn("Sequential.compile: CrossEntropy(from_logits=True) applies a softmax itself, and "
+                              "the last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
+                              "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
+        optimizer.reset()
+        self.optimizer, self.loss, self.metrics = optimizer, loss, tuple(metrics)
         self._trainable_keys = None
         self._flat = None
 
@@ -679,7 +686,12 @@ class Sequential:
 
         The file holds only numeric arrays and JSON text: ``load`` reads it with
         ``allow_pickle=False``, so opening a model file never runs code.
+        Only a ``CrossEntropy`` loss can be saved: a model compiled with a loss
+        of your own is refused (``TypeError``), before anything is written.
         """
+        if self.loss is not None and not isinstance(self.loss, CrossEntropy):
+            raise TypeError(f"Sequential.save: the model's loss is a {type(self.loss).__name__}, and only CrossEntropy "
+                            "is saved and restored; keep the weights with get_weights(), or compile with CrossEntropy")
         architecture = {
             "format": FILE_FORMAT,
             "name": self.name,

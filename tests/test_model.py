@@ -1067,6 +1067,36 @@ def test_a_layer_holding_layers_with_parameters_is_refused_as_the_model_builds()
         lazy.fit(x, (x[:, 0] > 0).astype(np.int64), verbose=0)
 
 
+@pytest.mark.parametrize("arguments, error", [
+    ({"optimizer": "sgd", "loss": CrossEntropy}, TypeError),  # the class, not a loss object
+    ({"optimizer": "sgd", "metrics": ["acc"]}, ValueError),
+    ({"optimizer": "sgd", "metrics": "accuracy"}, ValueError),
+    ({"optimizer": "nadam"}, ValueError),
+])
+def test_a_refused_compile_leaves_the_model_and_its_optimisers_state_as_they_were(arguments, error):
+    x, y = tiny_images(8)
+    model = tiny_cnn(optimizer=Adam(0.01))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    optimizer, loss, metrics, steps = model.optimizer, model.loss, model.metrics, model.optimizer.t
+    with pytest.raises(error):
+        model.compile(**arguments)
+    assert (model.optimizer, model.loss, model.metrics, model.optimizer.t) == (optimizer, loss, metrics, steps)
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # and trains on as before
+    assert model.optimizer.t == steps + 2
+
+
+def test_a_refused_add_leaves_the_model_and_the_next_layers_weights_as_if_it_had_not_been_offered():
+    offered = Sequential([Dense(3)], input_shape=(4,), seed=0)
+    for layer, error in [(MaxPool2D(2), ValueError), (DenseInside(), TypeError)]:
+        with pytest.raises(error):
+            offered.add(layer)
+        assert [other.name for other in offered.layers] == ["dense_1"]
+        assert layer.name is None and layer.rng is None  # a later model may name and seed it
+    offered.add(Dense(2))
+    plain = Sequential([Dense(3), Dense(2)], input_shape=(4,), seed=0)
+    assert_weights_equal(offered.get_weights(), plain.get_weights())
+
+
 def test_a_layer_holding_only_layers_without_parameters_trains():
     class ScaledReLU(Layer):
         def __init__(self):

@@ -308,6 +308,29 @@ def test_a_failed_save_leaves_the_old_file_intact_and_no_temporary_file(trained,
     Sequential.load(path)  # still a readable model
 
 
+def test_a_model_with_a_loss_of_its_own_is_refused_before_anything_is_written(tmp_path):
+    class HalfCrossEntropy:
+        """A loss of the user's own: half the cross-entropy (load could not rebuild it)."""
+
+        def __init__(self):
+            self.inner = CrossEntropy()
+
+        def batch_loss(self, *args, **kwargs):
+            return self.inner.batch_loss(*args, **kwargs) / 2
+
+        def backward(self):
+            return self.inner.backward() / 2
+
+    x, y = tiny_images(8)
+    model = tiny_cnn(compile=False)
+    model.compile(Adam(0.01), loss=HalfCrossEntropy())
+    model.fit(x, y, epochs=1, verbose=0)  # it trains
+    with pytest.raises(TypeError, match=r"^Sequential.save: the model's loss is a HalfCrossEntropy, and only "
+                                        r"CrossEntropy is saved and restored; keep the weights with get_weights\(\)"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_save_replaces_the_file_by_renaming_a_complete_new_one(trained):
     model, path, x, y = trained
     old_inode = os.stat(path).st_ino
