@@ -331,13 +331,23 @@ class CSVLogger(Callback):
         self._file = None
         self._fields = None  # the header's column names, once known
 
+    def check_log_keys(self, keys):
+        header = self._existing_header()
+        missing = [] if header is None else [key for key in keys if key not in header]
+        if missing:
+            raise ValueError(f"CSVLogger: {self.path} has columns {header}, and fit's logs would add {missing}; "
+                             "log to another file, or train as the run that wrote it did")
+
+    def _existing_header(self):
+        """The column names of the file that ``append`` continues, or None when it starts one."""
+        if not (self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0):
+            return None
+        with open(self.path, newline="") as f:
+            return next(csv.reader(f), None)
+
     def on_train_begin(self, logs=None):
-        existing = self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0
-        if existing:
-            with open(self.path, newline="") as f:
-                self._fields = next(csv.reader(f), None)
-        else:
-            self._fields = None
+        self._fields = self._existing_header()
+        if self._fields is None:
             with atomic_path(self.path) as tmp:
                 open(tmp, "w").close()
         self._file = open(self.path, "a", newline="")

@@ -391,9 +391,11 @@ class Sequential:
             callback.set_model(self)
             callback.check_log_keys(self._epoch_log_keys(validation=val is not None))
         self.stop_training = False
-        for callback in callbacks:
-            callback.on_train_begin()
+        begun = []  # whose on_train_end must run, however fit ends (a CSVLogger closes its file)
         try:
+            for callback in callbacks:
+                callback.on_train_begin()
+                begun.append(callback)
             for epoch in range(initial_epoch, epochs):
                 if self.stop_training:  # set at the end of the last epoch, or by a callback before the first
                     break
@@ -411,7 +413,7 @@ class Sequential:
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
         finally:
-            for callback in callbacks:
+            for callback in begun:
                 callback.on_train_end()
         return history
 

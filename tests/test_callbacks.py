@@ -435,13 +435,39 @@ def test_csv_logger_appending_logs_with_a_column_the_file_lacks_names_the_file_a
     with open(path, newline="") as f:
         header = next(csv.reader(f))
     assert "val_loss" not in header  # precondition
-    with pytest.raises(ValueError) as error:
+    steps = model.optimizer.t
+    with pytest.raises(ValueError) as error:  # refused before training the epoch
         model.fit(x, y, epochs=2, initial_epoch=1, batch_size=8, validation_data=(xv, yv), verbose=0,
                   callbacks=[CSVLogger(path, append=True)])
-    message = str(error.value)
-    assert message.startswith(f"CSVLogger: {path} has columns {header}"), message
-    assert message.endswith("new logs add ['val_loss', 'val_accuracy']"), message
+    assert str(error.value) == (f"CSVLogger: {path} has columns {header}, and fit's logs would add "
+                                "['val_loss', 'val_accuracy']; log to another file, or train as the run that wrote it did")
+    assert path.read_bytes() == before and model.optimizer.t == steps
+    # Driven by hand, outside fit, the same logs are refused when they come.
+    logger = CSVLogger(path, append=True)
+    logger.on_train_begin()
+    with pytest.raises(ValueError, match=r"new logs add \['val_loss'\]$"):
+        logger.on_epoch_end(1, {"loss": 1.0, "accuracy": 0.5, "lr": 0.01, "val_loss": 1.0})
+    logger.on_train_end()
     assert path.read_bytes() == before
+
+
+def test_a_callback_that_fails_to_begin_leaves_the_ones_begun_ended_and_the_others_untouched(tmp_path):
+    class FailsToBegin(EpochRecorder):
+        def on_train_begin(self, logs=None):
+            raise RuntimeError("cannot begin")
+
+    class Ended(EpochRecorder):
+        ended = False
+
+        def on_train_end(self, logs=None):
+            self.ended = True
+
+    x, y = tiny_images(8)
+    logger, after = CSVLogger(tmp_path / "log.csv"), Ended()
+    with pytest.raises(RuntimeError, match="cannot begin"):
+        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[logger, FailsToBegin(), after])
+    assert logger._file is None  # begun, so ended: its file is closed
+    assert not after.ended  # never begun, so not ended (an EarlyStopping would restore stale weights)
 
 
 def test_reduce_lr_on_plateau_starts_afresh_in_each_fit():
