@@ -49,6 +49,7 @@ class ArrayBatches:
 
     def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
                  dtype=np.float32, sample_weight=None):
+        x = np.asarray(x) if isinstance(x, (list, tuple)) else x  # rows of x are read by index arrays
         for name, array in (("x", x), ("y", y)):
             if not hasattr(array, "__len__"):
                 raise TypeError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
@@ -102,7 +103,7 @@ class ArrayBatches:
 
 
 def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
-    """Randomly mirror and rotate a batch of images; returns a new float32 array.
+    """Randomly mirror and rotate a batch of images; returns a new float array (float64 for float64 ``x``, else float32).
 
     ``x``: (B, H, W) or (B, H, W, C) images, NumPy or CuPy (the work is done
     where ``x`` lives: ``scipy.ndimage`` or ``cupyx.scipy.ndimage``). Each
@@ -125,7 +126,7 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     if finite_float(fill) is None:
         raise ValueError(f"random_flip_rotate: fill must be a finite number, got {fill!r}")
     xp = get_array_module(x)
-    x = xp.array(x, dtype=xp.float32)
+    x = xp.array(x, dtype=xp.float64 if x.dtype == xp.float64 else xp.float32)  # the batches' dtype, or float32
     if x.ndim not in (3, 4):
         raise ValueError(f"random_flip_rotate: expected images (B, H, W) or (B, H, W, C), got shape {x.shape}")
     if flip:

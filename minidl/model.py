@@ -628,7 +628,10 @@ class Sequential:
 
     def _validation_batches(self, data, batch_size):
         """``validation_data`` as batches, arrays checked in full; an empty set is refused before training."""
-        if isinstance(data, (tuple, list)) and len(data) in (2, 3) and hasattr(data[0], "shape"):
+        # Arrays (or lists, as fit takes them) x, y[, w]; not a list of (x, y) batches.
+        arrays = isinstance(data, (tuple, list)) and len(data) in (2, 3) and (
+            hasattr(data[0], "shape") or (isinstance(data[0], (list, tuple)) and not _is_pair_of_arrays(data[0])))
+        if arrays:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")

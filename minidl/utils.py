@@ -37,10 +37,14 @@ def float_dtype(owner, dtype):
     Not float16: without loss scaling, what falls below its 6e-8 becomes 0,
     small gradients and Adam's bias-corrected ``eps`` among them.
     """
-    dtype = numpy.dtype(dtype)
-    if dtype not in (numpy.float32, numpy.float64):
-        raise ValueError(f"{owner}: dtype must be float32 or float64, got {dtype}")
-    return dtype
+    try:
+        as_dtype = None if dtype is None else numpy.dtype(dtype)  # NumPy would read None as float64
+    except TypeError:  # "foo", or an object that is no dtype
+        as_dtype = None
+    if as_dtype not in (numpy.float32, numpy.float64):
+        shown = repr(dtype) if as_dtype is None else str(as_dtype)
+        raise ValueError(f"{owner}: dtype must be float32 or float64, got {shown}")
+    return as_dtype
 
 
 def file_path(owner, name, path):

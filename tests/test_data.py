@@ -163,6 +163,15 @@ def test_flip_rotate_is_deterministic_for_a_seed():
     assert a.dtype == np.float32 and a.shape == x.shape
 
 
+def test_augmented_batches_keep_the_batches_dtype_and_x_may_be_a_list():
+    x, y = images(n=6).astype(np.float64), np.arange(6) % 2
+    for dtype in (np.float32, np.float64):
+        for xb, _ in ArrayBatches(x.tolist(), y.tolist(), batch_size=4, seed=0, dtype=dtype,
+                                  augment=random_flip_rotate):
+            assert xb.dtype == dtype and xb.shape[1:] == x.shape[1:]
+    assert random_flip_rotate(x.astype(np.uint8), np.random.default_rng(0)).dtype == np.float32
+
+
 @pytest.mark.parametrize("channels", [None, 3], ids=["BHW", "BHWC"])
 def test_flips_are_exact_left_right_mirror_images(channels):
     x = images(n=40) if channels is None else np.random.default_rng(1).random((40, 9, 7, channels), np.float32)

@@ -873,6 +873,17 @@ def test_validation_data_may_be_a_list_of_two_arrays():
     assert history.history["val_loss"][0] == pytest.approx(model.evaluate(x, y)["loss"], rel=1e-6)
 
 
+def test_validation_data_may_be_lists_as_the_training_data_may():
+    x, y = tiny_images(10, seed=5)
+    as_lists = tiny_cnn().fit(x, y, epochs=1, validation_data=(x.tolist(), y.tolist()), verbose=0)
+    as_arrays = tiny_cnn().fit(x, y, epochs=1, validation_data=(x, y), verbose=0)
+    assert as_lists.history["val_loss"] == pytest.approx(as_arrays.history["val_loss"], rel=1e-6)
+    # and a list of two (x, y) batches is still read as batches
+    batches = [(x[:5], y[:5]), (x[5:], y[5:])]
+    assert tiny_cnn().fit(x, y, epochs=1, validation_data=batches, verbose=0).history["val_loss"] == \
+        pytest.approx(as_arrays.history["val_loss"], rel=1e-6)
+
+
 def test_layer_sizes_may_be_numpy_integers():
     dense, conv = Dense(np.int64(3)), Conv2D(np.int32(2), 3)
     assert (dense.units, conv.filters) == (3, 2) and type(dense.units) is int

@@ -63,6 +63,10 @@ def test_float_dtype_takes_float32_and_float64_only():
     for dtype in ("float16", np.int32, "longdouble"):
         with pytest.raises(ValueError, match=f"^owner: dtype must be float32 or float64, got {np.dtype(dtype)}$"):
             float_dtype("owner", dtype)
+    for dtype in (None, "foo", object()):  # NumPy reads None as float64; "foo" is its TypeError
+        with pytest.raises(ValueError) as err:
+            float_dtype("owner", dtype)
+        assert str(err.value) == f"owner: dtype must be float32 or float64, got {dtype!r}"
 
 
 def test_file_path_takes_strings_and_path_likes_but_not_folders(tmp_path):
