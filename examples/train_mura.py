@@ -496,13 +496,16 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     image_probabilities = model.predict(valid.batches(batch_size), verbose=int(progress))[:, 1]
     study_ids, study_probabilities = metrics.aggregate_by_study(valid.study_ids, image_probabilities)
     studies, labels, types = valid.studies[study_ids], valid.study_labels[study_ids], valid.study_types[study_ids]
-    with warnings.catch_warnings(record=True) as undefined:
-        # A study type whose validation studies are all of one class has no
-        # AUC or sensitivity; the report shows nan there, said once below.
-        warnings.simplefilter("always", metrics.UndefinedMetricWarning)
+    with warnings.catch_warnings():
+        # A study type whose validation studies are all of one class has no AUC, and no
+        # sensitivity or no specificity; the report shows nan there, said once below.
+        warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
         report = metrics.study_report(types, labels, study_probabilities)
+    undefined = sorted({name for row in [report["overall"], *report["per_study_type"].values()]
+                        for name, value in row.items() if isinstance(value, float) and math.isnan(value)})
     if undefined:
-        log.info("Some per-type figures are nan: a study type with one class only has no AUC/sensitivity/kappa")
+        log.info(f"Some figures are nan ({', '.join(undefined)}): undefined for a study type whose "
+                 "validation studies are of one class (kappa: whose predictions are too)")
     result = {
         "model": str(model_path),
         "split": "valid",

@@ -141,18 +141,18 @@ def accuracy(y_true, y_pred):
     ``accuracy = (1/m) * sum_i I(y_i == y_hat_i)``
 
     Args:
-        y_true, y_pred: 1-D arrays of length ``m`` of labels (any values that
-            compare with ``==``; class indices in minidl).
+        y_true, y_pred: 1-D arrays of length ``m`` of class indices.
 
     Returns:
         A float in ``[0, 1]``.
 
     Raises:
         ValueError: empty input, arrays that are not 1-D (pass ``argmax`` of
-            one-hot rows), or different lengths.
+            one-hot rows), labels that are not class indices (NaN, 0.5), or
+            different lengths.
     """
-    y_true = _as_1d(y_true, "y_true", "accuracy")
-    y_pred = _as_1d(y_pred, "y_pred", "accuracy")
+    y_true = _class_indices(y_true, "y_true", "accuracy")
+    y_pred = _class_indices(y_pred, "y_pred", "accuracy")
     _same_length("accuracy", y_true=y_true, y_pred=y_pred)
     return float(np.mean(y_true == y_pred))
 
@@ -245,7 +245,7 @@ def binary_rates(y_true, y_pred):
         "fpr": _ratio(fp, fp + tn, "false positive rate without normal examples"),
         "fnr": _ratio(fn, fn + tp, "false negative rate without abnormal examples"),
         "precision": _ratio(tp, tp + fp, "precision without abnormal predictions"),
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn, "f1 without abnormal examples or predictions"),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, "f1 without any abnormal example or prediction"),
     }
 
 
@@ -422,7 +422,8 @@ def cohen_kappa_ci(y_true, y_pred, confidence=0.95):
     bootstrap, or the more exact variance of Fleiss, Cohen and Everitt, 1969,
     Psychological Bulletin 72(5)) can differ in the second decimal on small
     sets. This formula treats ``p_e`` as known; with perfect agreement
-    (``p_o = 1``) it gives ``se = 0`` and a zero-width interval.
+    (``p_o = 1``), or none at all (``p_o = 0``), it gives ``se = 0`` and a
+    zero-width interval, however few the examples.
 
     Args:
         y_true, y_pred: 1-D arrays of length ``n`` of class indices.
@@ -518,7 +519,9 @@ def predict_abnormal(probabilities, threshold=0.5):
 def _report_row(labels, probabilities, threshold, confidence):
     predictions = predict_abnormal(probabilities, threshold)
     kappa = cohen_kappa_ci(labels, predictions, confidence)
-    rates = binary_rates(labels, predictions)
+    # The two rates of binary_rates that the row shows: its precision and f1 would warn
+    # about figures the report does not have.
+    (tn, fp), (fn, tp) = confusion_matrix(labels, predictions, num_classes=2)
     return {
         "studies": int(len(labels)),
         "kappa": kappa["kappa"],
@@ -526,8 +529,8 @@ def _report_row(labels, probabilities, threshold, confidence):
         "kappa_high": kappa["high"],
         "auc": roc_auc(labels, probabilities),
         "accuracy": accuracy(labels, predictions),
-        "sensitivity": rates["sensitivity"],
-        "specificity": rates["specificity"],
+        "sensitivity": _ratio(tp, tp + fn, "sensitivity without abnormal examples"),
+        "specificity": _ratio(tn, tn + fp, "specificity without normal examples"),
     }
 
 
@@ -574,7 +577,7 @@ def study_report(study_types, labels, probabilities, threshold=0.5, confidence=0
     per_type = {}
     for study_type in np.unique(study_types):
         members = study_types == study_type
-        per_type[study_type.item()] = _report_row(
+        per_type[study_type.item() if isinstance(study_type, np.generic) else study_type] = _report_row(
             labels[members], probabilities[members], threshold, confidence
         )
     overall = _report_row(labels, probabilities, threshold, confidence)
@@ -602,7 +605,7 @@ def format_report(report, digits=3):
     def fixed(value):
         return f"{value:.{digits}f}"
 
-    kappa_column = f"kappa ({report.get('confidence', 0.95):.0%} CI)"
+    kappa_column = f"kappa ({100 * report.get('confidence', 0.95):g}% CI)"  # 99.5%, not 100%
     header = ["study type", "studies", kappa_column, "AUC", "accuracy", "sensitivity", "specificity"]
     named_rows = list(report["per_study_type"].items()) + [("overall", report["overall"])]
     table = [header]

@@ -155,6 +155,8 @@ def plot_history(history, path):
             per-epoch lists. ``"loss"``/``"val_loss"`` go in one panel,
             ``"accuracy"``/``"val_accuracy"`` in another; a panel is drawn for
             each of loss and accuracy that is present, other keys are ignored.
+            The x axis counts epochs from 1; a ``History`` of a resumed ``fit``
+            (``initial_epoch``) starts at its first epoch, from its ``epoch`` list.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
 
     Returns:
@@ -165,6 +167,7 @@ def plot_history(history, path):
             ``val_`` prefix) is present, or a curve is empty.
     """
     curves = history.history if hasattr(history, "history") else history
+    first_epoch = int(history.epoch[0]) + 1 if getattr(history, "epoch", None) else 1
     panels = [
         quantity for quantity in ("loss", "accuracy")
         if quantity in curves or f"val_{quantity}" in curves
@@ -185,7 +188,7 @@ def plot_history(history, path):
         for name, label in ((quantity, "train"), (f"val_{quantity}", "validation")):
             if name in curves:
                 values = [float(value) for value in curves[name]]
-                axes.plot(np.arange(1, len(values) + 1), values, marker="o", label=label)
+                axes.plot(np.arange(first_epoch, first_epoch + len(values)), values, marker="o", label=label)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(quantity)

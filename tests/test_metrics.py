@@ -315,8 +315,9 @@ def test_mismatched_lengths_are_a_value_error(function):
         function([0, 1, 1], [1, 0])
 
 
-@pytest.mark.parametrize("function", [metrics.confusion_matrix, metrics.cohen_kappa, metrics.binary_rates])
-@pytest.mark.parametrize("bad_labels", [[0.5, 1.0], [-1, 1], ["a", "b"]])
+@pytest.mark.parametrize("function", [metrics.accuracy, metrics.confusion_matrix, metrics.cohen_kappa,
+                                      metrics.binary_rates])
+@pytest.mark.parametrize("bad_labels", [[0.5, 1.0], [-1, 1], ["a", "b"], [0.0, np.nan]])
 def test_labels_must_be_class_indices(function, bad_labels):
     with pytest.raises(ValueError, match=f"{function.__name__}: y_true must"):
         function(bad_labels, [0, 1])
@@ -417,6 +418,28 @@ def test_study_report_type_with_one_class_has_nan_auc_with_warning():
     assert math.isnan(hand["auc"]) and math.isnan(hand["sensitivity"])
     assert hand["specificity"] == pytest.approx(0.5)
     assert report["overall"]["auc"] == pytest.approx(1.0)
+
+
+def test_study_report_warns_only_about_figures_it_reports():
+    # No abnormal prediction leaves precision undefined, but the report has no precision:
+    # every figure in it is defined, and nothing is said.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndefinedMetricWarning)
+        report = metrics.study_report(["XR_HAND"] * 4, [0, 1, 0, 1], [0.1, 0.4, 0.2, 0.3])
+    assert report["overall"]["sensitivity"] == 0.0 and report["overall"]["specificity"] == 1.0
+
+
+def test_study_report_takes_study_types_of_any_string_dtype():
+    labels, probabilities = [0, 1, 0, 1, 1, 0], [0.2, 0.9, 0.4, 0.6, 0.7, 0.1]
+    for types in (["XR_HAND", "XR_WRIST"] * 3, np.array(["XR_HAND", "XR_WRIST"] * 3, dtype=object)):
+        report = metrics.study_report(types, labels, probabilities)  # object: a pandas column
+        assert list(report["per_study_type"]) == ["XR_HAND", "XR_WRIST"]
+        assert all(type(name) is str for name in report["per_study_type"])
+
+
+def test_format_report_labels_the_interval_with_its_confidence():
+    report = metrics.study_report(["A", "A", "B", "B"], [0, 1, 0, 1], [0.2, 0.7, 0.4, 0.8], confidence=0.995)
+    assert "kappa (99.5% CI)" in metrics.format_report(report).split("\n")[0]
 
 
 def test_study_report_rejects_non_binary_labels():

@@ -90,6 +90,16 @@ def test_plot_history_draws_each_series_against_its_epochs(tmp_path, monkeypatch
                      ("accuracy", "train"): ([1, 2, 3], history["accuracy"])}
 
 
+def test_plot_history_of_a_resumed_fit_starts_at_its_first_epoch(tmp_path, monkeypatch):
+    from minidl.callbacks import History
+
+    history = History()
+    for epoch, loss in [(3, 0.6), (4, 0.5)]:  # fit(..., initial_epoch=3, epochs=5)
+        history.on_epoch_end(epoch, {"loss": loss})
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "history.png"))
+    assert list(figure.axes[0].lines[0].get_xdata()) == [4, 5]  # epochs counted from 1
+
+
 @pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])
 def test_plot_history_refuses_an_empty_curve(tmp_path, history):
     with pytest.raises(ValueError, match="^plot_history: the '(val_)?loss' curve is empty$"):

@@ -232,10 +232,16 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     cache = Path(common[common.index("--cache-dir") + 1])
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
     data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
-    with caplog.at_level("WARNING"):
+    with caplog.at_level("INFO"):
         result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
                                              tmp_path, 16)
     assert "all of one class" in caplog.text
+    # The figures that are nan are named, and only those: without abnormal studies AUC and
+    # sensitivity, and kappa too if the model called every study normal.
+    rows = [result["overall"], *result["per_study_type"].values()]
+    undefined = sorted({name for row in rows for name, value in row.items() if np.isnan(value)})
+    assert {"auc", "sensitivity"} <= set(undefined) and "specificity" not in undefined
+    assert f"Some figures are nan ({', '.join(undefined)}): undefined for a study type" in caplog.text
     assert not (tmp_path / "roc.png").exists()
     assert {"metrics.json", "predictions.csv", "confusion.png"} <= set(os.listdir(tmp_path))
     assert result["overall"]["specificity"] is not None
