@@ -1,4 +1,4 @@
-"""Callbacks: code that ``Sequential.fit`` runs at the end of every epoch.
+"""Callbacks: code that ``Sequential.fit`` runs as training begins and ends, and around every epoch.
 
 Each callback sees the epoch's ``logs`` (``{"loss": ..., "accuracy": ...,
 "val_loss": ..., "val_accuracy": ...}``) and may look at or change the model:

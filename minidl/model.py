@@ -12,6 +12,7 @@ probabilities, the model fuses them: the loss is computed from the softmax's
 input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 ``minidl.losses``), which stays exact and finite when some ``p`` is 0 or 1.
 """
+import collections.abc
 import contextlib
 import json
 import sys
@@ -382,6 +383,11 @@ class Sequential:
                             + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
+        for name, data in (("x", train), ("validation_data", val)):
+            if isinstance(data, collections.abc.Iterator) and epochs - initial_epoch > 1:
+                raise ValueError(f"fit: {name} is an iterator (a generator, say), which one epoch uses up; "
+                                 f"for {epochs - initial_epoch} epochs give a re-iterable, such as a list of "
+                                 "batches or an ArrayBatches")
         loss = self._training_loss(class_weight)
         history = History()
         callbacks = [history, *callbacks]
@@ -403,8 +409,8 @@ class Sequential:
                     callback.on_epoch_begin(epoch)
                 logs = self._fit_epoch(train, loss, epoch, epochs, verbose)
                 if val is not None:
-                    checked = self._evaluate_batches(val, "validation_data", verbose == 1, "Validating")
-                    logs.update({f"val_{k}": v for k, v in checked.items()})
+                    val_logs = self._evaluate_batches(val, "validation_data", verbose == 1, "Validating")
+                    logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 logs["lr"] = self.optimizer.lr
                 if verbose == 2:
                     print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()))
@@ -437,10 +443,8 @@ class Sequential:
                 bar.update(1)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in self._logs(total_loss, total_correct, seen).items()})
         if seen == 0:
-            raise ValueError(
-                f"fit: the training data produced no batches in epoch {epoch + 1} (a generator is used up "
-                "after one pass: give fit a re-iterable, such as a list of batches or an ArrayBatches)"
-            )
+            raise ValueError(f"fit: the training data produced no batches in epoch {epoch + 1}: it is empty, "
+                             "or one pass used it up (give fit a re-iterable, such as a list of batches)")
         return self._logs(total_loss, total_correct, seen)
 
     def _epoch_log_keys(self, validation):
@@ -506,10 +510,10 @@ class Sequential:
         outputs = []
         with _progress_bar(batches, "Predicting", verbose == 1) as bar:
             for index, batch in enumerate(batches):
-                xb = batch[0] if _is_pair_of_arrays(batch) else batch
+                xb = batch[0] if _is_batch_tuple(batch) else batch
                 # Predicting changes nothing: checking batch by batch will do. Only the
                 # caller's own batches are named; an array's slices are ours.
-                self._check_images(xb, f"predict, batch {index + 1}" if given_batches else "predict")
+                self._check_inputs(xb, f"predict, batch {index + 1}" if given_batches else "predict")
                 p = self._forward(self._to_device(xb)[0], training=False, keeps_cache=False)
                 # Copied: the last layer may write every batch's result into the same reused array.
                 outputs.append(np.array(to_numpy(p)))
@@ -526,14 +530,23 @@ class Sequential:
     def _is_list_of_batches(self, items):
         """Whether a list given to ``predict`` holds batches, not samples: ``(x, y)`` pairs, or
         arrays of one more axis than a sample (known once the model is built, or from its
-        first layer). An empty list is no batches."""
-        if all(_is_pair_of_arrays(item) for item in items):
+        first layer). An empty list counts as no batches: it predicts nothing.
+
+        ``ValueError`` for a list of arrays that an unbuilt model whose first layer
+        takes any rank (Flatten, ReLU) cannot tell apart: guessing "samples" would
+        build the model for a batch's shape.
+        """
+        if all(_is_batch_tuple(item) for item in items):
             return True
         first_layer_rank = self.layers[0].input_rank if self.layers else None
         sample_rank = len(self.input_shape) if self.input_shape is not None else first_layer_rank
+        if sample_rank is None and any(hasattr(item, "ndim") for item in items):
+            raise ValueError("predict: this list of arrays may hold samples or batches, and the model cannot tell "
+                             "which: it is not built, and its first layer takes inputs of any rank; build it "
+                             "first (Sequential(..., input_shape=...)), or pass one array of samples")
         return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
-    def _check_images(self, x, what):
+    def _check_inputs(self, x, what):
         """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for that shape."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
@@ -555,7 +568,7 @@ class Sequential:
         """
         x = np.asarray(x) if isinstance(x, (list, tuple)) else x
         y = np.asarray(y) if isinstance(y, (list, tuple)) else y
-        self._check_images(x, what)
+        self._check_inputs(x, what)
         if y is None or not hasattr(y, "shape"):
             raise ValueError(f"{what}: labels are missing")
         if len(x) != len(y):
@@ -569,7 +582,7 @@ class Sequential:
         if y.ndim == 1:
             check_class_indices(y_host, what)
         classes = self.output_classes
-        if classes is not None and y.ndim == 1 and len(y):
+        if classes is not None and y.ndim == 1:
             low, high = y_host.min(), y_host.max()
             if low < 0 or high >= classes:
                 raise ValueError(
@@ -611,7 +624,7 @@ class Sequential:
                 raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
                                  "an iterable gives its weights in (x, y, w) batches")
             return x
-        if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_pair_of_arrays, x))):
+        if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
         x = np.asarray(x) if isinstance(x, (list, tuple)) else x
@@ -630,7 +643,7 @@ class Sequential:
         """``validation_data`` as batches, arrays checked in full; an empty set is refused before training."""
         # Arrays (or lists, as fit takes them) x, y[, w]; not a list of (x, y) batches.
         arrays = isinstance(data, (tuple, list)) and len(data) in (2, 3) and (
-            hasattr(data[0], "shape") or (isinstance(data[0], (list, tuple)) and not _is_pair_of_arrays(data[0])))
+            hasattr(data[0], "shape") or (isinstance(data[0], (list, tuple)) and not _is_batch_tuple(data[0])))
         if arrays:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
@@ -852,7 +865,7 @@ def _progress_bar(batches, description, show, leave=False):
                 file=sys.stderr, dynamic_ncols=True)
 
 
-def _is_pair_of_arrays(batch):
+def _is_batch_tuple(batch):
     """Whether ``batch`` is an ``(x, y)`` or ``(x, y, w)`` batch, not a row of numbers."""
     return isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and getattr(batch[0], "ndim", 0) >= 1
 

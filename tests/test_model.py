@@ -235,6 +235,13 @@ def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
         features.predict([rows[0], rows])
     unbuilt = tiny_cnn(input_shape=None)  # its first layer, a Conv2D, tells samples (rank 3) from batches
     assert_allclose(unbuilt.predict([x[:4], x[4:8]]), reference[:8], rtol=1e-6)
+    # A Flatten first takes any rank: unbuilt, such a model cannot tell, and says so (it took the
+    # two batches for two samples and built itself for a batch's shape).
+    flat = Sequential([Flatten(), Dense(2), Softmax()], seed=0)
+    with pytest.raises(ValueError, match="^predict: this list of arrays may hold samples or batches"):
+        flat.predict([x[:4], x[4:8]])
+    assert flat.input_shape is None
+    assert flat.predict(x[:4].tolist()).shape == (4, 2)  # nested lists of numbers are samples
 
 
 def test_predict_and_evaluate_keep_no_cache_and_training_goes_on_as_if_they_had_not_run():
@@ -969,7 +976,12 @@ def test_compiling_cross_entropy_on_logits_after_a_softmax_warns():
     (lambda m, x, y: m.fit(x, y, epochs=-1, verbose=0), "epochs must be a non-negative int, got -1"),
     (lambda m, x, y: m.fit(x, y, epochs=2.5, verbose=0), "epochs must be a non-negative int"),
     (lambda m, x, y: m.fit(x, y[:, None], verbose=0), r"shape \(8, 1\) \(for class indices, pass a 1-D array"),
-    (lambda m, x, y: m.fit((b for b in [(x, y)]), epochs=2, verbose=0), "a generator is used up after one pass"),
+    (lambda m, x, y: m.fit((b for b in [(x, y)]), epochs=2, verbose=0),
+     r"^fit: x is an iterator \(a generator, say\), which one epoch uses up; for 2 epochs give a re-iterable"),
+    (lambda m, x, y: m.fit(x, y, epochs=3, initial_epoch=1, verbose=0, validation_data=iter([(x, y)])),
+     r"^fit: validation_data is an iterator .* for 2 epochs give a re-iterable"),
+    (lambda m, x, y: m.fit(ArrayBatches(x[:0], y[:0]), verbose=0),
+     r"^fit: the training data produced no batches in epoch 1: it is empty, or one pass used it up"),
     (lambda m, x, y: m.predict(np.where(np.arange(x.size).reshape(x.shape) == 5, np.nan, x)), "NaN"),
 ])
 def test_common_mistakes_in_fit_and_predict_say_what_to_do(call, match):
