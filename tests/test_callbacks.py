@@ -453,8 +453,13 @@ def test_csv_logger_appending_logs_with_a_column_the_file_lacks_names_the_file_a
 
 def test_a_callback_that_fails_to_begin_leaves_the_ones_begun_ended_and_the_others_untouched(tmp_path):
     class FailsToBegin(EpochRecorder):
+        ended = False
+
         def on_train_begin(self, logs=None):
             raise RuntimeError("cannot begin")
+
+        def on_train_end(self, logs=None):
+            self.ended = True
 
     class Ended(EpochRecorder):
         ended = False
@@ -463,11 +468,11 @@ def test_a_callback_that_fails_to_begin_leaves_the_ones_begun_ended_and_the_othe
             self.ended = True
 
     x, y = tiny_images(8)
-    logger, after = CSVLogger(tmp_path / "log.csv"), Ended()
+    logger, failing, after = CSVLogger(tmp_path / "log.csv"), FailsToBegin(), Ended()
     with pytest.raises(RuntimeError, match="cannot begin"):
-        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[logger, FailsToBegin(), after])
+        tiny_cnn().fit(x, y, epochs=1, verbose=0, callbacks=[logger, failing, after])
     assert logger._file is None  # begun, so ended: its file is closed
-    assert not after.ended  # never begun, so not ended (an EarlyStopping would restore stale weights)
+    assert not failing.ended and not after.ended  # not begun, so not ended (an EarlyStopping would restore stale weights)
 
 
 def test_reduce_lr_on_plateau_starts_afresh_in_each_fit():

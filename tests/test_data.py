@@ -170,6 +170,9 @@ def test_augmented_batches_keep_the_batches_dtype_and_x_may_be_a_list():
                                   augment=random_flip_rotate):
             assert xb.dtype == dtype and xb.shape[1:] == x.shape[1:]
     assert random_flip_rotate(x.astype(np.uint8), np.random.default_rng(0)).dtype == np.float32
+    for xb_given, xb_array in zip(ArrayBatches(tuple(x), y, batch_size=4, shuffle=False),
+                                  ArrayBatches(x, y, batch_size=4, shuffle=False), strict=True):
+        np.testing.assert_array_equal(xb_given[0], xb_array[0])
 
 
 @pytest.mark.parametrize("channels", [None, 3], ids=["BHW", "BHWC"])

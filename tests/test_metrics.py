@@ -321,6 +321,8 @@ def test_mismatched_lengths_are_a_value_error(function):
 def test_labels_must_be_class_indices(function, bad_labels):
     with pytest.raises(ValueError, match=f"{function.__name__}: y_true must"):
         function(bad_labels, [0, 1])
+    with pytest.raises(ValueError, match=f"{function.__name__}: y_pred must"):
+        function([0, 1], bad_labels)
 
 
 def test_two_dimensional_labels_are_a_value_error():

@@ -990,6 +990,15 @@ def test_common_mistakes_in_fit_and_predict_say_what_to_do(call, match):
         call(tiny_cnn(), x, y)
 
 
+def test_iterators_serve_a_fit_of_one_epoch():
+    x, y = tiny_images(8, seed=18)
+    history = tiny_cnn().fit(iter([(x[:4], y[:4]), (x[4:], y[4:])]), epochs=1, verbose=0,
+                             validation_data=iter([(x, y)]))
+    assert len(history.history["loss"]) == len(history.history["val_loss"]) == 1
+    resumed = tiny_cnn().fit(iter([(x, y)]), epochs=2, initial_epoch=1, verbose=0)  # one epoch left to train
+    assert resumed.epoch == [1]
+
+
 def test_an_input_shape_given_with_the_batch_axis_is_pointed_out():
     x = np.ones((4, 3), np.float32)
     model = Sequential([Flatten(), Dense(2), Softmax()], input_shape=x.shape)  # (4, 3): the batch axis included
@@ -1106,6 +1115,19 @@ def test_a_refused_compile_leaves_the_model_and_its_optimisers_state_as_they_wer
     assert (model.optimizer, model.loss, model.metrics, model.optimizer.t) == (optimizer, loss, metrics, steps)
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # and trains on as before
     assert model.optimizer.t == steps + 2
+
+
+def test_layers_held_in_a_dict_are_found_too():
+    class Parts(DenseInside):
+        def __init__(self):
+            super().__init__()
+            self.parts = {"dense": self.parts[0], "relu": self.parts[1]}
+
+        def build(self, input_shape):
+            self.parts["dense"].build(input_shape)
+
+    with pytest.raises(TypeError, match=r"^Parts 'parts_1': holds layers with parameters of their own \(Dense 'inner'\)"):
+        Sequential([Parts(), Dense(2), Softmax()], input_shape=(3,))
 
 
 def test_a_refused_add_leaves_the_model_and_the_next_layers_weights_as_if_it_had_not_been_offered():

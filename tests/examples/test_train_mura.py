@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -226,15 +227,18 @@ def test_evaluate_refuses_images_unlike_the_models_before_decoding_any(run, tmp_
 
 def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(run, script, tmp_path, caplog):
     from minidl import Sequential
+    from minidl.metrics import UndefinedMetricWarning
     from minidl.datasets import mura
 
     out, common, _ = run
     cache = Path(common[common.index("--cache-dir") + 1])
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
     data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
-    with caplog.at_level("INFO"):
+    with caplog.at_level("INFO"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
                                              tmp_path, 16)
+    assert not [w for w in caught if issubclass(w.category, UndefinedMetricWarning)]  # said in the log
     assert "all of one class" in caplog.text
     # The figures that are nan are named, and only those: without abnormal studies AUC and
     # sensitivity, and kappa too if the model called every study normal.
