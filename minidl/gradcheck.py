@@ -78,7 +78,9 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
             trainable and had layers before it.
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
-    are skipped; if more than a fifth of the inputs sit on one, ``ValueError``.
+    are skipped; if more than a fifth of the inputs, or every entry of a
+    parameter, sit on one, ``ValueError``. A forward that does not return float64
+    for the float64 input is an ``AssertionError``.
 
     Returns:
         dict name -> worst relative error, for ``"x"`` and each parameter.
@@ -110,6 +112,9 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
 
     analytic = copy.deepcopy(pristine)
     y = analytic.forward(x, training=training)
+    if y.dtype != np.float64:  # finite differences of a float32 output would be rounding noise
+        raise AssertionError(f"{layer.describe()}: forward returned {y.dtype} for float64 input; "
+                             "a layer's output must take its input's dtype")
     g = xp.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))
     dx = analytic.backward(g.copy())  # a copy: a backward that modified its argument would change g
 
@@ -131,6 +136,11 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         report["x"] = _compare(layer, "dL/dx", dx, numeric, rtol, atol, skip=kink)
     for name, value in pristine.params.items():
         numeric, kink = _finite_differences(lambda v, name=name: loss_at(x, {name: v}), value, h)
+        # A bias at 0 before a kink is common, and the caller did not draw the parameters:
+        # only a parameter left with nothing to check is refused.
+        if kink.all():
+            raise ValueError(f"check_layer: every entry of {layer.describe()}'s {name} sits on a kink, so none "
+                             "could be checked; give it values away from its kinks")
         report[name] = _compare(layer, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol, skip=kink)
     return report
 

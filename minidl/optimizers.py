@@ -72,6 +72,10 @@ class Optimizer:
         lr: the learning rate (gamma in PyTorch's docs, eta in the thesis).
         weight_decay: L2 penalty ``lambda``, added to the gradient before the
             update as PyTorch does: ``g <- g + lambda * theta``.
+
+    ``lr`` may be changed between steps (``ReduceLROnPlateau`` does); the
+    other hyperparameters are fixed when the optimiser is made (SGD's
+    ``momentum`` decides whether it keeps state at all): make a new one.
     """
 
     slots = ()

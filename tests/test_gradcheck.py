@@ -175,6 +175,37 @@ def test_too_many_kinks_is_a_usage_error():
         check_layer(ReLU(), x)
 
 
+class ScaleByAbs(Layer):
+    """``y = x |a|`` with one parameter ``a``, built at 0: its only entry sits on the kink of ``|a|``."""
+
+    def build(self, input_shape):
+        self.add_weight("a", (1,), "zeros")
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * np.abs(self.params["a"])
+
+    def backward(self, dy):
+        self.grads["a"][...] = 7 * (dy * self.x).sum() * np.sign(self.params["a"])  # wrong, but 0 at a = 0
+        return dy * np.abs(self.params["a"])
+
+
+def test_a_parameter_wholly_on_kinks_is_a_usage_error_not_a_pass():
+    # Skipping every entry would report dL/da as checked, with an error of 0.
+    with pytest.raises(ValueError, match=r"^check_layer: every entry of ScaleByAbs's a sits on a kink"):
+        check_layer(ScaleByAbs(), random_input((2, 3), 0))
+
+
+def test_a_forward_that_leaves_float64_is_named_not_blamed_on_kinks():
+    class RoundsToFloat32(Dense):
+        def forward(self, x, training=False):
+            return super().forward(x, training).astype(np.float32)
+
+    with pytest.raises(AssertionError, match=r"RoundsToFloat32: forward returned float32 for float64 input"):
+        check_layer(RoundsToFloat32(2), random_input((2, 3), 0))
+
+
 def test_check_layer_runs_in_float64_whatever_the_input_dtype_and_leaves_the_layer_alone():
     layer = Dense(2)
     report = check_layer(layer, random_input((2, 3), 0, np.float32))

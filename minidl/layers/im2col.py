@@ -54,6 +54,8 @@ def padding_amounts(size, kernel, stride, padding):
     """
     if padding == "valid":
         return 0, 0
+    if padding != "same":
+        raise ValueError(f"padding_amounts: padding must be 'valid' or 'same', got {padding!r}")
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2

@@ -97,6 +97,12 @@ def test_same_padding_gives_ceil_size_over_stride_outputs(size, kernel, stride):
     assert padding_amounts(size, kernel, stride, "valid") == (0, 0)
 
 
+@pytest.mark.parametrize("padding", ["full", "VALID", "Same", None])
+def test_padding_other_than_valid_or_same_is_refused(padding):
+    with pytest.raises(ValueError, match=f"^padding_amounts: padding must be 'valid' or 'same', got {padding!r}$"):
+        padding_amounts(5, 3, 1, padding)
+
+
 def test_same_padding_matches_tensorflows_documented_example():
     # TensorFlow's guide to "SAME" padding: input width 13, filter 6, stride 5 gives
     # 3 outputs with 1 pad pixel on the left and 2 on the right.
