@@ -63,8 +63,11 @@ RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", "metrics.json",
 
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else [str(arg) for arg in argv]
+    # allow_abbrev=False: the commands this script prints for the next run edit the flags as typed
+    # (--overwrite out, --resume in), which an abbreviation such as --overw would slip past.
     p = argparse.ArgumentParser(description="Train a CNN on MURA (or a synthetic replica) and report "
-                                            "study-level kappa, AUC, sensitivity and specificity.")
+                                            "study-level kappa, AUC, sensitivity and specificity.",
+                                allow_abbrev=False)
     p.add_argument("--data", help="MURA-v1.1 folder (or its parent); default: a synthetic replica")
     p.add_argument("--out", help="output folder (default: runs/mura; with --evaluate, the model's folder)")
     p.add_argument("--size", type=int,
@@ -73,7 +76,8 @@ def parse_args(argv=None):
                    help="pad to square keeping the aspect ratio (default) or squash "
                         "(with --evaluate, as the model was trained)")
     p.add_argument("--epochs", type=int, default=8, help="at most this many epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per batch (default %(default)s)")
+    p.add_argument("--batch-size", type=int,
+                   help="images per batch (default 32; with --evaluate, the run's, as its run.json says)")
     p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="sgd uses momentum 0.9 (default %(default)s)")
@@ -114,7 +118,7 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that holds one, deleting the files the script writes there")
     p.add_argument("--evaluate", metavar="MODEL", help="only evaluate this model.npz on the validation split")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="no progress bars, and no model summary")
     args = p.parse_args(argv)
     args.argv = argv  # to say what to type next
     if args.freeze_base and not args.init_from:
@@ -135,7 +139,7 @@ def parse_args(argv=None):
         p.error("--overwrite starts a new run; it takes no --resume or --evaluate")
     for option, value, valid, what in (
         ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
-        ("--batch-size", args.batch_size, args.batch_size >= 1, "at least 1"),
+        ("--batch-size", args.batch_size, args.batch_size is None or args.batch_size >= 1, "at least 1"),
         ("--lr", args.lr, args.lr > 0, "positive"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
         ("--size", args.size, args.size is None or args.size >= 1, "at least 1"),
@@ -170,8 +174,10 @@ def parse_args(argv=None):
     elif not args.evaluate and not args.overwrite:
         found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
         if found:
-            p.error(f"--out {args.out} already holds a run ({', '.join(found)}): continue it with --resume, "
-                    "give another --out, or replace it (deleting those files) with --overwrite: "
+            resumable = {"last.npz", "history.csv"} <= set(found)
+            p.error(f"--out {args.out} already holds a run ({', '.join(found)}): "
+                    + ("continue it with --resume, " if resumable else "")
+                    + "give another --out, or replace it (deleting those files) with --overwrite: "
                     + command_line(argv, add="--overwrite"))
     if not args.evaluate:  # --evaluate takes these from the model and its run (evaluation_settings)
         fill_in_defaults(args)
@@ -181,13 +187,14 @@ def parse_args(argv=None):
 def fill_in_defaults(args, run=None):
     """Give the options left out the values of ``run`` (a ``run.json``'s dict) where it has them, else their defaults.
 
-    The image size and resize mode, and the data: ``--data``, or for the
-    synthetic replica its number of patients and seed.
+    The image size and resize mode, the batch size (a model trained at 320 px
+    with small batches must be evaluated with them too), and the data:
+    ``--data``, or for the synthetic replica its number of patients and seed.
     """
     run = run or {}
     if args.data is None and run.get("data") is not None:
         args.data = run["data"]
-    defaults = {"size": 64, "resize": "pad", "seed": 0}
+    defaults = {"size": 64, "resize": "pad", "seed": 0, "batch_size": 32}
     if args.data is None:
         defaults["synthetic_patients"] = SYNTHETIC_PATIENTS
     for option, default in defaults.items():
@@ -419,7 +426,8 @@ def loss_weights(data, mode):
         hint = " (--class-weights overall counts the classes over all study types)" if by_study_type else ""
         sys.exit(f"train_mura.py: --class-weights {mode}: {error}{hint}")
     for kind, pair in (weights.items() if by_study_type else [("all types", weights)]):
-        log.info("Loss weights (MURA paper), %s: normal %.3f, abnormal %.3f", kind, pair[0], pair[1])
+        log.info("Loss weights%s, %s: normal %.3f, abnormal %.3f", " (MURA paper)" if by_study_type else "",
+                 kind, pair[0], pair[1])
     return data.image_weights(by_study_type=by_study_type)
 
 
@@ -448,7 +456,11 @@ def remove_run_files(out):
 
 
 def train(args, data, out, model, past_epochs, sample_weight):
-    """Train ``model`` (carrying on after ``past_epochs`` when resuming); returns the best epoch's model."""
+    """Train ``model`` (carrying on after ``past_epochs`` when resuming).
+
+    Returns the best epoch's model, and whether any epoch was trained (a
+    resumed run may have none left).
+    """
     if not args.quiet:
         model.summary(print_fn=log.info)
     monitors = [
@@ -483,7 +495,7 @@ def train(args, data, out, model, past_epochs, sample_weight):
                     "%d epochs): nothing left to train; resume it with a larger --patience to train on",
                     out, done, args.patience)
     log.info("Training took %.1f s", time.perf_counter() - start)
-    return minidl.Sequential.load(out / "model.npz")
+    return minidl.Sequential.load(out / "model.npz"), bool(history.epoch)
 
 
 def evaluate(model, model_path, valid, out, batch_size, progress=False):
@@ -596,20 +608,32 @@ def main(argv=None):
             if args.overwrite:
                 remove_run_files(out)
             write_run_settings(args, out, data)
-            written += ["run.json", "model.npz", "last.npz", "history.csv"]
+            written.append("run.json")
     except (OSError, ValueError) as error:
         sys.exit(f"train_mura.py: {error}")
+    except KeyboardInterrupt:  # while the images were decoded: the run has written nothing yet
+        sys.exit("train_mura.py: interrupted while preparing the model and the data; no file of the run was written")
     out.mkdir(parents=True, exist_ok=True)
     if not args.evaluate:
         try:
-            model = train(args, data, out, model, past_epochs, sample_weight)
+            model, trained = train(args, data, out, model, past_epochs, sample_weight)
         except KeyboardInterrupt:
             if (out / "last.npz").exists():
                 sys.exit(f"train_mura.py: interrupted; the finished epochs are in {out}: continue with "
                          + command_line(args.argv, add="--resume", drop="--overwrite"))
             sys.exit("train_mura.py: interrupted before an epoch had finished: start again with "
                      + command_line(args.argv, add="--overwrite", drop="--resume"))
-    result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size, progress=not args.quiet)
+        except FloatingPointError as error:  # the same rate would diverge again: a new run, at a lower one
+            sys.exit(f"train_mura.py: {error}. Start again with a lower --lr, replacing this run: "
+                     + command_line(args.argv, add="--overwrite", drop="--resume"))
+        if trained:
+            written += ["model.npz", "last.npz", "history.csv"]
+    try:
+        result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size,
+                                             progress=not args.quiet)
+    except KeyboardInterrupt:
+        sys.exit(f"train_mura.py: interrupted while evaluating {model_path}; evaluate it with "
+                 + shlex.join(["python3", script_as_typed(), "--evaluate", str(model_path)]))
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     return result

@@ -310,6 +310,9 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_inc
     stdout = run_script("--out", tmp_path / "whole", "--epochs", 8, "--resume", *plateau, cwd=tmp_path)
     assert (f"Early stopping had ended the run in {tmp_path / 'whole'} after epoch 4 (no lower validation loss in its "
             "last 3 epochs): nothing left to train; resume it with a larger --patience to train on") in stdout
+    # Nothing trained: the model, last.npz and history.csv are not said to be written (run.json is).
+    wrote = next(line for line in stdout.splitlines() if line.startswith("Wrote into"))
+    assert wrote.endswith(": run.json, metrics.json, predictions.csv, roc.png, confusion.png, curves.png")
     assert read_csv(tmp_path / "whole" / "history.csv") == whole
     assert read_csv(tmp_path / "resumed" / "history.csv") == whole
     # The best epoch comes before the interruption, so model.npz is the one written before it;
@@ -426,6 +429,18 @@ def test_resume_refuses_options_other_than_the_runs(run, tmp_path, change, messa
     assert message in stderr
 
 
+def test_evaluate_takes_the_runs_batch_size_unless_given(run, script):
+    from minidl import Sequential
+
+    out, common, _ = run  # trained with --batch-size 16 (a large model may only fit small batches)
+    model = Sequential.load(out / "model.npz")
+    for given, expected in ([], 16), (["--batch-size", "4"], 4):
+        args = script.parse_args(["--evaluate", str(out / "model.npz"), *given])
+        script.evaluation_settings(args, model)
+        assert args.batch_size == expected
+    assert script.parse_args([]).batch_size == 32  # a new run's default
+
+
 def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
     out, common, _ = run
     again = tmp_path / "again"
@@ -467,19 +482,29 @@ def test_out_naming_a_file_is_refused(script, capsys, tmp_path, where):
     assert f"error: --out {out}: {tmp_path / 'model.npz'} is a file, not a folder\n" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["last.npz", "metrics.json"])
+@pytest.mark.parametrize("names, resumable", [
+    (["last.npz", "history.csv"], True), (["last.npz"], False), (["metrics.json"], False),
+])
 def test_a_new_run_into_a_folder_holding_a_run_is_refused_saying_what_to_type(script, capsys, monkeypatch, tmp_path,
-                                                                              name):
+                                                                              names, resumable):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--epochs", "2"])
     (tmp_path / "runs" / "mura").mkdir(parents=True)
-    (tmp_path / "runs" / "mura" / name).write_text("the old run's")
+    for name in names:
+        (tmp_path / "runs" / "mura" / name).write_text("the old run's")
     with pytest.raises(SystemExit) as exit_:
         script.parse_args()
     assert exit_.value.code == 2
+    found = ", ".join(sorted(names, key=script.RUN_FILES.index))
+    # --resume is offered only where there is a run to continue (its last.npz and history.csv).
     assert capsys.readouterr().err.endswith(
-        f"error: --out runs/mura already holds a run ({name}): continue it with --resume, give another --out, "
-        f"or replace it (deleting those files) with --overwrite: python3 {SCRIPT} --epochs 2 --overwrite\n")
+        f"error: --out runs/mura already holds a run ({found}): "
+        + ("continue it with --resume, " if resumable else "")
+        + f"give another --out, or replace it (deleting those files) with --overwrite: "
+        f"python3 {SCRIPT} --epochs 2 --overwrite\n")
+    name = names[0]
+    for other in names[1:]:
+        (tmp_path / "runs" / "mura" / other).unlink()
     assert (tmp_path / "runs" / "mura" / name).read_text() == "the old run's"
     # Files a run does not write do not make a run, and --overwrite and --evaluate are not refused.
     (tmp_path / "runs" / "mura" / name).unlink()
@@ -639,6 +664,55 @@ def test_resume_of_a_run_stopped_in_its_first_epoch_says_to_start_again(script, 
     assert capsys.readouterr().err.endswith(
         f"--resume: {tmp_path} holds no run to continue (no last.npz); its run stopped before the first epoch "
         "ended: start it again with --overwrite\n")
+
+
+def test_a_diverging_loss_says_to_start_again_with_a_lower_rate(run, script, tmp_path, monkeypatch):
+    _, common, _ = run
+    out = tmp_path / "out"
+    typed = ["--out", str(out), "--epochs", "1", *map(str, common)]
+
+    def diverges(*args):
+        (out / "last.npz").write_bytes(b"")  # even after an epoch: resuming at the same rate would diverge again
+        raise FloatingPointError("fit, epoch 2, batch 3: the loss became nan")
+
+    monkeypatch.setattr(script, "train", diverges)
+    monkeypatch.setattr(script, "script_as_typed", lambda: "train_mura.py")
+    with pytest.raises(SystemExit) as exit_:
+        script.main(typed)
+    assert str(exit_.value) == ("train_mura.py: fit, epoch 2, batch 3: the loss became nan. Start again with a lower "
+                                "--lr, replacing this run: " + shlex.join(["python3", "train_mura.py", *typed,
+                                                                           "--overwrite"]))
+
+
+@pytest.mark.parametrize("stage", ["load_data", "evaluate"])
+def test_ctrl_c_while_decoding_or_evaluating_says_what_is_left(run, script, tmp_path, monkeypatch, stage):
+    out_run, common, _ = run
+    out = tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, stage, interrupted)
+    monkeypatch.setattr(script, "script_as_typed", lambda: "train_mura.py")
+    with pytest.raises(SystemExit) as exit_:
+        if stage == "load_data":
+            script.main(["--out", str(out), "--epochs", "1", *map(str, common)])
+        else:
+            script.main(["--evaluate", str(out_run / "model.npz"), "--out", str(out), *map(str, common)])
+    if stage == "load_data":
+        assert str(exit_.value) == ("train_mura.py: interrupted while preparing the model and the data; no file of "
+                                    "the run was written")
+        assert not out.exists()
+    else:
+        assert str(exit_.value) == (f"train_mura.py: interrupted while evaluating {out_run / 'model.npz'}; evaluate "
+                                    f"it with python3 train_mura.py --evaluate {out_run / 'model.npz'}")
+
+
+def test_options_are_not_abbreviated(script, capsys):
+    # The commands the script prints edit flags as typed: --overw would slip past them.
+    with pytest.raises(SystemExit):
+        script.parse_args(["--overw"])
+    assert "unrecognized arguments: --overw" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("finished_an_epoch", [False, True])
