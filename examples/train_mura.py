@@ -301,6 +301,9 @@ def evaluation_settings(args, model):
     if trained_resize is not None and args.resize not in (None, trained_resize):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
+    if trained.get("data") is not None and args.data is None and args.synthetic_patients is not None:
+        sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json); "
+                 "--synthetic-patients sizes the synthetic replica, which that data replaces")
     if trained.get("data") is not None and args.data is None and not Path(trained["data"]).exists():
         sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json), which is gone; "
                  "give --data")
@@ -541,6 +544,7 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
         written.append("roc.png")
     else:
         log.warning("No roc.png: the validation studies are all of one class, so there is no ROC curve")
+        remove_stale(out / "roc.png")
     predictions = metrics.predict_abnormal(study_probabilities)
     plots.plot_confusion_matrix(metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png")
     written.append("confusion.png")
@@ -548,7 +552,16 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     if history_csv.exists():
         plots.plot_history(read_history(history_csv), out / "curves.png")
         written.append("curves.png")
+    else:
+        remove_stale(out / "curves.png")
     return result, report, written
+
+
+def remove_stale(plot):
+    """Delete ``plot``, left by an earlier run or evaluation, which would sit beside new metrics it does not show."""
+    if plot.exists():
+        plot.unlink()
+        log.info("Removed %s, which an earlier run drew: it does not belong with these metrics", plot)
 
 
 def _nan_to_null(value):

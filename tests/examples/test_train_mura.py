@@ -234,12 +234,14 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     cache = Path(common[common.index("--cache-dir") + 1])
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
     data.valid.study_labels = np.zeros_like(data.valid.study_labels)  # every validation study normal
+    (tmp_path / "roc.png").write_bytes(b"an earlier run's")  # would sit beside metrics it does not show
     with caplog.at_level("INFO"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
                                              tmp_path, 16)
     assert not [w for w in caught if issubclass(w.category, UndefinedMetricWarning)]  # said in the log
     assert "all of one class" in caplog.text
+    assert not (tmp_path / "roc.png").exists()
     # The figures that are nan are named, and only those: without abnormal studies AUC and
     # sensitivity, and kappa too if the model called every study normal.
     rows = [result["overall"], *result["per_study_type"].values()]
@@ -441,6 +443,39 @@ def test_evaluate_takes_the_runs_batch_size_unless_given(run, script):
     assert script.parse_args([]).batch_size == 32  # a new run's default
 
 
+def test_evaluating_a_model_without_a_history_removes_an_earlier_runs_curves(run, script, tmp_path):
+    from minidl import Sequential
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    alone = tmp_path / "alone"  # the model without its history.csv
+    alone.mkdir()
+    (alone / "model.npz").write_bytes((out / "model.npz").read_bytes())
+    into = tmp_path / "into"
+    into.mkdir()
+    (into / "curves.png").write_bytes(b"an earlier run's")
+    cache = Path(common[common.index("--cache-dir") + 1])
+    data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    _, _, written = script.evaluate(Sequential.load(alone / "model.npz"), alone / "model.npz", data.valid, into, 16)
+    assert "curves.png" not in written and not (into / "curves.png").exists()
+
+
+def test_evaluate_with_synthetic_patients_is_refused_for_a_run_trained_on_data(run, script, tmp_path):
+    from minidl import Sequential
+
+    out, _, _ = run
+    trained = tmp_path / "trained"
+    trained.mkdir()
+    (trained / "model.npz").write_bytes((out / "model.npz").read_bytes())
+    settings = json.loads((out / "run.json").read_text())
+    (trained / "run.json").write_text(json.dumps({**settings, "data": str(tmp_path / "MURA-v1.1")}))
+    args = script.parse_args(["--evaluate", str(trained / "model.npz"), "--synthetic-patients", "64"])
+    with pytest.raises(SystemExit) as exit_:
+        script.evaluation_settings(args, Sequential.load(trained / "model.npz"))
+    assert str(exit_.value) == (f"train_mura.py: {trained / 'model.npz'} was trained on {tmp_path / 'MURA-v1.1'} (its "
+                                "run.json); --synthetic-patients sizes the synthetic replica, which that data replaces")
+
+
 def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
     out, common, _ = run
     again = tmp_path / "again"
@@ -537,6 +572,7 @@ def test_overwrite_replaces_a_run_and_keeps_the_other_files(run, tmp_path):
     assert (f"--overwrite: deleted the previous run's run.json, model.npz, last.npz, history.csv, metrics.json "
             f"from {again}") in stdout
     assert (again / "notes.txt").read_text() == "mine"
+    assert "Loss weights, all types: normal" in stdout  # counted over all types: not the MURA paper's weights
     assert json.loads((again / "run.json").read_text())["seed"] == 1
     assert json.loads((again / "metrics.json").read_text())["model"] == str(again / "model.npz")
     assert [row["epoch"] for row in read_csv(again / "history.csv")] == ["1"]
