@@ -227,7 +227,17 @@ RUN_OPTIONS = ("size", "resize", "data", "synthetic_patients", "seed", "model", 
 def run_option(args, option):
     """``args``'s value of a run option, paths made absolute (the same folder however it was named)."""
     value = getattr(args, option)
-    return str(Path(value).resolve()) if option in ("data", "init_from") and value is not None else value
+    if option == "data" and value is not None:
+        return data_folder(value)
+    return str(Path(value).resolve()) if option == "init_from" and value is not None else value
+
+
+def data_folder(path):
+    """The ``MURA-v1.1`` folder that ``--data path`` names, absolute: the folder or its parent name the same data."""
+    try:
+        return str(mura.find_root(path).resolve())
+    except FileNotFoundError:  # not there (any more): as given, for the error that follows to name it
+        return str(Path(path).resolve())
 
 
 def write_run_settings(args, out, data):
@@ -254,6 +264,8 @@ def check_resumed_settings(args, out):
     trained = run_settings(out) or {}
     applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None,
                "model": trained.get("init_from") is None}
+    if trained.get("data") is not None:  # recorded as typed by runs of before data_folder
+        trained["data"] = data_folder(trained["data"])
     differ = [as_typed(option, trained[option], instead_of=run_option(args, option))
               for option in RUN_OPTIONS
               if option in trained and applies.get(option, True) and trained[option] != run_option(args, option)]

@@ -690,6 +690,11 @@ def test_a_run_on_data_resumes_without_synthetic_patients_even_if_its_run_json_h
     (tmp_path / "real" / "run.json").write_text(json.dumps({**settings, "synthetic_patients": 400}))
     run_script("--out", tmp_path / "real", "--epochs", 2, "--resume", *args, cwd=tmp_path)
     assert [row["epoch"] for row in read_csv(tmp_path / "real" / "history.csv")] == ["1", "2"]
+    # --data names the MURA-v1.1 folder or its parent: either resumes the run (the parent was recorded).
+    assert settings["data"] == str((replica / "MURA-v1.1").resolve())
+    inner = ["--data", replica / "MURA-v1.1", *without(common, "--synthetic-patients")]
+    run_script("--out", tmp_path / "real", "--epochs", 3, "--resume", *inner, cwd=tmp_path)
+    assert [row["epoch"] for row in read_csv(tmp_path / "real" / "history.csv")] == ["1", "2", "3"]
 
 
 def test_resume_of_a_run_stopped_in_its_first_epoch_says_to_start_again(script, tmp_path, capsys):
