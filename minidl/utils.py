@@ -14,11 +14,12 @@ def is_int(value):
 
 
 def check_flag(owner, name, value):
-    """``value`` as a bool if it is one (Python's, NumPy's, 0 or 1, or a 0-d array of them), else a ``ValueError``.
+    """``value`` as a bool if it is one (Python's, NumPy's, 0 or 1, or a 0-d array of them, NumPy's or CuPy's),
+    else a ``ValueError``.
 
     ``"no"`` is not a flag, although ``bool("no")`` is True.
     """
-    item = value.item() if isinstance(value, numpy.ndarray) and value.ndim == 0 else value
+    item = value.item() if getattr(value, "ndim", None) == 0 and hasattr(value, "item") else value
     if isinstance(item, (bool, numpy.bool_)) or (is_int(item) and item in (0, 1)):
         return bool(item)
     raise ValueError(f"{owner}: {name} must be True or False, got {value!r}")

@@ -40,6 +40,18 @@ def test_check_flag_takes_bools_and_0_and_1_as_a_bool(value, expected):
     assert check_flag("owner", "name", value) is expected
 
 
+def test_check_flag_takes_a_0_d_array_of_any_array_module():
+    class ZeroD:
+        """What a 0-d CuPy array offers here: ndim 0 and item() (it is no numpy.ndarray)."""
+
+        ndim = 0
+
+        def item(self):
+            return True
+
+    assert check_flag("owner", "name", ZeroD()) is True
+
+
 @pytest.mark.parametrize("value", ["no", "", None, 2, 1.0, np.array([True]), [True]], ids=repr)
 def test_check_flag_refuses_what_is_not_a_flag(value):
     with pytest.raises(ValueError) as err:
