@@ -204,8 +204,12 @@ def fill_in_defaults(args, run=None):
 
 def command_line(argv, add, drop=None):
     """The command that ran this script with ``argv``, less the flag ``drop`` and with the flag ``add``."""
-    kept = [arg for arg in argv if arg not in (drop, add)]
-    return shlex.join(["python3", script_as_typed(), *kept, add])
+    return command([*(arg for arg in argv if arg not in (drop, add)), add])
+
+
+def command(arguments):
+    """The command line that runs this script with ``arguments``, quoted for a shell."""
+    return shlex.join(["python3", script_as_typed(), *arguments])
 
 
 def script_as_typed():
@@ -313,12 +317,13 @@ def evaluation_settings(args, model):
     if trained_resize is not None and args.resize not in (None, trained_resize):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
-    if trained.get("data") is not None and args.data is None and args.synthetic_patients is not None:
-        sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json); "
-                 "--synthetic-patients sizes the synthetic replica, which that data replaces")
-    if trained.get("data") is not None and args.data is None and not Path(trained["data"]).exists():
-        sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json), which is gone; "
-                 "give --data")
+    if trained.get("data") is not None and args.data is None:  # the run's data, which fill_in_defaults takes
+        if args.synthetic_patients is not None:
+            sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json); "
+                     "--synthetic-patients sizes the synthetic replica, which that data replaces")
+        if not Path(trained["data"]).exists():
+            sys.exit(f"train_mura.py: {args.evaluate} was trained on {trained['data']} (its run.json), which is "
+                     "gone; give --data")
     fill_in_defaults(args, trained)
     log.info("Evaluating on %s", args.data or f"the synthetic replica of {args.synthetic_patients} patients, "
                                               f"seed {args.seed}")
@@ -658,7 +663,7 @@ def main(argv=None):
                                              progress=not args.quiet)
     except KeyboardInterrupt:
         sys.exit(f"train_mura.py: interrupted while evaluating {model_path}; evaluate it with "
-                 + shlex.join(["python3", script_as_typed(), "--evaluate", str(model_path)]))
+                 + command(["--evaluate", str(model_path)]))
     print_report(report, valid.synthetic)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     return result

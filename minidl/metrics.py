@@ -37,6 +37,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .losses import check_class_indices
+from .utils import stacklevel_outside
 
 __all__ = [
     "UndefinedMetricWarning",
@@ -58,9 +59,9 @@ class UndefinedMetricWarning(RuntimeWarning):
     """A measure was asked for on data where it is ``0 / 0``; the result is ``nan``."""
 
 
-def _warn_undefined(message, stacklevel=3):
-    # The default stacklevel points at the caller of the public metric that calls this helper.
-    warnings.warn(message, UndefinedMetricWarning, stacklevel=stacklevel)
+def _warn_undefined(message):
+    # Points at the caller's line, however deep in this module the measure is computed.
+    warnings.warn(message, UndefinedMetricWarning, stacklevel=stacklevel_outside(__name__))
 
 
 def _as_1d(values, name, caller):
@@ -130,7 +131,7 @@ def _labels_and_scores(y_true, scores, caller):
 def _ratio(numerator, denominator, what):
     """``numerator / denominator`` as a float, or ``nan`` with a warning when the denominator is 0."""
     if denominator == 0:
-        _warn_undefined(f"{what} is undefined (0 / 0); returning nan", stacklevel=4)
+        _warn_undefined(f"{what} is undefined (0 / 0); returning nan")
         return float("nan")
     return float(numerator / denominator)
 
@@ -240,12 +241,19 @@ def binary_rates(y_true, y_pred):
     _same_length(caller, y_true=y_true, y_pred=y_pred)
     (tn, fp), (fn, tp) = confusion_matrix(y_true, y_pred, num_classes=2)
     return {
-        "sensitivity": _ratio(tp, tp + fn, "sensitivity without abnormal examples"),
-        "specificity": _ratio(tn, tn + fp, "specificity without normal examples"),
+        **_sensitivity_and_specificity(tn, fp, fn, tp),
         "fpr": _ratio(fp, fp + tn, "false positive rate without normal examples"),
         "fnr": _ratio(fn, fn + tp, "false negative rate without abnormal examples"),
         "precision": _ratio(tp, tp + fp, "precision without abnormal predictions"),
         "f1": _ratio(2 * tp, 2 * tp + fp + fn, "f1 without any abnormal example or prediction"),
+    }
+
+
+def _sensitivity_and_specificity(tn, fp, fn, tp):
+    """The two rates that :func:`binary_rates` and the study report share, from the confusion counts."""
+    return {
+        "sensitivity": _ratio(tp, tp + fn, "sensitivity without abnormal examples"),
+        "specificity": _ratio(tn, tn + fp, "specificity without normal examples"),
     }
 
 
@@ -519,8 +527,7 @@ def predict_abnormal(probabilities, threshold=0.5):
 def _report_row(labels, probabilities, threshold, confidence):
     predictions = predict_abnormal(probabilities, threshold)
     kappa = cohen_kappa_ci(labels, predictions, confidence)
-    # The two rates of binary_rates that the row shows: its precision and f1 would warn
-    # about figures the report does not have.
+    # Not binary_rates: its precision and f1 would warn about figures the report does not have.
     (tn, fp), (fn, tp) = confusion_matrix(labels, predictions, num_classes=2)
     return {
         "studies": int(len(labels)),
@@ -529,8 +536,7 @@ def _report_row(labels, probabilities, threshold, confidence):
         "kappa_high": kappa["high"],
         "auc": roc_auc(labels, probabilities),
         "accuracy": accuracy(labels, predictions),
-        "sensitivity": _ratio(tp, tp + fn, "sensitivity without abnormal examples"),
-        "specificity": _ratio(tn, tn + fp, "specificity without normal examples"),
+        **_sensitivity_and_specificity(tn, fp, fn, tp),
     }
 
 

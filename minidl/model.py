@@ -391,11 +391,12 @@ class Sequential:
         loss = self._training_loss(class_weight)
         history = History()
         callbacks = [history, *callbacks]
+        log_keys = self._epoch_log_keys(validation=val is not None)
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
             callback.set_model(self)
-            callback.check_log_keys(self._epoch_log_keys(validation=val is not None))
+            callback.check_log_keys(log_keys)
         self.stop_training = False
         begun = []  # whose on_train_end must run, however fit ends (a CSVLogger closes its file)
         try:

@@ -4,6 +4,7 @@ import math
 import numbers
 import os
 import secrets
+import sys
 
 import numpy
 
@@ -11,6 +12,18 @@ import numpy
 def is_int(value):
     """An integer (Python or NumPy), but not a bool: 2.5, "2" and True are not counts or sizes."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def stacklevel_outside(module_name):
+    """The ``stacklevel`` at which a warning that code of ``module_name`` raises points at the
+    first caller outside that module, however deep inside it the warning is raised.
+
+    Call it in the ``warnings.warn`` call itself: ``stacklevel=stacklevel_outside(__name__)``.
+    """
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__") == module_name:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def check_flag(owner, name, value):
@@ -32,6 +45,10 @@ def check_choice(owner, name, value, choices):
     return int(value)
 
 
+#: The dtypes minidl computes in: float32, and float64 for gradient checks (see ``float_dtype``).
+FLOAT_DTYPES = (numpy.dtype(numpy.float32), numpy.dtype(numpy.float64))
+
+
 def float_dtype(owner, dtype):
     """``dtype`` as a NumPy dtype if it is float32 or float64, else a ``ValueError`` naming ``owner``.
 
@@ -42,7 +59,7 @@ def float_dtype(owner, dtype):
         as_dtype = None if dtype is None else numpy.dtype(dtype)  # NumPy would read None as float64
     except TypeError:  # "foo", or an object that is no dtype
         as_dtype = None
-    if as_dtype not in (numpy.float32, numpy.float64):
+    if as_dtype is None or as_dtype not in FLOAT_DTYPES:  # (None == float64 in NumPy's eyes)
         shown = repr(dtype) if as_dtype is None else str(as_dtype)
         raise ValueError(f"{owner}: dtype must be float32 or float64, got {shown}")
     return as_dtype

@@ -414,8 +414,9 @@ def test_study_report_predicts_with_its_threshold_in_every_row():
 
 def test_study_report_type_with_one_class_has_nan_auc_with_warning():
     types = ["XR_HAND", "XR_HAND", "XR_WRIST", "XR_WRIST"]
-    with pytest.warns(UndefinedMetricWarning):
+    with pytest.warns(UndefinedMetricWarning) as caught:
         report = metrics.study_report(types, [0, 0, 0, 1], [0.2, 0.7, 0.4, 0.8])
+    assert {warning.filename for warning in caught} == {__file__}  # this line, not the report's insides
     hand = report["per_study_type"]["XR_HAND"]
     assert math.isnan(hand["auc"]) and math.isnan(hand["sensitivity"])
     assert hand["specificity"] == pytest.approx(0.5)

@@ -80,7 +80,6 @@ import json
 import math
 import os
 import shutil
-import sys
 import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
@@ -94,7 +93,7 @@ from tqdm import tqdm
 
 from ..backend import default_rng, get_array_module
 from ..data import ArrayBatches, random_flip_rotate
-from ..utils import atomic_path, is_int
+from ..utils import atomic_path, is_int, stacklevel_outside
 
 _FOLDER = "MURA-v1.1"
 SPLITS = ("train", "valid")
@@ -331,14 +330,6 @@ def _terminate_workers(pool):
         process.terminate()
 
 
-def _caller_level():
-    """The ``stacklevel`` at which a warning points at the first caller outside this module."""
-    frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame, level = frame.f_back, level + 1
-    return level
-
-
 # ----------------------------------------------------------------- the cache
 def default_cache_dir():
     """``$XDG_CACHE_HOME/minidl/mura``, or ``~/.cache/minidl/mura``."""
@@ -424,7 +415,7 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
             continue
         warnings.warn(f"MURA: {stale} ({gigabytes:.2f} GB) was left by a build of this cache that was killed "
                       "(unless another process is building it now); delete it to free the space",
-                      stacklevel=_caller_level())
+                      stacklevel=stacklevel_outside(__name__))
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
     npy_file.unlink(missing_ok=True)  # stale: its room is needed for the new one
     _check_free_space(npy_file, len(records) * size * size, split)
@@ -441,7 +432,7 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
             for record, file, (image, error) in zip(records, files, bar):
                 if error is not None:
                     warnings.warn(f"MURA: left out unreadable image {file} ({error})", UnreadableImageWarning,
-                                  stacklevel=_caller_level())
+                                  stacklevel=stacklevel_outside(__name__))
                     skipped.append({"path": record.path, "error": error})
                     continue
                 images[len(kept)] = image
@@ -480,13 +471,13 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
         for skip in index["skipped_images"]:
             warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
                           f"found when the cache {json_file} was built)", UnreadableImageWarning,
-                          stacklevel=_caller_level())
+                          stacklevel=stacklevel_outside(__name__))
     by_path = {record.path: record for record in records}
     kept = [by_path[path] for path in index["images"]]
     lost = sorted({record.study for record in records} - {record.study for record in kept})
     for study in lost:
         warnings.warn(f"MURA: study {study} has no readable image: it is left out of the {split} split",
-                      UnreadableImageWarning, stacklevel=_caller_level())
+                      UnreadableImageWarning, stacklevel=stacklevel_outside(__name__))
     return images, kept, index
 
 
@@ -773,7 +764,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(f".{_FOLDER}.*"):  # the staging folders below
         warnings.warn(f"synthesize: {stale} was left by a synthesis that was killed (unless one is running "
-                      "now); delete it", stacklevel=_caller_level())
+                      "now); delete it", stacklevel=stacklevel_outside(__name__))
     # Everything is written into a hidden temporary folder first and renamed at the end.
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{_FOLDER}."))
     staging.chmod(0o755)  # mkdtemp makes it private to its owner

@@ -22,7 +22,7 @@ import math
 
 from .. import initializers
 from ..backend import backend_module, default_rng, get_array_module
-from ..utils import sample_shape
+from ..utils import FLOAT_DTYPES, sample_shape
 
 #: Every Layer subclass by class name, so that a saved architecture can be rebuilt.
 LAYER_CLASSES = {}
@@ -141,7 +141,7 @@ class Layer:
         ``utils.float_dtype``).
         """
         # Parameters take the input's dtype: integers would make them all zero, float16 underflows.
-        if x.dtype.kind != "f" or x.dtype.itemsize not in (4, 8):
+        if x.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{self.describe()}: expected float32 or float64 input, got dtype {x.dtype} "
                              "(convert it first, e.g. x.astype(np.float32))")
         if self.input_rank is not None and x.ndim != self.input_rank + 1:
