@@ -25,8 +25,9 @@ Two kinds of trouble are kept apart:
 - Input that is valid but for which a measure is a ratio ``0 / 0`` -- AUC with a
   single class, sensitivity without any abnormal example, precision without any
   abnormal prediction, kappa when chance agreement ``p_e`` is 1 -- returns
-  ``nan`` and emits an :class:`UndefinedMetricWarning` saying why. This is what
-  scikit-learn does with ``zero_division=np.nan``, so a per-type MURA report with
+  ``nan`` and emits an :class:`UndefinedMetricWarning` saying why. The value is
+  scikit-learn's with ``zero_division=np.nan`` (which does not warn; its default
+  warns but returns 0), so a per-type MURA report with
   a type that has no abnormal study still prints, with ``nan`` where a number
   cannot exist.
 """
@@ -229,8 +230,8 @@ def binary_rates(y_true, y_pred):
     Undefined cases: a rate whose denominator is 0 (no abnormal example for
     sensitivity/fnr, no normal example for specificity/fpr, no abnormal
     prediction for precision, no positive at all for f1) is ``nan`` with an
-    :class:`UndefinedMetricWarning`; scikit-learn gives the same with
-    ``zero_division=np.nan``.
+    :class:`UndefinedMetricWarning`; scikit-learn gives the same value, silently,
+    with ``zero_division=np.nan``.
 
     Raises:
         ValueError: empty input, different lengths, labels other than 0 and 1.
