@@ -71,9 +71,19 @@ mode, the bytes of the split's two CSV files, and every image's path, byte size
 and modification time; when any of them changes, the cache is rebuilt. Both
 files are written to temporary files and renamed into place, the ``.json``
 last: the ``.json`` is what marks a cache as complete, so an interrupted build
-never leaves a cache that looks valid.
+never leaves a cache that looks valid. The disk space is reserved before the
+first image is decoded, so a full disk is an error at the start, not a crash
+partway. Processes that need the same cache build it once: the first holds a
+lock (``<stem>.lock`` beside it, on systems with ``fcntl``) and the others
+wait for it, then read what it built.
+
+A file that cannot be decoded (corrupt, truncated, not an image) is left out
+and listed in the ``.json``. A file that cannot be *read* (permission denied,
+an I/O error, a disk unmounted while caching) is an error that stops the
+build: caching it as unreadable would leave it out for good.
 """
 import csv
+import errno
 import functools
 import hashlib
 import json
@@ -81,6 +91,8 @@ import math
 import os
 import shutil
 import tempfile
+import threading
+import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -95,6 +107,11 @@ from ..backend import default_rng, get_array_module
 from ..data import ArrayBatches, random_flip_rotate
 from ..utils import atomic_path, is_int, stacklevel_outside
 
+try:
+    import fcntl
+except ImportError:  # Windows: concurrent builds of one cache are not coordinated there
+    fcntl = None
+
 _FOLDER = "MURA-v1.1"
 SPLITS = ("train", "valid")
 STUDY_TYPES = ("XR_ELBOW", "XR_FINGER", "XR_FOREARM", "XR_HAND", "XR_HUMERUS", "XR_SHOULDER", "XR_WRIST")
@@ -106,7 +123,8 @@ _SYNTHETIC_MARK = "SYNTHETIC"
 # Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # What Pillow raises for a file it cannot decode (truncated, corrupt, not an image, or
-# so large that it refuses to: MURA's long sides are at most 512 px).
+# so large that it refuses to: MURA's long sides are at most 512 px). An OSError with an
+# errno is the file system's, not the image's, and is raised instead (see _decode_or_error).
 _UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
@@ -165,10 +183,14 @@ def _csv_rows(file):
         raise FileNotFoundError(f"MURA: {file} not found")
     # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
     with open(file, newline="", encoding="utf-8-sig") as f:
-        for line, row in enumerate(csv.reader(f), start=1):
-            row = [field.strip() for field in row]
-            if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
-                yield line, row
+        try:
+            for line, row in enumerate(csv.reader(f), start=1):
+                row = [field.strip() for field in row]
+                if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
+                    yield line, row
+        except UnicodeDecodeError as error:
+            raise ValueError(f"MURA: {file} is not UTF-8 text ({error.reason} at byte {error.start}); "
+                             "MURA's CSV files are ASCII") from None
 
 
 def _parse_path(text, split, parts_expected, where):
@@ -291,9 +313,19 @@ def load_image(file, size, resize="pad"):
 
 
 def _decode_or_error(file, size, resize):
-    """``(image, None)``, or ``(None, reason)`` for a file that cannot be decoded."""
+    """``(image, None)``, or ``(None, reason)`` for a file that cannot be decoded.
+
+    A file that cannot be read raises: Pillow's errors for a corrupt image
+    carry no ``errno``, the file system's (permission denied, I/O error, a
+    file gone) do, and those may not recur on the next try.
+    """
     try:
         return load_image(file, size, resize), None
+    except OSError as error:
+        if error.errno is not None:
+            raise type(error)(error.errno, f"MURA: cannot read {file} ({error.strerror}); "
+                                           "nothing was cached") from error
+        return None, f"{type(error).__name__}: {error}"
     except _UNREADABLE_IMAGE_ERRORS as error:
         return None, f"{type(error).__name__}: {error}"
 
@@ -311,7 +343,7 @@ def _mapper(workers):
     if workers == 1:
         yield map
         return
-    pool = ProcessPoolExecutor(workers)
+    pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent)
     try:
         yield functools.partial(pool.map, chunksize=16)
     except BaseException:
@@ -319,6 +351,22 @@ def _mapper(workers):
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+def _exit_with_parent():
+    """Start a thread in a worker that ends it once its parent is gone.
+
+    A parent killed outright (``kill -9``, the out-of-memory killer) cannot
+    stop its workers, and they would wait for work forever.
+    """
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _terminate_workers(pool):
@@ -338,10 +386,10 @@ def default_cache_dir():
 
 
 def _cache_files(cache_dir, root, split, size, resize):
-    """The ``.npy`` and ``.json`` paths of one cache; datasets at different places never share them."""
+    """The ``.npy``, ``.json`` and ``.lock`` paths of one cache; datasets at different places never share them."""
     root_id = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:8]
     stem = f"mura-{root_id}-{split}-{size}px-{resize}"
-    return cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+    return cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json", cache_dir / f"{stem}.lock"
 
 
 def _cache_key(root, split, records, size, resize):
@@ -390,41 +438,74 @@ def _open_images(npy_file):
     return np.lib.format.open_memmap(npy_file, mode="r")
 
 
-def _check_free_space(npy_file, nbytes, split):
-    """``OSError`` when the disk under ``npy_file`` has no room for ``nbytes``, before any is written.
+def _reserve_disk_space(file, split):
+    """Allocate the disk blocks of the new, sparse ``file`` now; ``OSError`` naming the sizes when they do not fit.
 
-    The cache is a sparse file that fills as images are decoded: without this
-    check a full disk would be found out only partway through.
+    A memory-mapped file fills as images are decoded, and a write into it
+    that finds the disk full kills the process (``SIGBUS``) rather than
+    raising. Where the system cannot allocate ahead (macOS, some network
+    file systems), the free space is checked instead, which another process
+    may still take.
     """
-    free = shutil.disk_usage(npy_file.parent).free
-    if nbytes > free:
-        raise OSError(f"MURA: the {split} cache needs {nbytes / 1e9:.1f} GB but {npy_file.parent} has "
-                      f"{free / 1e9:.1f} GB free; choose a smaller size or another cache_dir")
+    nbytes, disk_full = os.path.getsize(file), False
+    if hasattr(os, "posix_fallocate"):
+        try:
+            with open(file, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, nbytes)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                raise
+            disk_full = error.errno == errno.ENOSPC
+    free = shutil.disk_usage(file.parent).free
+    if disk_full or nbytes > free:
+        raise OSError(errno.ENOSPC, f"MURA: the {split} cache needs {_size_text(nbytes)} but {file.parent} has "
+                                    f"{_size_text(free)} free; choose a smaller size or another cache_dir")
+
+
+def _size_text(nbytes):
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
+
+
+@contextmanager
+def _build_lock(lock_file, progress):
+    """Hold an exclusive lock on ``lock_file`` (where ``fcntl`` exists), saying so when it must wait."""
+    if fcntl is None:
+        yield
+        return
+    with open(lock_file, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if progress:
+                tqdm.write(f"MURA: waiting for another process that is building the cache {lock_file.stem}")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
-    """Decode every image of ``records`` into the cache files; returns the index dict."""
-    npy_file.parent.mkdir(parents=True, exist_ok=True)
-    if not os.access(npy_file.parent, os.W_OK):  # a read-only disk too
-        raise PermissionError(f"MURA: the {split} cache must be built, but {npy_file.parent} cannot be written "
-                              "to; choose another cache_dir")
-    for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's temporary names
-        try:
-            gigabytes = stale.stat().st_size / 1e9
-        except FileNotFoundError:  # another process building this cache has just finished
-            continue
-        warnings.warn(f"MURA: {stale} ({gigabytes:.2f} GB) was left by a build of this cache that was killed "
-                      "(unless another process is building it now); delete it to free the space",
-                      stacklevel=stacklevel_outside(__name__))
+    """Decode every image of ``records`` into the cache files; returns the index dict.
+
+    Called with the cache's lock held (where there is one), so no other
+    process is writing these files.
+    """
+    for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's names, left by a killed build
+        stale.unlink(missing_ok=True)
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
     npy_file.unlink(missing_ok=True)  # stale: its room is needed for the new one
-    _check_free_space(npy_file, len(records) * size * size, split)
     files = [_image_file(root, record.path) for record in records]
     kept, skipped = [], []
     pixel_sum = pixel_square_sum = 0
     decode = functools.partial(_decode_or_error, size=size, resize=resize)
     with atomic_path(npy_file) as tmp:
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
+        _reserve_disk_space(Path(tmp), split)
         with _mapper(workers) as map_:
             results = map_(decode, files)
             bar = tqdm(results, total=len(files), desc=f"Caching MURA {split} at {size} px", unit="image",
@@ -461,24 +542,37 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
     """``(images memmap, kept records, cache index)`` of a split, building the cache if needed."""
     records = read_index(root, split)
     key = _cache_key(root, split, records, size, resize)
-    npy_file, json_file = _cache_files(cache_dir, root, split, size, resize)
-    cached = _read_cache(npy_file, json_file, key)
+    npy_file, json_file, lock_file = _cache_files(cache_dir, root, split, size, resize)
+    cached = _read_cache(npy_file, json_file, key)  # without the lock, so that a read-only cache_dir serves
+    built = False
     if cached is None:
-        index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress)
-        images = _open_images(npy_file)[: len(index["images"])]
-    else:
-        images, index = cached
-        for skip in index["skipped_images"]:
-            warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
-                          f"found when the cache {json_file} was built)", UnreadableImageWarning,
-                          stacklevel=stacklevel_outside(__name__))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(cache_dir, os.W_OK):  # a read-only disk too
+            raise PermissionError(f"MURA: the {split} cache must be built, but {cache_dir} cannot be written "
+                                  "to; choose another cache_dir")
+        with _build_lock(lock_file, progress):
+            cached = _read_cache(npy_file, json_file, key)  # another process may have built it meanwhile
+            if cached is None:
+                index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers,
+                                     progress)
+                cached, built = (_open_images(npy_file)[: len(index["images"])], index), True
+    images, index = cached
+    for skip in [] if built else index["skipped_images"]:  # a build warned of each as it found it
+        warnings.warn(f"MURA: left out unreadable image {_image_file(root, skip['path'])} ({skip['error']}; "
+                      f"found when the cache {json_file} was built)", UnreadableImageWarning,
+                      stacklevel=stacklevel_outside(__name__))
+    return images, _kept_records(records, index, split), index
+
+
+def _kept_records(records, index, split):
+    """The records of the images a cache holds, in its row order; warns of each study left without one."""
     by_path = {record.path: record for record in records}
     kept = [by_path[path] for path in index["images"]]
     lost = sorted({record.study for record in records} - {record.study for record in kept})
     for study in lost:
         warnings.warn(f"MURA: study {study} has no readable image: it is left out of the {split} split",
                       UnreadableImageWarning, stacklevel=stacklevel_outside(__name__))
-    return images, kept, index
+    return kept
 
 
 # ------------------------------------------------------------------ the data
@@ -630,7 +724,7 @@ def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progres
     ``MURA-v1.1/MURA-v1.1``. ``size``: images become size x size.
     ``resize``: ``"pad"`` or ``"squash"`` (see the module's docstring).
     ``cache_dir``: where the caches live (default ``default_cache_dir()``).
-    ``workers``: processes that decode images (default: the CPU count, at most
+    ``workers``: processes that decode images (default: the CPUs this process may use, at most
     8; 1 decodes in this process). A script that passes more than 1 needs
     the ``if __name__ == "__main__":`` guard wherever processes are not
     forked (macOS, Windows, Linux from Python 3.14). ``progress``: show a
@@ -662,7 +756,7 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
         raise ValueError(f"{where}: resize must be one of {RESIZE_MODES}, got {resize!r}")
     if not is_int(size) or size < 1:
         raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
-    workers = min(os.cpu_count() or 1, 8) if workers is None else workers
+    workers = min(_usable_cpus(), 8) if workers is None else workers
     if not is_int(workers) or workers < 1:
         raise ValueError(f"{where}: workers must be an int of at least 1, got {workers!r}")
     if (mean is None) != (std is None):
@@ -678,6 +772,11 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
             raise ValueError(f"MURA: every {split} pixel is {mean}; the images carry no information")
     skipped = [skip["path"] for skip in index["skipped_images"]]
     return MURASplit(split, images, records, skipped, mean, std, synthetic=_is_synthetic(root))
+
+
+def _usable_cpus():
+    """The CPUs this process may run on: fewer than the machine's in a container or under ``taskset``."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _is_synthetic(root):
@@ -751,8 +850,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     root = Path(root)
     target = root / _FOLDER
     if target.exists():
-        existing = target / "README.txt"
-        if existing.is_file() and existing.read_text() == readme:
+        if _has_readme(target, readme):
             return target
         raise FileExistsError(f"synthesize: {target} exists and is not a replica made with these arguments; "
                               "remove it or choose another root")
@@ -773,12 +871,23 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
         for split, patients in (("train", train_patients), ("valid", valid_patients)):
             _synthesize_split(staging, split, range(first_patient, first_patient + patients), rng, arguments)
             first_patient += patients
-        (staging / "README.txt").write_text(readme)
-        os.replace(staging, target)
+        (staging / "README.txt").write_text(readme, encoding="utf-8", newline="\n")
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not _has_readme(target, readme):
+                raise
+            shutil.rmtree(staging)  # another process made the same replica meanwhile
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+def _has_readme(folder, readme):
+    """Whether ``folder`` is a replica that ``synthesize`` made with the arguments that ``readme`` states."""
+    file = folder / "README.txt"
+    return file.is_file() and file.read_bytes() == readme.encode("utf-8")  # bytes: any README.txt may be there
 
 
 def _synthesize_split(folder, split, patient_numbers, rng, arguments):

@@ -1,10 +1,14 @@
 """The MURA loader (minidl.datasets.mura) on tiny hand-made trees and on the synthetic replica."""
+import errno
 import io
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -235,6 +239,15 @@ def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_l
     assert len(read_index(quirky, "train")) == 8  # the other split's files are untouched and still read
 
 
+def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it(quirky):
+    csv_file = quirky / "valid_labeled_studies.csv"
+    csv_file.write_text(csv_file.read_text(), encoding="utf-16")
+    with pytest.raises(ValueError) as err:
+        read_index(quirky, "valid")
+    assert str(err.value) == (f"MURA: {csv_file} is not UTF-8 text (invalid start byte at byte 0); MURA's CSV files "
+                              "are ASCII")
+
+
 def test_blank_lines_and_lines_of_spaces_between_rows_are_skipped(quirky):
     listed = read_index(quirky, "valid")
     images = quirky / "valid_image_paths.csv"
@@ -455,7 +468,9 @@ def test_augmentation_is_for_training_only_and_seeded(quirky, tmp_path):
 
 # ------------------------------------------------------------------ the cache
 def cache_files(cache_dir):
-    return sorted(p.name for p in cache_dir.iterdir())
+    """The files of ``cache_dir`` but the lock files, which stay (deleting one could let two processes each hold
+    a lock of the same name)."""
+    return sorted(p.name for p in cache_dir.iterdir() if p.suffix != ".lock")
 
 
 def forbid_decoding(monkeypatch):
@@ -651,44 +666,134 @@ def test_a_cache_folder_that_cannot_be_written_is_named_before_any_decoding(quir
     assert calls == [] and cache_files(cache) == []
 
 
-def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, tmp_path, monkeypatch):
+@pytest.mark.parametrize("allocates_ahead", [True, False], ids=["posix_fallocate", "free-space check"])
+def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, tmp_path, monkeypatch, allocates_ahead):
     cache = tmp_path / "cache"
-    need = 8 * SIZE * SIZE  # the train split lists 8 images
+    pixels = 8 * SIZE * SIZE  # the train split lists 8 images; the .npy adds its header
+    room = {}
 
-    def free_space(room):
-        monkeypatch.setattr(mura.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, room))
+    def free_space(nbytes):
+        room["free"] = nbytes
+        monkeypatch.setattr(mura.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, room["free"]))
 
+    if allocates_ahead:
+        def posix_fallocate(fd, offset, length):
+            if length > room["free"]:
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(mura.os, "posix_fallocate", posix_fallocate, raising=False)
+    else:  # macOS has no posix_fallocate
+        monkeypatch.delattr(mura.os, "posix_fallocate", raising=False)
     calls = count_decoding(monkeypatch)
-    free_space(need - 1)
-    with pytest.raises(OSError, match=r"the train cache needs .* GB but .*cache has .* GB free; choose a smaller"):
+    free_space(pixels - 1)
+    with pytest.raises(OSError, match=rf"^\[Errno 28\] MURA: the train cache needs {pixels + 128} bytes but "
+                                      rf".*cache has {pixels - 1} bytes free; choose a smaller size or another "
+                                      r"cache_dir$") as err:
         load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert err.value.errno == errno.ENOSPC
     assert calls == [] and cache_files(cache) == []
 
-    free_space(need)
+    free_space(pixels + 4096)
     load_quiet(quirky, cache)
     assert len(calls) == 11
     # A stale cache is deleted before the check (it would stay on disk until the new one
     # replaced it), so the new one needs the whole room again.
     (quirky / "train_labeled_studies.csv").write_text((quirky / "train_labeled_studies.csv").read_text() + "\n")
-    free_space(need - 1)
+    free_space(pixels - 1)
     with pytest.raises(OSError, match="the train cache needs"):
         load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
-    assert not list(cache.glob("*-train-*"))
-    free_space(need)
+    assert not [name for name in cache_files(cache) if "-train-" in name]
+    free_space(pixels + 4096)
     load_quiet(quirky, cache)
     assert len(calls) == 19
 
 
-def test_a_file_left_by_a_killed_build_is_named_with_its_size(quirky, tmp_path):
+@pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="the system cannot allocate a file's blocks ahead")
+def test_the_disk_space_of_a_cache_is_allocated_before_it_is_filled(tmp_path):
+    # A write into a memory-mapped sparse file that finds the disk full kills the process (SIGBUS).
+    file = tmp_path / "sparse.npy"
+    with open(file, "wb") as f:
+        f.truncate(4 * 2**20)
+    assert file.stat().st_blocks * 512 < 2**20
+    mura._reserve_disk_space(file, "train")
+    assert file.stat().st_blocks * 512 >= 4 * 2**20
+    assert file.stat().st_size == 4 * 2**20
+
+
+def test_a_file_system_error_stops_the_build_and_is_not_cached_as_an_unreadable_image(quirky, tmp_path, monkeypatch):
+    # A permission denied or an I/O error may not recur: caching the image as unreadable would leave it out for good.
+    cache = tmp_path / "cache"
+    real = mura.load_image
+    victim = quirky / "train/XR_HAND/patient00002/study1_negative/image2.png"
+
+    def load_image(file, size, resize="pad"):
+        if Path(file) == victim:
+            raise PermissionError(errno.EACCES, "Permission denied", str(file))
+        return real(file, size, resize)
+
+    monkeypatch.setattr(mura, "load_image", load_image)
+    with pytest.raises(PermissionError) as err:
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert str(err.value) == f"[Errno 13] MURA: cannot read {victim} (Permission denied); nothing was cached"
+    assert err.value.errno == errno.EACCES
+    assert cache_files(cache) == []
+    monkeypatch.setattr(mura, "load_image", real)
+    with pytest.warns(UnreadableImageWarning) as caught:  # the corrupt image, and only it, is left out
+        data = load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    assert len(caught) == 1 and "patient00003/study1_negative/image1.png" in str(caught[0].message)
+    assert str(victim.relative_to(quirky.parent)) in [record.path for record in data.train.records]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="concurrent builds are coordinated by fcntl locks, tested on Linux")
+@pytest.mark.filterwarnings("ignore::minidl.datasets.mura.UnreadableImageWarning")
+def test_processes_that_need_the_same_cache_build_it_once(quirky, tmp_path, monkeypatch):
+    # Threads stand in for processes: flock locks belong to open files, not to processes.
+    cache = tmp_path / "cache"
+    calls = count_decoding(monkeypatch)
+    first_decoding, release = threading.Event(), threading.Event()
+    real = mura.load_image
+
+    def slow_decode(file, size, resize="pad"):
+        first_decoding.set()
+        release.wait(timeout=30)
+        return real(file, size, resize)
+
+    monkeypatch.setattr(mura, "load_image", slow_decode)
+    results, errors = {}, []
+
+    def load(name):
+        try:
+            results[name] = mura.load_split(quirky, "train", size=SIZE, cache_dir=cache, workers=1, progress=False)
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    first = threading.Thread(target=load, args=("first",))
+    first.start()
+    assert first_decoding.wait(timeout=30)
+    second = threading.Thread(target=load, args=("second",))
+    second.start()
+    second.join(timeout=0.5)
+    assert second.is_alive()  # waiting for the lock, not decoding
+    release.set()
+    first.join(timeout=60)
+    second.join(timeout=60)
+    assert errors == []
+    assert len(calls) == 8  # the train split's 8 images, decoded once
+    np.testing.assert_array_equal(np.asarray(results["first"].images), np.asarray(results["second"].images))
+
+
+def test_a_file_left_by_a_killed_build_is_deleted_by_the_next_build(quirky, tmp_path):
+    # The next build holds the cache's lock, so no other process can be writing the file.
     cache = tmp_path / "cache"
     load_quiet(quirky, cache)
     npy = next(cache.glob("*-train-*.npy"))
     stale = cache / f".{npy.name}.0123456789ab.tmp"
     stale.write_bytes(bytes(3000))
+    other = cache / f".other-{npy.name}.0123456789ab.tmp"  # not this cache's: kept
+    other.write_bytes(bytes(10))
     (quirky / "train_labeled_studies.csv").write_text((quirky / "train_labeled_studies.csv").read_text() + "\n")
-    with pytest.warns(UserWarning, match=r"\.tmp \(0\.00 GB\) was left by a build of this cache that was killed"):
-        load_quiet(quirky, cache)
-    assert stale.exists()  # said, not deleted: another process may be writing it
+    load_quiet(quirky, cache)
+    assert not stale.exists() and other.exists()
 
 
 def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(quirky, tmp_path, monkeypatch):
@@ -880,6 +985,89 @@ def test_synthesize_reports_a_staging_folder_left_by_a_killed_synthesis(tmp_path
         f"synthesize: {stale} was left by a synthesis that was killed (unless one is running now); delete it"]
     assert caught[0].filename == __file__
     assert stale.exists()  # reported, not removed: another process may be writing it
+
+
+def test_two_processes_synthesizing_the_same_replica_at_once_both_get_it(tmp_path, monkeypatch):
+    # The other process finishes first: this one's rename then finds the folder there.
+    real_replace, raced = os.replace, []
+
+    def replace(source, target):
+        if not raced:
+            raced.append(target)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # it sees this one's staging folder
+                synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+        real_replace(source, target)
+
+    monkeypatch.setattr(mura.os, "replace", replace)
+    target = synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+    assert raced == [target] and target == tmp_path / "MURA-v1.1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MURA-v1.1"]  # this one's staging folder is gone
+    assert len(read_index(target, "train")) > 0
+    # A different replica already there is still an error.
+    raced.clear()
+    monkeypatch.setattr(mura, "_has_readme", lambda folder, readme: False)
+    shutil.rmtree(target)
+    with pytest.raises(OSError):
+        synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MURA-v1.1"]
+
+
+KILL_THE_PARENT = """
+import os, sys, time
+from minidl.datasets import mura
+def load_image(file, size, resize="pad"):
+    open(os.path.join(sys.argv[3], str(os.getpid())), "w").close()
+    time.sleep(120)
+mura.load_image = load_image  # inherited by the forked workers
+mura.load_mura(sys.argv[1], size=16, cache_dir=sys.argv[2], workers=2, progress=False)
+"""
+
+
+def process_state(pid):
+    """``(state letter, parent pid)`` from /proc, or None for a process that is gone."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return state, int(parent)
+
+
+def is_running(pid):
+    state = process_state(pid)
+    return state is not None and state[0] != "Z"  # a zombie has ended; only its parent's wait is missing
+
+
+def children(pid):
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and (process_state(p.name) or (None, None))[1] == pid]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the test's workers inherit a patch by forking; reads /proc")
+def test_workers_end_when_the_process_that_started_them_is_killed(quirky, tmp_path):
+    # kill -9 or the out-of-memory killer gives the parent no chance to stop them.
+    script, started = tmp_path / "kill_the_parent.py", tmp_path / "started"
+    script.write_text(KILL_THE_PARENT)
+    started.mkdir()
+    repo = Path(__file__).parents[2]
+    parent = subprocess.Popen([sys.executable, str(script), str(quirky), str(tmp_path / "cache"), str(started)],
+                              env={**os.environ, "PYTHONPATH": str(repo)})
+    try:
+        deadline = time.monotonic() + 60
+        while not any(started.iterdir()) and time.monotonic() < deadline:  # a worker is decoding
+            time.sleep(0.1)
+        workers = children(parent.pid)
+        assert len(workers) == 2 and all(is_running(pid) for pid in workers)
+    finally:
+        parent.kill()
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while any(is_running(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if is_running(pid)]
+    for pid in left:  # not to leave them behind when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
 
 
 def test_synthesize_draws_one_to_max_images_per_study(tmp_path):
