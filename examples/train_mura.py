@@ -118,7 +118,8 @@ def parse_args(argv=None):
     p.add_argument("--overwrite", action="store_true",
                    help="start a new run in an --out that holds one, deleting the files the script writes there")
     p.add_argument("--evaluate", metavar="MODEL", help="only evaluate this model.npz on the validation split")
-    p.add_argument("--quiet", action="store_true", help="no progress bars, and no model summary")
+    p.add_argument("--quiet", action="store_true",
+                   help="one line per epoch instead of progress bars (for a log file), and no model summary")
     args = p.parse_args(argv)
     args.argv = argv  # to say what to type next
     if args.freeze_base and not args.init_from:
@@ -310,10 +311,13 @@ def evaluation_settings(args, model):
     if args.size is not None and args.size != size:
         sys.exit(f"train_mura.py: {args.evaluate} takes {size} x {size} images; --size {args.size} does not fit")
     args.size = size
-    trained = run_settings(Path(args.evaluate).parent) or {}
+    trained = run_settings(Path(args.evaluate).parent)
+    if trained is None:
+        log.warning("No run.json beside %s: the options not given take their defaults, not the training run's "
+                    "(--resize pad, --batch-size 32, and without --data the synthetic replica of %d patients, "
+                    "--seed 0)", args.evaluate, SYNTHETIC_PATIENTS)
+        trained = {}
     trained_resize = trained.get("resize")
-    if trained_resize is None and args.resize is None:
-        log.warning("No run.json beside %s: assuming its images were resized with --resize pad", args.evaluate)
     if trained_resize is not None and args.resize not in (None, trained_resize):
         sys.exit(f"train_mura.py: {args.evaluate} was trained on images resized with --resize {trained_resize} "
                  f"(its run.json), not {args.resize}")
@@ -327,9 +331,9 @@ def evaluation_settings(args, model):
     fill_in_defaults(args, trained)
     log.info("Evaluating on %s", args.data or f"the synthetic replica of {args.synthetic_patients} patients, "
                                               f"seed {args.seed}")
-    if "pixel_std" not in trained:  # a run from before run.json kept them
-        log.warning("No pixel statistics in a run.json beside %s: decoding the training images for them",
-                    args.evaluate)
+    if "pixel_std" not in trained:  # no run.json, or one from before run.json kept them
+        log.warning("No pixel statistics in %s: decoding the training images for them",
+                    "its run.json" if trained else "a run.json")
         return None
     return trained["pixel_mean"], trained["pixel_std"]
 
@@ -509,11 +513,20 @@ def train(args, data, out, model, past_epochs, sample_weight):
     history = model.fit(train_batches,
                         epochs=args.epochs, initial_epoch=done,
                         validation_data=data.valid.batches(args.batch_size),
-                        callbacks=callbacks, verbose=0 if args.quiet else 1)
+                        callbacks=callbacks, verbose=2 if args.quiet else 1)
     if not history.epoch and done < args.epochs:  # EarlyStopping, caught up, stopped it before it began
         log.warning("Early stopping had ended the run in %s after epoch %d (no lower validation loss in its last "
                     "%d epochs): nothing left to train; resume it with a larger --patience to train on",
                     out, done, args.patience)
+    stopper = monitors[-1]
+    if stopper.stopped_epoch is not None:
+        log.info("Early stopping after epoch %d: no lower validation loss in its last %s",
+                 stopper.stopped_epoch + 1, "epoch" if args.patience == 1 else f"{args.patience} epochs")
+    val_losses = [logs["val_loss"] for logs in past_epochs] + history.history.get("val_loss", [])
+    finite = [epoch for epoch, value in enumerate(val_losses) if math.isfinite(value)]
+    if finite:  # the first of the lowest, as ModelCheckpoint keeps it
+        best = min(finite, key=val_losses.__getitem__)
+        log.info("model.npz holds epoch %d, of the lowest validation loss (%.4f)", best + 1, val_losses[best])
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz"), bool(history.epoch)
 

@@ -14,6 +14,7 @@ input ``z`` and the backward pass starts from ``dL/dz = (p - y) / N`` (see
 """
 import collections.abc
 import contextlib
+import inspect
 import json
 import sys
 import warnings
@@ -66,6 +67,7 @@ class Sequential:
         self.input_shape = None
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
+        self._input_shapes = []  # of each layer in the last forward pass, which _backward checks dL/dx against
         self._scratch = Scratch()
         for layer in layers:
             self.add(layer)
@@ -124,11 +126,14 @@ class Sequential:
         # Check every layer's input shape first, so that a shape that does not fit
         # leaves no layer built for it.
         shapes, shape = [], input_shape
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             rank_ok = layer.input_rank is None or len(shape) == layer.input_rank
             if not rank_ok or (layer.built and not layer.accepts(shape)):
+                batch_axis_given = index == 0 and not rank_ok and len(shape) == layer.input_rank + 1
                 raise ValueError(f"{layer.describe()}: expected input {layer.expected_shape_text()}, "
-                                 f"got {batch_shape_text(shape)}")
+                                 f"got {batch_shape_text(shape)}"
+                                 + ("; input_shape is one sample's shape, without the batch axis"
+                                    if batch_axis_given else ""))
             shapes.append(shape)
             shape = layer.output_shape(shape)
         xp = backend_module()
@@ -168,7 +173,10 @@ class Sequential:
         """
         if not self.layers:
             raise ValueError("Sequential.compile: the model has no layers; add them before compiling")
-        optimizer = optimizers_module.get(optimizer)
+        try:
+            optimizer = optimizers_module.get(optimizer)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"Sequential.compile: {error}") from None
         loss = CrossEntropy() if loss is None else loss
         if isinstance(loss, type) or not all(callable(getattr(loss, m, None)) for m in ("batch_loss", "backward")):
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
@@ -213,9 +221,13 @@ class Sequential:
         """
         return self._forward(x, training, keeps_cache=True)
 
-    def _forward(self, x, training, keeps_cache):
+    def _forward(self, x, training, keeps_cache, layers=None):
+        """Run ``layers`` (all of them by default) on ``x``, noting each one's input shape for ``_backward``."""
+        layers = self.layers if layers is None else layers
+        self._input_shapes = []
         with self._running(keeps_cache):
-            for layer in self.layers:
+            for layer in layers:
+                self._input_shapes.append(x.shape)
                 x = layer.forward(x, training=training)
         return x
 
@@ -248,10 +260,8 @@ class Sequential:
         """
         if self._fused:
             *body, softmax = self.layers
-            z = x
+            z = self._forward(x, training, keeps_cache=training, layers=body)
             with self._running(keeps_cache=training):
-                for layer in body:
-                    z = layer.forward(z, training=training)
                 p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self._forward(x, training, keeps_cache=training)
@@ -266,13 +276,16 @@ class Sequential:
         layers = self.layers[:-1] if self._fused else self.layers
         g = loss.backward()
         with self._running():
-            for layer in reversed(layers):
+            for layer, input_shape in zip(reversed(layers), reversed(self._input_shapes)):
                 g = layer.backward(g)
                 if g is None:
                     if layer.needs_input_grad:
                         raise RuntimeError(f"{layer.describe()}: backward returned None, but the layers before "
                                            "it need dL/dx to train; return the input gradient")
                     break  # no trainable layer upstream: nothing left to compute
+                if g.shape != input_shape:
+                    raise RuntimeError(f"{layer.describe()}: backward returned dL/dx of shape {tuple(g.shape)}, "
+                                       f"but its input had shape {tuple(input_shape)}")
 
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
@@ -706,7 +719,9 @@ class Sequential:
         The file holds only numeric arrays and JSON text: ``load`` reads it with
         ``allow_pickle=False``, so opening a model file never runs code.
         Only a ``CrossEntropy`` loss can be saved: a model compiled with a loss
-        of your own is refused (``TypeError``), before anything is written.
+        of your own is refused (``TypeError``), before anything is written; so
+        is a layer whose ``get_config()`` leaves out one of its constructor's
+        arguments (it would load with that argument's default).
         """
         if self.loss is not None and not isinstance(self.loss, CrossEntropy):
             raise TypeError(f"Sequential.save: the model's loss is a {type(self.loss).__name__}, and only CrossEntropy "
@@ -718,7 +733,7 @@ class Sequential:
             "dtype": self.dtype.name,
             "input_shape": list(self.input_shape) if self.input_shape else None,
             "layers": [
-                {"class": type(layer).__name__, "config": layer.get_config(), "trainable": layer.trainable,
+                {"class": type(layer).__name__, "config": _saved_config(layer), "trainable": layer.trainable,
                  "built_for": list(layer.input_shape) if layer.input_shape else None,
                  "rng": layer.rng.bit_generator.state if layer.rng is not None else None}
                 for layer in self.layers
@@ -887,6 +902,24 @@ def _refuse_hidden_parameters(layer):
             "would never train: it trains each of its layers' params. Add those layers to the model, or create "
             "the parameters with add_weight in this layer's build"
         )
+
+
+def _saved_config(layer):
+    """``layer.get_config()``, or ``TypeError`` when it leaves out a constructor argument.
+
+    ``load`` rebuilds a layer as ``from_config(config)``, which by default is
+    ``cls(**config)``: an argument left out would silently take its default.
+    """
+    config = layer.get_config()
+    if type(layer).from_config.__func__ is Layer.from_config.__func__:
+        parameters = list(inspect.signature(type(layer).__init__).parameters.values())[1:]  # after self
+        named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        missing = [p.name for p in parameters if p.kind in named and p.name not in config]
+        if missing:
+            raise TypeError(f"Sequential.save: {layer.describe()}: get_config() leaves out the constructor "
+                            f"argument(s) {', '.join(missing)}, so the layer would load without them; return them "
+                            "from get_config (see docs/custom_layer.md)")
+    return config
 
 
 def _copy_into(view, array, layer, name):

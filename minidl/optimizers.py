@@ -390,6 +390,8 @@ def get(optimizer):
     hyperparameters, or an ``Optimizer`` instance returned unchanged."""
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise TypeError(f"got the class {optimizer.__name__}; pass an instance, {optimizer.__name__}()")
     if isinstance(optimizer, str):
         for name, cls in OPTIMIZER_CLASSES.items():
             if name.lower() == optimizer.lower():

@@ -72,7 +72,7 @@ def plot_roc(y_true, scores, path, title=None):
     curve is undefined, so this raises ``ValueError`` rather than drawing an
     empty plot.
     """
-    y_true = metrics._binary_labels(y_true, "y_true", "plot_roc")
+    y_true, scores = metrics._labels_and_scores(y_true, scores, "plot_roc")
     if y_true.min() == y_true.max():
         raise ValueError(f"plot_roc: y_true holds only class {y_true[0]}; a ROC curve needs both classes")
     fpr, tpr, _ = metrics.roc_curve(y_true, scores)

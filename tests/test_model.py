@@ -904,22 +904,28 @@ def test_automatic_names_do_not_collide_with_given_ones():
 
 
 # ------------------------------------------------------- mistakes users make
-def test_a_custom_layer_whose_backward_returns_none_inside_a_model_is_an_error_naming_it():
-    from minidl.layers import Layer
-
-    class Forgetful(Layer):
+@pytest.mark.parametrize("backward, message", [
+    (lambda dy: None, "Slipping 'slipping': backward returned None, but the layers before it need dL/dx to train; "
+                      "return the input gradient"),  # forgot: return dy
+    # Unchecked, a wrong shape fails in the next layer down, inside NumPy, naming neither layer.
+    (lambda dy: dy[:, :-1], "Slipping 'slipping': backward returned dL/dx of shape (2, 3), but its input had shape "
+                            "(2, 4)"),
+], ids=["None", "wrong shape"])
+def test_a_custom_layer_whose_backward_returns_no_input_gradient_is_an_error_naming_it(backward, message):
+    class Slipping(Layer):
         def forward(self, x, training=False):
             self.check_input(x)
             return x
 
-        def backward(self, dy):
-            return None  # forgot: return dy
-
-    model = Sequential([Dense(4), Forgetful(name="forgetful"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    Slipping.backward = lambda self, dy: backward(dy)
+    model = Sequential([Dense(4), Slipping(name="slipping"), Dense(2), Softmax()], input_shape=(3,), seed=0)
     model.compile(SGD(0.1))
     x, y = np.ones((2, 3), np.float32), np.array([0, 1])
-    with pytest.raises(RuntimeError, match="Forgetful 'forgetful': backward returned None"):
+    before = model.get_weights()
+    with pytest.raises(RuntimeError) as err:
         model.train_on_batch(x, y)
+    assert str(err.value) == message
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # no step was taken
 
 
 @pytest.mark.parametrize("make, error, match", [
@@ -931,6 +937,13 @@ def test_a_custom_layer_whose_backward_returns_none_inside_a_model_is_an_error_n
      "loss must be a loss object"),
     (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile(SGD(0.1), "categorical_crossentropy"),
      TypeError, "such as CrossEntropy()"),
+    (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile(SGD), TypeError,
+     r"^Sequential\.compile: got the class SGD; pass an instance, SGD\(\)$"),
+    (lambda: Sequential([Dense(2), Softmax()], input_shape=(3,)).compile("nadam"), ValueError,
+     r"^Sequential\.compile: unknown optimizer 'nadam'; choose one of \['Adam', 'RMSProp', 'SGD'\]"),
+    (lambda: Sequential([Conv2D(2, 3), Flatten(), Dense(2), Softmax()], input_shape=(32, 8, 8, 1)), ValueError,
+     r"^Conv2D 'conv2d_1': expected input rank 4 \(batch first\), got \(N, 32, 8, 8, 1\); input_shape is one "
+     r"sample's shape, without the batch axis$"),
 ])
 def test_mistakes_in_building_and_compiling_are_named(make, error, match):
     with pytest.raises(error, match=match):

@@ -431,9 +431,11 @@ def test_get_by_name_or_instance():
     assert type(get("RMSProp")) is RMSProp and type(get("sgd")) is SGD
     opt = SGD(0.3)
     assert get(opt) is opt
-    for bad in ("adagrad", None, SGD):
+    for bad in ("adagrad", None):
         with pytest.raises(ValueError, match="unknown optimizer"):
             get(bad)
+    with pytest.raises(TypeError, match=r"^got the class SGD; pass an instance, SGD\(\)$"):
+        get(SGD)
 
 
 def test_module_imports_no_array_library():

@@ -119,6 +119,13 @@ def test_plot_roc_needs_both_classes(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_plot_roc_names_itself_in_its_errors(tmp_path):
+    # The class probabilities of predict, (N, 2), rather than the abnormal column.
+    with pytest.raises(ValueError, match=r"^plot_roc: scores must be 1-D \(one value per example\), got shape \(2, 2\)"):
+        plots.plot_roc([0, 1], [[0.8, 0.2], [0.1, 0.9]], tmp_path / "roc.png")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_plot_confusion_matrix_writes_png(tmp_path):
     path = str(tmp_path / "cm.png")
     assert plots.plot_confusion_matrix(np.array([[50, 7], [12, 31]]), path) == path

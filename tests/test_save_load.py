@@ -331,6 +331,37 @@ def test_a_model_with_a_loss_of_its_own_is_refused_before_anything_is_written(tm
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_custom_layer_whose_config_leaves_out_a_constructor_argument_is_refused_before_anything_is_written(
+        tmp_path):
+    # Loaded as ScaledBy(**get_config()), it would silently take factor's default: another model.
+    from minidl.layers import Dense, Layer, Softmax
+
+    class ScaledBy(Layer):
+        def __init__(self, factor=2.0, name=None):
+            super().__init__(name)
+            self.factor = factor
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return x * self.factor
+
+        def backward(self, dy):
+            return dy * self.factor
+
+    model = Sequential([Dense(4), ScaledBy(3.0, name="scaled"), Dense(2), Softmax()], input_shape=(5,), seed=0)
+    model.compile(Adam(0.01))
+    with pytest.raises(TypeError) as err:
+        model.save(tmp_path / "m.npz")
+    assert str(err.value) == ("Sequential.save: ScaledBy 'scaled': get_config() leaves out the constructor argument(s) "
+                              "factor, so the layer would load without them; return them from get_config (see "
+                              "docs/custom_layer.md)")
+    assert list(tmp_path.iterdir()) == []
+
+    ScaledBy.get_config = lambda self: {"factor": self.factor, "name": self.name}
+    model.save(tmp_path / "m.npz")
+    assert Sequential.load(tmp_path / "m.npz").layers[1].factor == 3.0
+
+
 def test_save_replaces_the_file_by_renaming_a_complete_new_one(trained):
     model, path, x, y = trained
     old_inode = os.stat(path).st_ino

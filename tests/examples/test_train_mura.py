@@ -54,6 +54,8 @@ def test_writes_every_output(run):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "SYNTHETIC" in stdout
     assert "backend: numpy" in stdout
+    # --quiet: one line per epoch, for a log file
+    assert re.search(r"^Epoch 1/1 - loss: [0-9.]+ - accuracy: [0-9.]+ - val_loss: [0-9.]+", stdout, re.MULTILINE)
 
 
 def test_the_loss_is_weighted_per_study_type_by_default(run):
@@ -175,8 +177,21 @@ def test_evaluating_a_run_without_pixel_statistics_decodes_the_training_images_f
     cache = tmp_path / "fresh-cache"
     stdout = run_script("--evaluate", old / "model.npz", "--out", tmp_path / "again",
                         *without(common, "--cache-dir"), "--cache-dir", cache, cwd=tmp_path)
-    assert "No pixel statistics in a run.json" in stdout
+    assert "No pixel statistics in its run.json: decoding the training images for them" in stdout
     assert len(list(cache.glob("*-train-32px-pad.npy"))) == 1
+    assert read_csv(tmp_path / "again" / "predictions.csv") == read_csv(out / "predictions.csv")
+
+
+def test_evaluating_a_model_without_its_run_json_says_the_options_take_their_defaults(run, tmp_path):
+    out, common, _ = run
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    (lone / "model.npz").write_bytes((out / "model.npz").read_bytes())
+    stdout = run_script("--evaluate", lone / "model.npz", "--out", tmp_path / "again", *common, cwd=tmp_path)
+    assert (f"No run.json beside {lone / 'model.npz'}: the options not given take their defaults, not the training "
+            "run's (--resize pad, --batch-size 32, and without --data the synthetic replica of 400 patients, --seed 0)"
+            ) in stdout
+    assert "No pixel statistics in a run.json: decoding the training images for them" in stdout
     assert read_csv(tmp_path / "again" / "predictions.csv") == read_csv(out / "predictions.csv")
 
 
@@ -304,11 +319,16 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_inc
     # 2 and 3 and training stops after epoch 4, all after the run below is interrupted.
     _, common, _ = run
     plateau = [*common, "--lr", 0.05, "--lr-patience", 1, "--patience", 3]
-    run_script("--out", tmp_path / "whole", "--epochs", 6, *plateau, cwd=tmp_path)
+    stdouts = [run_script("--out", tmp_path / "whole", "--epochs", 6, *plateau, cwd=tmp_path)]
     run_script("--out", tmp_path / "resumed", "--epochs", 2, *plateau, cwd=tmp_path)
-    run_script("--out", tmp_path / "resumed", "--epochs", 6, "--resume", *plateau, cwd=tmp_path)
+    stdouts.append(run_script("--out", tmp_path / "resumed", "--epochs", 6, "--resume", *plateau, cwd=tmp_path))
     whole = read_csv(tmp_path / "whole" / "history.csv")
     assert [float(row["lr"]) for row in whole] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
+    best = min(range(4), key=lambda epoch: float(whole[epoch]["val_loss"]))
+    for stdout in stdouts:  # each says why it stopped, and which epoch it evaluates
+        assert "Early stopping after epoch 4: no lower validation loss in its last 3 epochs\n" in stdout
+        assert (f"model.npz holds epoch {best + 1}, of the lowest validation loss "
+                f"({float(whole[best]['val_loss']):.4f})\n") in stdout
     stdout = run_script("--out", tmp_path / "whole", "--epochs", 8, "--resume", *plateau, cwd=tmp_path)
     assert (f"Early stopping had ended the run in {tmp_path / 'whole'} after epoch 4 (no lower validation loss in its "
             "last 3 epochs): nothing left to train; resume it with a larger --patience to train on") in stdout
