@@ -236,3 +236,36 @@ def test_rotation_of_the_batch_equals_ndimage_rotate_image_by_image(shape):
     ])
     np.testing.assert_allclose(out, expected, atol=1e-4)  # each channel rotated from itself
     assert not np.allclose(out, x, atol=1e-2)  # it did rotate
+
+
+def test_sample_weights_come_in_the_batches_dtype():
+    x, y = np.zeros((4, 2, 2, 1)), np.array([0, 1, 0, 1])
+    batches = ArrayBatches(x, y, batch_size=2, dtype=np.float64, sample_weight=[1, 2, 3, 4], shuffle=False)
+    (xb, yb, wb), _ = list(batches)
+    assert xb.dtype == wb.dtype == np.float64
+    assert wb.tolist() == [1.0, 2.0]
+
+
+def test_epoch_e_is_the_permutation_drawn_from_seed_and_e_cut_into_sorted_batches():
+    # The documented seeding, which lets train_mura resume an epoch's shuffle by setting .epoch.
+    n, batch_size, seed = 23, 5, 7
+    batches = ArrayBatches(np.zeros((n, 1)), np.arange(n), batch_size=batch_size, seed=seed)
+    for epoch in range(3):
+        order = np.random.default_rng([seed, epoch]).permutation(n)
+        expected = [np.sort(order[i : i + batch_size]).tolist() for i in range(0, n, batch_size)]
+        assert [yb.tolist() for _, yb in batches] == expected  # sorted: a memory-mapped x is read front to back
+
+
+def test_rotations_up_to_180_degrees_are_accepted():
+    x = np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1)
+    rotated = random_flip_rotate(x, np.random.default_rng(0), flip=False, max_degrees=180)
+    assert rotated.shape == x.shape
+
+
+def test_the_generator_advances_the_same_whatever_the_rotation_range():
+    # Else the flips of every later batch would depend on max_degrees: 0 must draw its (unused) angles too.
+    generators = [np.random.default_rng(3) for _ in range(2)]
+    x = np.zeros((5, 4, 4, 1), np.float32)
+    for rng, degrees in zip(generators, (0, 30)):
+        random_flip_rotate(x, rng, max_degrees=degrees)
+    assert generators[0].random() == generators[1].random()

@@ -125,3 +125,8 @@ def test_layers_take_another_initializer_by_name():
     layer.rng = np.random.default_rng(11)
     layer.forward(np.zeros((1, 300)))
     assert_array_equal(layer.params["W"], draw(initializers.he_normal, DENSE, seed=11))
+
+
+def test_fans_of_a_shape_without_axes_is_an_error_naming_it():
+    with pytest.raises(ValueError, match="at least one axis"):
+        initializers.fans(())

@@ -400,3 +400,31 @@ def test_the_logits_loss_is_exact_where_an_unused_class_has_a_log_probability_of
         grad = loss.backward()
     assert value == 0.0
     assert_array_equal(grad, [[0.0, 0.0]])
+
+
+def test_a_class_with_zero_target_adds_nothing_whatever_its_probability_holds():
+    # y_j log p_j is 0 where y_j = 0, even where p_j is nan or inf (labels not checked: a caller's own pipeline).
+    for junk in (np.nan, np.inf):
+        loss = CrossEntropy().batch_loss(np.array([[1.0, junk]]), np.array([0]), check_labels=False)
+        assert float(loss) == 0.0
+
+
+def test_boolean_sample_weights_count_as_one_and_zero():
+    p, y = np.array([[0.7, 0.3], [0.4, 0.6]]), np.array([0, 1])
+    as_bools = CrossEntropy().batch_loss(p, y, sample_weight=np.array([True, False]))
+    assert float(as_bools) == float(CrossEntropy().batch_loss(p, y, sample_weight=np.array([1.0, 0.0])))
+    assert float(as_bools) == pytest.approx(-math.log(0.7) / 2)
+
+
+def test_class_weight_keys_must_be_ascii_digits():
+    # int("١") is 1: an Arabic-Indic digit would otherwise weight class 1.
+    with pytest.raises(ValueError, match="non-negative ints"):
+        CrossEntropy(class_weight={"١": 2.0})
+
+
+def test_the_gradient_at_a_probability_of_exactly_eps_is_not_clipped_away():
+    # Clipped below eps (flat there, gradient 0); at eps itself the true gradient -y / (N p).
+    eps = np.finfo(np.float64).eps
+    loss = CrossEntropy()
+    loss.batch_loss(np.array([[eps, 1 - eps]]), np.array([0]))
+    assert loss.backward()[0, 0] == -1 / eps

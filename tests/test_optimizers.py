@@ -475,3 +475,10 @@ def test_cupy_parameters_step_like_numpy_and_take_restored_state(variant):
         assert_close(cupy.asnumpy(r), p, 1e-12, largest(p), "GPU run from restored state")
     with pytest.raises(ValueError, match="same device"):
         gpu.step(on_gpu, grads[0])
+
+
+def test_the_config_holds_plain_floats_for_json_whatever_lr_was_set_to():
+    opt = SGD()
+    opt.lr = np.float32(0.5)  # as a schedule computed with NumPy might set it
+    config = opt.get_config()
+    assert type(config["lr"]) is float and json.loads(json.dumps(config))["lr"] == 0.5
