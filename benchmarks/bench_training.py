@@ -143,8 +143,10 @@ def time_layers(size, batch_size, repeats, device, settle=common.SETTLE_S):
         t_in = t_activation.detach().requires_grad_(index > 0)
         t_out = module(t_in)
         t_dy = torch.ones_like(t_out)
-        def torch_forward_backward():
-            torch.autograd.backward(module(t_in), t_dy)
+        wrt = [t_in] * (index > 0) + list(module.parameters())
+
+        def torch_forward_backward():  # returns the gradients rather than adding them into .grad, as minidl's do
+            torch.autograd.grad(module(t_in), wrt, t_dy)
 
         layer.backward(dy)
         torch_forward_backward()  # warm-up (minidl's forward ran above)
@@ -172,33 +174,51 @@ from threadpoolctl import threadpool_limits
 torch.set_num_threads({threads})
 threadpool_limits({threads}, user_api="blas")
 import common
-x, y = common.batch({size}, {batch})
+channels_last = {framework!r} == "torch_channels_last"
+def steps(size, n, count):  # count steps of a fresh model, made with its batch before the yield
+    x, y = common.batch(size, n)
+    if {framework!r} == "minidl":
+        model = common.minidl_model(size)
+        step = lambda: model.train_on_batch(x, y)
+    else:
+        tx, ty = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y)
+        if channels_last:
+            tx = tx.contiguous(memory_format=torch.channels_last)
+        net = common.torch_model(common.minidl_model(size), channels_last)
+        opt = torch.optim.Adam(net.parameters(), lr=1e-3, eps=1e-7)
+        def step():
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(tx), ty).backward()
+            opt.step()
+    yield
+    for _ in range(count):
+        step()
 def status_mb(key):
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(key):
                 return int(line.split()[1]) / 1024
+for _ in steps(16, 2, 1):  # a tiny step first: each framework's one-time set-up is not a step's memory
+    pass
+measured = steps({size}, {batch}, 3)
+next(measured)  # the model and the batch
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")  # reset the peak (VmHWM) to the current resident size
 before = status_mb("VmRSS")
-if {framework!r} == "minidl":
-    model = common.minidl_model({size})
-    for _ in range(3):
-        model.train_on_batch(x, y)
-else:
-    net = common.torch_model(common.minidl_model({size}), {framework!r} == "torch_channels_last")
-    tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
-    if {framework!r} == "torch_channels_last":
-        tx = tx.contiguous(memory_format=torch.channels_last)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    for _ in range(3):
-        opt.zero_grad(); torch.nn.functional.cross_entropy(net(tx), torch.from_numpy(y)).backward(); opt.step()
+for _ in measured:
+    pass
 print(json.dumps({{"peak_mb": status_mb("VmHWM") - before}}))
 """
 
 
 def peak_memory_mb(framework, size, batch_size, threads):
-    """Peak resident-memory growth (MB) of 3 training steps, in a fresh process."""
+    """Peak resident-memory growth (MB) over 3 training steps of a fresh model, in a fresh process.
+
+    Counted from the model and its batch made: what a step adds (activations,
+    gradients, the optimiser's state, workspaces). The process first trains
+    a tiny model one step, so that what each framework sets up once (thread
+    pools, kernels, code pages) is not counted either.
+    """
     script = MEMORY_SCRIPT.format(
         bench_dir=os.path.dirname(os.path.abspath(__file__)),
         repo=os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."),
@@ -208,16 +228,29 @@ def peak_memory_mb(framework, size, batch_size, threads):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
 
 
+def cpu_name():
+    """The CPU's model name (from /proc/cpuinfo on Linux, where ``platform.processor()`` is often empty)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine_description(device):
     import torch
 
-    lines = [f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+    lines = [f"{cpu_name()}, {os.cpu_count()} cores, Python {platform.python_version()}",
              f"numpy {np.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)"]
     from threadpoolctl import threadpool_info
 
     for info in threadpool_info():
         if info.get("user_api") == "blas":
-            lines.append(f"BLAS: {info.get('internal_api')} {info.get('version')} "
+            owner = os.path.basename(os.path.dirname(info.get("filepath", ""))).removesuffix(".libs")
+            lines.append(f"{owner}'s BLAS: {info.get('internal_api')} {info.get('version')} "
                          f"({info.get('architecture')} kernels, {info.get('num_threads')} threads)")
     if device == "cupy":
         lines.append(minidl.backend.device_name())
@@ -291,7 +324,7 @@ def run(args, threads):
     if args.memory and args.device != "numpy":
         print("\n--memory measures the peak resident memory of a CPU process: skipped with --device cupy")
     if args.memory and args.device == "numpy":
-        print("\nPeak memory of a training step (MB above the process before the model)")
+        print("\nPeak memory of a training step (MB above the process with its model and batch made)")
         results["memory"] = []
         for size in args.sizes:
             row = {"size": size}

@@ -33,14 +33,9 @@ def torch_model(model, channels_last=False, device="cpu"):
     import torch
     from torch import nn
 
-    class NHWCFlatten(nn.Module):
-        """minidl flattens NHWC activations; permute first so the Dense weights line up."""
-
-        def forward(self, x):
-            return x.permute(0, 2, 3, 1).flatten(1)
-
-    modules = []
+    modules, shape, flattened = [], model.input_shape, None
     for layer in model.layers:
+        layer_input, shape = shape, layer.output_shape(shape)
         if isinstance(layer, Conv2D):
             kh, kw, cin, f = layer.params["W"].shape
             conv = nn.Conv2d(cin, f, (kh, kw), padding=(kh // 2, kw // 2))
@@ -49,10 +44,14 @@ def torch_model(model, channels_last=False, device="cpu"):
                 conv.bias.copy_(torch.from_numpy(minidl.to_numpy(layer.params["b"])))
             modules.append(conv)
         elif isinstance(layer, Dense):
-            d, u = layer.params["W"].shape
+            weights = minidl.to_numpy(layer.params["W"])
+            d, u = weights.shape
+            if flattened is not None:  # minidl flattens (H, W, C) features, PyTorch (C, H, W): reorder the rows
+                weights = weights.reshape(*flattened, u).transpose(2, 0, 1, 3).reshape(d, u)
+                flattened = None
             dense = nn.Linear(d, u)
             with torch.no_grad():
-                dense.weight.copy_(torch.from_numpy(minidl.to_numpy(layer.params["W"]).T.copy()))
+                dense.weight.copy_(torch.from_numpy(weights.T.copy()))
                 dense.bias.copy_(torch.from_numpy(minidl.to_numpy(layer.params["b"])))
             modules.append(dense)
         elif isinstance(layer, ReLU):
@@ -60,7 +59,8 @@ def torch_model(model, channels_last=False, device="cpu"):
         elif isinstance(layer, MaxPool2D):
             modules.append(nn.MaxPool2d(layer.pool_size, layer.strides))
         elif isinstance(layer, Flatten):
-            modules.append(NHWCFlatten())
+            modules.append(nn.Flatten())
+            flattened = layer_input
         elif isinstance(layer, Dropout):
             modules.append(nn.Dropout(layer.rate))
         elif isinstance(layer, Softmax):
