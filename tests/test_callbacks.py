@@ -642,3 +642,8 @@ def test_a_checkpoint_name_with_a_key_the_logs_lack_names_the_key_and_the_logs(t
         checkpoint.on_epoch_end(0, {"loss": 1.0})
     assert err.value.args[0] == ("ModelCheckpoint: the file name 'm-{loss:.3f}-{val_auc:.3f}.npz' names 'val_auc', "
                                  "but the epoch logs only have ['loss']")
+
+
+def test_a_checkpoint_saving_every_epoch_has_nothing_to_catch_up_on(tmp_path):
+    # It does not monitor anything: logs without its monitor are no error.
+    ModelCheckpoint(tmp_path / "m.npz", save_best_only=False).catch_up([{"loss": 0.5}])

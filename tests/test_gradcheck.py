@@ -341,3 +341,12 @@ def test_a_float32_layer_is_checked_in_float64():
     with pytest.raises(AssertionError, match="is wrong at index"):
         check_layer(float32_built(Float32Gradients(3)), x, rtol=0.0, atol=1e-8)
     assert layer.params["W"].dtype == np.float32  # the layer itself is left as it was
+
+
+def test_up_to_a_fifth_of_the_inputs_on_kinks_are_skipped_and_more_is_a_usage_error():
+    x = random_input((2, 5), 0) + 1.0  # away from ReLU's kink at 0
+    x.flat[:2] = 0.0  # 2 of 10: a fifth, skipped
+    assert check_layer(ReLU(), x)["x"] < 1e-5
+    x.flat[2] = 0.0  # 3 of 10
+    with pytest.raises(ValueError, match=r"^check_layer: 3 of 10 inputs of ReLU sit on a kink"):
+        check_layer(ReLU(), x)

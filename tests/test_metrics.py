@@ -485,3 +485,21 @@ def test_metrics_accept_cupy_arrays():
     assert metrics.roc_auc(cupy.asarray(y_true), cupy.asarray(scores)) == metrics.roc_auc(y_true, scores)
     _, means = metrics.aggregate_by_study(np.arange(50) // 2, cupy.asarray(scores))
     assert isinstance(means, np.ndarray) and means.shape == (25,)
+
+
+def test_scores_that_are_not_numbers_are_refused():
+    # Strings of digits would otherwise sort as text.
+    for function in (metrics.roc_auc, metrics.roc_curve):
+        with pytest.raises(ValueError, match="scores must be numbers"):
+            function([0, 1], np.array(["0.1", "0.9"]))
+
+
+def test_format_report_aligns_the_kappa_intervals_whatever_their_widths():
+    # A nan interval is narrower than a numeric one: both start under the header's "kappa (".
+    report = quietly(metrics.study_report, ["A", "A", "B", "B", "B", "B"], [0, 0, 0, 1, 1, 0],
+                     [0.2, 0.3, 0.4, 0.8, 0.9, 0.1])  # A: one class, predicted alike: kappa undefined
+    lines = metrics.format_report(report).split("\n")
+    column = lines[0].index("kappa (")
+    assert "nan (nan, nan)" in lines[1]
+    for line in lines[1:]:
+        assert line[column - 2 : column] == "  " and line[column] != " ", line

@@ -1256,3 +1256,44 @@ def test_a_layer_object_added_twice_and_a_model_without_layers_are_refused():
     assert len(model.layers) == 2
     with pytest.raises(ValueError, match="^Sequential.compile: the model has no layers; add them before compiling$"):
         Sequential([], input_shape=(3,)).compile(SGD(0.1))
+
+
+def test_one_hot_labels_give_the_accuracy_of_class_indices():
+    x, y = tiny_images(20)
+    model = tiny_cnn()
+    one_hot = np.eye(2)[y]
+    assert model.evaluate(x, one_hot)["accuracy"] == model.evaluate(x, y)["accuracy"]
+    fitted = [tiny_cnn().fit(x, labels, epochs=2, shuffle=False, verbose=0).history["accuracy"] for labels in (y, one_hot)]
+    assert fitted[0] == fitted[1]
+    assert model.evaluate(x, y)["accuracy"] == np.mean(model.predict(x).argmax(axis=1) == y)
+
+
+def test_a_fit_after_one_that_early_stopping_halted_trains_again():
+    x, y = tiny_images(8)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=5, validation_data=(x, y), callbacks=[EarlyStopping(monitor="val_loss", patience=0,
+                                                                               min_delta=10.0)], verbose=0)
+    assert model.stop_training
+    assert model.fit(x, y, epochs=3, verbose=0).epoch == [0, 1, 2]
+
+
+def test_a_softmax_model_compiled_for_logits_is_evaluated_on_what_the_loss_sees():
+    # from_logits=True takes the Softmax's probabilities as scores (compile warns): not the fused path.
+    x, y = tiny_images(10)
+    model = tiny_cnn(compile=False)
+    with pytest.warns(UserWarning, match="from_logits"):
+        model.compile(Adam(0.01), CrossEntropy(from_logits=True))
+    p = model.predict(x)
+    scores = p - p.max(axis=1, keepdims=True)
+    expected = -np.mean(scores[np.arange(len(y)), y] - np.log(np.exp(scores).sum(axis=1)))
+    assert model.evaluate(x, y)["loss"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_no_layer_of_a_frozen_base_computes_an_input_gradient():
+    # "nor anywhere in a frozen base": dL/dx is needed only where a trainable layer lies upstream.
+    model = Sequential([Dense(4), ReLU(), Dense(4), ReLU(), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    for layer in model.layers[:4]:
+        layer.trainable = False
+    model.compile(Adam(0.01))
+    model.train_on_batch(np.ones((2, 3), np.float32), np.array([0, 1]))
+    assert [layer.needs_input_grad for layer in model.layers] == [False, False, False, False, False, True]
