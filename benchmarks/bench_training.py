@@ -12,8 +12,8 @@ one repetition to the next), each timed call on the CPU starting after the
 other framework's threads have gone idle (``common.SETTLE_S``), and the report
 gives medians and ratios. Peak memory of a training step is measured in a
 fresh subprocess per framework (``--memory``): Linux's peak resident size
-(VmHWM, reset through /proc/self/clear_refs just before the model is built)
-minus the resident size at that moment.
+(VmHWM, reset through /proc/self/clear_refs once the model and its batch are
+made, after a tiny warm-up step) minus the resident size at that moment.
 """
 import argparse
 import json

@@ -104,7 +104,7 @@ def _memory(axes, results):
                         color=color)
         axes.bar_label(bars, fmt="%.0f", fontsize=8)
     axes.set_xticks(list(positions), [f"{row['size']} px" for row in rows])
-    axes.set_ylabel("MB above the process before the model")
+    axes.set_ylabel("MB above the process with its model built")
     axes.set_title("Peak memory of a training step")
     axes.legend(fontsize=8)
 
