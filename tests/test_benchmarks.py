@@ -43,35 +43,32 @@ def test_training_benchmark_reports_every_framework_phase_and_layer(tmp_path, mo
 
 @pytest.mark.parametrize("channels_last", [False, True], ids=["NCHW", "channels_last"])
 def test_pytorch_runs_the_same_network_with_the_same_weights(channels_last):
-    # Else the timings would compare different work: the outputs and every gradient must agree.
+    # Else the timings would compare different work. (tests/test_model_gradients.py follows
+    # the NCHW copy step for step in training; this checks both memory formats' outputs and gradients.)
     torch = pytest.importorskip("torch")
     import common
+    from torch_reference import weights_of
 
     model = common.minidl_model(24)
     x, y = common.batch(24, 4)
     net = common.torch_model(model, channels_last).eval()
+    for ours, theirs in zip(model.get_weights(), weights_of(net, flattened=(3, 3, 128))):
+        np.testing.assert_array_equal(ours, theirs)
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     if channels_last:
         tx = tx.contiguous(memory_format=torch.channels_last)
-    loss = torch.nn.functional.cross_entropy(net(tx), torch.from_numpy(y))
-    loss.backward()
     np.testing.assert_allclose(torch.softmax(net(tx), 1).detach().numpy(), model.predict(x), rtol=1e-5, atol=1e-6)
+    torch.nn.functional.cross_entropy(net(tx), torch.from_numpy(y)).backward()
     model.layers[-3].rate = 0.0  # the Dropout: train_on_batch runs it in training mode, eval() does not
-    before = [w.copy() for w in model.get_weights()]
+    before = model.get_weights()
     model.compile(SGD(1.0), CrossEntropy())
-    assert model.train_on_batch(x, y) == pytest.approx(loss.item(), rel=1e-5)
+    model.train_on_batch(x, y)
     steps = [b - a for a, b in zip(model.get_weights(), before)]  # SGD(1): the step is the gradient
-    modules = [m for m in net if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    torch_grads = [g for m in modules for g in (m.weight.grad, m.bias.grad)]
-    for step, grad in zip(steps, torch_grads):
-        expected = grad.numpy()
-        if expected.ndim == 4:  # (F, C, kh, kw) against minidl's (kh, kw, C, F)
-            expected = expected.transpose(2, 3, 1, 0)
-        elif expected.ndim == 2:
-            expected = expected.T
-        if step.shape[0] == 3 * 3 * 128:  # the first Dense after Flatten: rows in minidl's (H, W, C) order
-            expected = expected.reshape(128, 3, 3, -1).transpose(1, 2, 0, 3).reshape(step.shape)
-        np.testing.assert_allclose(step, expected, rtol=1e-4, atol=1e-6)
+    grads = [g.grad for g in net.parameters()]
+    for parameter, grad in zip(net.parameters(), grads):
+        parameter.data = grad  # weights_of reads .weight: lay the gradients out as minidl's weights
+    for step, grad in zip(steps, weights_of(net, flattened=(3, 3, 128))):
+        np.testing.assert_allclose(step, grad, rtol=1e-4, atol=1e-6)
 
 
 def test_peak_memory_is_measured_in_a_fresh_process():

@@ -169,12 +169,24 @@ def torch_cross_entropy(y_pred, y_true, *, from_logits, class_weight=None, sampl
 
 
 # ------------------------------------------------------------- whole models
-def weights_of(net):
-    """The weights of a PyTorch network of Conv2d and Linear modules, in minidl's layouts and order."""
+def weights_of(net, flattened=None):
+    """The weights of a PyTorch network of Conv2d and Linear modules, in minidl's layouts and order.
+
+    ``flattened``: the (H, W, C) feature map that ``nn.Flatten`` turned into
+    the first Linear's input, in PyTorch's (C, H, W) order: that Linear's
+    weight rows are put back in minidl's (H, W, C) order.
+    """
     out = []
     for module in net.modules():
         if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
             w = module.weight.detach().numpy()
-            out.append(kernel_from_torch(w) if w.ndim == 4 else np.ascontiguousarray(w.T))
+            if w.ndim == 4:
+                out.append(kernel_from_torch(w))
+            else:
+                w = w.T
+                if flattened is not None:
+                    h, wd, c = flattened
+                    w, flattened = w.reshape(c, h, wd, -1).transpose(1, 2, 0, 3).reshape(w.shape), None
+                out.append(np.ascontiguousarray(w))
             out.append(module.bias.detach().numpy().copy())
     return out
