@@ -56,6 +56,8 @@ OPTIMIZERS = {"adam": Adam, "sgd": lambda lr: SGD(lr, momentum=0.9), "rmsprop": 
 CLASS_WEIGHTS = ("study-type", "overall", "none")
 VGG_WIDTH_DIVISOR = 8  # --vgg-width-divisor's default, with --model vgg16
 SYNTHETIC_PATIENTS = 400  # --synthetic-patients's default, without --data
+# The defaults of the options that a run's run.json records for --evaluate and --resume.
+DEFAULTS = {"size": 64, "resize": "pad", "seed": 0, "batch_size": 32}
 #: Every file a run writes into ``--out``: what makes a folder hold a run, and what ``--overwrite`` deletes.
 RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
              "roc.png", "confusion.png", "curves.png")
@@ -195,7 +197,7 @@ def fill_in_defaults(args, run=None):
     run = run or {}
     if args.data is None and run.get("data") is not None:
         args.data = run["data"]
-    defaults = {"size": 64, "resize": "pad", "seed": 0, "batch_size": 32}
+    defaults = dict(DEFAULTS)
     if args.data is None:
         defaults["synthetic_patients"] = SYNTHETIC_PATIENTS
     for option, default in defaults.items():
@@ -313,9 +315,13 @@ def evaluation_settings(args, model):
     args.size = size
     trained = run_settings(Path(args.evaluate).parent)
     if trained is None:
-        log.warning("No run.json beside %s: the options not given take their defaults, not the training run's "
-                    "(--resize pad, --batch-size 32, and without --data the synthetic replica of %d patients, "
-                    "--seed 0)", args.evaluate, SYNTHETIC_PATIENTS)
+        assumed = [f"--{option.replace('_', '-')} {DEFAULTS[option]}" for option in ("resize", "batch_size", "seed")
+                   if getattr(args, option) is None]
+        if args.data is None and args.synthetic_patients is None:
+            assumed.append(f"the synthetic replica of {SYNTHETIC_PATIENTS} patients")
+        if assumed:
+            log.warning("No run.json beside %s: assuming the defaults %s, which may not be the training run's",
+                        args.evaluate, ", ".join(assumed))
         trained = {}
     trained_resize = trained.get("resize")
     if trained_resize is not None and args.resize not in (None, trained_resize):
@@ -487,10 +493,11 @@ def train(args, data, out, model, past_epochs, sample_weight):
     """
     if not args.quiet:
         model.summary(print_fn=log.info)
+    stopper = EarlyStopping(monitor="val_loss", patience=args.patience)
     monitors = [
         ModelCheckpoint(out / "model.npz", monitor="val_loss", save_best_only=True),
         ReduceLROnPlateau(monitor="val_loss", factor=0.1, patience=args.lr_patience, min_lr=1e-6, verbose=1),
-        EarlyStopping(monitor="val_loss", patience=args.patience),
+        stopper,
     ]
     for monitor in monitors:  # a resumed run carries on with the best loss and the epochs waited so far
         monitor.catch_up(past_epochs)
@@ -516,12 +523,11 @@ def train(args, data, out, model, past_epochs, sample_weight):
                         callbacks=callbacks, verbose=2 if args.quiet else 1)
     if not history.epoch and done < args.epochs:  # EarlyStopping, caught up, stopped it before it began
         log.warning("Early stopping had ended the run in %s after epoch %d (no lower validation loss in its last "
-                    "%d epochs): nothing left to train; resume it with a larger --patience to train on",
-                    out, done, args.patience)
-    stopper = monitors[-1]
+                    "%s): nothing left to train; resume it with a larger --patience to train on",
+                    out, done, epochs_text(stopper.wait))
     if stopper.stopped_epoch is not None:
         log.info("Early stopping after epoch %d: no lower validation loss in its last %s",
-                 stopper.stopped_epoch + 1, "epoch" if args.patience == 1 else f"{args.patience} epochs")
+                 stopper.stopped_epoch + 1, epochs_text(stopper.wait))
     val_losses = [logs["val_loss"] for logs in past_epochs] + history.history.get("val_loss", [])
     finite = [epoch for epoch, value in enumerate(val_losses) if math.isfinite(value)]
     if finite:  # the first of the lowest, as ModelCheckpoint keeps it
@@ -529,6 +535,10 @@ def train(args, data, out, model, past_epochs, sample_weight):
         log.info("model.npz holds epoch %d, of the lowest validation loss (%.4f)", best + 1, val_losses[best])
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz"), bool(history.epoch)
+
+
+def epochs_text(count):
+    return "epoch" if count == 1 else f"{count} epochs"
 
 
 def evaluate(model, model_path, valid, out, batch_size, progress=False):

@@ -911,7 +911,7 @@ def _saved_config(layer):
     ``cls(**config)``: an argument left out would silently take its default.
     """
     config = layer.get_config()
-    if type(layer).from_config.__func__ is Layer.from_config.__func__:
+    if getattr(type(layer).from_config, "__func__", None) is Layer.from_config.__func__:  # not overridden
         parameters = list(inspect.signature(type(layer).__init__).parameters.values())[1:]  # after self
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         missing = [p.name for p in parameters if p.kind in named and p.name not in config]

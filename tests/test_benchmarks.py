@@ -52,7 +52,9 @@ def test_pytorch_runs_the_same_network_with_the_same_weights(channels_last):
     model = common.minidl_model(24)
     x, y = common.batch(24, 4)
     net = common.torch_model(model, channels_last).eval()
-    for ours, theirs in zip(model.get_weights(), weights_of(net, flattened=(3, 3, 128))):
+    copied = weights_of(net, flattened=(3, 3, 128))  # the feature map Flatten sees at 24 px
+    assert len(copied) == len(model.get_weights())
+    for ours, theirs in zip(model.get_weights(), copied):
         np.testing.assert_array_equal(ours, theirs)
     tx = torch.from_numpy(x.transpose(0, 3, 1, 2).copy())
     if channels_last:
@@ -64,10 +66,11 @@ def test_pytorch_runs_the_same_network_with_the_same_weights(channels_last):
     model.compile(SGD(1.0), CrossEntropy())
     model.train_on_batch(x, y)
     steps = [b - a for a, b in zip(model.get_weights(), before)]  # SGD(1): the step is the gradient
-    grads = [g.grad for g in net.parameters()]
-    for parameter, grad in zip(net.parameters(), grads):
-        parameter.data = grad  # weights_of reads .weight: lay the gradients out as minidl's weights
-    for step, grad in zip(steps, weights_of(net, flattened=(3, 3, 128))):
+    for parameter in net.parameters():
+        parameter.data = parameter.grad  # weights_of reads .weight: lay the gradients out as minidl's weights
+    grads = weights_of(net, flattened=(3, 3, 128))
+    assert len(grads) == len(steps)
+    for step, grad in zip(steps, grads):
         np.testing.assert_allclose(step, grad, rtol=1e-4, atol=1e-6)
 
 

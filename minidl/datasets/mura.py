@@ -86,6 +86,7 @@ import csv
 import errno
 import functools
 import hashlib
+import io
 import json
 import math
 import os
@@ -123,8 +124,7 @@ _SYNTHETIC_MARK = "SYNTHETIC"
 # Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
 # What Pillow raises for a file it cannot decode (truncated, corrupt, not an image, or
-# so large that it refuses to: MURA's long sides are at most 512 px). An OSError with an
-# errno is the file system's, not the image's, and is raised instead (see _decode_or_error).
+# so large that it refuses to: MURA's long sides are at most 512 px).
 _UNREADABLE_IMAGE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
 
 
@@ -181,16 +181,17 @@ def _csv_rows(file):
     """``(line number, row)`` for each row of a header-less CSV file, skipping lines of only whitespace."""
     if not file.is_file():
         raise FileNotFoundError(f"MURA: {file} not found")
-    # utf-8-sig drops a byte-order mark, which would otherwise stick to the first path.
-    with open(file, newline="", encoding="utf-8-sig") as f:
-        try:
-            for line, row in enumerate(csv.reader(f), start=1):
-                row = [field.strip() for field in row]
-                if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
-                    yield line, row
-        except UnicodeDecodeError as error:
-            raise ValueError(f"MURA: {file} is not UTF-8 text ({error.reason} at byte {error.start}); "
-                             "MURA's CSV files are ASCII") from None
+    data = file.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # -sig drops a byte-order mark, which would stick to the first path
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise ValueError(f"MURA: {file}, line {line}: not UTF-8 text ({error.reason}); MURA's CSV files "
+                         "are ASCII") from None
+    for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        row = [field.strip() for field in row]
+        if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
+            yield line, row
 
 
 def _parse_path(text, split, parts_expected, where):
@@ -315,17 +316,17 @@ def load_image(file, size, resize="pad"):
 def _decode_or_error(file, size, resize):
     """``(image, None)``, or ``(None, reason)`` for a file that cannot be decoded.
 
-    A file that cannot be read raises: Pillow's errors for a corrupt image
-    carry no ``errno``, the file system's (permission denied, I/O error, a
-    file gone) do, and those may not recur on the next try.
+    The file is read first, then decoded from memory: an error while reading
+    (permission denied, an I/O error, a file gone) is the file system's, may
+    not recur on the next try, and is raised; an error while decoding is the
+    image's.
     """
     try:
-        return load_image(file, size, resize), None
+        data = Path(file).read_bytes()
     except OSError as error:
-        if error.errno is not None:
-            raise type(error)(error.errno, f"MURA: cannot read {file} ({error.strerror}); "
-                                           "nothing was cached") from error
-        return None, f"{type(error).__name__}: {error}"
+        raise type(error)(error.errno, f"MURA: cannot read {file} ({error.strerror}); nothing was cached") from error
+    try:
+        return load_image(io.BytesIO(data), size, resize), None
     except _UNREADABLE_IMAGE_ERRORS as error:
         return None, f"{type(error).__name__}: {error}"
 
@@ -472,31 +473,47 @@ def _size_text(nbytes):
 
 @contextmanager
 def _build_lock(lock_file, progress):
-    """Hold an exclusive lock on ``lock_file`` (where ``fcntl`` exists), saying so when it must wait."""
+    """Hold an exclusive lock on ``lock_file``, saying so when it must wait; yields whether it holds one.
+
+    None without ``fcntl`` (Windows), and none, with a warning, on a file
+    system that cannot lock (some network and cluster file systems).
+    """
     if fcntl is None:
-        yield
+        yield False
         return
-    with open(lock_file, "a") as f:
+    # Read-only suffices for flock: a lock file another user made in a shared cache_dir serves too.
+    descriptor = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        locked = True
         try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if progress:
                 tqdm.write(f"MURA: waiting for another process that is building the cache {lock_file.stem}")
-            fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+        except OSError as error:
+            locked = False
+            warnings.warn(f"MURA: cannot lock {lock_file} ({error.strerror}); building the cache without the "
+                          "lock, so another run must not build it at the same time",
+                          stacklevel=stacklevel_outside(__name__))
+        yield locked
+    finally:
+        os.close(descriptor)  # which releases the lock
 
 
-def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress):
+def _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers, progress, locked):
     """Decode every image of ``records`` into the cache files; returns the index dict.
 
-    Called with the cache's lock held (where there is one), so no other
-    process is writing these files.
+    ``locked``: whether this process holds the cache's lock, so that no other
+    is writing these files and temporary files left beside them are a killed build's.
     """
-    for stale in npy_file.parent.glob(f".{npy_file.name}.*.tmp"):  # atomic_path's names, left by a killed build
-        stale.unlink(missing_ok=True)
+    for stale in [*npy_file.parent.glob(f".{npy_file.name}.*.tmp"), *json_file.parent.glob(f".{json_file.name}.*.tmp")]:
+        if locked:  # atomic_path's temporary names, left by a killed build
+            stale.unlink(missing_ok=True)
+        else:
+            warnings.warn(f"MURA: {stale} was left by a build of this cache that was killed (unless another "
+                          "process is building it now); delete it to free the space",
+                          stacklevel=stacklevel_outside(__name__))
     json_file.unlink(missing_ok=True)  # from here until the end, no cache looks valid
     npy_file.unlink(missing_ok=True)  # stale: its room is needed for the new one
     files = [_image_file(root, record.path) for record in records]
@@ -550,11 +567,11 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
         if not os.access(cache_dir, os.W_OK):  # a read-only disk too
             raise PermissionError(f"MURA: the {split} cache must be built, but {cache_dir} cannot be written "
                                   "to; choose another cache_dir")
-        with _build_lock(lock_file, progress):
+        with _build_lock(lock_file, progress) as locked:
             cached = _read_cache(npy_file, json_file, key)  # another process may have built it meanwhile
             if cached is None:
                 index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers,
-                                     progress)
+                                     progress, locked)
                 cached, built = (_open_images(npy_file)[: len(index["images"])], index), True
     images, index = cached
     for skip in [] if built else index["skipped_images"]:  # a build warned of each as it found it
@@ -887,7 +904,8 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
 def _has_readme(folder, readme):
     """Whether ``folder`` is a replica that ``synthesize`` made with the arguments that ``readme`` states."""
     file = folder / "README.txt"
-    return file.is_file() and file.read_bytes() == readme.encode("utf-8")  # bytes: any README.txt may be there
+    # Bytes, as any README.txt may be there; without CRs, as replicas made on Windows before had them.
+    return file.is_file() and file.read_bytes().replace(b"\r\n", b"\n") == readme.encode("utf-8")
 
 
 def _synthesize_split(folder, split, patient_numbers, rng, arguments):

@@ -239,13 +239,18 @@ def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_l
     assert len(read_index(quirky, "train")) == 8  # the other split's files are untouched and still read
 
 
-def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it(quirky):
+def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it_and_the_line(quirky):
     csv_file = quirky / "valid_labeled_studies.csv"
     csv_file.write_text(csv_file.read_text(), encoding="utf-16")
     with pytest.raises(ValueError) as err:
         read_index(quirky, "valid")
-    assert str(err.value) == (f"MURA: {csv_file} is not UTF-8 text (invalid start byte at byte 0); MURA's CSV files "
+    assert str(err.value) == (f"MURA: {csv_file}, line 1: not UTF-8 text (invalid start byte); MURA's CSV files "
                               "are ASCII")
+    # Deep in a long file (MURA's are thousands of lines), the line, not a position within a read chunk.
+    lines = csv_file.read_text(encoding="utf-16").splitlines(keepends=True)
+    csv_file.write_bytes("".join(lines * 2000).encode() + "Mur\u00e4\n".encode("latin-1"))
+    with pytest.raises(ValueError, match=rf", line {len(lines) * 2000 + 1}: not UTF-8 text"):
+        read_index(quirky, "valid")
 
 
 def test_blank_lines_and_lines_of_spaces_between_rows_are_skipped(quirky):
@@ -481,14 +486,15 @@ def forbid_decoding(monkeypatch):
 
 
 def count_decoding(monkeypatch):
+    """The list of the files the cache builds decode from now on (each is read, then decoded from memory)."""
     calls = []
-    real = mura.load_image
+    real = mura._decode_or_error
 
-    def decode(file, size, resize="pad"):
+    def decode(file, size, resize):
         calls.append(file)
         return real(file, size, resize)
 
-    monkeypatch.setattr(mura, "load_image", decode)
+    monkeypatch.setattr(mura, "_decode_or_error", decode)
     return calls
 
 
@@ -708,6 +714,49 @@ def test_a_cache_too_large_for_the_disk_is_refused_before_any_decoding(quirky, t
     assert len(calls) == 19
 
 
+def test_an_image_whose_decoder_raises_an_os_error_with_an_errno_is_still_only_unreadable(quirky, tmp_path,
+                                                                                          monkeypatch):
+    # Pillow can take a corrupt file for another format and fail with EINVAL: the file was read, the image is bad.
+    real = mura.load_image
+    calls = []
+
+    def load_image(file, size, resize="pad"):
+        calls.append(file)
+        if len(calls) == 2:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(file, size, resize)
+
+    monkeypatch.setattr(mura, "load_image", load_image)
+    with pytest.warns(UnreadableImageWarning) as caught:
+        data = load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert any("(OSError: [Errno 22] Invalid argument)" in str(w.message) for w in caught)
+    assert len(data.train.skipped_images) == 2  # the quirky tree's corrupt image, and this one
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_a_file_system_that_cannot_lock_builds_with_a_warning_and_keeps_leftover_files(quirky, tmp_path,
+                                                                                         monkeypatch):
+    def flock(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(mura.fcntl, "flock", flock)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    npy = mura._cache_files(cache, quirky, "train", SIZE, "pad")[0]
+    leftover = cache / f".{npy.name}.0123456789ab.tmp"  # unlocked, it may be another build's
+    leftover.write_bytes(bytes(10))
+    with pytest.warns(UserWarning) as caught:
+        load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
+    messages = [str(w.message) for w in caught]
+    assert f"MURA: cannot lock {npy.with_suffix('.lock')} (No locks available); building the cache without the " \
+           "lock, so another run must not build it at the same time" in messages
+    assert f"MURA: {leftover} was left by a build of this cache that was killed (unless another process is " \
+           "building it now); delete it to free the space" in messages
+    assert leftover.exists()
+    forbid_decoding(monkeypatch)
+    load_quiet(quirky, cache)  # built: read without a lock
+
+
 @pytest.mark.skipif(not hasattr(os, "posix_fallocate"), reason="the system cannot allocate a file's blocks ahead")
 def test_the_disk_space_of_a_cache_is_allocated_before_it_is_filled(tmp_path):
     # A write into a memory-mapped sparse file that finds the disk full kills the process (SIGBUS).
@@ -723,21 +772,21 @@ def test_the_disk_space_of_a_cache_is_allocated_before_it_is_filled(tmp_path):
 def test_a_file_system_error_stops_the_build_and_is_not_cached_as_an_unreadable_image(quirky, tmp_path, monkeypatch):
     # A permission denied or an I/O error may not recur: caching the image as unreadable would leave it out for good.
     cache = tmp_path / "cache"
-    real = mura.load_image
+    real = Path.read_bytes
     victim = quirky / "train/XR_HAND/patient00002/study1_negative/image2.png"
 
-    def load_image(file, size, resize="pad"):
-        if Path(file) == victim:
-            raise PermissionError(errno.EACCES, "Permission denied", str(file))
-        return real(file, size, resize)
+    def read_bytes(path):  # as root, chmod cannot make a file unreadable
+        if path == victim:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real(path)
 
-    monkeypatch.setattr(mura, "load_image", load_image)
+    monkeypatch.setattr(Path, "read_bytes", read_bytes)
     with pytest.raises(PermissionError) as err:
         load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
     assert str(err.value) == f"[Errno 13] MURA: cannot read {victim} (Permission denied); nothing was cached"
     assert err.value.errno == errno.EACCES
     assert cache_files(cache) == []
-    monkeypatch.setattr(mura, "load_image", real)
+    monkeypatch.setattr(Path, "read_bytes", real)
     with pytest.warns(UnreadableImageWarning) as caught:  # the corrupt image, and only it, is left out
         data = load_mura(quirky, size=SIZE, cache_dir=cache, workers=1, progress=False)
     assert len(caught) == 1 and "patient00003/study1_negative/image1.png" in str(caught[0].message)
@@ -818,11 +867,8 @@ def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(q
 KILL_A_WORKER = """
 import os, sys
 from minidl.datasets import mura
-real = mura.load_image
 def load_image(file, size, resize="pad"):
-    if "patient00002" in str(file):
-        os._exit(9)  # as the kernel's out-of-memory killer would end it
-    return real(file, size, resize)
+    os._exit(9)  # as the kernel's out-of-memory killer would end it
 mura.load_image = load_image  # inherited by the forked workers
 try:
     mura.load_mura(sys.argv[1], size=16, cache_dir=sys.argv[2], workers=2, progress=False)
@@ -1068,6 +1114,14 @@ def test_workers_end_when_the_process_that_started_them_is_killed(quirky, tmp_pa
     for pid in left:  # not to leave them behind when the test fails
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+def test_a_replica_whose_readme_has_windows_line_ends_is_still_recognised(tmp_path):
+    # Replicas made on Windows before the README was written with "\n" have "\r\n".
+    target = synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+    readme = target / "README.txt"
+    readme.write_bytes(readme.read_bytes().replace(b"\n", b"\r\n"))
+    assert synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48) == target
 
 
 def test_synthesize_draws_one_to_max_images_per_study(tmp_path):

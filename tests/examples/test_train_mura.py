@@ -188,9 +188,9 @@ def test_evaluating_a_model_without_its_run_json_says_the_options_take_their_def
     lone.mkdir()
     (lone / "model.npz").write_bytes((out / "model.npz").read_bytes())
     stdout = run_script("--evaluate", lone / "model.npz", "--out", tmp_path / "again", *common, cwd=tmp_path)
-    assert (f"No run.json beside {lone / 'model.npz'}: the options not given take their defaults, not the training "
-            "run's (--resize pad, --batch-size 32, and without --data the synthetic replica of 400 patients, --seed 0)"
-            ) in stdout
+    # Only the options not given: common gives --size, --batch-size and --synthetic-patients.
+    assert (f"No run.json beside {lone / 'model.npz'}: assuming the defaults --resize pad, --seed 0, which may not "
+            "be the training run's") in stdout
     assert "No pixel statistics in a run.json: decoding the training images for them" in stdout
     assert read_csv(tmp_path / "again" / "predictions.csv") == read_csv(out / "predictions.csv")
 
