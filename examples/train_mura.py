@@ -315,7 +315,8 @@ def evaluation_settings(args, model):
     args.size = size
     trained = run_settings(Path(args.evaluate).parent)
     if trained is None:
-        assumed = [f"--{option.replace('_', '-')} {DEFAULTS[option]}" for option in ("resize", "batch_size", "seed")
+        options = ("resize", "batch_size") if args.data else ("resize", "batch_size", "seed")  # seed: the replica's
+        assumed = [f"--{option.replace('_', '-')} {DEFAULTS[option]}" for option in options
                    if getattr(args, option) is None]
         if args.data is None and args.synthetic_patients is None:
             assumed.append(f"the synthetic replica of {SYNTHETIC_PATIENTS} patients")

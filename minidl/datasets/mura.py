@@ -185,7 +185,8 @@ def _csv_rows(file):
     try:
         text = data.decode("utf-8-sig")  # -sig drops a byte-order mark, which would stick to the first path
     except UnicodeDecodeError as error:
-        line = data[: error.start].count(b"\n") + 1
+        before = error.object[: error.start]  # the bytes after any byte-order mark
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1  # as csv counts lines
         raise ValueError(f"MURA: {file}, line {line}: not UTF-8 text ({error.reason}); MURA's CSV files "
                          "are ASCII") from None
     for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
@@ -325,10 +326,12 @@ def _decode_or_error(file, size, resize):
         data = Path(file).read_bytes()
     except OSError as error:
         raise type(error)(error.errno, f"MURA: cannot read {file} ({error.strerror}); nothing was cached") from error
+    buffer = io.BytesIO(data)
     try:
-        return load_image(io.BytesIO(data), size, resize), None
+        return load_image(buffer, size, resize), None
     except _UNREADABLE_IMAGE_ERRORS as error:
-        return None, f"{type(error).__name__}: {error}"
+        # Pillow's messages name what it was given, here the buffer: name the file instead.
+        return None, f"{type(error).__name__}: {error}".replace(repr(buffer), repr(str(file)))
 
 
 @contextmanager
@@ -481,8 +484,10 @@ def _build_lock(lock_file, progress):
     if fcntl is None:
         yield False
         return
-    # Read-only suffices for flock: a lock file another user made in a shared cache_dir serves too.
-    descriptor = os.open(lock_file, os.O_RDONLY | os.O_CREAT, 0o666)
+    try:
+        descriptor = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)  # NFS locks only files open for writing
+    except PermissionError:  # a lock file another user made in a shared cache_dir: locally, reading will do
+        descriptor = os.open(lock_file, os.O_RDONLY)
     try:
         locked = True
         try:

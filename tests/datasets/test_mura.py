@@ -246,8 +246,12 @@ def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it_and_the_line(quirky):
         read_index(quirky, "valid")
     assert str(err.value) == (f"MURA: {csv_file}, line 1: not UTF-8 text (invalid start byte); MURA's CSV files "
                               "are ASCII")
-    # Deep in a long file (MURA's are thousands of lines), the line, not a position within a read chunk.
     lines = csv_file.read_text(encoding="utf-16").splitlines(keepends=True)
+    # After a byte-order mark, and with line ends of every kind: the line as csv counts it.
+    csv_file.write_bytes(b"\xef\xbb\xbfa\r\nb\rc\nd\xff\n")
+    with pytest.raises(ValueError, match=r", line 4: not UTF-8 text"):
+        read_index(quirky, "valid")
+    # Deep in a long file (MURA's are thousands of lines), the line, not a position within a read chunk.
     csv_file.write_bytes("".join(lines * 2000).encode() + "Mur\u00e4\n".encode("latin-1"))
     with pytest.raises(ValueError, match=rf", line {len(lines) * 2000 + 1}: not UTF-8 text"):
         read_index(quirky, "valid")
@@ -315,6 +319,17 @@ def test_the_quirky_tree_loads_with_the_corrupt_image_left_out(quirky, tmp_path)
     assert np.all(train.images.max(axis=(1, 2)) == 255)
     assert not any("._" in r.path for r in train.records + data.valid.records)
     assert data.synthetic is False
+
+
+def test_a_file_that_is_not_an_image_is_left_out_with_its_path_in_the_reason(quirky, tmp_path):
+    # Each file is decoded from memory; Pillow's message would name the in-memory buffer, new each run.
+    victim = quirky / "train/XR_WRIST/patient00001/study1_positive/image1.png"
+    victim.write_text("not a PNG")
+    with pytest.warns(UnreadableImageWarning) as caught:
+        load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    expected = f"MURA: left out unreadable image {victim} (UnidentifiedImageError: cannot identify image file " \
+               f"{str(victim)!r})"
+    assert expected in [str(w.message) for w in caught]
 
 
 def test_images_are_grouped_by_study(quirky, tmp_path):
@@ -731,6 +746,27 @@ def test_an_image_whose_decoder_raises_an_os_error_with_an_errno_is_still_only_u
         data = load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
     assert any("(OSError: [Errno 22] Invalid argument)" in str(w.message) for w in caught)
     assert len(data.train.skipped_images) == 2  # the quirky tree's corrupt image, and this one
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
+def test_a_lock_file_this_user_cannot_write_is_locked_through_a_read_only_descriptor(tmp_path, monkeypatch):
+    # Another user's lock file in a shared cache_dir (as root, chmod cannot deny the write: os.open stands in).
+    real_open, opened = os.open, []
+
+    def open_(path, flags, *mode):
+        opened.append(flags & (os.O_RDONLY | os.O_WRONLY | os.O_RDWR))
+        if str(path).endswith(".lock") and flags & os.O_RDWR:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *mode)
+
+    lock_file = tmp_path / "x.lock"
+    lock_file.touch()  # the other user's
+    monkeypatch.setattr(mura.os, "open", open_)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "cannot lock" warning
+        with mura._build_lock(lock_file, progress=False) as locked:
+            assert locked
+    assert opened == [os.O_RDWR, os.O_RDONLY]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
