@@ -76,7 +76,7 @@ def assert_gradients_match_finite_differences(model, x, y, loss=None, sample_wei
     model.compile(SGD(lr=0.0), loss)
     model.train_on_batch(x, y, class_weight=loss.class_weight, sample_weight=sample_weight)
     rng = np.random.default_rng(seed)
-    checked = 0
+    sampled = checked = 0
     for layer in model.layers:
         if not layer.trainable:  # its gradients are not computed
             continue
@@ -84,6 +84,7 @@ def assert_gradients_match_finite_differences(model, x, y, loss=None, sample_wei
             analytic = layer.grads[name].copy()
             flat = param.reshape(-1)
             for i in rng.choice(flat.size, size=min(ENTRIES_PER_ARRAY, flat.size), replace=False):
+                sampled += 1
                 original = flat[i]
                 values = []
                 for step in (H, -H, 0.0):
@@ -106,7 +107,9 @@ def assert_gradients_match_finite_differences(model, x, y, loss=None, sample_wei
                     f"finite differences of the model's loss give {numeric:.10g} (one-sided slopes differ by {jump:.3g})"
                 )
                 checked += 1
-    assert checked > 0
+    # With random biases kinks are rare (none skipped in 200 drawn models): a check that skipped
+    # most entries would pass whatever the gradients were.
+    assert checked >= 0.9 * sampled, f"only {checked} of {sampled} sampled entries lay away from kinks"
 
 
 @examples(20)
