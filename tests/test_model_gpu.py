@@ -122,3 +122,13 @@ def test_flips_are_the_same_on_both_devices():
     gpu = random_flip_rotate(cupy.asarray(x), np.random.default_rng(8), max_degrees=0)
     np.testing.assert_array_equal(cupy.asnumpy(gpu), cpu)
     assert not np.array_equal(cpu, x)  # some images were mirrored
+
+
+def test_a_list_of_cupy_samples_is_taken_as_an_array_of_them(use_backend):
+    use_backend("cupy")
+    x, y = tiny_images(12)
+    samples = [cupy.asarray(sample) for sample in x]
+    model = tiny_cnn(optimizer=SGD(0.1))
+    np.testing.assert_array_equal(model.predict(samples), model.predict(cupy.asarray(x)))
+    history = model.fit(samples, list(y), epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"][0])
