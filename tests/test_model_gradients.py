@@ -143,11 +143,28 @@ def test_a_frozen_layer_keeps_its_weights_and_the_others_get_true_gradients(case
         np.testing.assert_array_equal(layer.params[name], value)
 
 
+def test_convolutions_built_slice_by_slice_of_the_batch_give_the_gradients_of_the_whole(monkeypatch):
+    # In a model on the CPU each convolution's im2col matrix holds a few images at a time:
+    # slices of 2 of a batch of 5 (2, 2, 1), with stride 2 and "same" padding, in float64.
+    monkeypatch.setattr(Conv2D, "images_per_matrix", 2)
+    rng = np.random.default_rng(3)
+    model = Sequential([Conv2D(3, 3, strides=2, padding="same"), ReLU(), Conv2D(2, (2, 3)), MaxPool2D(2),
+                        Flatten(), Dense(3), Softmax()], input_shape=(9, 8, 2), seed=1, dtype="float64")
+    for layer in model.layers:
+        if "b" in layer.params:
+            layer.params["b"][...] = rng.normal(0.0, 0.5, size=layer.params["b"].shape)
+    assert [len(layer.batch_slices(5)) for layer in model.layers if isinstance(layer, Conv2D)] == [3, 3]
+    assert_gradients_match_finite_differences(model, rng.standard_normal((5, 9, 8, 2)), rng.integers(0, 3, 5))
+
+
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-def test_training_the_reference_cnn_follows_pytorch_step_for_step(optimizer):
+@pytest.mark.parametrize("images_per_matrix", [8, 2], ids=["whole batch", "slices of 2"])
+def test_training_the_reference_cnn_follows_pytorch_step_for_step(optimizer, images_per_matrix, monkeypatch):
     # The MURA baseline in float32, as it trains (reused buffers, shared scratch memory,
     # the fused softmax-cross-entropy, flat parameters), against PyTorch with the same
-    # weights on the same batches: the PyTorch copy the benchmarks time.
+    # weights on the same batches: the PyTorch copy the benchmarks time. With slices of
+    # 2, each convolution builds its im2col matrix for 2 of the 5 images at a time.
+    monkeypatch.setattr(Conv2D, "images_per_matrix", images_per_matrix)
     ref = load_torch_reference()
     import torch
 

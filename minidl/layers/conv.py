@@ -33,9 +33,16 @@ class Conv2D(Layer):
 
     ``padding="same"`` pads zeros so that ``Ho = ceil(H / sh)`` (Keras's rule,
     any odd pixel at the bottom/right); ``"valid"`` pads none.
+
+    In a model on the CPU, where the layers share one block of scratch memory,
+    ``X`` is built for ``images_per_matrix`` images at a time and the products
+    run slice by slice of the batch (``dL/dW`` summed over the slices): the
+    block then holds a slice's matrix, not the whole batch's, the largest
+    array of a training step. Elsewhere the batch is one slice.
     """
 
     input_rank = 3
+    images_per_matrix = 8
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid",
                  kernel_initializer="glorot_uniform", name=None):
@@ -88,35 +95,48 @@ class Conv2D(Layer):
         ho, wo, f = self.output_shape(x.shape[1:])
         self.pads = self._pads(*x.shape[1:3])
         self.x = x if self.keeps_cache else None
-        X1 = self.im2col_matrix(x)
+        Wb = self.kernel_and_bias()
+        # Y is a fresh array, not one kept from step to step: the next layer (ReLU) keeps
+        # only its mask, so Y is freed before the backward pass, the step's peak of memory.
+        Y = xp.empty((n, ho, wo, f), dtype=x.dtype)
+        for images in self.batch_slices(n):
+            X1 = self.im2col_matrix(x[images])
+            xp.matmul(X1, Wb, out=Y[images].reshape(-1, f))  # a slice of whole images: a view
         # X1 is kept for the weight gradient, unless it lives in shared scratch memory
         # (a model on the CPU), where the next layer overwrites it and backward rebuilds it.
         keep_X1 = self.keeps_cache and self.computes_param_grads and self.scratch is None
         self.X1 = X1 if keep_X1 else None
-        # Y is a fresh array, not one kept from step to step: the next layer (ReLU) keeps
-        # only its mask, so Y is freed before the backward pass, the step's peak of memory.
-        Y = xp.matmul(X1, self.kernel_and_bias())
-        return Y.reshape(n, ho, wo, f)
+        return Y
 
     def backward(self, dy):
         xp = get_array_module(dy)
         x = self.cached("x")
         f = self.filters
-        dY = dy.reshape(-1, f)
+        # The column of ones is no input, so dL/dX takes W without b's row.
+        W = self.params["W"].reshape(-1, f)
+        dx = self.buffer("dx", x.shape, dy.dtype, xp) if self.needs_input_grad else None
+        dWb = None  # [dL/dW; dL/db], summed over the slices of the batch
+        for images in self.batch_slices(len(x)):
+            dY = dy[images].reshape(-1, f)
+            if self.computes_param_grads:
+                X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x[images])
+                slice_dWb = xp.matmul(X1.T, dY)  # the last row, 1^T dY, from X1's column of ones
+                dWb = slice_dWb if dWb is None else xp.add(dWb, slice_dWb, out=dWb)
+            if dx is not None:
+                # In a model on the CPU dX goes into the scratch memory that X1 held: X1 is not read again.
+                dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
+                dcols = dX.reshape(dy[images].shape[:3] + self.kernel_size + (x.shape[3],))
+                col2im(dcols, dx[images].shape, self.strides, self.pads, out=dx[images])
         if self.computes_param_grads:
-            X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x)
-            dWb = xp.matmul(X1.T, dY)  # [dL/dW; dL/db]: the last row, 1^T dY, from X1's column of ones
             self.grads["W"][...] = dWb[:-1].reshape(self.grads["W"].shape)
             self.grads["b"][...] = dWb[-1]
-        if not self.needs_input_grad:
-            return None
-        # The column of ones is no input, so dL/dX takes W without b's row. In a model on
-        # the CPU dX goes into the scratch memory that X1 held: X1 is not read again.
-        W = self.params["W"].reshape(-1, f)
-        dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
-        dcols = dX.reshape(dy.shape[:3] + self.kernel_size + (x.shape[3],))
-        dx = self.buffer("dx", x.shape, dy.dtype, xp)
-        return col2im(dcols, x.shape, self.strides, self.pads, out=dx)
+        return dx
+
+    def batch_slices(self, n):
+        """The slices of a batch of ``n`` images whose im2col matrices are built one at a time (one slice,
+        the whole batch, but in a model on the CPU; an empty batch is one empty slice)."""
+        step = self.images_per_matrix if self.scratch is not None else max(n, 1)
+        return [slice(start, start + step) for start in range(0, max(n, 1), step)]
 
     def im2col_matrix(self, x):
         """``X1 = [X 1]`` (N*Ho*Wo, kh*kw*C + 1): the im2col matrix of ``x`` and a column
