@@ -515,7 +515,7 @@ class Sequential:
                             f"got {type(x).__name__}")
         if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
             try:
-                x = _stacked(x)
+                x = _as_array(x)
             except ValueError:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
@@ -580,8 +580,7 @@ class Sequential:
 
         Returns ``(x, y, sample_weight)``, lists made arrays.
         """
-        x = _stacked(x) if isinstance(x, (list, tuple)) else x
-        y = _stacked(y) if isinstance(y, (list, tuple)) else y
+        x, y = _as_array(x), _as_array(y)
         self._check_inputs(x, what)
         if y is None or not hasattr(y, "shape"):
             raise ValueError(f"{what}: labels are missing")
@@ -641,8 +640,7 @@ class Sequential:
         if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
-        x = _stacked(x) if isinstance(x, (list, tuple)) else x
-        y = _stacked(y) if isinstance(y, (list, tuple)) else y
+        x, y = _as_array(x), _as_array(y)
         if len(x) != len(y):
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         _check_batch_size(batch_size, what)
@@ -904,11 +902,13 @@ def _refuse_hidden_parameters(layer):
         )
 
 
-def _stacked(items):
+def _as_array(value):
     """A list or tuple of samples (or labels) as one array: NumPy's for numbers and NumPy arrays, CuPy's for
-    CuPy arrays, which NumPy cannot take in."""
-    xp = get_array_module(*items)
-    return np.asarray(items) if xp is np else xp.stack(items)
+    CuPy arrays, which NumPy cannot take in; anything else as it is."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    xp = get_array_module(*value)
+    return np.asarray(value) if xp is np else xp.stack(value)
 
 
 def _saved_config(layer):

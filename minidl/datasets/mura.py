@@ -512,8 +512,8 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
     ``locked``: whether this process holds the cache's lock, so that no other
     is writing these files and temporary files left beside them are a killed build's.
     """
-    for stale in [*npy_file.parent.glob(f".{npy_file.name}.*.tmp"), *json_file.parent.glob(f".{json_file.name}.*.tmp")]:
-        if locked:  # atomic_path's temporary names, left by a killed build
+    for stale in npy_file.parent.glob(f".{npy_file.stem}.*.tmp"):  # atomic_path's names for the .npy and .json
+        if locked:  # left by a killed build
             stale.unlink(missing_ok=True)
         else:
             warnings.warn(f"MURA: {stale} was left by a build of this cache that was killed (unless another "

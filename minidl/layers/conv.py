@@ -115,13 +115,13 @@ class Conv2D(Layer):
         # The column of ones is no input, so dL/dX takes W without b's row.
         W = self.params["W"].reshape(-1, f)
         dx = self.buffer("dx", x.shape, dy.dtype, xp) if self.needs_input_grad else None
-        dWb = None  # [dL/dW; dL/db], summed over the slices of the batch
+        if self.computes_param_grads:
+            dWb = xp.zeros((W.shape[0] + 1, f), dtype=dy.dtype)  # [dL/dW; dL/db], summed over the slices
         for images in self.batch_slices(len(x)):
             dY = dy[images].reshape(-1, f)
             if self.computes_param_grads:
                 X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x[images])
-                slice_dWb = xp.matmul(X1.T, dY)  # the last row, 1^T dY, from X1's column of ones
-                dWb = slice_dWb if dWb is None else xp.add(dWb, slice_dWb, out=dWb)
+                dWb += xp.matmul(X1.T, dY)  # the last row, 1^T dY, from X1's column of ones
             if dx is not None:
                 # In a model on the CPU dX goes into the scratch memory that X1 held: X1 is not read again.
                 dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
