@@ -91,7 +91,7 @@ class ArrayBatches:
             # rows read a memory-mapped file front to back.
             rows = np.sort(order[start : start + self.batch_size])
             # Moved as stored (MURA's uint8 is a quarter of float32's bytes), converted there.
-            xb = to_device(self.x[rows]).astype(self.dtype, copy=False)
+            xb = self._on_device(self.x[rows]).astype(self.dtype, copy=False)
             if self.augment is not None:
                 xb = self.augment(xb, rng)
             if self.transform is not None:
@@ -100,6 +100,11 @@ class ArrayBatches:
                 yield xb, self.y[rows]
             else:
                 yield xb, self.y[rows], self.sample_weight[rows]
+
+
+    def _on_device(self, rows):
+        """``rows`` of ``x`` on the current backend, where the batch's next steps run."""
+        return to_device(rows)
 
 
 def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):

@@ -65,6 +65,7 @@ class Sequential:
         self.metrics = ()
         self.stop_training = False
         self.input_shape = None
+        self._xp = None  # numpy or cupy: where the parameters and batches live, fixed when the model is built
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
         self._input_shapes = []  # of each layer in the last forward pass, which _backward checks dL/dx against
@@ -136,7 +137,7 @@ class Sequential:
                                     if batch_axis_given else ""))
             shapes.append(shape)
             shape = layer.output_shape(shape)
-        xp = backend_module()
+        xp = self._array_module()
         for layer, layer_input in zip(self.layers, shapes):
             if not layer.built:
                 layer.build_for(layer_input, xp, self.dtype)
@@ -145,8 +146,17 @@ class Sequential:
             # scratch block (Conv2D then rebuilds its im2col matrix in backward);
             # on a GPU, CuPy's memory pool makes separate arrays cheap.
             layer.scratch = self._scratch if xp is np else None
+        self._xp = xp
         self._update_input_grad_flags()
         return shape
+
+    def _array_module(self):
+        """``numpy`` or ``cupy``: the backend the model was built on, else the current one.
+
+        A built model stays where its parameters are: switching the backend
+        afterwards changes where *new* models live, not where this one computes.
+        """
+        return backend_module() if self._xp is None else self._xp
 
     @property
     def output_classes(self):
@@ -622,11 +632,10 @@ class Sequential:
         return (x, y, w) if isinstance(batches, _CheckedBatches) else self._check_batch(x, y, what, w)
 
     def _to_device(self, x, y=None, sample_weight=None):
-        """``x`` as the model's dtype, ``y`` and ``sample_weight`` (those given), on the current backend."""
-        xp = backend_module()
-        x = xp.asarray(x, dtype=self.dtype)
-        y = None if y is None else xp.asarray(y)
-        return x, y, None if sample_weight is None else xp.asarray(sample_weight, dtype=self.dtype)
+        """``x`` as the model's dtype, ``y`` and ``sample_weight`` (those given), where the model computes."""
+        xp = self._array_module()
+        return (_placed(x, xp, self.dtype), None if y is None else _placed(y, xp),
+                None if sample_weight is None else _placed(sample_weight, xp, self.dtype))
 
     def _batches(self, x, y, batch_size, shuffle, what, sample_weight=None):
         """``(x, y)`` or ``(x, y, w)`` batches from arrays (shuffled by the model's generator) or a given iterable."""
@@ -649,7 +658,7 @@ class Sequential:
         x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
         seed = int(self.rng.integers(2**63)) if shuffle else None
         return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype,
-                               sample_weight=sample_weight)
+                               sample_weight=sample_weight, xp=self._array_module())
 
     def _validation_batches(self, data, batch_size):
         """``validation_data`` as batches, arrays checked in full; an empty set is refused before training."""
@@ -947,7 +956,20 @@ def _check_finite(x, what):
 
 
 class _CheckedBatches(ArrayBatches):
-    """Batches of arrays that ``Sequential._batches`` has already validated in full."""
+    """Batches of arrays that ``Sequential._batches`` has already validated in full, placed
+    with the array module ``xp`` where the model computes."""
+
+    def __init__(self, *args, xp, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.xp = xp
+
+    def _on_device(self, rows):
+        return _placed(rows, self.xp)
+
+
+def _placed(a, xp, dtype=None):
+    """``a`` (NumPy, CuPy or a list) as an ``xp`` array of ``dtype``, copied between devices if need be."""
+    return xp.asarray(to_numpy(a) if xp is np else a, dtype=dtype)  # NumPy refuses CuPy arrays
 
 
 def _flatten(slots):

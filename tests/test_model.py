@@ -21,6 +21,7 @@ from numpy.testing import assert_allclose
 
 from minidl import Sequential
 from minidl.data import ArrayBatches
+from minidl import backend
 from minidl.backend import get_array_module
 from minidl.callbacks import EarlyStopping
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Softmax
@@ -256,6 +257,24 @@ def test_predict_and_evaluate_keep_no_cache_and_training_goes_on_as_if_they_had_
     for model in models:  # the first model predicted and evaluated in between, the second did not
         model.train_on_batch(x, y)
     assert_weights_equal(models[0].get_weights(), models[1].get_weights())
+
+
+def test_a_built_model_computes_where_its_parameters_are_after_the_backend_changes(monkeypatch):
+    # Switching to "cupy" here (no GPU) makes every use of the current backend raise, so a
+    # model built on NumPy that still asked the backend for its batches would fail.
+    x, y = tiny_images(12, seed=5)
+    model = tiny_cnn()
+    expected = model.predict(x)
+    monkeypatch.setattr(backend, "_current", "cupy")
+    with pytest.raises(RuntimeError, match="cupy"):
+        backend.backend_module()
+    assert_allclose(model.predict(x), expected, rtol=0, atol=0)
+    before = model.get_weights()
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert weights_differ(before, model.get_weights())
+    assert set(model.evaluate(x, y, verbose=0)) == {"loss", "accuracy"}
+    with pytest.raises(RuntimeError, match="cupy"):  # a model not yet built follows the backend
+        tiny_cnn(input_shape=None).predict(x)
 
 
 def test_predict_does_not_depend_on_the_batch_size():
