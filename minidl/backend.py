@@ -64,24 +64,46 @@ def get_array_module(*arrays):
     without CuPy installed.
     """
     for a in arrays:
-        if type(a).__module__.startswith("cupy"):
+        if _is_cupy(a):
             import cupy
 
             return cupy
     return numpy
 
 
+def _is_cupy(x):
+    return type(x).__module__.startswith("cupy")
+
+
 def to_numpy(x):
-    """Return ``x`` as a NumPy array, copying it from the GPU if it lives there."""
-    if type(x).__module__.startswith("cupy"):
+    """Return ``x`` as a NumPy array, copying it from the GPU if it lives there.
+
+    ``x`` may also be a list or tuple holding CuPy arrays (one value per batch, say).
+    """
+    if _is_cupy(x):
         return x.get()
+    if isinstance(x, (list, tuple)) and any(map(_is_cupy, x)):
+        return numpy.asarray([to_numpy(v) for v in x])  # NumPy refuses to convert CuPy arrays itself
     return numpy.asarray(x)
 
 
-def to_device(x, dtype=None):
-    """Return ``x`` as an array of the current backend (a no-op when it is already there)."""
-    xp = backend_module()
-    return xp.asarray(x, dtype=dtype)
+def stack_samples(value):
+    """A list or tuple of samples (or labels) as one array: CuPy's when they are CuPy
+    arrays, which NumPy cannot take in, else NumPy's; anything else as it is."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    xp = get_array_module(*value)
+    return numpy.asarray(value) if xp is numpy else xp.stack(value)
+
+
+def to_device(x, dtype=None, xp=None):
+    """Return ``x`` as an array of ``xp`` (``numpy`` or ``cupy``; default: the current backend's).
+
+    It is copied from the GPU to the host or back if it lives on the other
+    device, and not copied at all when it is already there in ``dtype``.
+    """
+    xp = backend_module() if xp is None else xp
+    return numpy.asarray(to_numpy(x), dtype=dtype) if xp is numpy else xp.asarray(x, dtype=dtype)
 
 
 def device_name():

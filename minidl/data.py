@@ -16,7 +16,7 @@ on training batches only; evaluation sees the images as they are.
 import numpy as np
 from scipy import ndimage
 
-from .backend import default_rng, get_array_module, to_device, to_numpy
+from .backend import default_rng, get_array_module, stack_samples, to_device, to_numpy
 from .losses import check_class_indices, check_sample_weight
 from .utils import check_flag, finite_float, float_dtype, is_int
 
@@ -49,7 +49,7 @@ class ArrayBatches:
 
     def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
                  dtype=np.float32, sample_weight=None):
-        x = np.asarray(x) if isinstance(x, (list, tuple)) else x  # rows of x are read by index arrays
+        x = stack_samples(x)  # rows of x are read by index arrays
         for name, array in (("x", x), ("y", y)):
             if not hasattr(array, "__len__"):
                 raise TypeError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
@@ -128,7 +128,8 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     degrees = finite_float(max_degrees)
     if degrees is None or not 0.0 <= degrees <= 180.0:
         raise ValueError(f"random_flip_rotate: max_degrees must be a number in [0, 180], got {max_degrees!r}")
-    if finite_float(fill) is None:
+    fill_value = finite_float(fill)  # a Python float: cupyx caches its kernels by the fill value, and compiles it in
+    if fill_value is None:
         raise ValueError(f"random_flip_rotate: fill must be a finite number, got {fill!r}")
     xp = get_array_module(x)
     x = xp.array(x, dtype=xp.float64 if x.dtype == xp.float64 else xp.float32)  # the batches' dtype, or float32
@@ -140,7 +141,7 @@ def random_flip_rotate(x, rng, flip=True, max_degrees=30.0, fill=0.0):
     angles = rng.uniform(-degrees, degrees, size=len(x))
     if degrees == 0 or len(x) == 0:
         return x
-    return _rotate(x, np.deg2rad(angles), fill)
+    return _rotate(x, np.deg2rad(angles), fill_value)
 
 
 def _rotate(x, radians, fill):

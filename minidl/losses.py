@@ -30,7 +30,7 @@ weighs more).
 """
 import math
 
-from .backend import get_array_module
+from .backend import get_array_module, to_device
 from .layers.activations import log_softmax
 from .utils import check_flag, finite_float, is_int
 
@@ -223,7 +223,7 @@ class CrossEntropy:
         """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated."""
         xp = get_array_module(y_pred)
         n, k = y_pred.shape
-        y_true = xp.asarray(y_true)
+        y_true = to_device(y_true, xp=xp)  # on y_pred's device
         if y_true.ndim == 1:
             if y_true.shape[0] != n:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
@@ -252,8 +252,8 @@ class CrossEntropy:
         if sample_weight is None:
             return y, w
         # Moved to y_pred's device, as y_true is.
-        return y, w * xp.asarray(check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy",
-                                                     check_values=check_labels))
+        return y, w * to_device(check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy",
+                                                    check_values=check_labels), xp=xp)
 
     def _class_weights(self, k, xp, dtype):
         """The (K,) weight of each class (a dict's missing classes weigh 1)."""

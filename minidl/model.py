@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import optimizers as optimizers_module
-from .backend import backend_module, default_rng, get_array_module, to_numpy
+from .backend import backend_module, default_rng, get_array_module, stack_samples, to_device, to_numpy
 from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
@@ -138,6 +138,8 @@ class Sequential:
             shapes.append(shape)
             shape = layer.output_shape(shape)
         xp = self._array_module()
+        for layer in self.layers:
+            layer.check_device(xp, "the model is built")  # a layer built on the other device, say
         for layer, layer_input in zip(self.layers, shapes):
             if not layer.built:
                 layer.build_for(layer_input, xp, self.dtype)
@@ -525,7 +527,7 @@ class Sequential:
                             f"got {type(x).__name__}")
         if isinstance(x, (list, tuple)) and not self._is_list_of_batches(x):
             try:
-                x = _as_array(x)
+                x = stack_samples(x)
             except ValueError:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
@@ -590,7 +592,7 @@ class Sequential:
 
         Returns ``(x, y, sample_weight)``, lists made arrays.
         """
-        x, y = _as_array(x), _as_array(y)
+        x, y = stack_samples(x), stack_samples(y)
         self._check_inputs(x, what)
         if y is None or not hasattr(y, "shape"):
             raise ValueError(f"{what}: labels are missing")
@@ -634,8 +636,8 @@ class Sequential:
     def _to_device(self, x, y=None, sample_weight=None):
         """``x`` as the model's dtype, ``y`` and ``sample_weight`` (those given), where the model computes."""
         xp = self._array_module()
-        return (_placed(x, xp, self.dtype), None if y is None else _placed(y, xp),
-                None if sample_weight is None else _placed(sample_weight, xp, self.dtype))
+        return (to_device(x, self.dtype, xp), None if y is None else to_device(y, xp=xp),
+                None if sample_weight is None else to_device(sample_weight, self.dtype, xp))
 
     def _batches(self, x, y, batch_size, shuffle, what, sample_weight=None):
         """``(x, y)`` or ``(x, y, w)`` batches from arrays (shuffled by the model's generator) or a given iterable."""
@@ -649,7 +651,7 @@ class Sequential:
         if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
-        x, y = _as_array(x), _as_array(y)
+        x, y = stack_samples(x), stack_samples(y)
         if len(x) != len(y):
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         _check_batch_size(batch_size, what)
@@ -685,14 +687,16 @@ class Sequential:
         slots = [(layer, name) for layer in self.layers for name in layer.params]
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} parameter arrays, got {len(weights)}")
+        moved = []
         for (layer, name), value in zip(slots, weights):
-            if np.shape(value) != tuple(layer.params[name].shape):
+            param = layer.params[name]
+            if np.shape(value) != tuple(param.shape):
                 raise ValueError(
-                    f"set_weights: {layer.name}/{name} has shape {tuple(layer.params[name].shape)}, "
-                    f"got {np.shape(value)}"
+                    f"set_weights: {layer.name}/{name} has shape {tuple(param.shape)}, got {np.shape(value)}"
                 )
-        for (layer, name), value in zip(slots, weights):
-            layer.params[name][...] = get_array_module(layer.params[name]).asarray(value)
+            moved.append(to_device(value, xp=get_array_module(param)))  # from either device, before any write
+        for (layer, name), value in zip(slots, moved):
+            layer.params[name][...] = value
 
     def count_params(self):
         return sum(int(p.size) for layer in self.layers for p in layer.params.values())
@@ -911,15 +915,6 @@ def _refuse_hidden_parameters(layer):
         )
 
 
-def _as_array(value):
-    """A list or tuple of samples (or labels) as one array: NumPy's for numbers and NumPy arrays, CuPy's for
-    CuPy arrays, which NumPy cannot take in; anything else as it is."""
-    if not isinstance(value, (list, tuple)):
-        return value
-    xp = get_array_module(*value)
-    return np.asarray(value) if xp is np else xp.stack(value)
-
-
 def _saved_config(layer):
     """``layer.get_config()``, or ``TypeError`` when it leaves out a constructor argument.
 
@@ -964,12 +959,7 @@ class _CheckedBatches(ArrayBatches):
         self.xp = xp
 
     def _on_device(self, rows):
-        return _placed(rows, self.xp)
-
-
-def _placed(a, xp, dtype=None):
-    """``a`` (NumPy, CuPy or a list) as an ``xp`` array of ``dtype``, copied between devices if need be."""
-    return xp.asarray(to_numpy(a) if xp is np else a, dtype=dtype)  # NumPy refuses CuPy arrays
+        return to_device(rows, xp=self.xp)
 
 
 def _flatten(slots):

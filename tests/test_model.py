@@ -22,6 +22,7 @@ from numpy.testing import assert_allclose
 from minidl import Sequential
 from minidl.data import ArrayBatches
 from minidl import backend
+from minidl import model as model_module
 from minidl.backend import get_array_module
 from minidl.callbacks import EarlyStopping
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Softmax
@@ -275,6 +276,20 @@ def test_a_built_model_computes_where_its_parameters_are_after_the_backend_chang
     assert set(model.evaluate(x, y, verbose=0)) == {"loss", "accuracy"}
     with pytest.raises(RuntimeError, match="cupy"):  # a model not yet built follows the backend
         tiny_cnn(input_shape=None).predict(x)
+
+
+def test_a_model_refuses_layers_whose_parameters_live_on_the_other_device(monkeypatch):
+    # CuPy imports without a GPU; the model must refuse before it allocates anything there.
+    cupy = pytest.importorskip("cupy")
+    base = tiny_cnn().layers[:4]  # built on the CPU
+    monkeypatch.setattr(model_module, "backend_module", lambda: cupy)
+    with pytest.raises(ValueError, match=r"^Conv2D 'conv': the model is built on the GPU \(CuPy\) "
+                                         r"but its parameters are on the CPU \(NumPy\)"):
+        Sequential(base + [Dense(2), Softmax()], input_shape=IMAGE_SHAPE)
+    grown = Sequential(input_shape=IMAGE_SHAPE)  # built on "the GPU" with no parameters yet
+    with pytest.raises(ValueError, match=r"^Conv2D 'conv': the model is built on the GPU"):
+        grown.add(base[0])
+    assert grown.layers == []
 
 
 def test_predict_does_not_depend_on_the_batch_size():

@@ -104,7 +104,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from ..backend import default_rng, get_array_module
+from ..backend import default_rng, get_array_module, to_numpy
 from ..data import ArrayBatches, random_flip_rotate
 from ..utils import atomic_path, is_int, stacklevel_outside
 
@@ -605,7 +605,7 @@ def class_weights(labels):
     and ``w_normal = A / (A + N)``: each class then weighs the same in the
     loss in total. ``ValueError`` when a class is absent.
     """
-    labels = np.asarray(labels)
+    labels = to_numpy(labels)
     abnormal, normal = int(np.sum(labels == 1)), int(np.sum(labels == 0))
     if abnormal + normal != labels.size:
         raise ValueError(f"class_weights: labels must be 0 or 1, got {np.unique(labels).tolist()}")

@@ -156,6 +156,17 @@ class Layer:
                 f"{self.describe()}: expected input {self.expected_shape_text()}, "
                 f"got {tuple(x.shape)}"
             )
+        self.check_device(get_array_module(x), "the input is")
+
+    def check_device(self, xp, what):
+        """``ValueError`` unless the parameters (if any) are arrays of ``xp``; ``what`` says whose ``xp`` it is."""
+        params_xp = get_array_module(*self.params.values())
+        if self.params and params_xp is not xp:
+            raise ValueError(
+                f"{self.describe()}: {what} on {_device_text(xp)} but its parameters are on "
+                f"{_device_text(params_xp)}; build or load the layer (or its model) on the backend "
+                "it is to compute on (minidl.set_backend)"
+            )
 
     def build_for(self, input_shape, xp, dtype):
         """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
@@ -263,6 +274,11 @@ class Layer:
         except ValueError:  # a setting that cannot be saved (a custom initialiser) can still be shown
             args = "..."
         return f"{type(self).__name__}({args})"
+
+
+def _device_text(xp):
+    """Where arrays of the module ``xp`` live, for messages."""
+    return "the CPU (NumPy)" if xp.__name__ == "numpy" else "the GPU (CuPy)"
 
 
 def batch_shape_text(sample_shape):
