@@ -1,8 +1,10 @@
-"""Shared test configuration: hypothesis profiles and the GPU marker."""
+"""Shared test configuration: hypothesis profiles, the GPU marker, switching the backend."""
 import os
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+from minidl import backend
 
 # The default profile draws the same examples on every run, so a red CI run can be
 # reproduced and a green one is not luck; "thorough" explores 300 fresh examples per property.
@@ -28,3 +30,11 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def use_backend():
+    """``use_backend(name)`` switches minidl's backend; the test's end switches it back."""
+    before = backend.get_backend()
+    yield backend.set_backend
+    backend.set_backend(before)

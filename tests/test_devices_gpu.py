@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 from layer_cases import random_input
-from model_fixtures import IMAGE_SHAPE, tiny_cnn, tiny_images
+from model_fixtures import FLOAT32, IMAGE_SHAPE, tiny_cnn, tiny_images
 
 from minidl import Sequential, backend, metrics
 from minidl.architectures import split_base
@@ -22,16 +22,6 @@ from minidl.optimizers import SGD, Adam
 
 cupy = pytest.importorskip("cupy")
 pytestmark = pytest.mark.gpu
-
-FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
-
-
-@pytest.fixture
-def use_backend():
-    """``use_backend(name)`` switches minidl's backend; the test's end switches it back."""
-    before = backend.get_backend()
-    yield backend.set_backend
-    backend.set_backend(before)
 
 
 def batches_as_numpy(batches):

@@ -11,24 +11,14 @@ Every test here is marked ``gpu`` and is skipped without CuPy and a CUDA GPU
 """
 import numpy as np
 import pytest
-from model_fixtures import tiny_cnn, tiny_images
+from model_fixtures import FLOAT32, tiny_cnn, tiny_images
 
-from minidl import Sequential, backend
+from minidl import Sequential
 from minidl.data import ArrayBatches, random_flip_rotate
 from minidl.optimizers import SGD
 
 cupy = pytest.importorskip("cupy")
 pytestmark = pytest.mark.gpu
-
-FLOAT32 = {"rtol": 1e-4, "atol": 1e-5}
-
-
-@pytest.fixture
-def use_backend():
-    """``use_backend(name)`` switches minidl's backend; the test's end switches it back."""
-    before = backend.get_backend()
-    yield backend.set_backend
-    backend.set_backend(before)
 
 
 def trained(x, y, xv, yv):
