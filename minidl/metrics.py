@@ -38,7 +38,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .losses import check_class_indices
-from .utils import stacklevel_outside
+from .utils import finite_float, stacklevel_outside
 
 __all__ = [
     "UndefinedMetricWarning",
@@ -512,17 +512,20 @@ def predict_abnormal(probabilities, threshold=0.5):
 
     Args:
         probabilities: 1-D array of length ``S`` of probabilities in ``[0, 1]``.
-        threshold: the cut-off.
+        threshold: the cut-off, a number in ``[0, 1]``.
 
     Returns:
         An int64 array of shape ``(S,)`` of 0 and 1.
 
     Raises:
-        ValueError: empty input, or probabilities that are not finite or
-            outside ``[0, 1]``.
+        ValueError: empty input, probabilities that are not finite or
+            outside ``[0, 1]``, or a threshold that is not a number in ``[0, 1]``.
     """
     probabilities = _probabilities(probabilities, "probabilities", "predict_abnormal")
-    return (probabilities > threshold).astype(np.int64)
+    cut = finite_float(threshold)  # NaN would call every study normal, "0.5" fail inside NumPy
+    if cut is None or not 0.0 <= cut <= 1.0:
+        raise ValueError(f"predict_abnormal: threshold must be a number in [0, 1], got {threshold!r}")
+    return (probabilities > cut).astype(np.int64)
 
 
 def _report_row(labels, probabilities, threshold, confidence):

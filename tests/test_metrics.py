@@ -375,6 +375,21 @@ def test_predict_abnormal_is_strictly_above_one_half():
     np.testing.assert_array_equal(metrics.predict_abnormal([0.0, 0.5, just_above, 1.0]), [0, 0, 1, 1])
 
 
+@pytest.mark.parametrize("threshold", [float("nan"), -0.1, 1.5, "0.5", None, np.array([0.5, 0.6])])
+def test_predict_abnormal_refuses_a_threshold_that_is_not_a_number_in_0_1(threshold):
+    # NaN used to call every study normal; the study report passes its threshold on here.
+    with pytest.raises(ValueError, match=r"^predict_abnormal: threshold must be a number in \[0, 1\]"):
+        metrics.predict_abnormal([0.2, 0.7], threshold)
+    with pytest.raises(ValueError, match=r"^predict_abnormal: threshold"):
+        metrics.study_report(["XR_HAND", "XR_HAND"], [0, 1], [0.2, 0.7], threshold=threshold)
+
+
+@pytest.mark.parametrize("threshold", [0, 1, np.float32(0.25), np.array(0.75)])
+def test_predict_abnormal_takes_any_number_in_0_1_as_threshold(threshold):
+    p = np.array([0.0, 0.2, 0.5, 0.8, 1.0])
+    np.testing.assert_array_equal(metrics.predict_abnormal(p, threshold), (p > float(threshold)).astype(int))
+
+
 def _random_studies(seed, n=80):
     rng = np.random.default_rng(seed)
     types = np.array(["XR_WRIST", "XR_ELBOW", "XR_HAND"])[rng.integers(0, 3, n)]
