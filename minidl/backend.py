@@ -7,8 +7,8 @@ itself. It asks the data which module it belongs to,
     y = xp.maximum(x, 0)
 
 so the same line runs on the CPU and on the GPU. ``set_backend`` only decides
-where *new* parameters and batches are created; ``to_device`` moves a NumPy
-array there and ``to_numpy`` brings any array back.
+where *new* parameters and batches are created; ``to_device`` moves an array
+to either device and ``to_numpy`` brings any array back.
 """
 import numpy
 
@@ -82,14 +82,18 @@ def to_numpy(x):
     """
     if _is_cupy(x):
         return x.get()
-    if isinstance(x, (list, tuple)) and any(map(_is_cupy, x)):
-        return numpy.asarray([to_numpy(v) for v in x])  # NumPy refuses to convert CuPy arrays itself
-    return numpy.asarray(x)
+    try:
+        return numpy.asarray(x)
+    except TypeError:  # NumPy refuses to convert the CuPy arrays in a list itself
+        if not isinstance(x, (list, tuple)):
+            raise
+        return numpy.asarray([to_numpy(v) for v in x])
 
 
 def stack_samples(value):
-    """A list or tuple of samples (or labels) as one array: CuPy's when they are CuPy
-    arrays, which NumPy cannot take in, else NumPy's; anything else as it is."""
+    """A list or tuple of N samples (or labels) of shape S as one (N, *S) array: CuPy's
+    when they are CuPy arrays, which NumPy cannot take in, else NumPy's; anything
+    else as it is."""
     if not isinstance(value, (list, tuple)):
         return value
     xp = get_array_module(*value)
@@ -103,7 +107,12 @@ def to_device(x, dtype=None, xp=None):
     device, and not copied at all when it is already there in ``dtype``.
     """
     xp = backend_module() if xp is None else xp
-    return numpy.asarray(to_numpy(x), dtype=dtype) if xp is numpy else xp.asarray(x, dtype=dtype)
+    if xp is not numpy:
+        return xp.asarray(x, dtype=dtype)
+    try:  # straight to dtype, which refuses what it cannot hold (300 as uint8), as CuPy does
+        return numpy.asarray(x.get() if _is_cupy(x) else x, dtype=dtype)
+    except TypeError:  # a list holding CuPy arrays
+        return numpy.asarray(to_numpy(x), dtype=dtype)
 
 
 def device_name():

@@ -101,7 +101,6 @@ class ArrayBatches:
             else:
                 yield xb, self.y[rows], self.sample_weight[rows]
 
-
     def _on_device(self, rows):
         """``rows`` of ``x`` on the current backend, where the batch's next steps run."""
         return to_device(rows)

@@ -522,10 +522,19 @@ def predict_abnormal(probabilities, threshold=0.5):
             outside ``[0, 1]``, or a threshold that is not a number in ``[0, 1]``.
     """
     probabilities = _probabilities(probabilities, "probabilities", "predict_abnormal")
-    cut = finite_float(threshold)  # NaN would call every study normal, "0.5" fail inside NumPy
+    return (probabilities > _threshold(threshold, "predict_abnormal")).astype(np.int64)
+
+
+def _threshold(threshold, caller):
+    """``threshold`` as a float in ``[0, 1]``, else ``ValueError`` naming ``caller``.
+
+    One number: NaN would call every study normal, and an array one
+    threshold per study.
+    """
+    cut = finite_float(threshold)
     if cut is None or not 0.0 <= cut <= 1.0:
-        raise ValueError(f"predict_abnormal: threshold must be a number in [0, 1], got {threshold!r}")
-    return (probabilities > cut).astype(np.int64)
+        raise ValueError(f"{caller}: threshold must be a number in [0, 1], got {threshold!r}")
+    return cut
 
 
 def _report_row(labels, probabilities, threshold, confidence):
@@ -577,9 +586,10 @@ def study_report(study_types, labels, probabilities, threshold=0.5, confidence=0
 
     Raises:
         ValueError: empty input, different lengths, labels other than 0 and 1,
-            probabilities not in ``[0, 1]``.
+            probabilities not in ``[0, 1]``, a threshold that is not a number in ``[0, 1]``.
     """
     caller = "study_report"
+    threshold = _threshold(threshold, caller)
     study_types = _as_1d(study_types, "study_types", caller)
     labels = _binary_labels(labels, "labels", caller)
     probabilities = _probabilities(probabilities, "probabilities", caller)

@@ -65,7 +65,6 @@ class Sequential:
         self.metrics = ()
         self.stop_training = False
         self.input_shape = None
-        self._xp = None  # numpy or cupy: where the parameters and batches live, fixed when the model is built
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
         self._input_shapes = []  # of each layer in the last forward pass, which _backward checks dL/dx against
@@ -74,6 +73,12 @@ class Sequential:
             self.add(layer)
         if input_shape is not None:
             self.build(input_shape)
+
+    def __getstate__(self):
+        # A copy (copy.deepcopy, pickle) gets each view into the flat arrays (_params_and_grads)
+        # as an array of its own, which updates of the flat array would not reach: the copy's
+        # first step flattens its parameters again.
+        return {**self.__dict__, "_flat": None}
 
     # ------------------------------------------------------------- structure
     def add(self, layer):
@@ -86,6 +91,8 @@ class Sequential:
         if layer.name is not None and any(other.name == layer.name for other in self.layers):
             raise ValueError(f"Sequential.add: a layer named {layer.name!r} is already in the model")
         given = (layer.name, layer.rng, self._seeds.n_children_spawned)
+        # Where the built model computes, as it was before this layer: the layer must go there.
+        xp = self._array_module() if self.input_shape is not None else None
         if layer.name is None:
             kind = type(layer).__name__.lower()
             taken = {other.name for other in self.layers}
@@ -98,7 +105,7 @@ class Sequential:
         self.layers.append(layer)
         if self.input_shape is not None:
             try:
-                self._build_layers(self.input_shape)
+                self._build_layers(self.input_shape, xp)
             except (ValueError, TypeError):
                 # A layer that does not fit, or that holds layers the model cannot train, is not
                 # added; its name and generator are taken back, so that the layers added after
@@ -118,12 +125,16 @@ class Sequential:
             trainable_before = trainable_before or (layer.trainable and bool(layer.params))
 
     def build(self, input_shape):
-        """Create every layer's parameters for samples of ``input_shape`` on the current backend."""
+        """Create every layer's parameters for samples of ``input_shape`` on the current backend.
+
+        ``ValueError`` for a layer already built with parameters on the other device.
+        """
         input_shape = sample_shape(input_shape, "Sequential: input_shape")
-        self._build_layers(input_shape)
+        self._build_layers(input_shape, backend_module())
         self.input_shape = input_shape
 
-    def _build_layers(self, input_shape):
+    def _build_layers(self, input_shape, xp):
+        """Build the layers not yet built, on the array module ``xp``; ``ValueError`` where one does not fit."""
         # Check every layer's input shape first, so that a shape that does not fit
         # leaves no layer built for it.
         shapes, shape = [], input_shape
@@ -137,7 +148,6 @@ class Sequential:
                                     if batch_axis_given else ""))
             shapes.append(shape)
             shape = layer.output_shape(shape)
-        xp = self._array_module()
         for layer in self.layers:
             layer.check_device(xp, "the model is built")  # a layer built on the other device, say
         for layer, layer_input in zip(self.layers, shapes):
@@ -148,17 +158,22 @@ class Sequential:
             # scratch block (Conv2D then rebuilds its im2col matrix in backward);
             # on a GPU, CuPy's memory pool makes separate arrays cheap.
             layer.scratch = self._scratch if xp is np else None
-        self._xp = xp
         self._update_input_grad_flags()
         return shape
 
     def _array_module(self):
-        """``numpy`` or ``cupy``: the backend the model was built on, else the current one.
+        """``numpy`` or ``cupy``: where the model computes and its batches go.
 
         A built model stays where its parameters are: switching the backend
-        afterwards changes where *new* models live, not where this one computes.
+        afterwards changes where *new* models live, not where this one
+        computes. A model not yet built, or built without parameters, goes
+        where the current backend says.
         """
-        return backend_module() if self._xp is None else self._xp
+        if self.input_shape is not None:
+            for layer in self.layers:
+                for param in layer.params.values():
+                    return get_array_module(param)
+        return backend_module()
 
     @property
     def output_classes(self):
@@ -694,7 +709,8 @@ class Sequential:
                 raise ValueError(
                     f"set_weights: {layer.name}/{name} has shape {tuple(param.shape)}, got {np.shape(value)}"
                 )
-            moved.append(to_device(value, xp=get_array_module(param)))  # from either device, before any write
+            # Converted before any write: from either device, and to the parameter's dtype ("abc" fails here).
+            moved.append(to_device(value, param.dtype, get_array_module(param)))
         for (layer, name), value in zip(slots, moved):
             layer.params[name][...] = value
 

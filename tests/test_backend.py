@@ -84,6 +84,9 @@ class FakeCupyArray:
     def get(self):
         return self.data.copy()
 
+    def __array__(self, *args, **kwargs):  # as CuPy's arrays: NumPy may not convert them itself
+        raise TypeError("Implicit conversion to a NumPy array is not allowed")
+
 
 FakeCupyArray.__module__ = "cupy._core.core"
 
@@ -113,6 +116,26 @@ def test_to_numpy_copies_a_cupy_array_to_the_host(fake_cupy):
     out = to_numpy(on_gpu)
     assert type(out) is np.ndarray and out is not on_gpu.data
     assert_array_equal(out, [1.0, 2.0])
+
+
+def test_to_numpy_takes_lists_holding_cupy_arrays(fake_cupy):
+    # One value per batch, say; NumPy would refuse the CuPy arrays in them.
+    assert_array_equal(to_numpy([FakeCupyArray(1.0), 2.0, FakeCupyArray(3.0)]), [1.0, 2.0, 3.0])
+    assert_array_equal(to_numpy(([FakeCupyArray(1.0), 2.0], [3.0, FakeCupyArray(4.0)])), [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_to_device_brings_cupy_arrays_to_numpy(fake_cupy):
+    out = backend.to_device(FakeCupyArray([1, 2]), dtype=np.float64, xp=np)
+    assert type(out) is np.ndarray and out.dtype == np.float64
+    assert_array_equal(out, [1.0, 2.0])
+    assert_array_equal(backend.to_device([FakeCupyArray(1.0), 2.0], xp=np), [1.0, 2.0])
+
+
+@pytest.mark.parametrize("value", [300, [-1], [1.5e300]])
+def test_to_device_refuses_a_value_its_dtype_cannot_hold(value):
+    # Converted straight to the dtype, as CuPy does, not through a wider array and a silent cast.
+    with pytest.raises(OverflowError):
+        backend.to_device(value, dtype=np.uint8 if value != [1.5e300] else np.int64, xp=np)
 
 
 def test_the_cupy_backend_puts_arrays_on_the_current_gpu_and_names_it(fake_cupy):

@@ -5,6 +5,7 @@ one wait of a training step on the GPU.
 A review of the CuPy path wrote these (2026-11-26); each docstring says what broke,
 or which path no GPU test had run. Marked ``gpu``: skipped without CuPy and a GPU.
 """
+import copy
 import time
 
 import numpy as np
@@ -16,7 +17,7 @@ from minidl import Sequential, backend, metrics
 from minidl.architectures import split_base
 from minidl.data import ArrayBatches, random_flip_rotate
 from minidl.gradcheck import check_layer
-from minidl.layers import Dense, Softmax
+from minidl.layers import Dense, Flatten, Softmax
 from minidl.losses import CrossEntropy
 from minidl.optimizers import SGD, Adam
 
@@ -94,6 +95,33 @@ def test_a_model_made_of_layers_built_on_the_other_device_is_refused_when_made(u
     x = tiny_images(4, seed=12)[0]
     with pytest.raises(ValueError, match=r"^Conv2D 'conv': the input is on the (GPU|CPU) .* its parameters are on"):
         base[0].forward(cupy.asarray(x) if built_on == "numpy" else x)
+
+
+def test_a_built_model_without_parameters_follows_the_backend(use_backend):
+    """A model built without parameters has no device of its own: a layer added after
+    ``set_backend("cupy")`` is built on the GPU, and the model computes there."""
+    use_backend("numpy")
+    model = Sequential([Flatten()], input_shape=(2, 3), seed=0)
+    use_backend("cupy")
+    model.add(Dense(2))
+    assert isinstance(model.layers[-1].params["W"], cupy.ndarray)
+    x = np.random.default_rng(0).standard_normal((4, 2, 3)).astype(np.float32)
+    W, b = model.get_weights()
+    np.testing.assert_allclose(model.predict(x), x.reshape(4, 6) @ W + b, **FLOAT32)
+
+
+def test_a_copy_of_a_model_on_the_gpu_trains_as_the_model(use_backend):
+    """A deep copy's parameters were arrays of their own, no longer views into the flat array
+    the optimiser updates (on either device): training the copy left its weights alone."""
+    use_backend("cupy")
+    x, y = tiny_images(16, seed=8)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    kept = copy.deepcopy(model)
+    for m in (model, kept):
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    for a, b in zip(kept.get_weights(), model.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("built_on", ["numpy", "cupy"])

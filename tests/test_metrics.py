@@ -377,10 +377,10 @@ def test_predict_abnormal_is_strictly_above_one_half():
 
 @pytest.mark.parametrize("threshold", [float("nan"), -0.1, 1.5, "0.5", None, np.array([0.5, 0.6])])
 def test_predict_abnormal_refuses_a_threshold_that_is_not_a_number_in_0_1(threshold):
-    # NaN used to call every study normal; the study report passes its threshold on here.
+    # NaN used to call every study normal, and an array of thresholds was taken as one per study.
     with pytest.raises(ValueError, match=r"^predict_abnormal: threshold must be a number in \[0, 1\]"):
         metrics.predict_abnormal([0.2, 0.7], threshold)
-    with pytest.raises(ValueError, match=r"^predict_abnormal: threshold"):
+    with pytest.raises(ValueError, match=r"^study_report: threshold must be a number in \[0, 1\]"):
         metrics.study_report(["XR_HAND", "XR_HAND"], [0, 1], [0.2, 0.7], threshold=threshold)
 
 

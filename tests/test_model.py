@@ -1,5 +1,7 @@
 """Sequential: fit / train_on_batch / evaluate / predict / summary, freezing, determinism,
 bad input, non-finite losses, and learning a non-linear image task."""
+import copy
+import pickle
 import re
 import warnings
 
@@ -19,12 +21,11 @@ from model_fixtures import (
 )
 from numpy.testing import assert_allclose
 
-from minidl import Sequential
-from minidl.data import ArrayBatches
-from minidl import backend
+from minidl import Sequential, backend
 from minidl import model as model_module
 from minidl.backend import get_array_module
 from minidl.callbacks import EarlyStopping
+from minidl.data import ArrayBatches
 from minidl.layers import Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, ReLU, Softmax
 from minidl.losses import CrossEntropy
 from minidl.optimizers import SGD, Adam
@@ -1079,6 +1080,31 @@ def test_set_weights_checks_every_array_before_writing_any():
     assert_weights_equal(model.get_weights(), before)
     model.set_weights([w.tolist() for w in others])  # nested lists, as from JSON, are arrays too
     assert_weights_equal(model.get_weights(), others)
+
+
+def test_set_weights_converts_every_array_before_writing_any():
+    model = tiny_cnn(seed=0)
+    before = model.get_weights()
+    others = tiny_cnn(seed=1).get_weights()
+    with pytest.raises(ValueError, match="could not convert"):
+        model.set_weights(others[:-1] + [np.full(others[-1].shape, "abc")])
+    assert_weights_equal(model.get_weights(), before)
+
+
+@pytest.mark.parametrize("copied", [copy.deepcopy, lambda model: pickle.loads(pickle.dumps(model))],
+                         ids=["deepcopy", "pickle"])
+def test_a_copy_of_a_model_predicts_and_trains_as_the_model(copied):
+    # Keeping the best model so far as a copy, or sending one to another process. A copy's
+    # parameters were arrays of their own, no longer views into the flat array that the
+    # optimiser updates: it predicted as the model, but training left its weights alone.
+    x, y = tiny_images(16, seed=8)
+    model = tiny_cnn()
+    model.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    kept = copied(model)
+    assert_allclose(kept.predict(x), model.predict(x), rtol=0, atol=0)
+    for m in (model, kept):
+        m.fit(x, y, epochs=1, batch_size=8, verbose=0, shuffle=False)
+    assert_weights_equal(kept.get_weights(), model.get_weights())
 
 
 def test_set_weights_refuses_arrays_of_the_right_size_but_another_shape():

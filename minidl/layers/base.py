@@ -136,9 +136,10 @@ class Layer:
         """Validate ``x`` against the layer, building the layer on first use.
 
         Raises ``ValueError`` naming the layer, the expected and the received
-        shape when the rank or (once built) the per-sample shape differs, and
-        for input that is not float32 or float64 (``Sequential``'s rule, see
-        ``utils.float_dtype``).
+        shape when the rank or (once built) the per-sample shape differs, for
+        input that is not float32 or float64 (``Sequential``'s rule, see
+        ``utils.float_dtype``), and for input on another device than the
+        parameters (``check_device``).
         """
         # Parameters take the input's dtype: integers would make them all zero, float16 underflows.
         if x.dtype not in FLOAT_DTYPES:
@@ -160,8 +161,10 @@ class Layer:
 
     def check_device(self, xp, what):
         """``ValueError`` unless the parameters (if any) are arrays of ``xp``; ``what`` says whose ``xp`` it is."""
+        if not self.params:
+            return
         params_xp = get_array_module(*self.params.values())
-        if self.params and params_xp is not xp:
+        if params_xp is not xp:
             raise ValueError(
                 f"{self.describe()}: {what} on {_device_text(xp)} but its parameters are on "
                 f"{_device_text(params_xp)}; build or load the layer (or its model) on the backend "
