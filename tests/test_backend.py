@@ -3,6 +3,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import FakeCupyArray
 from numpy.testing import assert_array_equal
 
 from minidl import backend
@@ -75,37 +76,6 @@ def test_default_rng_is_seedable_and_passes_generators_through():
     assert backend.default_rng(g) is g
 
 
-# Without a GPU the CuPy side of the dispatch is checked against a stand-in module: what
-# minidl takes for a CuPy array is any array whose type comes from a module named cupy.
-class FakeCupyArray:
-    def __init__(self, data):
-        self.data = np.asarray(data)
-
-    def get(self):
-        return self.data.copy()
-
-    def __array__(self, *args, **kwargs):  # as CuPy's arrays: NumPy may not convert them itself
-        raise TypeError("Implicit conversion to a NumPy array is not allowed")
-
-
-FakeCupyArray.__module__ = "cupy._core.core"
-
-
-@pytest.fixture
-def fake_cupy(monkeypatch):
-    import types
-
-    module = types.ModuleType("cupy")
-    module.asarray = lambda x, dtype=None: FakeCupyArray(np.asarray(x, dtype=dtype))
-    module.__version__ = "0.fake"
-    module.cuda = types.SimpleNamespace(
-        Device=lambda: types.SimpleNamespace(id=1),
-        runtime=types.SimpleNamespace(getDeviceProperties=lambda i: {"name": f"Fake GPU {i}".encode()}))
-    monkeypatch.setitem(sys.modules, "cupy", module)
-    monkeypatch.setattr(backend, "_import_cupy", lambda: module)
-    return module
-
-
 def test_get_array_module_is_cupy_when_any_argument_is_a_cupy_array(fake_cupy):
     assert get_array_module(FakeCupyArray([1.0])) is fake_cupy
     assert get_array_module(np.zeros(1), 2.0, FakeCupyArray([1.0])) is fake_cupy
@@ -124,11 +94,31 @@ def test_to_numpy_takes_lists_holding_cupy_arrays(fake_cupy):
     assert_array_equal(to_numpy(([FakeCupyArray(1.0), 2.0], [3.0, FakeCupyArray(4.0)])), [[1.0, 2.0], [3.0, 4.0]])
 
 
+def test_to_numpy_passes_on_the_conversion_error_of_what_is_not_a_list():
+    class Refuses:  # an array of another library that NumPy may not convert, say
+        def __array__(self, *args, **kwargs):
+            raise TypeError("cannot convert this")
+
+    with pytest.raises(TypeError, match="cannot convert this"):
+        to_numpy(Refuses())
+
+
+def test_stack_samples_stacks_cupy_samples_with_cupy(fake_cupy):
+    # NumPy cannot take CuPy arrays in; the stacked samples stay on the GPU.
+    out = backend.stack_samples([FakeCupyArray([1, 2]), FakeCupyArray([3, 4])])
+    assert isinstance(out, FakeCupyArray)
+    assert_array_equal(out.get(), [[1, 2], [3, 4]])
+    assert_array_equal(backend.stack_samples(([1, 2], [3, 4])), [[1, 2], [3, 4]])  # NumPy's otherwise
+
+
 def test_to_device_brings_cupy_arrays_to_numpy(fake_cupy):
     out = backend.to_device(FakeCupyArray([1, 2]), dtype=np.float64, xp=np)
     assert type(out) is np.ndarray and out.dtype == np.float64
     assert_array_equal(out, [1.0, 2.0])
     assert_array_equal(backend.to_device([FakeCupyArray(1.0), 2.0], xp=np), [1.0, 2.0])
+    out = backend.to_device([FakeCupyArray(1), 2], dtype=np.float32, xp=np)  # a list holding them, to dtype
+    assert type(out) is np.ndarray and out.dtype == np.float32
+    assert_array_equal(out, [1.0, 2.0])
 
 
 @pytest.mark.parametrize("value", [300, [-1], [1.5e300]])

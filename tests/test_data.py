@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from minidl import backend
 from minidl.data import ArrayBatches, random_flip_rotate
 
 
@@ -173,6 +174,25 @@ def test_augmented_batches_keep_the_batches_dtype_and_x_may_be_a_list():
     for xb_given, xb_array in zip(ArrayBatches(tuple(x), y, batch_size=4, shuffle=False),
                                   ArrayBatches(x, y, batch_size=4, shuffle=False), strict=True):
         np.testing.assert_array_equal(xb_given[0], xb_array[0])
+
+
+def test_array_batches_take_a_list_of_cupy_samples(fake_cupy):
+    # Stacked with CuPy: NumPy cannot take them in.
+    x, y = np.arange(12.0).reshape(6, 2), np.arange(6) % 2
+    expected = epoch(ArrayBatches(x, y, batch_size=4, shuffle=False))
+    got = epoch(ArrayBatches([fake_cupy.ndarray(sample) for sample in x], y, batch_size=4, shuffle=False))
+    for (xb, yb), (xe, ye) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(xb, xe)
+        np.testing.assert_array_equal(yb, ye)
+
+
+def test_array_batches_put_x_on_the_current_backend_in_their_dtype(fake_cupy, monkeypatch):
+    x, y = np.arange(10, dtype=np.uint8).reshape(5, 2), np.arange(5) % 2
+    monkeypatch.setattr(backend, "_current", "cupy")
+    pairs = epoch(ArrayBatches(x, y, batch_size=2, shuffle=False))
+    assert all(isinstance(xb, fake_cupy.ndarray) and xb.dtype == np.float32 for xb, _ in pairs)
+    np.testing.assert_array_equal(np.concatenate([xb.get() for xb, _ in pairs]), x)
+    np.testing.assert_array_equal(np.concatenate([yb for _, yb in pairs]), y)  # labels stay on the host
 
 
 @pytest.mark.parametrize("channels", [None, 3], ids=["BHW", "BHWC"])

@@ -191,6 +191,14 @@ def test_loss_is_the_mean_negative_log_probability_of_the_true_class():
     assert CrossEntropy().forward(p, np.array([0.0, 2.0])) == pytest.approx(expected, rel=1e-12)
 
 
+def test_labels_from_the_gpu_give_host_predictions_the_same_loss_and_gradient(fake_cupy):
+    p = np.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
+    on_host, on_gpu = CrossEntropy(), CrossEntropy()
+    for y in (np.array([0, 2]), np.eye(3)[[0, 2]]):  # class indices and target rows
+        assert on_gpu.forward(p, fake_cupy.ndarray(y)) == on_host.forward(p, y)
+        assert_array_equal(on_gpu.backward(), on_host.backward())
+
+
 def test_logits_and_probabilities_give_the_same_loss():
     z = random_input((5, 4), 0)
     y = np.array([0, 3, 1, 1, 2])

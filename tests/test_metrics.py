@@ -390,6 +390,15 @@ def test_predict_abnormal_takes_any_number_in_0_1_as_threshold(threshold):
     np.testing.assert_array_equal(metrics.predict_abnormal(p, threshold), (p > float(threshold)).astype(int))
 
 
+def test_a_0_d_gpu_array_is_a_threshold_as_its_number_is(fake_cupy):
+    # Host probabilities compared with a CuPy array would be CuPy's TypeError.
+    p = np.array([0.2, 0.5, 0.7, 0.9])
+    threshold = fake_cupy.ndarray(np.float64(0.6))
+    np.testing.assert_array_equal(metrics.predict_abnormal(p, threshold), metrics.predict_abnormal(p, 0.6))
+    types, labels = ["XR_HAND"] * 4, [0, 1, 0, 1]
+    assert metrics.study_report(types, labels, p, threshold=threshold) == metrics.study_report(types, labels, p, 0.6)
+
+
 def _random_studies(seed, n=80):
     rng = np.random.default_rng(seed)
     types = np.array(["XR_WRIST", "XR_ELBOW", "XR_HAND"])[rng.integers(0, 3, n)]

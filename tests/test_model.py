@@ -215,6 +215,18 @@ def test_predict_returns_numpy_probabilities_in_batches():
     assert recorder.calls == [(False, [0, 1, 2, 3]), (False, [4, 5, 6, 7]), (False, [8, 9])]
 
 
+def test_predict_converts_inputs_to_the_models_dtype():
+    # MURA's images are uint8; float64 inputs must not make a float32 model compute in float64.
+    x, _ = tiny_images(6, seed=3)
+    model = tiny_cnn()
+    expected = model.predict(x)
+    as_float64 = model.predict(x.astype(np.float64))  # holds the float32 values exactly
+    assert as_float64.dtype == np.float32
+    assert_allclose(as_float64, expected, rtol=0, atol=0)
+    images = (np.abs(x) * 50).astype(np.uint8)
+    assert_allclose(model.predict(images), model.predict(images.astype(np.float32)), rtol=0, atol=0)
+
+
 def test_predict_takes_a_list_of_uneven_batches_or_pairs_and_checks_each():
     x, y = tiny_images(10, seed=6)
     model = tiny_cnn()
@@ -279,18 +291,40 @@ def test_a_built_model_computes_where_its_parameters_are_after_the_backend_chang
         tiny_cnn(input_shape=None).predict(x)
 
 
+def test_add_builds_the_new_layer_where_the_built_model_computes_after_the_backend_changes(monkeypatch):
+    # As in the test above, every use of the current backend raises after the switch.
+    model = Sequential([Dense(3, name="hidden")], input_shape=(4,), seed=0)
+    monkeypatch.setattr(backend, "_current", "cupy")
+    model.add(Dense(2, name="out"))
+    assert get_array_module(model.layers[-1].params["W"]) is np
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    W1, b1, W2, b2 = model.get_weights()
+    assert_allclose(model.predict(x), (x @ W1 + b1) @ W2 + b2, rtol=1e-6, atol=1e-6)
+
+
 def test_a_model_refuses_layers_whose_parameters_live_on_the_other_device(monkeypatch):
     # CuPy imports without a GPU; the model must refuse before it allocates anything there.
     cupy = pytest.importorskip("cupy")
-    base = tiny_cnn().layers[:4]  # built on the CPU
+    built, base = tiny_cnn(), tiny_cnn().layers[:4]  # built on the CPU
     monkeypatch.setattr(model_module, "backend_module", lambda: cupy)
-    with pytest.raises(ValueError, match=r"^Conv2D 'conv': the model is built on the GPU \(CuPy\) "
-                                         r"but its parameters are on the CPU \(NumPy\)"):
+    refused = r"^Conv2D 'conv': the model is built on the GPU \(CuPy\) but its parameters are on the CPU \(NumPy\)"
+    with pytest.raises(ValueError, match=refused):
         Sequential(base + [Dense(2), Softmax()], input_shape=IMAGE_SHAPE)
+    with pytest.raises(ValueError, match=refused):  # nor is a built model built again there
+        built.build(IMAGE_SHAPE)
     grown = Sequential(input_shape=IMAGE_SHAPE)  # built on "the GPU" with no parameters yet
     with pytest.raises(ValueError, match=r"^Conv2D 'conv': the model is built on the GPU"):
         grown.add(base[0])
     assert grown.layers == []
+
+
+def test_a_cpu_model_trains_and_evaluates_on_labels_from_the_gpu(fake_cupy):
+    # NumPy may not convert CuPy labels itself; they are moved to where the model computes.
+    x, y = tiny_images(8, seed=9)
+    on_host, on_gpu = tiny_cnn(), tiny_cnn()
+    assert on_gpu.train_on_batch(x, fake_cupy.ndarray(y)) == on_host.train_on_batch(x, y)
+    assert_weights_equal(on_gpu.get_weights(), on_host.get_weights())
+    assert on_gpu.evaluate(x, fake_cupy.ndarray(y), verbose=0) == on_host.evaluate(x, y, verbose=0)
 
 
 def test_predict_does_not_depend_on_the_batch_size():
@@ -1089,6 +1123,16 @@ def test_set_weights_converts_every_array_before_writing_any():
     with pytest.raises(ValueError, match="could not convert"):
         model.set_weights(others[:-1] + [np.full(others[-1].shape, "abc")])
     assert_weights_equal(model.get_weights(), before)
+
+
+@pytest.mark.parametrize("current", ["numpy", "cupy"])
+def test_set_weights_copies_arrays_from_the_gpu_into_a_cpu_model_whatever_the_backend(current, fake_cupy, monkeypatch):
+    model = tiny_cnn()
+    new = [w + 1 for w in model.get_weights()]
+    monkeypatch.setattr(backend, "_current", current)
+    model.set_weights([fake_cupy.ndarray(w) for w in new])
+    assert all(isinstance(w, np.ndarray) for layer in model.layers for w in layer.params.values())
+    assert_weights_equal(model.get_weights(), new)
 
 
 @pytest.mark.parametrize("copied", [copy.deepcopy, lambda model: pickle.loads(pickle.dumps(model))],

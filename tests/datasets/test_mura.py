@@ -356,6 +356,11 @@ def test_class_weights_follow_the_mura_paper():
         class_weights([0, 2])
 
 
+def test_class_weights_take_labels_from_the_gpu(fake_cupy):
+    labels = np.array([1, 1, 0, 0, 0, 0, 1])
+    assert class_weights(fake_cupy.ndarray(labels)) == class_weights(labels)
+
+
 def test_class_weights_count_training_images_overall_and_per_study_type(tmp_path):
     splits = {
         "train": [

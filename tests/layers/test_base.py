@@ -351,6 +351,15 @@ def test_layers_without_parameters_take_any_shape_they_can_compute():
         assert layer.forward(random_input(later, 1)).shape[0] == later[0]
 
 
+@pytest.mark.parametrize("layer", [ReLU(), Flatten(), MaxPool2D(2)], ids=["ReLU", "Flatten", "MaxPool2D"])
+def test_a_layer_without_parameters_takes_input_from_either_device(layer, fake_cupy):
+    # Nothing of its own lives on a device: a model without parameters follows the backend.
+    x = random_input((2, 4, 4, 3), 0)
+    layer.check_input(x)  # built on the CPU
+    layer.check_input(fake_cupy.ndarray(x))
+    assert layer.built and not layer.params
+
+
 # ------------------------------------------------------------------- errors
 def message(*parts):
     """A regex matching ``parts`` in this order (each taken literally)."""
@@ -395,6 +404,15 @@ def test_error_for_the_wrong_feature_count_of_a_built_dense_layer():
         dense.forward(np.zeros((2, 12)))
     with pytest.raises(ValueError, match=message("Dense 'head'", "(N, 10)", "(2, 2, 5)")):
         dense.forward(np.zeros((2, 2, 5)))
+
+
+def test_a_layer_refuses_input_from_another_device_than_its_parameters(fake_cupy):
+    layer = Dense(3, name="dense")
+    x = random_input((2, 4), 0)
+    layer.forward(x)  # built on the CPU
+    with pytest.raises(ValueError, match=r"^Dense 'dense': the input is on the GPU \(CuPy\) "
+                                         r"but its parameters are on the CPU \(NumPy\)"):
+        layer.forward(fake_cupy.ndarray(x))
 
 
 @pytest.mark.parametrize("layer", [MaxPool2D(2, name="pool1"), AvgPool2D(2, name="pool1")], ids=["max", "avg"])
