@@ -8,18 +8,24 @@ claim without any calculus, with central finite differences:
 whose error is O(h²). To check a layer ``y = f(x)`` we pick a random upstream
 gradient ``g`` (the role ``dL/dy`` plays inside a network) and use the scalar
 ``L = sum(g * f(x))``: then ``dL/dy = g`` exactly, so ``backward(g)`` must match
-the numerical derivative of ``L`` for the input and for every parameter.
+the numerical derivative of ``L`` for the input and for every parameter. The
+difference ``f(x + h e_i) - f(x - h e_i)`` is taken output by output before it
+is weighed by ``g`` and summed: summing first would add the rounding error of
+every large output to each difference.
 
 Everything runs in float64: in float32 rounding errors would swamp ``h``.
-Like Chainer's ``check_backward``, but reporting the worst entry.
+Like Chainer's ``check_backward``, but reporting the worst entry, and
+checking the rules a layer must keep inside a model (it does not modify its
+arguments, it overwrites its gradients, it gives the same output twice).
 """
 import copy
+import warnings
 
 import numpy as np
 
 from .backend import default_rng, get_array_module, to_numpy
-from .layers.base import Layer
-from .utils import finite_float
+from .layers.base import Layer, batch_shape_text
+from .utils import check_flag, finite_float
 
 
 def numerical_gradient(f, x, h=1e-6):
@@ -28,11 +34,11 @@ def numerical_gradient(f, x, h=1e-6):
     Returns an array shaped like ``x`` whose entry ``i`` is
     ``(f(x + h e_i) - f(x - h e_i)) / 2h``. ``x`` itself is not modified.
     """
-    return _finite_differences(f, x, h)[0]
+    return _finite_differences(lambda v: np.float64(float(f(v))), x, h, g=1.0)[0]
 
 
-def _finite_differences(f, x, h):
-    """Central differences, and a mask of the entries where ``f`` has a kink within ``h``.
+def _finite_differences(f, x, h, g):
+    """Central differences of ``sum(g * f(x))``, and a mask of the entries where it has a kink within ``h``.
 
     At a kink (ReLU at its threshold, two tied maxima in a pooling window) the
     one-sided slopes ``(f(x+h) - f(x)) / h`` and ``(f(x) - f(x-h)) / h`` differ
@@ -45,17 +51,17 @@ def _finite_differences(f, x, h):
     flat_x = x.reshape(-1)
     central = np.zeros(x.size)
     kink = np.zeros(x.size, dtype=bool)
-    f0 = float(f(x))
+    f0 = f(x)
     for i in range(x.size):
         original = float(flat_x[i])
         flat_x[i] = original + h
-        f_plus = float(f(x))
+        f_plus = f(x)
         flat_x[i] = original - h
-        f_minus = float(f(x))
+        f_minus = f(x)
         flat_x[i] = original
-        central[i] = (f_plus - f_minus) / (2 * h)
-        right, left = (f_plus - f0) / h, (f0 - f_minus) / h
-        kink[i] = abs(right - left) > 1e-2 * max(1.0, abs(central[i]))
+        central[i] = float((g * (f_plus - f_minus)).sum()) / (2 * h)
+        right_minus_left = float((g * ((f_plus - f0) - (f0 - f_minus))).sum()) / h
+        kink[i] = abs(right_minus_left) > 1e-2 * max(1.0, abs(central[i]))
     return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape)
 
 
@@ -66,21 +72,34 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         layer: a ``minidl.layers.Layer``, left as it was: the check runs on
             copies, built from ``x`` if the layer is not yet, with float64
             parameters.
-        x: an input batch; it is converted to float64.
+        x: an input batch of real numbers, all finite; it is converted to float64.
         training: passed to ``forward`` (e.g. to check ``Dropout`` while it drops).
             Every evaluation runs on a copy of the layer as it was, so a
             stochastic layer draws the same mask each time.
-        seed: seeds the random upstream gradient.
+        seed: a non-negative integer; seeds the random upstream gradient (from
+            a stream of its own, so it never equals an ``x`` drawn from
+            ``numpy.random.default_rng(seed)``) and, if it has none, the layer's
+            generator.
         h: finite-difference step.
         rtol, atol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         check_input: set False for a layer whose ``backward`` returns None.
             A frozen layer, or the first of a model, is checked as if it were
             trainable and had layers before it.
 
+    Besides the values, ``AssertionError`` for a layer that breaks a rule a
+    model relies on: ``forward`` or ``backward`` modifying its argument, a
+    float64 input giving another dtype or a shape other than
+    ``output_shape`` says, two forward passes of the same layer state giving
+    different outputs (random numbers not drawn from ``self.generator()``),
+    ``backward`` adding to ``grads`` instead of overwriting them (or leaving
+    entries unwritten), a gradient that is not an array. ``TypeError`` for a
+    layer holding layers with parameters of their own (``Layer.check_inner_layers``).
+
     Entries at a kink of the layer's function (see ``_finite_differences``)
     are skipped; if more than a fifth of the inputs, or every entry of a
-    parameter, sit on one, ``ValueError``. A forward that does not return float64
-    for the float64 input is an ``AssertionError``.
+    parameter, sit on one, ``ValueError``. ``ValueError`` too for an output
+    that is not finite at ``x``. A warning when every numerical entry of a
+    gradient is below ``atol``: the check then tells little.
 
     Returns:
         dict name -> worst relative error, for ``"x"`` and each parameter.
@@ -88,16 +107,107 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     The error message names the array, the worst entry's index, both values
     and their relative error.
     """
+    training = _check_arguments(layer, training, seed, h, rtol, atol)
+    x = _float64_input(x)
+    xp = get_array_module(x)
+    pristine = _float64_copy(layer, x, seed)
+    what = layer.describe()
+    output_shape = (x.shape[0], *pristine.output_shape(tuple(x.shape[1:])))
+    # Not default_rng(seed) itself, whose draws would equal an x the caller drew from it.
+    g = xp.asarray(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).standard_normal(output_shape))
+
+    analytic = copy.deepcopy(pristine)
+    y, dx = _forward_backward(analytic, x, g, training, what)
+    # A second copy runs the same pass: its output must be the same, and its gradients,
+    # which start as NaN, must all be overwritten (checked last, after the values).
+    again = copy.deepcopy(pristine)
+    for name in again.grads:
+        again.grads[name][...] = np.nan
+    y_again, _ = _forward_backward(again, x, g, training, what)
+    if not bool(xp.array_equal(y, y_again)):
+        raise AssertionError(
+            f"{what}: forward gave two different outputs for the same input and the same layer state "
+            f"(by up to {float(xp.abs(y - y_again).max()):.3g}): it must draw random numbers from "
+            "self.generator() only and depend on nothing but its input, parameters and training flag"
+        )
+
+    def outputs(x_value, params):
+        # Copies in: an output that is its input (or a parameter) must not change with the next step.
+        trial = copy.deepcopy(pristine)
+        trial.params.update({name: value.copy() for name, value in params.items()})
+        return trial.forward(x_value.copy(), training=training)
+
+    report = {}
+    if check_input:
+        if dx is None:
+            raise AssertionError(f"{what}: backward returned None for the input gradient")
+        numeric, kink = _finite_differences(lambda v: outputs(v, {}), x, h, g)
+        if kink.mean() > 0.2:
+            raise ValueError(
+                f"check_layer: {int(kink.sum())} of {kink.size} inputs of {what} sit on a kink, or the layer "
+                "loses precision (computes in float32, say); draw inputs away from thresholds and ties, "
+                "and compute in the input's dtype"
+            )
+        report["x"] = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink)
+    for name, value in pristine.params.items():
+        numeric, kink = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
+        # A bias at 0 before a kink is common, and the caller did not draw the parameters:
+        # only a parameter left with nothing to check is refused.
+        if kink.all():
+            raise ValueError(f"check_layer: every entry of {what}'s {name} sits on a kink, or the layer loses "
+                             "precision in it (a float32 copy, say), so none could be checked; give it values "
+                             "away from its kinks, and compute in the input's dtype")
+        unused = f" (finite differences are 0 everywhere: does forward read self.params[{name!r}]?)"
+        report[name] = _compare(what, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol, skip=kink,
+                                hint_if_numeric_zero=unused)
+
+    for name in pristine.params:
+        unwritten = to_numpy(xp.isnan(again.grads[name]))
+        if unwritten.any():
+            index = tuple(int(i) for i in np.argwhere(unwritten)[0])
+            raise AssertionError(
+                f"{what}: backward does not overwrite grads[{name!r}]: called on gradients that held NaN, it "
+                f"left NaN at index {index}; it must write every entry (assign, not +=): a model never zeroes them"
+            )
+    return report
+
+
+def _check_arguments(layer, training, seed, h, rtol, atol):
+    """``training`` as a bool; ``TypeError`` or ``ValueError`` naming the first argument that is wrong."""
     if not isinstance(layer, Layer):
         raise TypeError(f"check_layer: layer must be a minidl Layer, got {type(layer).__name__}")
     if finite_float(h) is None or h <= 0:
         raise ValueError(f"check_layer: the step h must be a positive number, got {h!r}")
+    for name, tolerance in (("rtol", rtol), ("atol", atol)):
+        if finite_float(tolerance) is None or tolerance < 0:
+            raise ValueError(f"check_layer: {name} must be a number >= 0, got {tolerance!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"check_layer: seed must be an integer >= 0, got {seed!r}")
+    return check_flag("check_layer", "training", training)
+
+
+def _float64_input(x):
+    """``x`` as a float64 array of its module; errors for what cannot be an input to check."""
     xp = get_array_module(x)
-    x = xp.array(x, dtype=np.float64)
+    x = xp.asarray(x)
+    if x.dtype.kind not in "biuf":
+        raise TypeError(f"check_layer: x must hold real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float64)
+    if x.ndim == 0:
+        raise ValueError("check_layer: x must be a batch, its first axis the samples; got a single number")
     if x.size == 0:
         raise ValueError(f"check_layer: x has no entries (shape {x.shape}); give it at least one sample")
-    # The check works on copies (``layer`` is left as it was), without the memory a model's
-    # layers share for temporaries: the copies allocate their own.
+    not_finite = to_numpy(~xp.isfinite(x))
+    if not_finite.any():
+        index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+        raise ValueError(f"check_layer: x holds {float(x[index])} at index {index}; "
+                         "finite differences need finite input")
+    return x
+
+
+def _float64_copy(layer, x, seed):
+    """A copy of ``layer``, built for ``x``, trainable, with float64 parameters and zeroed gradients."""
+    # Without the memory a model's layers share for temporaries: the copy allocates its own.
     pristine = copy.deepcopy(layer, memo={id(layer.scratch): None})
     # Check every gradient, whether or not the layer is frozen or a model's first
     # (which skip some), on fresh arrays rather than a model's reused ones.
@@ -106,65 +216,95 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         pristine.rng = default_rng(seed)
     if not pristine.built:
         pristine.check_input(x)
+    pristine.check_inner_layers()
+    xp = get_array_module(x)
     for name in pristine.params:
         pristine.params[name] = pristine.params[name].astype(np.float64)
         pristine.grads[name] = xp.zeros_like(pristine.params[name])
-
-    analytic = copy.deepcopy(pristine)
-    y = analytic.forward(x, training=training)
-    if y.dtype != np.float64:  # finite differences of a float32 output would be rounding noise
-        raise AssertionError(f"{layer.describe()}: forward returned {y.dtype} for float64 input; "
-                             "a layer's output must take its input's dtype")
-    g = xp.asarray(np.random.default_rng(seed).standard_normal(tuple(y.shape)))
-    dx = analytic.backward(g.copy())  # a copy: a backward that modified its argument would change g
-
-    def loss_at(x_value, params):
-        trial = copy.deepcopy(pristine)
-        trial.params.update(params)
-        return float((trial.forward(x_value, training=training) * g).sum())
-
-    report = {}
-    if check_input:
-        if dx is None:
-            raise AssertionError(f"{layer.describe()}: backward returned None for the input gradient")
-        numeric, kink = _finite_differences(lambda v: loss_at(v, {}), x, h)
-        if kink.mean() > 0.2:
-            raise ValueError(
-                f"check_layer: {int(kink.sum())} of {kink.size} inputs of {layer.describe()} sit on a kink; "
-                "draw inputs away from thresholds and ties"
-            )
-        report["x"] = _compare(layer, "dL/dx", dx, numeric, rtol, atol, skip=kink)
-    for name, value in pristine.params.items():
-        numeric, kink = _finite_differences(lambda v, name=name: loss_at(x, {name: v}), value, h)
-        # A bias at 0 before a kink is common, and the caller did not draw the parameters:
-        # only a parameter left with nothing to check is refused.
-        if kink.all():
-            raise ValueError(f"check_layer: every entry of {layer.describe()}'s {name} sits on a kink, so none "
-                             "could be checked; give it values away from its kinks")
-        report[name] = _compare(layer, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol, skip=kink)
-    return report
+    return pristine
 
 
-def _compare(layer, what, analytic, numeric, rtol, atol, skip):
+def _forward_backward(layer, x, g, training, what):
+    """``(y, dx)``: ``layer``'s forward pass on a copy of ``x``, then its backward pass on a copy of ``g``.
+
+    Both are checked against the rules a model relies on: ``AssertionError``
+    if either pass modified what it was given (``x``, kept by forward for
+    backward, included), if ``y`` is not an array of the input's dtype and
+    of the shape ``g`` has (what ``output_shape`` says), or if a gradient is
+    not an array of the input's module; ``ValueError`` if ``y`` is not finite.
+    """
+    xp = get_array_module(x)
+    given_x, given_g = x.copy(), g.copy()
+    y = layer.forward(given_x, training=training)
+    if not bool(xp.array_equal(given_x, x)):
+        raise AssertionError(f"{what}: forward modified its input x in place; the layer before it, or its "
+                             "caller, may still need it: compute into new arrays")
+    if getattr(y, "dtype", None) != np.float64:  # finite differences of a float32 output would be rounding noise
+        raise AssertionError(f"{what}: forward returned {getattr(y, 'dtype', type(y).__name__)} for float64 "
+                             "input; a layer's output must be an array of its input's dtype")
+    if y.shape != g.shape:
+        raise AssertionError(f"{what}: forward returned shape {tuple(y.shape)} for input {tuple(x.shape)}, but "
+                             f"its output_shape says {batch_shape_text(g.shape[1:])}; a model builds the "
+                             "next layer from output_shape")
+    not_finite = to_numpy(~xp.isfinite(y))
+    if not_finite.any():
+        index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+        raise ValueError(f"check_layer: {what} gives {float(y[index])} at output index {index} for this x; "
+                         "check it where its output is finite")
+
+    dx = layer.backward(given_g)
+    if not bool(xp.array_equal(given_g, g)):
+        raise AssertionError(f"{what}: backward modified its argument dy in place; it may be an array "
+                             "that the layer after it keeps: compute into new arrays")
+    if not bool(xp.array_equal(given_x, x)):
+        raise AssertionError(f"{what}: backward modified the input x that forward kept; the layer before it, "
+                             "or its caller, may still need it: compute into new arrays")
+    gradients = {"the input gradient": dx} if dx is not None else {}
+    for name in layer.params:
+        if name not in layer.grads:
+            raise AssertionError(f"{what}: grads has no {name!r} after backward; it must hold a gradient for "
+                                 "every parameter")
+        gradients[f"grads[{name!r}]"] = layer.grads[name]
+    for name, value in gradients.items():
+        if not hasattr(value, "shape") or get_array_module(value) is not xp:
+            raise AssertionError(f"{what}: backward gave a {type(value).__name__} for {name}; it must be an "
+                                 f"array of the input's module ({xp.__name__})")
+    return y, dx
+
+
+def _compare(what, name, analytic, numeric, rtol, atol, skip, hint_if_numeric_zero=""):
     """Raise ``AssertionError`` naming the worst entry if ``analytic`` and ``numeric`` differ.
 
     Entries where ``skip`` is True (kinks) are left out.
     """
     analytic, numeric = to_numpy(analytic).astype(np.float64), to_numpy(numeric)
     if analytic.shape != numeric.shape:
-        raise AssertionError(
-            f"{layer.describe()}: {what} has shape {analytic.shape}, expected {numeric.shape}"
-        )
+        raise AssertionError(f"{what}: {name} has shape {analytic.shape}, expected {numeric.shape}")
     if analytic.size == 0:
         return 0.0
+    for values, source in ((analytic, "backward"), (numeric, "finite differences")):
+        not_finite = ~np.isfinite(values) & ~skip
+        if not_finite.any():
+            index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+            raise AssertionError(f"{what}: {source} give{'s' if source == 'backward' else ''} "
+                                 f"{values[index]} for {name} at index {index}")
+    # A gradient that is exactly 0 is often right (ReLU of negative inputs); one that is
+    # merely tiny says that x was drawn at a scale where atol hides every error.
+    largest = np.abs(numeric[~skip]).max(initial=0.0)
+    if 0 < largest <= atol:
+        warnings.warn(f"check_layer: every entry of {name} of {what} is within atol={atol} of 0, so the check "
+                      "cannot tell a wrong gradient from a right one; give x (and the parameters) values "
+                      "of order 1, or a smaller atol", stacklevel=3)
     error = np.where(skip, 0.0, np.abs(analytic - numeric))
     excess = error - (atol + rtol * np.abs(numeric))
     worst = np.unravel_index(np.argmax(excess), excess.shape)
-    relative = error / np.maximum(np.abs(numeric), atol)
+    scale = np.maximum(np.abs(numeric), atol)
+    relative = np.divide(error, scale, out=np.where(error > 0, np.inf, 0.0), where=scale > 0)
     if excess[worst] > 0:
+        hint = hint_if_numeric_zero if not numeric.any() else ""
         raise AssertionError(
-            f"{layer.describe()}: {what} is wrong at index {tuple(int(i) for i in worst)}: "
+            f"{what}: {name} is wrong at index {tuple(int(i) for i in worst)}: "
             f"backward gives {analytic[worst]:.10g}, finite differences give {numeric[worst]:.10g} "
-            f"(relative error {relative[worst]:.3g}; tolerance rtol={rtol}, atol={atol})"
+            f"(relative error {relative[worst]:.3g}; tolerance rtol={rtol}, atol={atol}){hint}"
         )
     return float(relative.max())

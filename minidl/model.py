@@ -153,7 +153,7 @@ class Sequential:
         for layer, layer_input in zip(self.layers, shapes):
             if not layer.built:
                 layer.build_for(layer_input, xp, self.dtype)
-            _refuse_hidden_parameters(layer)
+            layer.check_inner_layers()
             # On the CPU, where memory is the tighter budget, the layers share one
             # scratch block (Conv2D then rebuilds its im2col matrix in backward);
             # on a GPU, CuPy's memory pool makes separate arrays cheap.
@@ -911,24 +911,6 @@ def _progress_bar(batches, description, show, leave=False):
 def _is_batch_tuple(batch):
     """Whether ``batch`` is an ``(x, y)`` or ``(x, y, w)`` batch, not a row of numbers."""
     return isinstance(batch, (tuple, list)) and len(batch) in (2, 3) and getattr(batch[0], "ndim", 0) >= 1
-
-
-def _refuse_hidden_parameters(layer):
-    """``TypeError`` if ``layer`` holds layers with parameters of their own, which no optimiser would see.
-
-    The model trains what each of its layers has in ``params``; an inner
-    layer's parameters are in the inner layer's ``params`` only.
-    """
-    inner = []
-    for value in vars(layer).values():
-        values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-        inner += [v.describe() for v in values if isinstance(v, Layer) and v.params]
-    if inner:
-        raise TypeError(
-            f"{layer.describe()}: holds layers with parameters of their own ({', '.join(inner)}), which the model "
-            "would never train: it trains each of its layers' params. Add those layers to the model, or create "
-            "the parameters with add_weight in this layer's build"
-        )
 
 
 def _saved_config(layer):

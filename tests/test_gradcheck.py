@@ -1,5 +1,6 @@
 """The gradient checker itself: it must pass right layers, catch wrong ones, and skip kinks."""
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -67,10 +68,9 @@ def test_a_parameter_on_a_kink_is_skipped_not_reported():
     assert report["b"] < 1e-5
 
 
-def test_a_backward_that_writes_into_its_upstream_gradient_is_still_checked_against_the_untouched_one():
-    assert check_layer(OverwritesItsUpstreamGradient(3), random_input((2, 4), 0))["x"] < 1e-5
-    with pytest.raises(AssertionError, match="dL/dx"):
-        check_layer(InputGradientOff(3), random_input((2, 4), 0))
+def test_a_backward_that_writes_into_its_upstream_gradient_is_reported():
+    with pytest.raises(AssertionError, match="OverwritesItsUpstreamGradient: backward modified its argument dy"):
+        check_layer(OverwritesItsUpstreamGradient(3), random_input((2, 4), 0))
 
 
 class OneLargeErrorInsideOneSmallOutside(Layer):
@@ -162,7 +162,7 @@ def test_kinks_are_skipped_rather_than_failing():
     layer = ReLU(threshold=0.5)
     x = random_input((4, 5), 0)
     x[0, 0] = x[2, 3] = 0.5  # 2 of 20 entries on the kink
-    g = np.random.default_rng(0).standard_normal(x.shape)  # check_layer's upstream gradient (seed 0)
+    g = np.random.default_rng(0).standard_normal(x.shape)  # an upstream gradient
     numeric = numerical_gradient(lambda v: float((ReLU(0.5).forward(v) * g).sum()), x)
     assert numeric[0, 0] == pytest.approx(g[0, 0] / 2, rel=1e-6)  # would fail a plain comparison
     report = check_layer(layer, x)
@@ -262,6 +262,14 @@ def test_check_layer_does_not_copy_a_models_scratch_memory():
 
 
 @pytest.mark.parametrize("layer, x, h, error, message", [
+    (Dense(2), np.array(1.0), 1e-6, ValueError,
+     "check_layer: x must be a batch, its first axis the samples; got a single number"),
+    (Dense(2), np.ones((2, 3), dtype=complex), 1e-6, TypeError,
+     "check_layer: x must hold real numbers, got dtype complex128"),
+    (Dense(2), np.array([[1.0, np.nan, 0.0]]), 1e-6, ValueError,
+     "check_layer: x holds nan at index (0, 1); finite differences need finite input"),
+    (Dense(2), np.array([[1.0], [-np.inf]]), 1e-6, ValueError,
+     "check_layer: x holds -inf at index (1, 0); finite differences need finite input"),
     (lambda v: v, np.ones((2, 3)), 1e-6, TypeError, "check_layer: layer must be a minidl Layer, got function"),
     (Dense(2), np.ones((0, 3)), 1e-6, ValueError,
      "check_layer: x has no entries (shape (0, 3)); give it at least one sample"),
@@ -350,3 +358,268 @@ def test_up_to_a_fifth_of_the_inputs_on_kinks_are_skipped_and_more_is_a_usage_er
     x.flat[2] = 0.0  # 3 of 10
     with pytest.raises(ValueError, match=r"^check_layer: 3 of 10 inputs of ReLU sit on a kink"):
         check_layer(ReLU(), x)
+
+
+@pytest.mark.parametrize("argument, value, message", [
+    ("rtol", -1.0, "rtol must be a number >= 0, got -1.0"),
+    ("atol", float("nan"), "atol must be a number >= 0, got nan"),
+    ("atol", None, "atol must be a number >= 0, got None"),
+    ("rtol", "1e-5", "rtol must be a number >= 0, got '1e-5'"),
+    ("seed", -1, "seed must be an integer >= 0, got -1"),
+    ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
+    ("training", "yes", "training must be True or False, got 'yes'"),
+])
+def test_check_layer_refuses_arguments_that_would_make_it_pass_or_fail_anything(argument, value, message):
+    # A NaN tolerance passed a gradient three times too large; a negative one failed a right one.
+    with pytest.raises(ValueError) as err:
+        check_layer(InputGradientOff(3), random_input((2, 4), 0), **{argument: value})
+    assert str(err.value) == f"check_layer: {message}"
+
+
+def test_atol_zero_is_a_pure_relative_tolerance():
+    # Where ReLU's gradient is 0 on both sides, 0 / 0 made the reported error NaN.
+    assert check_layer(ReLU(), random_input((2, 4), 0), atol=0.0)["x"] < 1e-6
+
+
+class NaNInOneEntry(Dense):
+    """Dense whose dL/dx (or dL/db) holds a NaN: ``NaN > tolerance`` is False, so a plain comparison passes it."""
+
+    def __init__(self, units, where):
+        super().__init__(units)
+        self.where = where
+
+    def backward(self, dy):
+        dx = super().backward(dy).copy()
+        (dx if self.where == "x" else self.grads["b"])[(0, 1)[: dx.ndim if self.where == "x" else 1]] = np.nan
+        return dx
+
+
+@pytest.mark.parametrize("where, message", [("x", r"dL/dx at index \(0, 1\)"), ("b", r"dL/db at index \(0,\)")])
+def test_a_nan_in_a_gradient_is_reported_not_passed(where, message):
+    with pytest.raises(AssertionError, match=rf"^NaNInOneEntry: backward gives nan for {message}$"):
+        check_layer(NaNInOneEntry(3, where), random_input((2, 4), 0))
+
+
+class Log(Layer):
+    """``y = log(x)``, with a backward pass that is wrong (``dy * x`` instead of ``dy / x``)."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        with np.errstate(invalid="ignore"):
+            return np.log(x)
+
+    def backward(self, dy):
+        return dy * self.cached("x")
+
+
+def test_an_output_that_is_not_finite_at_x_is_a_usage_error_not_a_pass():
+    # Every finite difference was NaN, and NaN compared as within the tolerance.
+    x = random_input((2, 3), 0)
+    with pytest.raises(ValueError, match=r"^check_layer: Log gives nan at output index \(\d, \d\) for this x"):
+        check_layer(Log(), x)
+    with pytest.raises(AssertionError, match="dL/dx is wrong"):
+        check_layer(Log(), np.abs(x) + 0.5)
+
+
+class SquareWithXForDy(Layer):
+    """``y = x² / 2``, whose backward returns ``x * x`` where ``dy * x`` is right: it uses x in place of dy."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * x / 2
+
+    def backward(self, dy):
+        return self.cached("x") * self.cached("x")
+
+
+def test_the_upstream_gradient_never_equals_an_x_drawn_from_the_same_seed():
+    # With g drawn from default_rng(seed), g was x itself here, and this backward passed.
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    with pytest.raises(AssertionError, match="dL/dx is wrong"):
+        check_layer(SquareWithXForDy(), x, seed=0)
+
+
+class AddsOntoGrads(Dense):
+    """Dense that writes ``grads['W'] += dy...``: right from zeroed gradients, wrong from the second step on."""
+
+    def backward(self, dy):
+        x = self.cached("x")
+        self.grads["W"] += x.T @ dy
+        self.grads["b"][...] = dy.sum(axis=0)
+        return dy @ self.params["W"].T
+
+
+def test_a_backward_that_adds_to_its_gradients_instead_of_overwriting_them_is_reported():
+    with pytest.raises(AssertionError, match=r"^AddsOntoGrads: backward does not overwrite grads\['W'\]: called on "
+                                             r"gradients that held NaN, it left NaN at index \(0, 0\)"):
+        check_layer(AddsOntoGrads(3), random_input((2, 4), 0))
+
+
+class OffsetBy(Layer):
+    """``y = x + c``: a right layer whose outputs are large when ``c`` is."""
+
+    def __init__(self, c, name=None):
+        super().__init__(name)
+        self.c = c
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return x + self.c
+
+    def backward(self, dy):
+        return dy.copy()
+
+
+def test_a_right_layer_with_large_outputs_passes():
+    # Differenced as sums, L(x + h e_i) - L(x - h e_i), every output's rounding
+    # (about eps · 128 each, 3,136 outputs) reached each entry: relative errors near
+    # 2e-4, a failure. Output by output, only the stepped output's rounding is left.
+    assert check_layer(OffsetBy(128.0), random_input((64, 49), 1))["x"] < 1e-6
+
+
+class DropsFromNumPysGlobalGenerator(Layer):
+    """Dropout drawing its mask from ``np.random`` rather than ``self.generator()``."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.mask = np.random.random(x.shape) > 0.5
+        return x * self.mask
+
+    def backward(self, dy):
+        return dy * self.mask
+
+
+def test_a_layer_whose_forward_does_not_repeat_is_named_not_blamed_on_kinks():
+    with pytest.raises(AssertionError, match=r"^DropsFromNumPysGlobalGenerator: forward gave two different outputs "
+                                             r"for the same input and the same layer state"):
+        check_layer(DropsFromNumPysGlobalGenerator(), random_input((4, 5), 0), training=True)
+
+
+class ReLUInPlace(Layer):
+    """A ReLU that clips its input in place, or (``where="backward"``) scales the kept input there."""
+
+    def __init__(self, where="forward", name=None):
+        super().__init__(name)
+        self.where = where
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.maximum(x, 0, out=x) if self.where == "forward" else np.maximum(x, 0)
+
+    def backward(self, dy):
+        dx = dy * (self.x > 0)
+        if self.where == "backward":
+            self.x *= 2
+        return dx
+
+
+@pytest.mark.parametrize("where, message", [
+    ("forward", "forward modified its input x in place"),
+    ("backward", "backward modified the input x that forward kept"),
+])
+def test_a_layer_that_modifies_its_input_is_reported_and_the_callers_x_is_left_alone(where, message):
+    x = random_input((4, 5), 0)
+    before = x.copy()
+    with pytest.raises(AssertionError, match=f"^ReLUInPlace: {message}"):
+        check_layer(ReLUInPlace(where), x)
+    assert_array_equal(x, before)
+
+
+class PairSum(Layer):
+    """``(N, 2K) -> (N, K)``, sums of neighbours, without the ``output_shape`` that says so."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return x[:, 0::2] + x[:, 1::2]
+
+    def backward(self, dy):
+        return np.repeat(dy, 2, axis=1)
+
+
+def test_an_output_shape_other_than_output_shape_says_is_reported():
+    # A model builds the next layer from output_shape, and blamed that layer.
+    with pytest.raises(AssertionError, match=r"^PairSum: forward returned shape \(4, 3\) for input \(4, 6\), "
+                                             r"but its output_shape says \(N, 6\)"):
+        check_layer(PairSum(), random_input((4, 6), 0))
+
+
+class GradientsNotArrays(Dense):
+    def __init__(self, units, fault):
+        super().__init__(units)
+        self.fault = fault
+
+    def backward(self, dy):
+        dx = super().backward(dy)
+        if self.fault == "dx as a list":
+            return dx.tolist()
+        if self.fault == "b as a float":
+            self.grads["b"] = float(dy.sum())
+        else:
+            del self.grads["b"]
+        return dx
+
+
+@pytest.mark.parametrize("fault, message", [
+    ("dx as a list", "backward gave a list for the input gradient; it must be an array of the input's module"),
+    ("b as a float", "backward gave a float for grads['b']; it must be an array of the input's module"),
+    ("b deleted", "grads has no 'b' after backward; it must hold a gradient for every parameter"),
+])
+def test_gradients_that_are_not_arrays_are_reported(fault, message):
+    with pytest.raises(AssertionError) as err:
+        check_layer(GradientsNotArrays(3, fault), random_input((2, 4), 0))
+    assert str(err.value).startswith(f"GradientsNotArrays: {message}")
+
+
+class ScaleFromACopy(Layer):
+    """``y = x γ`` with γ read from an attribute kept at build, not from ``self.params``."""
+
+    def build(self, input_shape):
+        self.add_weight("gamma", input_shape, "glorot_uniform")
+        self.gamma = self.params["gamma"].copy()
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * self.gamma
+
+    def backward(self, dy):
+        self.grads["gamma"][...] = (dy * self.cached("x")).sum(axis=0)
+        return dy * self.gamma
+
+
+def test_a_parameter_that_forward_does_not_read_is_pointed_at():
+    with pytest.raises(AssertionError, match=r"finite differences are 0 everywhere: does forward read "
+                                             r"self\.params\['gamma'\]\?\)$"):
+        check_layer(ScaleFromACopy(), random_input((3, 4), 0))
+
+
+def test_gradients_too_small_for_atol_are_warned_about_and_zero_ones_are_not():
+    with pytest.warns(UserWarning, match=r"every entry of dL/dW of Dense is within atol=1e-07 of 0"):
+        check_layer(Dense(3), 1e-9 * random_input((2, 4), 0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert check_layer(ReLU(), -1.0 - np.abs(random_input((2, 4), 0)))["x"] == 0.0  # no gradient at all
+
+
+class HoldsALazyDense(Layer):
+    """A layer keeping a Dense that builds itself at its first forward: its parameters are no one's."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.inner = Dense(3)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return self.inner.forward(x, training)
+
+    def backward(self, dy):
+        return self.inner.backward(dy)
+
+
+def test_a_layer_holding_layers_with_parameters_is_refused_as_a_model_refuses_it():
+    with pytest.raises(TypeError, match=r"^HoldsALazyDense: holds layers with parameters of their own "
+                                        r"\(Dense, not yet built\)"):
+        check_layer(HoldsALazyDense(), random_input((2, 4), 0))

@@ -1204,7 +1204,7 @@ class DenseInside(Layer):
 def test_a_layer_holding_layers_with_parameters_is_refused_as_the_model_builds():
     # Their parameters are in no layer's params of the model: no optimiser would ever
     # change them, and training went on as if they were part of it.
-    message = (r"^DenseInside 'block': holds layers with parameters of their own \(Dense 'inner'\), which the model "
+    message = (r"^DenseInside 'block': holds layers with parameters of their own \(Dense 'inner'\), which a model "
                r"would never train: it trains each of its layers' params\. Add those layers to the model, or create "
                r"the parameters with add_weight in this layer's build$")
     with pytest.raises(TypeError, match=message):
@@ -1232,6 +1232,37 @@ def test_a_refused_compile_leaves_the_model_and_its_optimisers_state_as_they_wer
     assert (model.optimizer, model.loss, model.metrics, model.optimizer.t) == (optimizer, loss, metrics, steps)
     model.fit(x, y, epochs=1, batch_size=4, verbose=0)  # and trains on as before
     assert model.optimizer.t == steps + 2
+
+
+class LazyDenseInside(DenseInside):
+    """DenseInside whose Dense builds itself at its first forward, as a Dense does alone."""
+
+    def build(self, input_shape):
+        pass
+
+
+def test_a_held_layer_that_would_create_its_parameters_at_its_first_forward_is_refused_too():
+    # At the model's build the inner Dense has no parameters yet; after the first step it
+    # would have them, and they would never train.
+    with pytest.raises(TypeError, match=r"^LazyDenseInside 'block': holds layers with parameters of their own "
+                                        r"\(Dense 'inner', not yet built\)"):
+        Sequential([LazyDenseInside("block"), Dense(2), Softmax()], input_shape=(3,))
+    Sequential([ReLUInside(), Dense(2), Softmax()], input_shape=(3,))  # a ReLU creates none: taken
+
+
+class ReLUInside(Layer):
+    """A layer that keeps a ReLU (which has no build of its own) and applies it."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.relu = ReLU()
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return self.relu.forward(x, training)
+
+    def backward(self, dy):
+        return self.relu.backward(dy)
 
 
 def test_layers_held_in_a_dict_are_found_too():

@@ -171,6 +171,29 @@ class Layer:
                 "it is to compute on (minidl.set_backend)"
             )
 
+    def check_inner_layers(self):
+        """``TypeError`` if the layer holds layers with parameters of their own, or that will create some.
+
+        A model trains, and ``check_layer`` checks, what each of its layers has
+        in ``params``; an inner layer's parameters are in the inner layer's
+        ``params`` only. An inner layer not yet built whose class has a
+        ``build`` of its own would create its parameters at its first
+        ``forward``, as unseen.
+        """
+        held = []
+        for value in vars(self).values():
+            values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
+            held += [v for v in values if isinstance(v, Layer)]
+        # Layer.build (the default) creates nothing; a class's own build may create parameters.
+        inner = [layer.describe() + ("" if layer.built else ", not yet built") for layer in held
+                 if layer.params or (not layer.built and type(layer).build is not Layer.build)]
+        if inner:
+            raise TypeError(
+                f"{self.describe()}: holds layers with parameters of their own ({'; '.join(inner)}), which a model "
+                "would never train: it trains each of its layers' params. Add those layers to the model, or create "
+                "the parameters with add_weight in this layer's build"
+            )
+
     def build_for(self, input_shape, xp, dtype):
         """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
         self.input_shape = tuple(input_shape)
