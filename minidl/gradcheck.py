@@ -162,9 +162,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
                                 hint_if_numeric_zero=unused)
 
     for name in pristine.params:
-        unwritten = to_numpy(xp.isnan(again.grads[name]))
-        if unwritten.any():
-            index = tuple(int(i) for i in np.argwhere(unwritten)[0])
+        index = _first_index(xp.isnan(again.grads[name]))
+        if index is not None:
             raise AssertionError(
                 f"{what}: backward does not overwrite grads[{name!r}]: called on gradients that held NaN, it "
                 f"left NaN at index {index}; it must write every entry (assign, not +=): a model never zeroes them"
@@ -197,9 +196,8 @@ def _float64_input(x):
         raise ValueError("check_layer: x must be a batch, its first axis the samples; got a single number")
     if x.size == 0:
         raise ValueError(f"check_layer: x has no entries (shape {x.shape}); give it at least one sample")
-    not_finite = to_numpy(~xp.isfinite(x))
-    if not_finite.any():
-        index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+    index = _first_index(~xp.isfinite(x))
+    if index is not None:
         raise ValueError(f"check_layer: x holds {float(x[index])} at index {index}; "
                          "finite differences need finite input")
     return x
@@ -246,9 +244,8 @@ def _forward_backward(layer, x, g, training, what):
         raise AssertionError(f"{what}: forward returned shape {tuple(y.shape)} for input {tuple(x.shape)}, but "
                              f"its output_shape says {batch_shape_text(g.shape[1:])}; a model builds the "
                              "next layer from output_shape")
-    not_finite = to_numpy(~xp.isfinite(y))
-    if not_finite.any():
-        index = tuple(int(i) for i in np.argwhere(not_finite)[0])
+    index = _first_index(~xp.isfinite(y))
+    if index is not None:
         raise ValueError(f"check_layer: {what} gives {float(y[index])} at output index {index} for this x; "
                          "check it where its output is finite")
 
@@ -272,6 +269,12 @@ def _forward_backward(layer, x, g, training, what):
     return y, dx
 
 
+def _first_index(mask):
+    """The index of ``mask``'s first True entry as a tuple of ints (for messages), or None."""
+    found = np.argwhere(to_numpy(mask))
+    return tuple(int(i) for i in found[0]) if len(found) else None
+
+
 def _compare(what, name, analytic, numeric, rtol, atol, skip, hint_if_numeric_zero=""):
     """Raise ``AssertionError`` naming the worst entry if ``analytic`` and ``numeric`` differ.
 
@@ -282,12 +285,10 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, hint_if_numeric_ze
         raise AssertionError(f"{what}: {name} has shape {analytic.shape}, expected {numeric.shape}")
     if analytic.size == 0:
         return 0.0
-    for values, source in ((analytic, "backward"), (numeric, "finite differences")):
-        not_finite = ~np.isfinite(values) & ~skip
-        if not_finite.any():
-            index = tuple(int(i) for i in np.argwhere(not_finite)[0])
-            raise AssertionError(f"{what}: {source} give{'s' if source == 'backward' else ''} "
-                                 f"{values[index]} for {name} at index {index}")
+    for values, source in ((analytic, "backward gives"), (numeric, "finite differences give")):
+        index = _first_index(~np.isfinite(values) & ~skip)
+        if index is not None:
+            raise AssertionError(f"{what}: {source} {values[index]} for {name} at index {index}")
     # A gradient that is exactly 0 is often right (ReLU of negative inputs); one that is
     # merely tiny says that x was drawn at a scale where atol hides every error.
     largest = np.abs(numeric[~skip]).max(initial=0.0)
