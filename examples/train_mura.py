@@ -591,11 +591,23 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     written.append("confusion.png")
     history_csv = Path(model_path).parent / "history.csv"
     if history_csv.exists():
-        plots.plot_history(read_history(history_csv), out / "curves.png")
+        plots.plot_history(read_history(history_csv), out / "curves.png", title=curves_title(model_path))
         written.append("curves.png")
     else:
         remove_stale(out / "curves.png")
     return result, report, written
+
+
+def curves_title(model_path):
+    """A warning above ``curves.png`` when the run's training loss was class-weighted, else None.
+
+    Its weights are below 1, so the training loss runs at about half the scale of
+    ``val_loss``, which is not weighted: the gap looks like overfitting but is not.
+    """
+    settings = run_settings(Path(model_path).parent) or {}
+    if settings.get("class_weights", "none") == "none":
+        return None
+    return "The training loss is class-weighted (about half its plain scale), the validation loss is not"
 
 
 def remove_stale(plot):

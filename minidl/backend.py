@@ -75,15 +75,18 @@ def _is_cupy(x):
     return type(x).__module__.startswith("cupy")
 
 
-def to_numpy(x):
+def to_numpy(x, copy=False):
     """Return ``x`` as a NumPy array, copying it from the GPU if it lives there.
 
     ``x`` may also be a list or tuple holding CuPy arrays (one value per batch, say).
+    With ``copy=True`` the result never shares memory with ``x``: a NumPy array
+    is copied, while an array from the GPU is a new one already and is not
+    copied twice.
     """
     if _is_cupy(x):
         return x.get()
     try:
-        return numpy.asarray(x)
+        return numpy.array(x, copy=True) if copy else numpy.asarray(x)
     except TypeError:  # NumPy refuses to convert the CuPy arrays in a list itself
         if not isinstance(x, (list, tuple)):
             raise

@@ -557,7 +557,7 @@ class Sequential:
                 self._check_inputs(xb, f"predict, batch {index + 1}" if given_batches else "predict")
                 p = self._forward(self._to_device(xb)[0], training=False, keeps_cache=False)
                 # Copied: the last layer may write every batch's result into the same reused array.
-                outputs.append(np.array(to_numpy(p)))
+                outputs.append(to_numpy(p, copy=True))
                 bar.update(1)
         if not outputs:
             return np.zeros((0, self.output_classes or 0), dtype=self.dtype)
@@ -691,7 +691,7 @@ class Sequential:
     # ------------------------------------------------------------ weights
     def get_weights(self):
         """Copies of every parameter, as NumPy arrays, in layer order."""
-        return [to_numpy(layer.params[name]).copy() for layer in self.layers for name in layer.params]
+        return [to_numpy(layer.params[name], copy=True) for layer in self.layers for name in layer.params]
 
     def set_weights(self, weights):
         """Set every parameter from a list like ``get_weights()`` returns.

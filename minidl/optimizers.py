@@ -54,12 +54,6 @@ def _hyperparameter(owner, name, value, low, high=None):
     return value
 
 
-def _numpy_copy(x):
-    """A NumPy copy of ``x`` that shares no memory with it."""
-    copy = to_numpy(x)
-    return copy.copy() if copy is x else copy
-
-
 class Optimizer:
     """Base class: the step protocol, per-parameter state and serialisation.
 
@@ -181,7 +175,7 @@ class Optimizer:
         state = {"t": to_numpy(self.t).astype("int64")}
         for name in self.slots:
             for i, a in enumerate(self.state.get(name, [])):
-                state[f"{name}/{i}"] = _numpy_copy(a)
+                state[f"{name}/{i}"] = to_numpy(a, copy=True)
         return state
 
     def set_state(self, state):
@@ -203,7 +197,7 @@ class Optimizer:
             if name not in slots or not index.isdigit():
                 expected = ", ".join(f"'{s}/<i>'" for s in self.slots) or "nothing else"
                 raise ValueError(f"{where}: unexpected key {key!r}; expected 't' and {expected}")
-            array = _numpy_copy(value)
+            array = to_numpy(value, copy=True)
             if array.dtype.kind != "f":
                 raise ValueError(f"{where}: {key!r} must be a floating-point array, got dtype {array.dtype}")
             slots[name][int(index)] = array

@@ -146,7 +146,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     return save_figure(figure, path, "plot_confusion_matrix")
 
 
-def plot_history(history, path):
+def plot_history(history, path, title=None):
     """Plot the training curves: loss and accuracy per epoch, training against validation.
 
     Args:
@@ -158,6 +158,7 @@ def plot_history(history, path):
             The x axis counts epochs from 1; a ``History`` of a resumed ``fit``
             (``initial_epoch``) starts at its first epoch, from its ``epoch`` list.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
+        title: optional title above the panels (a note on how to read them, say).
 
     Returns:
         ``path``.
@@ -194,4 +195,6 @@ def plot_history(history, path):
         axes.set_ylabel(quantity)
         axes.set_title(quantity)
         axes.legend()
+    if title is not None:
+        figure.suptitle(title)
     return save_figure(figure, path, "plot_history")

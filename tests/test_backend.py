@@ -88,6 +88,19 @@ def test_to_numpy_copies_a_cupy_array_to_the_host(fake_cupy):
     assert_array_equal(out, [1.0, 2.0])
 
 
+def test_to_numpy_with_copy_shares_no_memory_and_copies_from_the_gpu_once(fake_cupy, monkeypatch):
+    a = np.arange(6.0).reshape(2, 3)
+    for x in (a, a[:, 1:]):  # an array and a view of it
+        out = to_numpy(x, copy=True)
+        assert not np.shares_memory(out, a)
+        assert_array_equal(out, x)
+    on_gpu = FakeCupyArray([1.0, 2.0])
+    monkeypatch.setattr(np, "array", lambda *args, **kwargs: pytest.fail("a second copy of the GPU's array"))
+    out = to_numpy(on_gpu, copy=True)
+    assert not np.shares_memory(out, on_gpu.data)
+    assert_array_equal(out, [1.0, 2.0])
+
+
 def test_to_numpy_takes_lists_holding_cupy_arrays(fake_cupy):
     # One value per batch, say; NumPy would refuse the CuPy arrays in them.
     assert_array_equal(to_numpy([FakeCupyArray(1.0), 2.0, FakeCupyArray(3.0)]), [1.0, 2.0, 3.0])

@@ -100,6 +100,14 @@ def test_plot_history_of_a_resumed_fit_starts_at_its_first_epoch(tmp_path, monke
     assert list(figure.axes[0].lines[0].get_xdata()) == [4, 5]  # epochs counted from 1
 
 
+def test_plot_history_puts_its_title_above_the_panels(tmp_path, monkeypatch):
+    history = {"loss": [0.9, 0.6], "accuracy": [0.5, 0.7]}
+    titled = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png", title="weighted"))
+    untitled = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png"))
+    assert (titled.get_suptitle(), untitled.get_suptitle()) == ("weighted", "")
+    assert [axes.get_title() for axes in titled.axes] == ["loss", "accuracy"]
+
+
 @pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])
 def test_plot_history_refuses_an_empty_curve(tmp_path, history):
     with pytest.raises(ValueError, match="^plot_history: the '(val_)?loss' curve is empty$"):

@@ -480,6 +480,32 @@ def test_evaluating_a_model_without_a_history_removes_an_earlier_runs_curves(run
     assert "curves.png" not in written and not (into / "curves.png").exists()
 
 
+@pytest.mark.parametrize("class_weights", ["study-type", "overall", "none", None])
+def test_the_curves_say_when_the_training_loss_is_class_weighted(run, script, tmp_path, class_weights):
+    out, _, _ = run
+    settings = json.loads((out / "run.json").read_text())
+    if class_weights is not None:  # None: a model with no run.json beside it
+        (tmp_path / "run.json").write_text(json.dumps({**settings, "class_weights": class_weights}))
+    title = script.curves_title(tmp_path / "model.npz")
+    if class_weights in ("study-type", "overall"):
+        assert "training loss is class-weighted" in title and "validation loss is not" in title
+    else:
+        assert title is None
+
+
+def test_evaluate_titles_the_curves_from_the_runs_settings(run, script, tmp_path, monkeypatch):
+    from minidl import Sequential
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    titles = []
+    monkeypatch.setattr(script.plots, "plot_history", lambda history, path, title=None: titles.append(title))
+    cache = Path(common[common.index("--cache-dir") + 1])
+    data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid, tmp_path, 16)
+    assert titles == [script.curves_title(out / "model.npz")] and titles[0] is not None  # the run weighs by default
+
+
 def test_evaluate_with_synthetic_patients_is_refused_for_a_run_trained_on_data(run, script, tmp_path):
     from minidl import Sequential
 
