@@ -11,7 +11,9 @@ gradient ``g`` (the role ``dL/dy`` plays inside a network) and use the scalar
 the numerical derivative of ``L`` for the input and for every parameter. The
 difference ``f(x + h e_i) - f(x - h e_i)`` is taken output by output before it
 is weighed by ``g`` and summed: summing first would add the rounding error of
-every large output to each difference.
+every large output to each difference. Where many large outputs move with
+each entry the rounding left can still exceed the tolerance; a failure then
+says so (``_finite_differences`` estimates it).
 
 Everything runs in float64: in float32 rounding errors would swamp ``h``.
 Like Chainer's ``check_backward``, but reporting the worst entry, and
@@ -38,12 +40,24 @@ def numerical_gradient(f, x, h=1e-6):
 
 
 def _finite_differences(f, x, h, g):
-    """Central differences of ``sum(g * f(x))``, and a mask of the entries where it has a kink within ``h``.
+    """Central differences of ``sum(g * f(x))``, where they have a kink within ``h``, and how far rounding may move them.
+
+    Returns three arrays shaped like ``x``: the differences; a mask of kinks;
+    and an estimate of each difference's rounding error.
 
     At a kink (ReLU at its threshold, two tied maxima in a pooling window) the
     one-sided slopes ``(f(x+h) - f(x)) / h`` and ``(f(x) - f(x-h)) / h`` differ
     by O(1), while on smooth ground they differ by only O(h f''). Such entries
     have no derivative to compare against, so ``check_layer`` skips them.
+
+    Each output ``f_k`` is computed to about ``eps |f_k|`` (float64's machine
+    epsilon), so the difference of an output that the step moves may be off by
+    about ``eps (|f_k(x+h)| + |f_k(x-h)|)``, and the central difference by that,
+    weighed by ``|g_k|``, summed and divided by ``2h``. Outputs the step leaves
+    exactly as they were add nothing: for an element-wise layer one output
+    counts, for a layer whose every output depends on every input (a mean, a
+    softmax), all do. It is an estimate for large outputs, where it matters;
+    rounding inside ``f`` (a cancellation) can exceed it where outputs are small.
     """
     xp = get_array_module(x)
     # A private copy in C order: reshape(-1) must be a view, through which each step reaches f.
@@ -51,6 +65,7 @@ def _finite_differences(f, x, h, g):
     flat_x = x.reshape(-1)
     central = np.zeros(x.size)
     kink = np.zeros(x.size, dtype=bool)
+    rounding = np.zeros(x.size)
     f0 = f(x)
     for i in range(x.size):
         original = float(flat_x[i])
@@ -62,7 +77,9 @@ def _finite_differences(f, x, h, g):
         central[i] = float((g * (f_plus - f_minus)).sum()) / (2 * h)
         right_minus_left = float((g * ((f_plus - f0) - (f0 - f_minus))).sum()) / h
         kink[i] = abs(right_minus_left) > 1e-2 * max(1.0, abs(central[i]))
-    return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape)
+        moved = abs(g) * (abs(f_plus) + abs(f_minus)) * (f_plus != f_minus)
+        rounding[i] = np.finfo(np.float64).eps * float(moved.sum()) / (2 * h)
+    return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape), rounding.reshape(x.shape)
 
 
 def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-7, check_input=True):
@@ -80,7 +97,9 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
             a stream of its own, so it never equals an ``x`` drawn from
             ``numpy.random.default_rng(seed)``) and, if it has none, the layer's
             generator.
-        h: finite-difference step.
+        h: finite-difference step. A failure that rounding in the differences
+            could explain (large outputs, each moved by many inputs) says so,
+            and suggests a step 100 times larger.
         rtol, atol: an entry passes when ``|analytic - numeric| <= atol + rtol * |numeric|``.
         check_input: set False for a layer whose ``backward`` returns None.
             A frozen layer, or the first of a model, is checked as if it were
@@ -141,16 +160,16 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     if check_input:
         if dx is None:
             raise AssertionError(f"{what}: backward returned None for the input gradient")
-        numeric, kink = _finite_differences(lambda v: outputs(v, {}), x, h, g)
+        numeric, kink, rounding = _finite_differences(lambda v: outputs(v, {}), x, h, g)
         if kink.mean() > 0.2:
             raise ValueError(
                 f"check_layer: {int(kink.sum())} of {kink.size} inputs of {what} sit on a kink, or the layer "
                 "loses precision (computes in float32, say); draw inputs away from thresholds and ties, "
                 "and compute in the input's dtype"
             )
-        report["x"] = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink)
+        report["x"] = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink, rounding=rounding, h=h)
     for name, value in pristine.params.items():
-        numeric, kink = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
+        numeric, kink, rounding = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
         # A bias at 0 before a kink is common, and the caller did not draw the parameters:
         # only a parameter left with nothing to check is refused.
         if kink.all():
@@ -159,7 +178,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
                              "away from its kinks, and compute in the input's dtype")
         unused = f" (finite differences are 0 everywhere: does forward read self.params[{name!r}]?)"
         report[name] = _compare(what, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol, skip=kink,
-                                hint_if_numeric_zero=unused)
+                                rounding=rounding, h=h, hint_if_numeric_zero=unused)
 
     for name in pristine.params:
         index = _first_index(xp.isnan(again.grads[name]))
@@ -275,10 +294,13 @@ def _first_index(mask):
     return tuple(int(i) for i in found[0]) if len(found) else None
 
 
-def _compare(what, name, analytic, numeric, rtol, atol, skip, hint_if_numeric_zero=""):
+def _compare(what, name, analytic, numeric, rtol, atol, skip, rounding, h, hint_if_numeric_zero=""):
     """Raise ``AssertionError`` naming the worst entry if ``analytic`` and ``numeric`` differ.
 
-    Entries where ``skip`` is True (kinks) are left out.
+    Entries where ``skip`` is True (kinks) are left out. When the worst entry's
+    difference is within what rounding may have put into ``numeric`` there
+    (``rounding``, from ``_finite_differences`` with step ``h``), the message
+    says so: the layer may be right and the step too small for its outputs.
     """
     analytic, numeric = to_numpy(analytic).astype(np.float64), to_numpy(numeric)
     if analytic.shape != numeric.shape:
@@ -303,6 +325,10 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, hint_if_numeric_ze
     relative = np.divide(error, scale, out=np.where(error > 0, np.inf, 0.0), where=scale > 0)
     if excess[worst] > 0:
         hint = hint_if_numeric_zero if not numeric.any() else ""
+        if error[worst] <= rounding[worst]:
+            hint += (f" (rounding in the finite differences alone may reach about {rounding[worst]:.2g} here, as the "
+                     f"outputs this entry moves are large: check again with a larger step, h={h * 100:g}, or "
+                     "with smaller outputs)")
         raise AssertionError(
             f"{what}: {name} is wrong at index {tuple(int(i) for i in worst)}: "
             f"backward gives {analytic[worst]:.10g}, finite differences give {numeric[worst]:.10g} "

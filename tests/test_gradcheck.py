@@ -479,6 +479,45 @@ def test_a_right_layer_with_large_outputs_passes():
     assert check_layer(OffsetBy(128.0), random_input((64, 49), 1))["x"] < 1e-6
 
 
+class PlusItsMean(Layer):
+    """``y = x + mean(x) + c``: every output depends on every input, and is large when ``c`` is."""
+
+    def __init__(self, c, name=None):
+        super().__init__(name)
+        self.c = c
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return x + x.mean() + self.c
+
+    def backward(self, dy):
+        return dy + dy.mean()
+
+
+class PlusItsMeanOff(PlusItsMean):
+    """``PlusItsMean`` with dL/dx 0.1 % too large."""
+
+    def backward(self, dy):
+        return super().backward(dy) * 1.001
+
+
+def test_a_failure_within_the_rounding_of_large_outputs_says_so_and_the_larger_step_it_suggests_passes():
+    # Each of the 56 outputs moves with every input and is about 1e4, computed to about
+    # eps · 1e4: the step h = 1e-6 is too small for the differences to rise above that.
+    x = random_input((8, 7), 0)
+    with pytest.raises(AssertionError, match=r"rounding in the finite differences alone may reach about "
+                                             r"[0-9.e-]+ here, .*a larger step, h=0\.0001, or with smaller outputs\)$"):
+        check_layer(PlusItsMean(1e4), x)
+    assert check_layer(PlusItsMean(1e4), x, h=1e-4)["x"] < 1e-5
+
+
+@pytest.mark.parametrize("c", [0.0, 1e3])
+def test_a_wrong_gradient_is_not_blamed_on_rounding(c):
+    with pytest.raises(AssertionError, match=r"^PlusItsMeanOff: dL/dx is wrong") as failure:
+        check_layer(PlusItsMeanOff(c), random_input((8, 7), 0))
+    assert "rounding" not in str(failure.value)
+
+
 class DropsFromNumPysGlobalGenerator(Layer):
     """Dropout drawing its mask from ``np.random`` rather than ``self.generator()``."""
 
