@@ -111,7 +111,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     ``output_shape`` says, two forward passes of the same layer state giving
     different outputs (random numbers not drawn from ``self.generator()``),
     ``backward`` adding to ``grads`` instead of overwriting them (or leaving
-    entries unwritten), a gradient that is not an array. ``TypeError`` for a
+    entries unwritten), a gradient that is not a float64 array, or is NaN
+    or infinite anywhere (on a kink too). ``TypeError`` for a
     layer holding layers with parameters of their own (``Layer.check_inner_layers``).
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
@@ -172,7 +173,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         numeric, kink, rounding = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
         # A bias at 0 before a kink is common, and the caller did not draw the parameters:
         # only a parameter left with nothing to check is refused.
-        if kink.all():
+        if kink.size and kink.all():
             raise ValueError(f"check_layer: every entry of {what}'s {name} sits on a kink, or the layer loses "
                              "precision in it (a float32 copy, say), so none could be checked; give it values "
                              "away from its kinks, and compute in the input's dtype")
@@ -248,7 +249,8 @@ def _forward_backward(layer, x, g, training, what):
     if either pass modified what it was given (``x``, kept by forward for
     backward, included), if ``y`` is not an array of the input's dtype and
     of the shape ``g`` has (what ``output_shape`` says), or if a gradient is
-    not an array of the input's module; ``ValueError`` if ``y`` is not finite.
+    not an array of the input's module and dtype; ``ValueError`` if ``y`` is
+    not finite.
     """
     xp = get_array_module(x)
     given_x, given_g = x.copy(), g.copy()
@@ -285,6 +287,9 @@ def _forward_backward(layer, x, g, training, what):
         if not hasattr(value, "shape") or get_array_module(value) is not xp:
             raise AssertionError(f"{what}: backward gave a {type(value).__name__} for {name}; it must be an "
                                  f"array of the input's module ({xp.__name__})")
+        if value.dtype != np.float64:  # complex gradients would compare by their real parts
+            raise AssertionError(f"{what}: backward gave {value.dtype} for {name} of float64 input; gradients "
+                                 "must be arrays of the input's dtype")
     return y, dx
 
 
@@ -307,8 +312,9 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, rounding, h, hint_
         raise AssertionError(f"{what}: {name} has shape {analytic.shape}, expected {numeric.shape}")
     if analytic.size == 0:
         return 0.0
-    for values, source in ((analytic, "backward gives"), (numeric, "finite differences give")):
-        index = _first_index(~np.isfinite(values) & ~skip)
+    # Not even at a kink may backward give NaN or infinity: training would spread it to every weight.
+    for values, source, checked in ((analytic, "backward gives", True), (numeric, "finite differences give", ~skip)):
+        index = _first_index(~np.isfinite(values) & checked)
         if index is not None:
             raise AssertionError(f"{what}: {source} {values[index]} for {name} at index {index}")
     # A gradient that is exactly 0 is often right (ReLU of negative inputs); one that is

@@ -8,7 +8,7 @@ from layer_cases import random_input
 from numpy.testing import assert_allclose, assert_array_equal
 
 from minidl.gradcheck import check_layer, numerical_gradient
-from minidl.layers import Dense, Layer, ReLU
+from minidl.layers import Dense, Dropout, Flatten, Layer, ReLU
 
 INDEX = r"index \((\d+), (\d+)\)"
 
@@ -273,6 +273,8 @@ def test_check_layer_does_not_copy_a_models_scratch_memory():
     (lambda v: v, np.ones((2, 3)), 1e-6, TypeError, "check_layer: layer must be a minidl Layer, got function"),
     (Dense(2), np.ones((0, 3)), 1e-6, ValueError,
      "check_layer: x has no entries (shape (0, 3)); give it at least one sample"),
+    (ReLU(), np.ones((3, 0)), 1e-6, ValueError,  # samples, but none with an entry
+     "check_layer: x has no entries (shape (3, 0)); give it at least one sample"),
     (Dense(2), np.ones((2, 3)), 0.0, ValueError, "check_layer: the step h must be a positive number, got 0.0"),
     (Dense(2), np.ones((2, 3)), "1e-6", ValueError, "check_layer: the step h must be a positive number, got '1e-6'"),
 ])
@@ -367,6 +369,7 @@ def test_up_to_a_fifth_of_the_inputs_on_kinks_are_skipped_and_more_is_a_usage_er
     ("rtol", "1e-5", "rtol must be a number >= 0, got '1e-5'"),
     ("seed", -1, "seed must be an integer >= 0, got -1"),
     ("seed", 1.5, "seed must be an integer >= 0, got 1.5"),
+    ("seed", True, "seed must be an integer >= 0, got True"),
     ("training", "yes", "training must be True or False, got 'yes'"),
 ])
 def test_check_layer_refuses_arguments_that_would_make_it_pass_or_fail_anything(argument, value, message):
@@ -638,12 +641,15 @@ def test_gradients_too_small_for_atol_are_warned_about_and_zero_ones_are_not():
         assert check_layer(ReLU(), -1.0 - np.abs(random_input((2, 4), 0)))["x"] == 0.0  # no gradient at all
 
 
-class HoldsALazyDense(Layer):
-    """A layer keeping a Dense that builds itself at its first forward: its parameters are no one's."""
+class HoldsALayer(Layer):
+    """A layer whose forward and backward passes are those of the layer it holds."""
 
-    def __init__(self, name=None):
+    def __init__(self, inner, name=None):
         super().__init__(name)
-        self.inner = Dense(3)
+        self.inner = inner
+
+    def output_shape(self, input_shape):
+        return self.inner.output_shape(input_shape)
 
     def forward(self, x, training=False):
         self.check_input(x)
@@ -653,7 +659,353 @@ class HoldsALazyDense(Layer):
         return self.inner.backward(dy)
 
 
+class HoldsALazyDense(HoldsALayer):
+    """A layer keeping a Dense that builds itself at its first forward: its parameters are no one's."""
+
+    def __init__(self, name=None):
+        super().__init__(Dense(3), name)
+
+
 def test_a_layer_holding_layers_with_parameters_is_refused_as_a_model_refuses_it():
     with pytest.raises(TypeError, match=r"^HoldsALazyDense: holds layers with parameters of their own "
                                         r"\(Dense, not yet built\)"):
         check_layer(HoldsALazyDense(), random_input((2, 4), 0))
+
+
+# --- added by a mutation-testing pass over check_layer and check_inner_layers ----------------------
+
+
+class SteepWithABend(Layer):
+    """``y = 1000 x + 50 max(x, 0)``: at 0 its slope bends by 5 %, which the left slope (backward's) misses."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return 1000 * x + 50 * np.maximum(x, 0)
+
+    def backward(self, dy):
+        return dy * (1000 + 50 * (self.cached("x") > 0))
+
+
+def test_a_kink_is_judged_against_the_slope_so_a_small_bend_of_a_steep_function_is_skipped():
+    x = random_input((2, 5), 0)
+    x[0, 0] = 0.0  # backward says 1000 g there, central differences 1025 g: 2.5 % apart, far past rtol
+    assert check_layer(SteepWithABend(), x)["x"] < 1e-6
+
+
+class HalfSquare(Layer):
+    """``y = x² / 2``, right: its gradient ``x`` is small, but smooth, where x is."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * x / 2
+
+    def backward(self, dy):
+        return dy * self.cached("x")
+
+
+def test_small_gradients_of_a_smooth_function_are_not_taken_for_kinks():
+    # The one-sided slopes differ by h f'' = 1e-6 here: far below a kink's O(1),
+    # although that is a tenth of the gradient itself.
+    x = 1e-5 * random_input((3, 4), 0)
+    assert check_layer(HalfSquare(), x)["x"] < 1e-5
+
+
+class PositiveAndNegativeParts(Layer):
+    """``(N, D) -> (N, 2D)``: ``[max(x, 0), min(x, 0)]``. At 0 the two outputs bend in opposite
+    directions, so their unweighted bends cancel; weighted by the upstream gradient they do not."""
+
+    def output_shape(self, input_shape):
+        return (2 * input_shape[0],)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.concatenate([np.maximum(x, 0), np.minimum(x, 0)], axis=1)
+
+    def backward(self, dy):
+        positive = self.cached("x") > 0
+        d = positive.shape[1]
+        return dy[:, :d] * positive + dy[:, d:] * ~positive
+
+
+def test_a_kink_is_found_where_the_outputs_bends_cancel_out():
+    x = random_input((2, 5), 0)
+    x[1, 3] = 0.0
+    assert check_layer(PositiveAndNegativeParts(), x)["x"] < 1e-6
+
+
+class DropoutIgnoringItsMask(Dropout):
+    def backward(self, dy):
+        return dy / (1 - self.rate)
+
+
+def test_dropout_is_checked_while_it_drops_with_the_same_mask_in_every_evaluation():
+    # Every evaluation must run in training mode, on a copy of the layer with the same
+    # seeded generator (not one advanced by the last evaluation, nor freshly seeded).
+    x = random_input((3, 4), 1)
+    assert check_layer(Dropout(0.5), x, training=True)["x"] < 1e-6
+    with pytest.raises(AssertionError, match="DropoutIgnoringItsMask: dL/dx is wrong"):
+        check_layer(DropoutIgnoringItsMask(0.5), x, training=True)
+
+
+def test_a_layer_whose_output_is_a_view_of_its_input_passes():
+    # Flatten returns x.reshape(...): an output sharing the stepped array would change with the next step.
+    assert check_layer(Flatten(), random_input((2, 3, 4), 0))["x"] < 1e-6
+
+
+class LearnedConstant(Layer):
+    """``y = b`` for every sample, returned as a (read-only) view of the parameter ``b``."""
+
+    def build(self, input_shape):
+        self.add_weight("b", input_shape, "glorot_uniform")
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return np.broadcast_to(self.params["b"], x.shape)
+
+    def backward(self, dy):
+        self.grads["b"][...] = dy.sum(axis=0)
+        return np.zeros_like(dy)
+
+
+def test_a_layer_whose_output_is_a_view_of_a_parameter_passes():
+    report = check_layer(LearnedConstant(), random_input((3, 4), 0))
+    assert report["b"] < 1e-6 and report["x"] == 0.0
+
+
+def test_a_numpy_integer_seed_is_taken_as_the_same_seed():
+    x = random_input((2, 3), 0)
+    assert check_layer(Dense(2), x, seed=np.int64(3)) == check_layer(Dense(2), x, seed=3)
+
+
+class RecordsTraining(Layer):
+    seen = []
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        type(self).seen.append(training)
+        return 2 * x
+
+    def backward(self, dy):
+        return 2 * dy
+
+
+@pytest.mark.parametrize("flag", [np.True_, 1])
+def test_forward_is_given_training_as_a_python_bool(flag):
+    RecordsTraining.seen = []
+    check_layer(RecordsTraining(), random_input((2, 3), 0), training=flag)
+    assert RecordsTraining.seen and all(seen is True for seen in RecordsTraining.seen)
+
+
+def test_a_boolean_batch_is_checked_as_zeros_and_ones():
+    x = random_input((4, 3), 0) > 0
+    report = check_layer(Dense(2), x)
+    assert set(report) == {"x", "W", "b"} and report["W"] < 1e-6
+
+
+def test_an_infinite_output_is_a_usage_error_naming_it():
+    x = np.abs(random_input((2, 3), 0)) + 0.5
+    x[0, 2] = 0.0  # log(0) = -inf
+    with np.errstate(divide="ignore"), pytest.raises(
+            ValueError, match=r"^check_layer: Log gives -inf at output index \(0, 2\) for this x"):
+        check_layer(Log(), x)
+
+
+def test_a_finite_difference_that_is_not_finite_is_reported_not_passed():
+    # log is finite at x but not at x - h: NaN compared as within the tolerance, and Log's wrong backward passed.
+    x = np.abs(random_input((2, 3), 0)) + 0.5
+    x[1, 0] = 5e-7
+    with pytest.raises(AssertionError, match=r"^Log: finite differences give nan for dL/dx at index \(1, 0\)$"):
+        check_layer(Log(), x)
+
+
+class ReLUWithTinySlope(Layer):
+    """``y = max(x, 0) + 1e-9 x``: below 0 its gradient is far below atol."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.maximum(x, 0) + 1e-9 * x
+
+    def backward(self, dy):
+        return dy * ((self.cached("x") > 0) + 1e-9)
+
+
+def test_the_warning_about_tiny_gradients_looks_only_at_the_entries_checked():
+    x = -1.0 - np.abs(random_input((2, 4), 0))
+    x[0, 1] = 0.0  # on the kink, skipped: its large finite difference says nothing about the others
+    with pytest.warns(UserWarning, match=r"every entry of dL/dx of ReLUWithTinySlope is within atol"):
+        check_layer(ReLUWithTinySlope(), x)
+
+
+class TwiceTheInputGradient(Dense):
+    def backward(self, dy):
+        return 2 * super().backward(dy)
+
+
+def test_rtol_is_relative_to_the_finite_difference_not_to_what_backward_claims():
+    # Backward gives 2n where n is right: an error of |n|, past rtol |n| = 0.6 |n|, though within
+    # 0.6 of backward's own value 2|n|.
+    with pytest.raises(AssertionError, match="dL/dx is wrong"):
+        check_layer(TwiceTheInputGradient(3), random_input((2, 4), 0), rtol=0.6, atol=0.0)
+
+
+class ReLULeakingBackward(Layer):
+    """A ReLU whose backward passes ``1e-9 dy`` where the gradient is exactly 0."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.maximum(x, 0)
+
+    def backward(self, dy):
+        return dy * np.where(self.cached("x") > 0, 1.0, 1e-9)
+
+
+def test_relative_errors_where_the_gradient_is_zero_are_taken_against_atol():
+    x = random_input((3, 4), 0)
+    # Within atol: passes, and the error reported is at most atol / atol, not infinite.
+    report = check_layer(ReLULeakingBackward(), x)
+    assert 0 < report["x"] <= 1.0
+    # With atol = 0 nothing is within it: the message must not call the error relative 0.
+    with pytest.raises(AssertionError, match=r"relative error inf;"):
+        check_layer(ReLULeakingBackward(), x, atol=0.0)
+
+
+def test_the_message_gives_backwards_value_then_the_finite_difference_and_their_relative_error():
+    with pytest.raises(AssertionError) as err:
+        check_layer(OneEntryOff(3), random_input((3, 4), 0))
+    found = re.search(r"backward gives (\S+), finite differences give (\S+) \(relative error (\S+);", str(err.value))
+    analytic, numeric, relative = (float(v) for v in found.groups())
+    assert analytic - numeric == pytest.approx(0.05, abs=1e-6)  # OneEntryOff adds 0.05 to backward's value
+    assert relative == pytest.approx(0.05 / abs(numeric), rel=1e-2)
+
+
+def test_the_report_is_the_worst_relative_error():
+    # Entry 1 is 10 % off (entry 0 only 5e-6): allowed by rtol=0.2, it is the value reported.
+    report = check_layer(OneLargeErrorInsideOneSmallOutside(), random_input((1, 2), 0), rtol=0.2)
+    assert report["x"] == pytest.approx(0.1, rel=1e-3)
+
+
+class HoldsATupleAndADense(Layer):
+    """Holds a Dense in a tuple and, in a later attribute, another Dense."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.pair = (Dense(2, name="first"), ReLU())
+        self.head = Dense(3, name="second")
+
+
+def test_every_inner_layer_with_parameters_is_named_wherever_it_is_held():
+    with pytest.raises(TypeError, match=r"^HoldsATupleAndADense: holds layers with parameters of their own "
+                                        r"\(Dense 'first', not yet built; Dense 'second', not yet built\)"):
+        HoldsATupleAndADense().check_inner_layers()
+
+
+class TripleWithABuild(Layer):
+    """``y = 3 x``, with a ``build`` of its own that creates no parameter."""
+
+    def build(self, input_shape):
+        self.built_for = input_shape
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return 3 * x
+
+    def backward(self, dy):
+        return 3 * dy
+
+
+def test_an_inner_layer_whose_build_created_no_parameters_is_taken_once_built():
+    inner = TripleWithABuild()
+    with pytest.raises(TypeError, match=r"\(TripleWithABuild, not yet built\)"):  # its build might create some
+        HoldsALayer(inner).check_inner_layers()
+    inner.forward(random_input((2, 3), 0))  # built: it created none, and will create none
+    assert check_layer(HoldsALayer(inner), random_input((2, 3), 1))["x"] < 1e-6
+
+
+def test_layers_held_inside_held_layers_or_nested_lists_are_found():
+    with pytest.raises(TypeError, match=r"^HoldsALayer: holds layers with parameters of their own "
+                                        r"\(Dense 'deep', not yet built\)"):
+        check_layer(HoldsALayer(HoldsALayer(Dense(3, name="deep"))), random_input((2, 4), 0))
+    in_lists = HoldsALayer(ReLU())
+    in_lists.blocks = [[ReLU(), {"head": Dense(2, name="listed")}]]
+    with pytest.raises(TypeError, match=r"\(Dense 'listed', not yet built\)"):
+        in_lists.check_inner_layers()
+
+
+def test_a_model_refuses_a_dense_two_layers_deep_that_it_would_never_train():
+    from minidl import Sequential
+
+    with pytest.raises(TypeError, match=r"^HoldsALayer 'holdsalayer_\d+': holds layers with "
+                                        r"parameters of their own \(Dense 'deep', not yet built\)"):
+        Sequential([HoldsALayer(HoldsALayer(Dense(3, name="deep"))), Dense(2)], input_shape=(4,), seed=0)
+
+
+def test_layers_that_refer_to_each_other_are_searched_once():
+    outer = HoldsALayer(HoldsALayer(ReLU()))
+    outer.inner.outer = outer  # a reference back up: no endless search
+    outer.loop = [outer.inner]
+    outer.loop.append(outer.loop)  # a list holding itself
+    outer.check_inner_layers()
+    outer.inner.inner.weights = Dense(2, name="found")
+    with pytest.raises(TypeError, match=r"\(Dense 'found', not yet built\), which"):
+        outer.check_inner_layers()
+
+
+class AbsWithNaNAtZero(Layer):
+    """``y = |x|``, whose backward ``dy x / |x|`` is NaN at 0, the kink (where any slope in [-1, 1] would do)."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.abs(x)
+
+    def backward(self, dy):
+        x = self.cached("x")
+        with np.errstate(invalid="ignore"):
+            return dy * x / np.abs(x)
+
+
+def test_backward_giving_nan_is_reported_even_on_a_kink():
+    # The kink is skipped for its value, but a NaN would reach every weight of a model in training.
+    x = random_input((2, 5), 0)
+    x[0, 3] = 0.0
+    with pytest.raises(AssertionError, match=r"^AbsWithNaNAtZero: backward gives nan for dL/dx at index \(0, 3\)$"):
+        check_layer(AbsWithNaNAtZero(), x)
+
+
+class ComplexInputGradient(Dense):
+    def backward(self, dy):
+        return super().backward(dy) + 1j
+
+
+def test_a_gradient_of_another_dtype_is_refused():
+    # Compared as float64, a complex gradient would have lost its imaginary part and passed.
+    with pytest.raises(AssertionError, match=r"^ComplexInputGradient: backward gave complex128 for the input "
+                                             r"gradient of float64 input; gradients must be arrays of the "
+                                             r"input's dtype$"):
+        check_layer(ComplexInputGradient(2), random_input((2, 4), 1))
+
+
+class PlusAnEmptySum(Layer):
+    """``y = x + sum(e)`` with a parameter ``e`` of no entries."""
+
+    def build(self, input_shape):
+        self.add_weight("e", (0,), "zeros")
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return x + self.params["e"].sum()
+
+    def backward(self, dy):
+        self.grads["e"][...] = 0.0
+        return dy.copy()
+
+
+def test_a_parameter_with_no_entries_has_nothing_to_check_and_passes():
+    # It was taken for a parameter wholly on kinks (all() of no entries is True).
+    report = check_layer(PlusAnEmptySum(), random_input((2, 3), 0))
+    assert report["e"] == 0.0 and report["x"] < 1e-6

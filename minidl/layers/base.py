@@ -178,14 +178,11 @@ class Layer:
         in ``params``; an inner layer's parameters are in the inner layer's
         ``params`` only. An inner layer not yet built whose class has a
         ``build`` of its own would create its parameters at its first
-        ``forward``, as unseen.
+        ``forward``, as unseen. Inner layers are looked for in attributes, in
+        lists, tuples and dicts (nested too), and inside the inner layers.
         """
-        held = []
-        for value in vars(self).values():
-            values = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else [value]
-            held += [v for v in values if isinstance(v, Layer)]
         # Layer.build (the default) creates nothing; a class's own build may create parameters.
-        inner = [layer.describe() + ("" if layer.built else ", not yet built") for layer in held
+        inner = [layer.describe() + ("" if layer.built else ", not yet built") for layer in self._held_layers()
                  if layer.params or (not layer.built and type(layer).build is not Layer.build)]
         if inner:
             raise TypeError(
@@ -193,6 +190,23 @@ class Layer:
                 "would never train: it trains each of its layers' params. Add those layers to the model, or create "
                 "the parameters with add_weight in this layer's build"
             )
+
+    def _held_layers(self):
+        """Every layer reachable from this one's attributes, in the order they are held, each once."""
+        held, seen = [], {id(self)}
+
+        def visit(value):
+            if id(value) in seen or not isinstance(value, (Layer, list, tuple, dict)):
+                return
+            seen.add(id(value))
+            if isinstance(value, Layer):
+                held.append(value)
+                value = list(vars(value).values())
+            for item in value.values() if isinstance(value, dict) else value:
+                visit(item)
+
+        visit(list(vars(self).values()))
+        return held
 
     def build_for(self, input_shape, xp, dtype):
         """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
