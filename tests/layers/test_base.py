@@ -553,3 +553,16 @@ def test_numbers_may_be_numpy_scalars_or_zero_dimensional_arrays():
     assert ReLU(threshold=np.array(-1)).threshold == -1.0
     assert Dropout(np.array(0.25)).rate == 0.25
     assert type(Dropout(np.float64(0.25)).rate) is float
+
+
+def test_a_layer_in_a_model_gets_its_buffer_back_only_while_shape_and_dtype_stay_the_same():
+    layer = ReLU()
+    assert layer.buffer("out", (2, 3), np.float32, np) is not layer.buffer("out", (2, 3), np.float32, np)
+    layer.in_model = True
+    first = layer.buffer("out", (2, 3), np.float32, np)
+    assert layer.buffer("out", (2, 3), np.float32, np) is first
+    for shape, dtype in (((3, 2), np.float32), ((2, 3), np.float64), ((2, 3), np.bool_)):
+        other = layer.buffer("out", shape, dtype, np)
+        assert (other.shape, other.dtype) == (shape, dtype)
+        assert not np.shares_memory(other, first)
+    assert layer.buffer("mask", (2, 3), np.bool_, np) is not layer.buffer("out", (2, 3), np.bool_, np)

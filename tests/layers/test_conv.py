@@ -17,7 +17,7 @@ from layer_cases import (
 from numpy.testing import assert_allclose, assert_array_equal
 
 from minidl.gradcheck import check_layer
-from minidl.layers import Conv2D
+from minidl.layers import Conv2D, Dense, Flatten, ReLU, Softmax
 
 
 # Always among the cases, whatever hypothesis draws: batch 1 with a non-square kernel and
@@ -190,3 +190,50 @@ def test_conv_with_kernel_larger_than_input_matches_pytorch(case):
     assert_allclose(y, y_ref, **tol)
     assert_allclose(dx, dx_ref, **tol)
     assert_allclose(grads["W"], grads_ref["W"], **tol)
+
+
+def test_conv_backward_pads_for_the_size_of_its_last_forward():
+    # "same" padding with stride 2 depends on the image size: a 6x6 input is padded (0, 1) on
+    # each side, a 5x7 one (1, 1) and (0, 1). Backward must send the gradients back through
+    # the padding of the input it is given now, not that of an earlier forward.
+    ref = load_torch_reference()
+    case = Case(Conv2D, {"filters": 2, "kernel_size": 3, "strides": 2, "padding": "same"}, (2, 5, 7, 3))
+    x = random_input(case.shape, 0)
+    layer = seeded_layer(case, x, 0)
+    forward_backward(layer, random_input((1, 6, 6, 3), 1))
+    y, dy, dx, grads = forward_backward(layer, x, seed=2)
+    y_ref, dx_ref, grads_ref = ref.torch_conv2d(x, layer.params["W"], layer.params["b"], dy, 2, "same")
+    tol = ref.tolerance(np.float64)
+    assert_allclose(y, y_ref, **tol)
+    assert_allclose(dx, dx_ref, **tol)
+    assert_allclose(grads["W"], grads_ref["W"], **tol)
+    assert_allclose(grads["b"], grads_ref["b"], **tol)
+
+
+@pytest.mark.parametrize("batch", [1, 19])
+def test_a_conv_taken_from_a_cpu_model_and_run_on_its_own_gives_true_gradients(batch):
+    # A layer of a model on the CPU keeps the model's shared scratch memory after the model is
+    # done with it, and so builds its im2col matrix images_per_matrix (8) images at a time even
+    # on its own: with 19 images, slices of 8, 8 and 3, none of which may stand for the others
+    # in the weight gradient.
+    from minidl import Sequential
+    from minidl.optimizers import SGD
+
+    ref = load_torch_reference()
+    model = Sequential([Conv2D(3, (3, 2), strides=(2, 1), padding="same"), ReLU(), Flatten(), Dense(2), Softmax()],
+                       input_shape=(7, 6, 2), seed=0, dtype="float64")
+    model.compile(SGD(0.1))
+    rng = np.random.default_rng(0)
+    model.train_on_batch(rng.standard_normal((10, 7, 6, 2)), rng.integers(0, 2, 10))
+    conv = model.layers[0]
+    assert conv.scratch is not None and not conv.in_model
+    conv.needs_input_grad = True  # the model's first layer: it skipped dL/dx there
+    conv.params["b"][...] = rng.standard_normal(3)
+    x = rng.standard_normal((batch, 7, 6, 2))
+    y, dy, dx, grads = forward_backward(conv, x, seed=3)
+    y_ref, dx_ref, grads_ref = ref.torch_conv2d(x, conv.params["W"], conv.params["b"], dy, (2, 1), "same")
+    tol = ref.tolerance(np.float64)
+    assert_allclose(y, y_ref, **tol)
+    assert_allclose(dx, dx_ref, **tol)
+    assert_allclose(grads["W"], grads_ref["W"], **tol)
+    assert_allclose(grads["b"], grads_ref["b"], **tol)

@@ -116,3 +116,18 @@ def test_dropout_backward_uses_the_mask_of_its_own_forward():
     x = np.ones((20, 20))
     y = layer.forward(x, training=True)
     assert_array_equal(layer.backward(np.ones_like(x)), y)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_an_input_whose_draw_equals_the_rate_is_kept_so_exactly_1_minus_rate_are_kept(dtype):
+    # The layer keeps an input when its uniform draw u in [0, 1) is >= rate: P(u >= rate) is
+    # exactly 1 - rate for u on the generator's grid, P(u > rate) one grid step less. Taking
+    # rate to be one of the draws themselves puts an input exactly on that boundary.
+    x = np.ones((6, 7), dtype)
+    draws = np.random.default_rng(5).random(x.shape, dtype=dtype)
+    index = np.unravel_index(np.argmin(np.abs(draws - 0.5)), x.shape)
+    layer = seeded_dropout(float(draws[index]), seed=5)
+    assert layer.rate == draws[index]
+    y = layer.forward(x, training=True)
+    assert y[index] != 0
+    assert_array_equal(y != 0, draws >= draws[index])
