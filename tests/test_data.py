@@ -289,3 +289,10 @@ def test_the_generator_advances_the_same_whatever_the_rotation_range():
     for rng, degrees in zip(generators, (0, 30)):
         random_flip_rotate(x, rng, max_degrees=degrees)
     assert generators[0].random() == generators[1].random()
+
+
+@pytest.mark.parametrize("labels", [[0.0, 0.5, 1.0], [0.0, np.nan, 1.0]], ids=["fraction", "nan"])
+def test_class_labels_that_are_not_whole_numbers_are_refused_not_truncated(labels):
+    # As int64, 0.5 would silently become class 0, and NaN a huge negative number.
+    with pytest.raises(ValueError, match="ArrayBatches: labels must be whole class indices"):
+        ArrayBatches(np.zeros((3, 2)), np.array(labels))

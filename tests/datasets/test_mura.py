@@ -1180,3 +1180,199 @@ def test_synthesize_refuses_a_max_size_below_its_min_size(tmp_path):
     with pytest.raises(ValueError, match=r"^synthesize: need 2 <= min_size <= max_size, got 40 and 20$"):
         synthesize(tmp_path, train_patients=1, valid_patients=1, min_size=40, max_size=20)
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ gaps found by mutation testing
+def test_a_renamed_dataset_folder_still_finds_its_images(tmp_path):
+    # The CSV paths start with MURA-v1.1/, but they are resolved against the folder given, whatever its name.
+    original = write_tree(tmp_path / "orig", quirky_splits())
+    renamed = original.rename(tmp_path / "mura-download")
+    records = read_index(renamed, "valid")
+    assert [record.path for record in records] == IMAGE_LINES
+    data = load_quiet(renamed, tmp_path / "cache")
+    assert data.root == renamed and len(data.valid) == 3
+
+
+@pytest.mark.parametrize("old, new", [
+    pytest.param("/XR_", "/", id="study-type-without-XR_"),
+    pytest.param("MURA-v1.1/", "MURA-v1.0/", id="another-top-folder"),
+    pytest.param("/study1_", "/extra/study1_", id="a-folder-too-many"),
+])
+def test_paths_outside_the_layout_in_both_csv_files_are_errors(quirky, old, new):
+    # Both files damaged alike, so that studies and images still match one another, and the images exist.
+    for name in ("valid_labeled_studies.csv", "valid_image_paths.csv"):
+        (quirky / name).write_text((quirky / name).read_text().replace(old, new))
+    for line in (quirky / "valid_image_paths.csv").read_text().splitlines():
+        file = quirky.joinpath(*line.split("/")[1:])
+        if not file.exists():
+            file.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(quirky / "valid/XR_FINGER/patient00005/study1_negative/image1.png", file)
+    with pytest.raises(ValueError, match="does not follow the layout MURA-v1.1/valid/XR_<TYPE>/"):
+        read_index(quirky, "valid")
+
+
+def test_an_image_far_wider_than_tall_keeps_a_row_when_padded(tmp_path):
+    png("L", height=1, width=60).save(tmp_path / "strip.png")  # 1 x 60 -> 0.27 x 16: rounded up to one row
+    padded = load_image(tmp_path / "strip.png", SIZE)
+    assert padded.shape == (SIZE, SIZE)
+    assert np.flatnonzero(padded.any(axis=1)).size == 1
+    assert padded.max() == 255
+
+
+def test_load_image_refuses_an_unknown_resize_mode(tmp_path):
+    png("L").save(tmp_path / "grey.png")
+    with pytest.raises(ValueError, match="resize must be one of"):
+        load_image(tmp_path / "grey.png", SIZE, resize="crop")
+
+
+def test_a_file_pillow_rejects_with_a_value_error_is_left_out_as_unreadable(quirky, tmp_path):
+    # A PGM header with a maximum grey value of 0, under a .png name: Pillow raises ValueError.
+    victim = quirky / "valid/XR_FINGER/patient00005/study1_negative/image2.png"
+    victim.write_bytes(b"P5\n4 4\n0\n" + bytes(16))
+    with pytest.raises(ValueError), Image.open(victim) as image:
+        image.load()
+    with pytest.warns(UnreadableImageWarning, match="image2.png .*ValueError"):
+        valid = load_split(quirky, "valid", size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert valid.skipped_images == [IMAGE_LINES[2]] and len(valid) == 2
+
+
+def test_datasets_at_two_places_keep_their_own_caches(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    first = write_tree(tmp_path / "one", quirky_splits())
+    second = write_tree(tmp_path / "two", quirky_splits())
+    options = dict(size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    load_split(first, "valid", **options)
+    load_split(second, "valid", **options)
+    assert len(cache_files(cache)) == 4
+    forbid_decoding(monkeypatch)
+    load_split(first, "valid", **options)  # not displaced by the other dataset's cache
+    load_split(second, "valid", **options)
+
+
+def test_the_cache_is_rebuilt_when_the_image_csv_changes(quirky, tmp_path, monkeypatch):
+    # The key holds the bytes of both CSV files: a change that lists the same images still rebuilds.
+    cache = tmp_path / "cache"
+    options = dict(size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    load_split(quirky, "valid", **options)
+    images_csv = quirky / "valid_image_paths.csv"
+    images_csv.write_text(images_csv.read_text() + "\n")
+    calls = count_decoding(monkeypatch)
+    load_split(quirky, "valid", **options)
+    assert len(calls) == 3
+
+
+def test_the_cache_is_rebuilt_when_an_image_changes_size_but_keeps_its_modification_time(quirky, tmp_path,
+                                                                                           monkeypatch):
+    # As a copy that keeps times (cp -p, rsync -t) of another version of the file would leave it.
+    cache = tmp_path / "cache"
+    options = dict(size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    before = np.array(load_split(quirky, "valid", **options).images)
+    image = quirky / "valid/XR_WRIST/patient00004/study1_positive/image1.png"
+    stat = image.stat()
+    png("L", height=30, width=10).save(image)  # another picture, of another byte size
+    os.utime(image, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert image.stat().st_size != stat.st_size and image.stat().st_mtime_ns == stat.st_mtime_ns
+    calls = count_decoding(monkeypatch)
+    after = load_split(quirky, "valid", **options)
+    assert len(calls) == 3
+    assert not np.array_equal(after.images[0], before[0])
+
+
+def test_a_disk_that_refuses_the_allocation_is_full_even_when_free_space_looks_enough(quirky, tmp_path, monkeypatch):
+    # A quota, or blocks reserved for root, can make posix_fallocate fail while statvfs reports free space.
+    def posix_fallocate(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(mura.os, "posix_fallocate", posix_fallocate, raising=False)
+    monkeypatch.setattr(mura.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**12, 0, 10**12))
+    calls = count_decoding(monkeypatch)
+    with pytest.raises(OSError, match="the train cache needs") as err:
+        load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False)
+    assert err.value.errno == errno.ENOSPC
+    assert calls == [] and cache_files(tmp_path / "cache") == []
+
+
+def test_the_index_is_written_only_once_the_image_array_is_in_place(quirky, tmp_path, monkeypatch):
+    # The .json marks a cache as complete: when putting the .npy in place fails, no .json may be there.
+    cache = tmp_path / "cache"
+    real_replace = os.replace
+
+    def replace(source, target):
+        if str(target).endswith(".npy"):
+            raise OSError(errno.EIO, "Input/output error")
+        return real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="Input/output error"):
+        load_split(quirky, "valid", size=SIZE, cache_dir=cache, workers=1, progress=False, mean=100.0, std=50.0)
+    assert not list(cache.glob("*.json"))
+
+
+def test_training_augmentation_is_the_papers_flips_and_rotations_filled_with_black(quirky, tmp_path):
+    # Flips, rotations of up to 30 degrees, and black (raw 0) rotated in, before normalisation; drawn as
+    # ArrayBatches documents: epoch 0 takes its order, then each batch's augmentation, from a generator seeded (seed, 0).
+    from minidl.data import random_flip_rotate
+
+    data = load_quiet(quirky, tmp_path / "cache", resize="squash")  # squashed images are lit up to their corners
+    train = data.train
+    n = len(train)
+    ((x, y),) = list(train.batches(batch_size=n, seed=5))
+    rng = np.random.default_rng([5, 0])
+    rng.permutation(n)
+    expected = random_flip_rotate(np.asarray(train.images, dtype=np.float32), rng, flip=True, max_degrees=30.0,
+                                  fill=0.0)
+    np.testing.assert_allclose(x[..., 0], (expected - data.mean) / data.std, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(y, train.labels)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.99])
+def test_synthesize_makes_the_rounded_share_of_abnormal_studies(tmp_path, fraction):
+    root = synthesize(tmp_path, train_patients=12, valid_patients=5, max_size=48, abnormal_fraction=fraction, seed=1)
+    for split in SPLITS:
+        labels = [int(line[-1]) for line in (root / f"{split}_labeled_studies.csv").read_text().splitlines()]
+        assert sum(labels) == round(fraction * len(labels))
+
+
+def test_the_synthetic_sign_follows_sign_noise(tmp_path):
+    # sign_noise=1: the bright blob is on every image of a normal study and on none of an abnormal one.
+    synthesize(tmp_path / "inverted", train_patients=30, valid_patients=2, max_size=64, sign_noise=1.0, seed=2)
+    synthesize(tmp_path / "clean", train_patients=30, valid_patients=2, max_size=64, sign_noise=0.0, seed=2)
+    brightness = {}
+    for name in ("inverted", "clean"):
+        train = load_split(tmp_path / name, "train", size=32, cache_dir=tmp_path / "cache", workers=1, progress=False)
+        bright = (np.asarray(train.images) >= 230).mean(axis=(1, 2))
+        brightness[name] = (bright[train.labels == 1].mean(), bright[train.labels == 0].mean())
+    # The blob takes the top of the stretched range, leaving the bone below it: fewer bright pixels with the sign.
+    abnormal, normal = brightness["clean"]
+    assert normal > 2 * abnormal
+    abnormal, normal = brightness["inverted"]
+    assert abnormal > 2 * normal
+
+
+def test_synthesize_draws_one_to_max_studies_per_patient_all_of_one_type(tmp_path):
+    from collections import defaultdict
+
+    root = synthesize(tmp_path, train_patients=20, valid_patients=2, max_studies_per_patient=2, min_size=16,
+                      max_size=24, seed=0)
+    types = defaultdict(list)  # patient -> the study type of each of its studies
+    for line in (root / "train_labeled_studies.csv").read_text().splitlines():
+        _, _, study_type, patient, _ = line.split("/", 4)
+        types[patient].append(study_type)
+    assert {len(studies) for studies in types.values()} == {1, 2}
+    assert all(len(set(studies)) == 1 for studies in types.values())
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"min_size": 1, "max_size": 20}, r"need 2 <= min_size <= max_size, got 1 and 20"),
+    ({"valid_patients": 0}, r"each split needs a patient, got 1 and 0"),
+    ({"train_patients": 0}, r"each split needs a patient, got 0 and 1"),
+])
+def test_synthesize_refuses_arguments_that_cannot_make_a_replica(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        synthesize(tmp_path, **{"train_patients": 1, "valid_patients": 1, **options})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_synthesize_uses_all_seven_study_types(replica):
+    lines = (replica / "train_labeled_studies.csv").read_text().splitlines()
+    assert {line.split("/")[2] for line in lines} == set(STUDY_TYPES)
