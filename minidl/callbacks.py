@@ -200,7 +200,8 @@ class ModelCheckpoint(_Monitor):
     The file name may contain ``{epoch}`` (1-based) and any log key, e.g.
     ``"ckpt-{epoch:02d}-{val_loss:.3f}.npz"``; the folders of ``path`` are
     taken as they are, braces included. The name's format is checked here; a
-    key the logs will lack, when ``fit`` starts. ``save_best_only`` is True
+    key the logs will lack, and a model that ``save`` would refuse, when
+    ``fit`` starts. ``save_best_only`` is True
     by default (Keras's default is False). Writes are atomic
     (``Sequential.save`` writes a temporary file and renames it), so a crash
     mid-save leaves the previous checkpoint intact. The best value is kept
@@ -230,6 +231,7 @@ class ModelCheckpoint(_Monitor):
         if missing:
             raise ValueError(f"ModelCheckpoint: the file name {os.path.basename(self.path)!r} names {missing}, "
                              f"but fit's epoch logs will hold only {sorted(keys)}")
+        self.model._architecture_json()  # what save would refuse (a loss of one's own, say), before an epoch is spent
 
     def catch_up(self, past_logs):
         if self.save_best_only:  # saving every epoch has nothing to catch up on

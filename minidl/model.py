@@ -16,6 +16,7 @@ import collections.abc
 import contextlib
 import inspect
 import json
+import os
 import sys
 import warnings
 import zipfile
@@ -30,7 +31,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, check_choice, check_flag, float_dtype, is_int, sample_shape
+from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -748,11 +749,38 @@ class Sequential:
         Only a ``CrossEntropy`` loss can be saved: a model compiled with a loss
         of your own is refused (``TypeError``), before anything is written; so
         is a layer whose ``get_config()`` leaves out one of its constructor's
-        arguments (it would load with that argument's default).
+        arguments (it would load with that argument's default), whose
+        ``get_config()`` holds what JSON cannot, or whose class ``load`` would
+        not find (a name starting with ``_``). ``RuntimeError`` when layers were
+        added, frozen or unfrozen since the optimiser started: its state fits
+        the model no more, and ``compile()`` must start a fresh one first.
         """
+        path = file_path("Sequential.save", "path", path)
+        arrays = {"architecture": np.array(self._architecture_json())}
+        for index, layer in enumerate(self.layers):
+            for name, value in layer.params.items():
+                arrays[f"param/{index}/{name}"] = to_numpy(value)
+        if self.optimizer is not None:
+            for key, value in self.optimizer.get_state().items():
+                arrays[f"optimizer/{key}"] = np.asarray(value)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+    def _architecture_json(self):
+        """The JSON text ``save`` writes beside the arrays; an error for what ``load`` could not restore."""
         if self.loss is not None and not isinstance(self.loss, CrossEntropy):
             raise TypeError(f"Sequential.save: the model's loss is a {type(self.loss).__name__}, and only CrossEntropy "
                             "is saved and restored; keep the weights with get_weights(), or compile with CrossEntropy")
+        for layer in self.layers:
+            if LAYER_CLASSES.get(type(layer).__name__) is not type(layer):
+                raise TypeError(f"Sequential.save: {layer.describe()}: load would not find its class, as names "
+                                "starting with '_' are not registered as layers (they name shared bases); rename it")
+        trainable = [f"{layer.name}/{name}" for layer in self.trainable_layers() for name in layer.params]
+        if self._trainable_keys is not None and trainable != self._trainable_keys:
+            raise RuntimeError("Sequential.save: the set of trainable parameters changed since the optimiser started "
+                               "(a layer was added, frozen or unfrozen), so its state fits the model no more; call "
+                               "compile() again to start a fresh optimiser, then save")
         architecture = {
             "format": FILE_FORMAT,
             "name": self.name,
@@ -776,16 +804,13 @@ class Sequential:
                 "trainable_keys": self._trainable_keys,
             },
         }
-        arrays = {"architecture": np.array(json.dumps(architecture))}
-        for index, layer in enumerate(self.layers):
-            for name, value in layer.params.items():
-                arrays[f"param/{index}/{name}"] = to_numpy(value)
-        if self.optimizer is not None:
-            for key, value in self.optimizer.get_state().items():
-                arrays[f"optimizer/{key}"] = np.asarray(value)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        for layer, spec in zip(self.layers, architecture["layers"]):
+            try:
+                json.dumps(spec["config"])
+            except (TypeError, ValueError) as exc:
+                raise TypeError(f"Sequential.save: {layer.describe()}: get_config() holds what JSON cannot ({exc}); "
+                                "return numbers, strings, lists and dicts (see docs/custom_layer.md)") from None
+        return json.dumps(architecture)
 
     @classmethod
     def load(cls, path):
@@ -795,6 +820,8 @@ class Sequential:
         the file cannot be opened, and ``ValueError`` naming the file when it is
         not a minidl model file or holds something the model cannot take.
         """
+        if not isinstance(path, (str, os.PathLike)):  # open(1) would read, then close, standard output
+            raise TypeError(f"Sequential.load: path must be a file path (str or os.PathLike), got {path!r}")
         try:
             with open(path, "rb") as f:
                 magic = f.read(4)
@@ -804,8 +831,14 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
         try:
             with np.load(path, allow_pickle=False) as npz:
+                twice = sorted({key for key in npz.files if npz.files.count(key) > 1})
+                if twice:  # a zip may hold one name twice; reading would keep one of them unsaid
+                    raise ValueError(f"Sequential.load: {path} holds {', '.join(twice)} more than once; "
+                                     "minidl writes each array once")
                 arrays = {key: npz[key] for key in npz.files}
         except ValueError as exc:
+            if str(exc).startswith("Sequential.load"):
+                raise
             if "allow_pickle" in str(exc):
                 raise ValueError(
                     f"Sequential.load: refusing {path}: it contains pickled Python objects. minidl model "
@@ -818,8 +851,9 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path} has no architecture entry; it is not a minidl model file")
         try:
             return cls._from_file_contents(json.loads(str(arrays["architecture"])), arrays)
-        except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
-            # A field missing or of the wrong type: a damaged or hand-edited file.
+        except (KeyError, TypeError, AttributeError, json.JSONDecodeError, ArithmeticError, RecursionError) as exc:
+            # A field missing or of the wrong type, a number out of range, nesting too deep:
+            # a damaged or hand-edited file.
             raise ValueError(
                 f"Sequential.load: {path} is not a valid minidl model file ({type(exc).__name__}: {exc})"
             ) from None
@@ -850,16 +884,20 @@ class Sequential:
         seeds = arch.get("seed_sequence") or {"entropy": model._seeds.entropy, "spawned": 1 + len(layers)}
         model._seeds = np.random.SeedSequence(seeds["entropy"], n_children_spawned=seeds["spawned"])
         xp = backend_module()
+        used = {"architecture"}
         for index, (layer, spec) in enumerate(zip(layers, arch["layers"])):
             if spec["built_for"] is not None:
-                layer.build_for(tuple(spec["built_for"]), xp, model.dtype)
+                layer.build_for(sample_shape(spec["built_for"], f"layer {index}'s built_for"), xp, model.dtype)
             for name in layer.params:
                 key = f"param/{index}/{name}"
                 if key not in arrays or arrays[key].shape != tuple(layer.params[name].shape):
                     raise ValueError(f"{key} is missing or has the wrong shape")
-                if arrays[key].dtype.kind != "f":
-                    raise ValueError(f"{key} must be floating point, got {arrays[key].dtype}")
+                if arrays[key].dtype != model.dtype:  # save writes the model's dtype; a cast could lose digits
+                    raise ValueError(f"{key} is {arrays[key].dtype}, but the model's dtype is {model.dtype}")
+                if not np.isfinite(arrays[key]).all():
+                    raise ValueError(f"{key} holds NaN or infinity; a model with such a weight predicts nothing")
                 layer.params[name][...] = xp.asarray(arrays[key])
+                used.add(key)
             # Only now: building drew the initial weights (then overwritten) from the layer's generator.
             if spec["rng"] is not None:
                 layer.rng = default_rng()
@@ -868,6 +906,10 @@ class Sequential:
             model.build(arch["input_shape"])  # the layers are built: this shares the scratch block
         if arch["optimizer"] is not None:
             model._restore_training_state(arch, arrays)
+            used.update(key for key in arrays if key.startswith("optimizer/"))
+        unused = sorted(set(arrays) - used)
+        if unused:  # weights of a layer not built, say: they would be dropped without a word
+            raise ValueError(f"{', '.join(unused)} belong(s) to nothing in the model it describes")
         return model
 
     def _restore_training_state(self, arch, arrays):
@@ -881,7 +923,7 @@ class Sequential:
         state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
         optimizer.set_state(state)
         self._trainable_keys = arch["optimizer"]["trainable_keys"]
-        if optimizer.t == 0 or self.input_shape is None:
+        if self.input_shape is None or not any(optimizer.state.values()):
             return
         try:  # what the first step would find out: does the state fit the trainable parameters?
             params, _ = self._params_and_grads()
@@ -919,7 +961,10 @@ def _saved_config(layer):
     ``load`` rebuilds a layer as ``from_config(config)``, which by default is
     ``cls(**config)``: an argument left out would silently take its default.
     """
-    config = layer.get_config()
+    try:
+        config = layer.get_config()
+    except (TypeError, ValueError) as exc:  # an initialiser given as a function, say
+        raise type(exc)(f"Sequential.save: {layer.describe()}: {exc}") from None
     if getattr(type(layer).from_config, "__func__", None) is Layer.from_config.__func__:  # not overridden
         parameters = list(inspect.signature(type(layer).__init__).parameters.values())[1:]  # after self
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

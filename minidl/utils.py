@@ -4,6 +4,7 @@ import math
 import numbers
 import os
 import secrets
+import stat
 import sys
 
 import numpy
@@ -111,11 +112,15 @@ def atomic_path(path):
     The rename (``os.replace``) is atomic on POSIX and Windows, so readers see
     either the old file or the complete new one, never a half-written file.
     If the block raises, the temporary file is removed and ``path`` is untouched.
+    A file replaced keeps its permissions, and a symbolic link keeps pointing
+    at the file it names, which is the one replaced.
 
         with atomic_path("model.npz") as tmp:
             write_everything_to(tmp)
     """
     path = os.fspath(path)
+    if os.path.islink(path):  # renaming onto the link would replace it, leaving its target as it was
+        path = os.path.realpath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)
@@ -129,6 +134,8 @@ def atomic_path(path):
         except FileExistsError:
             continue
     try:
+        if os.path.exists(path):
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

@@ -166,6 +166,24 @@ def test_fit_refuses_to_monitor_a_value_its_logs_will_lack_before_training_an_ep
         model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y), callbacks=[EarlyStopping(monitor="acc")])
 
 
+def test_model_checkpoint_refuses_a_model_that_save_would_refuse_before_training_an_epoch(tmp_path):
+    from minidl import Sequential
+    from minidl.layers import Dense, Flatten, Softmax
+
+    def small_normal(shape, rng):  # an initialiser of one's own: a function, which a file cannot name
+        return rng.normal(0.0, 0.01, shape)
+
+    x, y = tiny_images(8)
+    model = Sequential([Flatten(), Dense(2, kernel_initializer=small_normal, name="head"), Softmax()],
+                       input_shape=x.shape[1:], seed=0)
+    model.compile("adam")
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"^Sequential.save: Dense 'head': initializer <function .*small_normal"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "m.npz", save_best_only=False)])
+    assert_weights_equal(model.get_weights(), before)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_the_log_keys_are_checked_before_any_callback_starts(tmp_path):
     # A CSVLogger starting before the refusal would already have emptied its file.
     log = tmp_path / "log.csv"

@@ -193,6 +193,17 @@ def _drop(key):
     return change
 
 
+def _add_array(key, value):
+    def change(architecture, arrays):
+        arrays[key] = value
+    return change
+
+
+def _restart_optimizer_with_short_moments(architecture, arrays):
+    arrays["optimizer/t"] = np.array(0)
+    arrays["optimizer/m/0"] = arrays["optimizer/m/0"][:-1]
+
+
 @pytest.mark.parametrize("change, match", [
     (_drop("layers"), r"not a valid minidl model file \(KeyError: 'layers'\)"),
     (_drop("rng"), "KeyError: 'rng'"),
@@ -207,21 +218,64 @@ def _drop(key):
     (_set(["layers", 0, "trainable"], "no"), "'trainable' must be true or false"),
     (_set(["loss", "class"], "MeanSquaredError"), "only CrossEntropy"),
     (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
-    (_replace_array("param/0/W", lambda w: w.astype(np.int64)), "must be floating point"),
+    (_replace_array("param/0/W", lambda w: w.astype(np.int64)), r"param/0/W is int64, but the model.s dtype is float32$"),
     (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
     (_replace_array("param/0/b", lambda b: b[:1]), r"param/0/b.*wrong shape"),
     (_replace_array("param/0/W", lambda w: w[:1]), r"param/0/W.*wrong shape"),
+    # The head not built from the file: built afresh, its stored weights would be dropped.
+    (_set(["layers", 5, "built_for"], None), r": param/5/W, param/5/b belong\(s\) to nothing in the model it describes$"),
+    (_add_array("zzz", np.zeros(3)), r": zzz belong\(s\) to nothing in the model it describes$"),
+    (_set(["layers", 5, "built_for"], [0]), r": layer 5's built_for must be a tuple of positive ints"),
+    (_set(["layers", 5, "built_for"], "12"), r": layer 5's built_for must be a tuple of positive ints"),
+    (_set(["rng", "state", "state"], -1), r"not a valid minidl model file \(OverflowError: "),
+    (_replace_array("param/0/W", lambda w: w.astype(np.float16)), r": param/0/W is float16, but the model.s dtype is float32$"),
+    (_replace_array("param/5/b", lambda b: np.full_like(b, np.nan)), r": param/5/b holds NaN or infinity"),
+    (_restart_optimizer_with_short_moments, "optimiser's state does not fit"),
 ], ids=["no layers", "no rng", "layers not a list", "unknown format", "format as text", "no format",
         "unknown layer class", "unknown optimiser", "bad layer setting", "unknown metric",
         "trainable not a bool", "unknown loss",
         "trainable keys changed", "integer weights", "optimiser state of the wrong size",
-        "bias that would broadcast", "kernel that would broadcast"])
+        "bias that would broadcast", "kernel that would broadcast", "weights of a layer not built", "extra member",
+        "built for no entries", "built for a string", "generator state out of range", "float16 weights",
+        "NaN weights", "unstarted optimiser with moments of the wrong size"])
 def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
     _, path, _, _ = trained
     tampered = _tampered(path, tmp_path, change)
     with pytest.raises(ValueError, match=match) as error:
         Sequential.load(tampered)
     assert str(tampered) in str(error.value)
+
+
+def test_a_member_stored_twice_is_refused_not_read_once(trained, tmp_path):
+    import io
+    import zipfile
+
+    _, path, _, _ = trained
+    doubled = tmp_path / "doubled.npz"
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(doubled, "w") as copy:
+        for member in original.namelist():
+            copy.writestr(member, original.read(member))
+        stored = io.BytesIO()
+        np.save(stored, np.full(2, 123.0, dtype=np.float32))
+        with pytest.warns(UserWarning, match="Duplicate name"):
+            copy.writestr("param/5/b.npy", stored.getvalue())  # the head's bias again, other values
+    with pytest.raises(ValueError, match=r"doubled.npz holds param/5/b more than once"):
+        Sequential.load(doubled)
+
+
+def test_json_nested_too_deep_is_a_damaged_file(trained, tmp_path):
+    _, path, _, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["architecture"] = np.array("[" * 100_000 + "]" * 100_000)
+    np.savez(tmp_path / "deep.npz", **arrays)
+    with pytest.raises(ValueError, match=r"deep.npz is not a valid minidl model file \(RecursionError"):
+        Sequential.load(tmp_path / "deep.npz")
+
+
+def test_load_takes_only_a_path():
+    with pytest.raises(TypeError, match=r"^Sequential.load: path must be a file path \(str or os.PathLike\), got 1$"):
+        Sequential.load(1)  # open(1) would have read standard input's descriptor, then closed it
 
 
 def test_a_value_the_file_holds_that_a_constructor_refuses_keeps_the_constructors_error(trained, tmp_path):
@@ -365,6 +419,71 @@ def test_a_custom_layer_whose_config_leaves_out_a_constructor_argument_is_refuse
     ScaledBy.from_config = staticmethod(lambda config: ScaledBy(3.0, name=config["name"]))
     model.save(tmp_path / "m.npz")
     assert Sequential.load(tmp_path / "m.npz").layers[1].factor == 3.0
+
+
+@pytest.mark.parametrize("change", ["freeze", "add"])
+def test_a_model_whose_trainable_parameters_changed_since_training_is_refused_until_compiled_again(
+        trained, tmp_path, change):
+    # Its optimiser's state fits the old set: the file would not load (nor the model train on).
+    from minidl.layers import Dense, Softmax
+
+    model, path, x, _ = trained
+    before = path.read_bytes()
+    if change == "freeze":
+        model.layers[0].trainable = False
+    else:
+        model.add(Dense(2))
+        model.add(Softmax())
+    with pytest.raises(RuntimeError, match=r"^Sequential.save: the set of trainable parameters changed since the "
+                                           r"optimiser started .*call compile\(\) again to start a fresh optimiser, "
+                                           r"then save$"):
+        model.save(path)
+    assert path.read_bytes() == before
+    model.compile(Adam(0.01))
+    model.save(path)
+    np.testing.assert_array_equal(Sequential.load(path).predict(x), model.predict(x))
+
+
+def test_a_layer_class_that_load_would_not_find_is_refused_before_anything_is_written(tmp_path):
+    from minidl.layers import Dense, Layer
+
+    class _Shift(Layer):  # a leading underscore marks a shared base: not registered for load
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return x + 1.0
+
+        def backward(self, dy):
+            return dy
+
+    model = Sequential([Dense(3), _Shift(name="shift")], input_shape=(4,), seed=0)
+    with pytest.raises(TypeError, match=r"^Sequential.save: _Shift 'shift': load would not find its class"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_config_json_cannot_hold_is_refused_naming_the_layer(tmp_path):
+    from minidl.layers import Dense
+
+    model = Sequential([Dense(3, name="head")], input_shape=(4,), seed=0)
+    config = model.layers[0].get_config()
+    model.layers[0].get_config = lambda: {**config, "units": {3}}
+    with pytest.raises(TypeError, match=r"^Sequential.save: Dense 'head': get_config\(\) holds what JSON cannot "
+                                        r"\(Object of type set is not JSON serializable\)"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where, error, message", [
+    ("folder", ValueError, r"^Sequential.save: path '.*' is a folder; give the path of a file$"),
+    ("", ValueError, r"^Sequential.save: path '' is empty; give the path of a file$"),
+    (3, TypeError, r"^Sequential.save: path must be a file path \(str or os.PathLike\), got 3$"),
+])
+def test_save_refuses_what_is_not_the_path_of_a_file_before_writing(tmp_path, where, error, message):
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with pytest.raises(error, match=message):
+        tiny_cnn().save(folder if where == "folder" else where)
+    assert list(tmp_path.iterdir()) == [folder] and list(folder.iterdir()) == []
 
 
 def test_save_replaces_the_file_by_renaming_a_complete_new_one(trained):

@@ -1,5 +1,6 @@
 """minidl.utils: the argument checks the modules share, and atomic writes."""
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -104,6 +105,22 @@ def test_atomic_path_leaves_the_file_and_no_temporary_when_the_block_raises(tmp_
                 f.write(b"half")
             raise error
     assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits and symbolic links")
+def test_atomic_path_keeps_a_replaced_files_permissions_and_a_links_target(tmp_path):
+    private = tmp_path / "private.bin"
+    private.write_bytes(b"old")
+    private.chmod(0o600)
+    link = tmp_path / "latest.bin"
+    link.symlink_to(private)
+    with atomic_path(link) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert link.is_symlink() and os.readlink(link) == str(private)
+    assert private.read_bytes() == b"new"
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert sorted(os.listdir(tmp_path)) == ["latest.bin", "private.bin"]
 
 
 def test_atomic_path_makes_missing_folders(tmp_path):
