@@ -43,8 +43,9 @@ class Callback:
     def check_log_keys(self, keys):
         """Called by ``fit`` before the first epoch with the names every epoch's logs will hold.
 
-        A callback that needs a value the logs will lack raises ``ValueError``
-        here, rather than after an epoch of training.
+        A callback raises here what would otherwise fail after an epoch of
+        training: a value the logs will lack (``ValueError``), a model that
+        ``ModelCheckpoint`` could not save.
         """
 
 

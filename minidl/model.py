@@ -318,6 +318,11 @@ class Sequential:
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
 
+    def _trainable_slots_and_keys(self):
+        """``(layer, name)`` of every trainable parameter, and their keys ``"<layer name>/<name>"``."""
+        slots = [(layer, name) for layer in self.trainable_layers() for name in layer.params]
+        return slots, [f"{layer.name}/{name}" for layer, name in slots]
+
     def _params_and_grads(self):
         """The trainable parameters and their gradients, for the optimiser: one flat array of each.
 
@@ -329,8 +334,7 @@ class Sequential:
         Adam's cost. A layer that rebinds ``grads[name]`` (or ``params[name]``)
         to a new array instead of writing into it is noticed and copied in.
         """
-        slots = [(layer, name) for layer in self.trainable_layers() for name in layer.params]
-        keys = [f"{layer.name}/{name}" for layer, name in slots]
+        slots, keys = self._trainable_slots_and_keys()
         if self._trainable_keys is not None and keys != self._trainable_keys:
             raise RuntimeError(
                 "Sequential: the set of trainable parameters changed since the optimiser started "
@@ -773,10 +777,16 @@ class Sequential:
             raise TypeError(f"Sequential.save: the model's loss is a {type(self.loss).__name__}, and only CrossEntropy "
                             "is saved and restored; keep the weights with get_weights(), or compile with CrossEntropy")
         for layer in self.layers:
-            if LAYER_CLASSES.get(type(layer).__name__) is not type(layer):
+            cls, known = type(layer), LAYER_CLASSES.get(type(layer).__name__)
+            # As registration has it: a class defined again (a notebook cell run twice) stands for itself.
+            if known is None or (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
                 raise TypeError(f"Sequential.save: {layer.describe()}: load would not find its class, as names "
                                 "starting with '_' are not registered as layers (they name shared bases); rename it")
-        trainable = [f"{layer.name}/{name}" for layer in self.trainable_layers() for name in layer.params]
+            if any(not bool(np.isfinite(value).all()) for value in layer.params.values()):
+                raise FloatingPointError(f"Sequential.save: {layer.describe()} holds NaN or infinity in its weights, "
+                                         "with which it predicts nothing: training diverged (try a lower learning "
+                                         "rate); load would refuse the file")
+        _, trainable = self._trainable_slots_and_keys()
         if self._trainable_keys is not None and trainable != self._trainable_keys:
             raise RuntimeError("Sequential.save: the set of trainable parameters changed since the optimiser started "
                                "(a layer was added, frozen or unfrozen), so its state fits the model no more; call "
@@ -831,14 +841,9 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
         try:
             with np.load(path, allow_pickle=False) as npz:
-                twice = sorted({key for key in npz.files if npz.files.count(key) > 1})
-                if twice:  # a zip may hold one name twice; reading would keep one of them unsaid
-                    raise ValueError(f"Sequential.load: {path} holds {', '.join(twice)} more than once; "
-                                     "minidl writes each array once")
-                arrays = {key: npz[key] for key in npz.files}
+                names = list(npz.files)
+                arrays = {key: npz[key] for key in names}
         except ValueError as exc:
-            if str(exc).startswith("Sequential.load"):
-                raise
             if "allow_pickle" in str(exc):
                 raise ValueError(
                     f"Sequential.load: refusing {path}: it contains pickled Python objects. minidl model "
@@ -847,6 +852,10 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path} is not a readable .npz file ({exc})") from None
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"Sequential.load: cannot read {path} as an .npz file: {exc}") from None
+        twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
+        if twice:  # a zip may hold one name twice, of which reading keeps one without a word
+            raise ValueError(f"Sequential.load: {path} holds {', '.join(twice)} more than once; minidl writes each "
+                             "array once")
         if "architecture" not in arrays:
             raise ValueError(f"Sequential.load: {path} has no architecture entry; it is not a minidl model file")
         try:
@@ -892,8 +901,9 @@ class Sequential:
                 key = f"param/{index}/{name}"
                 if key not in arrays or arrays[key].shape != tuple(layer.params[name].shape):
                     raise ValueError(f"{key} is missing or has the wrong shape")
-                if arrays[key].dtype != model.dtype:  # save writes the model's dtype; a cast could lose digits
-                    raise ValueError(f"{key} is {arrays[key].dtype}, but the model's dtype is {model.dtype}")
+                if arrays[key].dtype.kind != "f" or not np.can_cast(arrays[key].dtype, model.dtype, "safe"):
+                    raise ValueError(f"{key} is {arrays[key].dtype}, which the model's {model.dtype} would not hold "
+                                     "exactly")
                 if not np.isfinite(arrays[key]).all():
                     raise ValueError(f"{key} holds NaN or infinity; a model with such a weight predicts nothing")
                 layer.params[name][...] = xp.asarray(arrays[key])
@@ -964,7 +974,8 @@ def _saved_config(layer):
     try:
         config = layer.get_config()
     except (TypeError, ValueError) as exc:  # an initialiser given as a function, say
-        raise type(exc)(f"Sequential.save: {layer.describe()}: {exc}") from None
+        kind = TypeError if isinstance(exc, TypeError) else ValueError
+        raise kind(f"Sequential.save: {layer.describe()}: {exc}") from None
     if getattr(type(layer).from_config, "__func__", None) is Layer.from_config.__func__:  # not overridden
         parameters = list(inspect.signature(type(layer).__init__).parameters.values())[1:]  # after self
         named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)

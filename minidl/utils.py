@@ -74,7 +74,7 @@ def file_path(owner, name, path):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{owner}: {name} must be a file path (str or os.PathLike), got {path!r}")
     path = str(os.fspath(path))
-    if not path or os.path.isdir(path):
+    if not path or os.path.isdir(path) or path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
         raise ValueError(f"{owner}: {name} {path!r} is {'a folder' if path else 'empty'}; give the path of a file")
     return path
 
@@ -112,8 +112,8 @@ def atomic_path(path):
     The rename (``os.replace``) is atomic on POSIX and Windows, so readers see
     either the old file or the complete new one, never a half-written file.
     If the block raises, the temporary file is removed and ``path`` is untouched.
-    A file replaced keeps its permissions, and a symbolic link keeps pointing
-    at the file it names, which is the one replaced.
+    A file replaced keeps its permissions, and a symbolic link to a file keeps
+    pointing at it, the file replaced.
 
         with atomic_path("model.npz") as tmp:
             write_everything_to(tmp)
@@ -134,11 +134,11 @@ def atomic_path(path):
         except FileExistsError:
             continue
     try:
-        if os.path.exists(path):
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        if os.path.exists(path):  # only now: the block may have to write into tmp, and path may be read-only
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

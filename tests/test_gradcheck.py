@@ -1,4 +1,6 @@
 """The gradient checker itself: it must pass right layers, catch wrong ones, and skip kinks."""
+import collections
+import functools
 import re
 import warnings
 
@@ -7,6 +9,7 @@ import pytest
 from layer_cases import random_input
 from numpy.testing import assert_allclose, assert_array_equal
 
+from minidl import Sequential
 from minidl.gradcheck import check_layer, numerical_gradient
 from minidl.layers import Dense, Dropout, Flatten, Layer, ReLU
 
@@ -221,8 +224,6 @@ def test_check_layer_runs_in_float64_whatever_the_input_dtype_and_leaves_the_lay
 
 
 def test_a_frozen_layer_or_a_models_first_is_checked_whole_and_left_as_it_was():
-    from minidl import Sequential
-
     model = Sequential([Dense(3), ReLU(), Dense(2)], input_shape=(4,), seed=0)
     first, last = model.layers[0], model.layers[2]
     last.trainable = False
@@ -932,11 +933,22 @@ def test_layers_held_inside_held_layers_or_nested_lists_are_found():
 
 
 def test_a_model_refuses_a_dense_two_layers_deep_that_it_would_never_train():
-    from minidl import Sequential
-
     with pytest.raises(TypeError, match=r"^HoldsALayer 'holdsalayer_\d+': holds layers with "
                                         r"parameters of their own \(Dense 'deep', not yet built\)"):
         Sequential([HoldsALayer(HoldsALayer(Dense(3, name="deep"))), Dense(2)], input_shape=(4,), seed=0)
+
+
+@pytest.mark.parametrize("hold", [
+    lambda dense: {dense},
+    lambda dense: collections.deque([dense]),
+    lambda dense: Sequential([ReLU(), dense]),
+    lambda dense: functools.reduce(lambda inner, _: [inner], range(5000), dense),  # deeper than Python recurses
+], ids=["set", "deque", "model", "5000 lists deep"])
+def test_layers_held_in_sets_deques_held_models_and_deep_nests_are_found(hold):
+    holder = HoldsALayer(ReLU())
+    holder.kept = hold(Dense(2, name="kept"))
+    with pytest.raises(TypeError, match=r"\(Dense 'kept', not yet built\), which"):
+        holder.check_inner_layers()
 
 
 def test_layers_that_refer_to_each_other_are_searched_once():

@@ -218,7 +218,7 @@ def _restart_optimizer_with_short_moments(architecture, arrays):
     (_set(["layers", 0, "trainable"], "no"), "'trainable' must be true or false"),
     (_set(["loss", "class"], "MeanSquaredError"), "only CrossEntropy"),
     (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
-    (_replace_array("param/0/W", lambda w: w.astype(np.int64)), r"param/0/W is int64, but the model.s dtype is float32$"),
+    (_replace_array("param/0/W", lambda w: w.astype(np.int64)), r"param/0/W is int64, which the model.s float32 would not hold exactly$"),
     (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
     (_replace_array("param/0/b", lambda b: b[:1]), r"param/0/b.*wrong shape"),
     (_replace_array("param/0/W", lambda w: w[:1]), r"param/0/W.*wrong shape"),
@@ -228,7 +228,8 @@ def _restart_optimizer_with_short_moments(architecture, arrays):
     (_set(["layers", 5, "built_for"], [0]), r": layer 5's built_for must be a tuple of positive ints"),
     (_set(["layers", 5, "built_for"], "12"), r": layer 5's built_for must be a tuple of positive ints"),
     (_set(["rng", "state", "state"], -1), r"not a valid minidl model file \(OverflowError: "),
-    (_replace_array("param/0/W", lambda w: w.astype(np.float16)), r": param/0/W is float16, but the model.s dtype is float32$"),
+    (_replace_array("param/0/W", lambda w: w.astype(np.float64) + 1e-12),
+     r": param/0/W is float64, which the model.s float32 would not hold exactly$"),
     (_replace_array("param/5/b", lambda b: np.full_like(b, np.nan)), r": param/5/b holds NaN or infinity"),
     (_restart_optimizer_with_short_moments, "optimiser's state does not fit"),
 ], ids=["no layers", "no rng", "layers not a list", "unknown format", "format as text", "no format",
@@ -236,7 +237,7 @@ def _restart_optimizer_with_short_moments(architecture, arrays):
         "trainable not a bool", "unknown loss",
         "trainable keys changed", "integer weights", "optimiser state of the wrong size",
         "bias that would broadcast", "kernel that would broadcast", "weights of a layer not built", "extra member",
-        "built for no entries", "built for a string", "generator state out of range", "float16 weights",
+        "built for no entries", "built for a string", "generator state out of range", "float64 weights",
         "NaN weights", "unstarted optimiser with moments of the wrong size"])
 def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
     _, path, _, _ = trained
@@ -244,6 +245,14 @@ def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, 
     with pytest.raises(ValueError, match=match) as error:
         Sequential.load(tampered)
     assert str(tampered) in str(error.value)
+
+
+def test_weights_of_a_narrower_float_load_exactly_into_the_models_dtype(trained, tmp_path):
+    model, path, x, _ = trained
+    narrowed = _tampered(path, tmp_path, _replace_array("param/0/W", lambda w: w.astype(np.float16)))
+    loaded = Sequential.load(narrowed)
+    np.testing.assert_array_equal(loaded.layers[0].params["W"], model.layers[0].params["W"].astype(np.float16))
+    assert loaded.layers[0].params["W"].dtype == np.float32
 
 
 def test_a_member_stored_twice_is_refused_not_read_once(trained, tmp_path):
@@ -461,6 +470,37 @@ def test_a_layer_class_that_load_would_not_find_is_refused_before_anything_is_wr
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_layer_class_defined_again_as_a_notebook_cell_is_run_twice_saves_and_loads(tmp_path):
+    from minidl.layers import Dense, Layer
+
+    def define():
+        class Doubled(Layer):
+            def forward(self, x, training=False):
+                self.check_input(x)
+                return 2 * x
+
+            def backward(self, dy):
+                return 2 * dy
+        return Doubled
+
+    first = define()
+    model = Sequential([Dense(3), first(name="doubled")], input_shape=(4,), seed=0)
+    second = define()  # the same module and qualified name: it replaces the first
+    assert second is not first
+    model.save(tmp_path / "m.npz")
+    assert type(Sequential.load(tmp_path / "m.npz").layers[1]) is second
+
+
+def test_weights_that_are_not_finite_are_refused_by_save_as_by_load(trained):
+    model, path, _, _ = trained
+    before = path.read_bytes()
+    model.layers[0].params["W"][0, 0, 0, 0] = np.inf
+    with pytest.raises(FloatingPointError, match=r"^Sequential.save: Conv2D 'conv' holds NaN or infinity in its "
+                                                 r"weights, .*training diverged \(try a lower learning rate\)"):
+        model.save(path)
+    assert path.read_bytes() == before
+
+
 def test_a_config_json_cannot_hold_is_refused_naming_the_layer(tmp_path):
     from minidl.layers import Dense
 
@@ -477,6 +517,7 @@ def test_a_config_json_cannot_hold_is_refused_naming_the_layer(tmp_path):
     ("folder", ValueError, r"^Sequential.save: path '.*' is a folder; give the path of a file$"),
     ("", ValueError, r"^Sequential.save: path '' is empty; give the path of a file$"),
     (3, TypeError, r"^Sequential.save: path must be a file path \(str or os.PathLike\), got 3$"),
+    ("new/", ValueError, r"^Sequential.save: path 'new/' is a folder; give the path of a file$"),
 ])
 def test_save_refuses_what_is_not_the_path_of_a_file_before_writing(tmp_path, where, error, message):
     folder = tmp_path / "folder"

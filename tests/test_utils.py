@@ -89,7 +89,7 @@ def test_file_path_takes_strings_and_path_likes_but_not_folders(tmp_path):
         with pytest.raises(TypeError) as err:
             file_path("owner", "path", bad)
         assert str(err.value) == f"owner: path must be a file path (str or os.PathLike), got {bad!r}"
-    for bad, what in (("", "empty"), (tmp_path, "a folder")):
+    for bad, what in (("", "empty"), (tmp_path, "a folder"), ("not-yet/", "a folder")):
         with pytest.raises(ValueError) as err:
             file_path("owner", "path", bad)
         assert str(err.value) == f"owner: path {str(bad)!r} is {what}; give the path of a file"
@@ -121,6 +121,19 @@ def test_atomic_path_keeps_a_replaced_files_permissions_and_a_links_target(tmp_p
     assert private.read_bytes() == b"new"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["latest.bin", "private.bin"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_atomic_path_gives_a_read_only_files_mode_only_after_the_block_has_written(tmp_path):
+    # A user who is not root could not write into a temporary file made read-only first.
+    path = tmp_path / "read-only.bin"
+    path.write_bytes(b"old")
+    path.chmod(0o444)
+    with atomic_path(path) as tmp:
+        assert os.stat(tmp).st_mode & stat.S_IWUSR
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert path.read_bytes() == b"new" and stat.S_IMODE(path.stat().st_mode) == 0o444
 
 
 def test_atomic_path_makes_missing_folders(tmp_path):

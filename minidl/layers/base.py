@@ -17,6 +17,7 @@ To write your own layer, subclass ``Layer``, create parameters in ``build``
 with ``add_weight`` and implement ``forward`` and ``backward``; then check it
 with ``minidl.gradcheck.check_layer``.
 """
+import collections
 import functools
 import math
 
@@ -26,6 +27,8 @@ from ..utils import FLOAT_DTYPES, sample_shape
 
 #: Every Layer subclass by class name, so that a saved architecture can be rebuilt.
 LAYER_CLASSES = {}
+# Where a layer may keep other layers (the inner layers Layer.check_inner_layers looks for).
+_CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
 
 
 class Layer:
@@ -192,20 +195,25 @@ class Layer:
             )
 
     def _held_layers(self):
-        """Every layer reachable from this one's attributes, in the order they are held, each once."""
-        held, seen = [], {id(self)}
+        """Every layer reachable from this one's attributes, in the order they are held, each once.
 
-        def visit(value):
-            if id(value) in seen or not isinstance(value, (Layer, list, tuple, dict)):
-                return
+        Through lists, tuples, sets, deques and dicts, nested to any depth, the
+        layers found, and a ``Sequential`` held whole.
+        """
+        from ..model import Sequential  # imported here: model.py imports this module
+
+        held, seen = [], {id(self)}
+        pending = list(reversed(vars(self).values()))  # a stack: the next value to look at is last
+        while pending:
+            value = pending.pop()
+            if id(value) in seen or not isinstance(value, (Layer, Sequential, *_CONTAINERS)):
+                continue
             seen.add(id(value))
             if isinstance(value, Layer):
                 held.append(value)
-                value = list(vars(value).values())
-            for item in value.values() if isinstance(value, dict) else value:
-                visit(item)
-
-        visit(list(vars(self).values()))
+            inside = (vars(value).values() if isinstance(value, Layer) else value.layers if isinstance(value, Sequential)
+                      else value.values() if isinstance(value, dict) else value)
+            pending.extend(reversed(list(inside)))
         return held
 
     def build_for(self, input_shape, xp, dtype):
