@@ -782,7 +782,7 @@ class Sequential:
             if known is None or (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
                 raise TypeError(f"Sequential.save: {layer.describe()}: load would not find its class, as names "
                                 "starting with '_' are not registered as layers (they name shared bases); rename it")
-            if any(not bool(np.isfinite(value).all()) for value in layer.params.values()):
+            if any(not bool(get_array_module(value).isfinite(value).all()) for value in layer.params.values()):
                 raise FloatingPointError(f"Sequential.save: {layer.describe()} holds NaN or infinity in its weights, "
                                          "with which it predicts nothing: training diverged (try a lower learning "
                                          "rate); load would refuse the file")
