@@ -189,8 +189,8 @@ class Optimizer:
         if "t" not in state:
             raise ValueError(f"{where}: the state has no step count 't'")
         t = to_numpy(state.pop("t"))
-        if t.shape != () or t.dtype.kind not in "iu" or int(t) < 0:
-            raise ValueError(f"{where}: 't' must be a non-negative integer scalar, got {t!r}")
+        if t.shape != () or t.dtype.kind not in "iu" or not 0 <= int(t) < 2**62:  # get_state writes int64
+            raise ValueError(f"{where}: 't' must be a non-negative integer scalar below 2**62, got {t!r}")
         slots = {name: {} for name in self.slots}
         for key, value in state.items():
             name, _, index = key.partition("/")
