@@ -758,12 +758,17 @@ class Sequential:
         not find (a name starting with ``_``). ``RuntimeError`` when layers were
         added, frozen or unfrozen since the optimiser started: its state fits
         the model no more, and ``compile()`` must start a fresh one first.
+        ``FloatingPointError`` for weights that are NaN or infinite.
         """
         path = file_path("Sequential.save", "path", path)
         arrays = {"architecture": np.array(self._architecture_json())}
         for index, layer in enumerate(self.layers):
             for name, value in layer.params.items():
-                arrays[f"param/{index}/{name}"] = to_numpy(value)
+                array = arrays[f"param/{index}/{name}"] = to_numpy(value)
+                if not np.isfinite(array).all():
+                    raise FloatingPointError(f"Sequential.save: {layer.describe()} holds NaN or infinity in its "
+                                             f"weights, in {name}: training diverged (try a lower learning rate); "
+                                             "load would refuse the file")
         if self.optimizer is not None:
             for key, value in self.optimizer.get_state().items():
                 arrays[f"optimizer/{key}"] = np.asarray(value)
@@ -777,15 +782,11 @@ class Sequential:
             raise TypeError(f"Sequential.save: the model's loss is a {type(self.loss).__name__}, and only CrossEntropy "
                             "is saved and restored; keep the weights with get_weights(), or compile with CrossEntropy")
         for layer in self.layers:
-            cls, known = type(layer), LAYER_CLASSES.get(type(layer).__name__)
-            # As registration has it: a class defined again (a notebook cell run twice) stands for itself.
-            if known is None or (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            # Every Layer subclass is registered by name (a class defined again, as a notebook
+            # cell run twice, replaces itself), but for names starting with "_": shared bases.
+            if type(layer).__name__ not in LAYER_CLASSES:
                 raise TypeError(f"Sequential.save: {layer.describe()}: load would not find its class, as names "
                                 "starting with '_' are not registered as layers (they name shared bases); rename it")
-            if any(not bool(get_array_module(value).isfinite(value).all()) for value in layer.params.values()):
-                raise FloatingPointError(f"Sequential.save: {layer.describe()} holds NaN or infinity in its weights, "
-                                         "with which it predicts nothing: training diverged (try a lower learning "
-                                         "rate); load would refuse the file")
         _, trainable = self._trainable_slots_and_keys()
         if self._trainable_keys is not None and trainable != self._trainable_keys:
             raise RuntimeError("Sequential.save: the set of trainable parameters changed since the optimiser started "
