@@ -853,6 +853,8 @@ class Sequential:
             raise ValueError(f"Sequential.load: {path} is not a readable .npz file ({exc})") from None
         except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"Sequential.load: cannot read {path} as an .npz file: {exc}") from None
+        except MemoryError as exc:  # an array of the file declares more than there is (a damaged header, say)
+            raise MemoryError(f"Sequential.load: {path} holds an array larger than the memory left: {exc}") from None
         twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
         if twice:  # a zip may hold one name twice, of which reading keeps one without a word
             raise ValueError(f"Sequential.load: {path} holds {', '.join(twice)} more than once; minidl writes each "

@@ -576,3 +576,19 @@ def test_a_loaded_model_shares_one_scratch_block_like_the_original(tmp_path):
     loaded = Sequential.load(tmp_path / "m.npz")
     assert all(layer.scratch is loaded._scratch for layer in loaded.layers)
     assert loaded._scratch is not model._scratch
+
+
+def test_an_array_declaring_more_than_the_memory_left_is_an_error_naming_the_file(trained, tmp_path):
+    import io
+    import zipfile
+
+    _, path, _, _ = trained
+    huge = tmp_path / "huge.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (2**40, 2**20)})
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(huge, "w") as copy:
+        for member in original.namelist():
+            copy.writestr(member, original.read(member))
+        copy.writestr("param/9/huge.npy", header.getvalue())  # a header alone, declaring 4 EiB
+    with pytest.raises(MemoryError, match=r"^Sequential.load: .*huge.npz holds an array larger than the memory left"):
+        Sequential.load(huge)
