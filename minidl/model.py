@@ -936,7 +936,7 @@ class Sequential:
         state = {key[len("optimizer/"):]: value for key, value in arrays.items() if key.startswith("optimizer/")}
         optimizer.set_state(state)
         self._trainable_keys = arch["optimizer"]["trainable_keys"]
-        if self.input_shape is None or not any(optimizer.state.values()):
+        if not any(optimizer.state.values()):  # a state to check: the layers it belongs to were built
             return
         try:  # what the first step would find out: does the state fit the trainable parameters?
             params, _ = self._params_and_grads()

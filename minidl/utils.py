@@ -74,7 +74,8 @@ def file_path(owner, name, path):
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"{owner}: {name} must be a file path (str or os.PathLike), got {path!r}")
     path = str(os.fspath(path))
-    if not path or os.path.isdir(path) or path.endswith(tuple(filter(None, (os.sep, os.altsep)))):
+    # "new/", "new/." and "new/..": folders, whether or not they exist yet.
+    if not path or os.path.isdir(path) or os.path.basename(path) in ("", ".", ".."):
         raise ValueError(f"{owner}: {name} {path!r} is {'a folder' if path else 'empty'}; give the path of a file")
     return path
 

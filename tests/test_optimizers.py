@@ -373,7 +373,9 @@ def test_a_different_parameter_list_is_an_error():
         ({"m/0": np.zeros(2), "v/0": np.zeros(2)}, "no step count"),
         ({"t": np.array(-1)}, "non-negative integer"),
         ({"t": np.array(1.5)}, "non-negative integer"),
+        ({"t": np.array(True)}, "non-negative integer"),  # a flag, not a count of steps
         ({"t": np.array([1, 2])}, "non-negative integer"),
+        ({"t": np.array(2**62)}, "below 2\\*\\*62"),  # the bound itself is refused
         ({"t": np.array(2**63 - 1)}, "below 2\\*\\*62"),  # one more step and int64 would wrap to negative
         ({"t": np.array(2**64 - 1, dtype=np.uint64)}, "below 2\\*\\*62"),
         ({"t": np.array(1), "m/0": np.zeros(2), "v/0": np.zeros(2), "b/0": np.zeros(2)}, "unexpected key 'b/0'"),

@@ -142,7 +142,7 @@ def test_a_file_holding_a_pickled_object_is_refused_without_running_it(trained, 
 def test_a_file_that_is_not_a_minidl_model_is_refused(tmp_path):
     path = tmp_path / "other.npz"
     np.savez(path, weights=np.zeros(3))
-    with pytest.raises(ValueError, match="architecture"):
+    with pytest.raises(ValueError, match=r"other\.npz has no architecture entry; it is not a minidl model file$"):
         Sequential.load(path)
     (tmp_path / "run.json").write_text('{"size": 64}')
     with pytest.raises(ValueError, match=r"run\.json is not an \.npz file"):
@@ -219,6 +219,9 @@ def _restart_optimizer_with_short_moments(architecture, arrays):
     (_set(["loss", "class"], "MeanSquaredError"), "only CrossEntropy"),
     (_set(["optimizer", "trainable_keys"], ["conv2d_1/W"]), "optimiser's state does not fit"),
     (_replace_array("param/0/W", lambda w: w.astype(np.int64)), r"param/0/W is int64, which the model.s float32 would not hold exactly$"),
+    # int16 and bool cast "safely" into float32, but they are not a float type: not weights minidl wrote.
+    (_replace_array("param/0/W", lambda w: w.astype(np.int16)), r"param/0/W is int16, which the model.s float32 would not hold exactly$"),
+    (_replace_array("param/0/b", lambda b: b > 0), r"param/0/b is bool, which the model.s float32 would not hold exactly$"),
     (_replace_array("optimizer/m/0", lambda m: m[:-1]), "optimiser's state does not fit"),
     (_replace_array("param/0/b", lambda b: b[:1]), r"param/0/b.*wrong shape"),
     (_replace_array("param/0/W", lambda w: w[:1]), r"param/0/W.*wrong shape"),
@@ -232,13 +235,18 @@ def _restart_optimizer_with_short_moments(architecture, arrays):
      r": param/0/W is float64, which the model.s float32 would not hold exactly$"),
     (_replace_array("param/5/b", lambda b: np.full_like(b, np.nan)), r": param/5/b holds NaN or infinity"),
     (_restart_optimizer_with_short_moments, "optimiser's state does not fit"),
+    # Built layers in a model whose input_shape is not recorded: their state is checked all the same.
+    (lambda architecture, arrays: (_set(["input_shape"], None)(architecture, arrays),
+                                   _replace_array("optimizer/m/0", lambda m: m[:-1])(architecture, arrays)),
+     "optimiser's state does not fit"),
 ], ids=["no layers", "no rng", "layers not a list", "unknown format", "format as text", "no format",
         "unknown layer class", "unknown optimiser", "bad layer setting", "unknown metric",
         "trainable not a bool", "unknown loss",
-        "trainable keys changed", "integer weights", "optimiser state of the wrong size",
+        "trainable keys changed", "integer weights", "int16 weights", "bool bias", "optimiser state of the wrong size",
         "bias that would broadcast", "kernel that would broadcast", "weights of a layer not built", "extra member",
         "built for no entries", "built for a string", "generator state out of range", "float64 weights",
-        "NaN weights", "unstarted optimiser with moments of the wrong size"])
+        "NaN weights", "unstarted optimiser with moments of the wrong size",
+        "moments of the wrong size in a model without input_shape"])
 def test_a_damaged_or_edited_file_is_a_clear_error_naming_it(trained, tmp_path, change, match):
     _, path, _, _ = trained
     tampered = _tampered(path, tmp_path, change)
@@ -280,6 +288,17 @@ def test_json_nested_too_deep_is_a_damaged_file(trained, tmp_path):
     np.savez(tmp_path / "deep.npz", **arrays)
     with pytest.raises(ValueError, match=r"deep.npz is not a valid minidl model file \(RecursionError"):
         Sequential.load(tmp_path / "deep.npz")
+
+
+@pytest.mark.parametrize("text", ["[]", "3", '"architecture"'])
+def test_an_architecture_that_is_not_a_json_object_is_a_damaged_file(trained, tmp_path, text):
+    _, path, _, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    arrays["architecture"] = np.array(text)
+    np.savez(tmp_path / "odd.npz", **arrays)
+    with pytest.raises(ValueError, match=r"odd.npz is not a valid minidl model file \(AttributeError"):
+        Sequential.load(tmp_path / "odd.npz")
 
 
 def test_load_takes_only_a_path():
@@ -451,6 +470,60 @@ def test_a_model_whose_trainable_parameters_changed_since_training_is_refused_un
     model.compile(Adam(0.01))
     model.save(path)
     np.testing.assert_array_equal(Sequential.load(path).predict(x), model.predict(x))
+
+
+def test_a_model_that_froze_one_layer_and_unfroze_another_of_the_same_size_is_refused_until_compiled_again(
+        tmp_path):
+    # The same number of trainable parameters of the same shapes: the optimiser's state would fit
+    # by shape, and apply the moments of one layer to the other without a word.
+    from minidl.layers import Dense, Softmax
+
+    x, y = np.random.default_rng(0).normal(size=(8, 3)), np.arange(8) % 2
+    model = Sequential([Dense(3, name="a"), Dense(3, name="b"), Dense(2, name="head"), Softmax()],
+                       input_shape=(3,), seed=0)
+    model.layers[1].trainable = False
+    model.compile(Adam(0.01))
+    model.train_on_batch(x, y)
+    model.layers[1].trainable, model.layers[0].trainable = True, False
+    with pytest.raises(RuntimeError, match=r"^Sequential.save: the set of trainable parameters changed"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loaded_model_keeps_the_trainable_set_its_optimiser_started_with(trained, tmp_path):
+    # The file records which parameters the optimiser's state belongs to: freezing a layer of
+    # the loaded model is refused by save as it would have been before saving.
+    model, path, _, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        saved = json.loads(str(npz["architecture"]))["optimizer"]["trainable_keys"]
+    assert saved == ["conv/W", "conv/b", "head/W", "head/b"]
+    loaded = Sequential.load(path)
+    loaded.layers[0].trainable = False
+    with pytest.raises(RuntimeError, match=r"^Sequential.save: the set of trainable parameters changed"):
+        loaded.save(tmp_path / "again.npz")
+    assert not (tmp_path / "again.npz").exists()
+
+
+def test_a_custom_layer_whose_config_leaves_out_a_keyword_only_argument_is_refused(tmp_path):
+    from minidl.layers import Dense, Layer
+
+    class Scaled(Layer):
+        def __init__(self, *, factor=2.0, name=None):
+            super().__init__(name)
+            self.factor = factor
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return x * self.factor
+
+        def backward(self, dy):
+            return dy * self.factor
+
+    model = Sequential([Dense(3), Scaled(factor=3.0, name="scaled")], input_shape=(4,), seed=0)
+    with pytest.raises(TypeError, match=r"^Sequential.save: Scaled 'scaled': get_config\(\) leaves out the "
+                                        r"constructor argument\(s\) factor,"):
+        model.save(tmp_path / "m.npz")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_layer_class_that_load_would_not_find_is_refused_before_anything_is_written(tmp_path):

@@ -89,7 +89,8 @@ def test_file_path_takes_strings_and_path_likes_but_not_folders(tmp_path):
         with pytest.raises(TypeError) as err:
             file_path("owner", "path", bad)
         assert str(err.value) == f"owner: path must be a file path (str or os.PathLike), got {bad!r}"
-    for bad, what in (("", "empty"), (tmp_path, "a folder"), ("not-yet/", "a folder")):
+    for bad, what in (("", "empty"), (tmp_path, "a folder"), ("not-yet/", "a folder"), ("not-yet/.", "a folder"),
+                      ("a.npz/..", "a folder")):
         with pytest.raises(ValueError) as err:
             file_path("owner", "path", bad)
         assert str(err.value) == f"owner: path {str(bad)!r} is {what}; give the path of a file"
@@ -121,6 +122,21 @@ def test_atomic_path_keeps_a_replaced_files_permissions_and_a_links_target(tmp_p
     assert private.read_bytes() == b"new"
     assert stat.S_IMODE(private.stat().st_mode) == 0o600
     assert sorted(os.listdir(tmp_path)) == ["latest.bin", "private.bin"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_atomic_path_follows_a_relative_link_from_the_links_folder_not_the_working_one(tmp_path, monkeypatch):
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    (tmp_path / "private.bin").write_bytes(b"old")
+    link = tmp_path / "latest.bin"
+    link.symlink_to("private.bin")  # relative: to the file beside the link
+    with atomic_path(link) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"new")
+    assert link.is_symlink() and os.readlink(link) == "private.bin"
+    assert (tmp_path / "private.bin").read_bytes() == b"new"
+    assert os.listdir(tmp_path / "elsewhere") == []
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
