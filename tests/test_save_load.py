@@ -9,6 +9,7 @@ import pytest
 from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_images, weights_differ
 
 from minidl import Sequential
+from minidl.layers import Layer
 from minidl.losses import CrossEntropy
 from minidl.model import FILE_FORMAT
 from minidl.optimizers import Adam
@@ -413,22 +414,26 @@ def test_a_model_with_a_loss_of_its_own_is_refused_before_anything_is_written(tm
     assert list(tmp_path.iterdir()) == []
 
 
+class TimesFactor(Layer):
+    """``y = factor * x``; a subclass's constructor sets ``factor``."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        return x * self.factor
+
+    def backward(self, dy):
+        return dy * self.factor
+
+
 def test_a_custom_layer_whose_config_leaves_out_a_constructor_argument_is_refused_before_anything_is_written(
         tmp_path):
     # Loaded as ScaledBy(**get_config()), it would silently take factor's default: another model.
-    from minidl.layers import Dense, Layer, Softmax
+    from minidl.layers import Dense, Softmax
 
-    class ScaledBy(Layer):
+    class ScaledBy(TimesFactor):
         def __init__(self, factor=2.0, name=None):
             super().__init__(name)
             self.factor = factor
-
-        def forward(self, x, training=False):
-            self.check_input(x)
-            return x * self.factor
-
-        def backward(self, dy):
-            return dy * self.factor
 
     model = Sequential([Dense(4), ScaledBy(3.0, name="scaled"), Dense(2), Softmax()], input_shape=(5,), seed=0)
     model.compile(Adam(0.01))
@@ -505,19 +510,12 @@ def test_a_loaded_model_keeps_the_trainable_set_its_optimiser_started_with(train
 
 
 def test_a_custom_layer_whose_config_leaves_out_a_keyword_only_argument_is_refused(tmp_path):
-    from minidl.layers import Dense, Layer
+    from minidl.layers import Dense
 
-    class Scaled(Layer):
+    class Scaled(TimesFactor):
         def __init__(self, *, factor=2.0, name=None):
             super().__init__(name)
             self.factor = factor
-
-        def forward(self, x, training=False):
-            self.check_input(x)
-            return x * self.factor
-
-        def backward(self, dy):
-            return dy * self.factor
 
     model = Sequential([Dense(3), Scaled(factor=3.0, name="scaled")], input_shape=(4,), seed=0)
     with pytest.raises(TypeError, match=r"^Sequential.save: Scaled 'scaled': get_config\(\) leaves out the "
