@@ -307,7 +307,7 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, rounding, h, hint_
     (``rounding``, from ``_finite_differences`` with step ``h``), the message
     says so: the layer may be right and the step too small for its outputs.
     """
-    analytic, numeric = to_numpy(analytic).astype(np.float64), to_numpy(numeric)
+    analytic, numeric = to_numpy(analytic), to_numpy(numeric)  # float64: _forward_backward saw to it
     if analytic.shape != numeric.shape:
         raise AssertionError(f"{what}: {name} has shape {analytic.shape}, expected {numeric.shape}")
     if analytic.size == 0:

@@ -815,13 +815,17 @@ class Sequential:
                 "trainable_keys": self._trainable_keys,
             },
         }
-        for layer, spec in zip(self.layers, architecture["layers"]):
-            try:
-                json.dumps(spec["config"])
-            except (TypeError, ValueError) as exc:
-                raise TypeError(f"Sequential.save: {layer.describe()}: get_config() holds what JSON cannot ({exc}); "
-                                "return numbers, strings, lists and dicts (see docs/custom_layer.md)") from None
-        return json.dumps(architecture)
+        try:
+            return json.dumps(architecture)
+        except (TypeError, ValueError):  # a layer's config, as the rest is minidl's own: name the layer
+            for layer, spec in zip(self.layers, architecture["layers"]):
+                try:
+                    json.dumps(spec["config"])
+                except (TypeError, ValueError) as exc:
+                    raise TypeError(f"Sequential.save: {layer.describe()}: get_config() holds what JSON cannot "
+                                    f"({exc}); return numbers, strings, lists and dicts (see docs/custom_layer.md)"
+                                    ) from None
+            raise
 
     @classmethod
     def load(cls, path):

@@ -181,8 +181,8 @@ class Layer:
         in ``params``; an inner layer's parameters are in the inner layer's
         ``params`` only. An inner layer not yet built whose class has a
         ``build`` of its own would create its parameters at its first
-        ``forward``, as unseen. Inner layers are looked for in attributes, in
-        lists, tuples and dicts (nested too), and inside the inner layers.
+        ``forward``, as unseen. Inner layers are looked for as ``_held_layers``
+        says: at any depth.
         """
         # Layer.build (the default) creates nothing; a class's own build may create parameters.
         inner = [layer.describe() + ("" if layer.built else ", not yet built") for layer in self._held_layers()
@@ -211,8 +211,13 @@ class Layer:
             seen.add(id(value))
             if isinstance(value, Layer):
                 held.append(value)
-            inside = (vars(value).values() if isinstance(value, Layer) else value.layers if isinstance(value, Sequential)
-                      else value.values() if isinstance(value, dict) else value)
+                inside = vars(value).values()
+            elif isinstance(value, Sequential):
+                inside = value.layers
+            elif isinstance(value, dict):
+                inside = value.values()
+            else:
+                inside = value
             pending.extend(reversed(list(inside)))
         return held
 
