@@ -1,5 +1,6 @@
 """Small helpers shared across minidl: argument checks, atomic file writes."""
 import contextlib
+import errno
 import math
 import numbers
 import os
@@ -114,14 +115,17 @@ def atomic_path(path):
     either the old file or the complete new one, never a half-written file.
     If the block raises, the temporary file is removed and ``path`` is untouched.
     A file replaced keeps its permissions, and a symbolic link to a file keeps
-    pointing at it, the file replaced.
+    pointing at it, the file replaced (a loop of links is an ``OSError``).
 
         with atomic_path("model.npz") as tmp:
             write_everything_to(tmp)
     """
     path = os.fspath(path)
     if os.path.islink(path):  # renaming onto the link would replace it, leaving its target as it was
-        path = os.path.realpath(path)
+        target = os.path.realpath(path)
+        if os.path.islink(target):  # realpath gives up on a loop of links and returns one of them
+            raise OSError(errno.ELOOP, f"cannot write through {path}: {os.strerror(errno.ELOOP)}", path)
+        path = target
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     base = os.path.basename(path)

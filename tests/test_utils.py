@@ -1,4 +1,5 @@
 """minidl.utils: the argument checks the modules share, and atomic writes."""
+import errno
 import os
 import stat
 
@@ -137,6 +138,19 @@ def test_atomic_path_follows_a_relative_link_from_the_links_folder_not_the_worki
     assert link.is_symlink() and os.readlink(link) == "private.bin"
     assert (tmp_path / "private.bin").read_bytes() == b"new"
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_atomic_path_refuses_a_loop_of_links_and_leaves_it_as_it_was(tmp_path):
+    first, second = tmp_path / "first.bin", tmp_path / "second.bin"
+    first.symlink_to("second.bin")
+    second.symlink_to("first.bin")
+    with pytest.raises(OSError, match="first.bin") as raised:
+        with atomic_path(first):
+            pass
+    assert raised.value.errno == errno.ELOOP
+    assert os.readlink(first) == "second.bin" and os.readlink(second) == "first.bin"
+    assert sorted(os.listdir(tmp_path)) == ["first.bin", "second.bin"]
 
 
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
