@@ -82,7 +82,8 @@ def _finite_differences(f, x, h, g):
     return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape), rounding.reshape(x.shape)
 
 
-def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-7, check_input=True):
+def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-7, check_input=True,
+                random_params=True):
     """Check ``layer.backward`` against central finite differences; raise ``AssertionError`` if it is off.
 
     Args:
@@ -93,10 +94,10 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         training: passed to ``forward`` (e.g. to check ``Dropout`` while it drops).
             Every evaluation runs on a copy of the layer as it was, so a
             stochastic layer draws the same mask each time.
-        seed: a non-negative integer; seeds the random upstream gradient (from
-            a stream of its own, so it never equals an ``x`` drawn from
-            ``numpy.random.default_rng(seed)``) and, if it has none, the layer's
-            generator.
+        seed: a non-negative integer; seeds the random upstream gradient and
+            the random parameters (from streams of their own, so they never
+            equal an ``x`` drawn from ``numpy.random.default_rng(seed)``) and,
+            if it has none, the layer's generator.
         h: finite-difference step. A failure that rounding in the differences
             could explain (large outputs, each moved by many inputs) says so,
             and suggests a step 100 times larger.
@@ -104,6 +105,12 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         check_input: set False for a layer whose ``backward`` returns None.
             A frozen layer, or the first of a model, is checked as if it were
             trainable and had layers before it.
+        random_params: the copies' parameters are drawn from the standard
+            normal distribution: at the values a layer starts from a wrong
+            backward can give the right numbers (one that forgets to multiply
+            by a scale of ones, or adds a bias of zeros). ``False`` checks at
+            the layer's own values (a parameter that must stay in a range,
+            say).
 
     Besides the values, ``AssertionError`` for a layer that breaks a rule a
     model relies on: ``forward`` or ``backward`` modifying its argument, a
@@ -127,14 +134,15 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     The error message names the array, the worst entry's index, both values
     and their relative error.
     """
-    training = _check_arguments(layer, training, seed, h, rtol, atol)
+    training, random_params = _check_arguments(layer, training, random_params, seed, h, rtol, atol)
     x = _float64_input(x)
     xp = get_array_module(x)
-    pristine = _float64_copy(layer, x, seed)
+    # Not default_rng(seed) itself, whose draws would equal an x the caller drew from it.
+    g_stream, params_stream = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    pristine = _float64_copy(layer, x, seed, params_stream if random_params else None)
     what = layer.describe()
     output_shape = (x.shape[0], *pristine.output_shape(tuple(x.shape[1:])))
-    # Not default_rng(seed) itself, whose draws would equal an x the caller drew from it.
-    g = xp.asarray(np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0]).standard_normal(output_shape))
+    g = xp.asarray(g_stream.standard_normal(output_shape))
 
     analytic = copy.deepcopy(pristine)
     y, dx = _forward_backward(analytic, x, g, training, what)
@@ -171,8 +179,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         report["x"] = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink, rounding=rounding, h=h)
     for name, value in pristine.params.items():
         numeric, kink, rounding = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
-        # A bias at 0 before a kink is common, and the caller did not draw the parameters:
-        # only a parameter left with nothing to check is refused.
+        # A layer's own bias at 0 before a kink is common (random_params=False): only
+        # a parameter left with nothing to check is refused.
         if kink.size and kink.all():
             raise ValueError(f"check_layer: every entry of {what}'s {name} sits on a kink, or the layer loses "
                              "precision in it (a float32 copy, say), so none could be checked; give it values "
@@ -191,8 +199,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     return report
 
 
-def _check_arguments(layer, training, seed, h, rtol, atol):
-    """``training`` as a bool; ``TypeError`` or ``ValueError`` naming the first argument that is wrong."""
+def _check_arguments(layer, training, random_params, seed, h, rtol, atol):
+    """``training`` and ``random_params`` as bools; ``TypeError`` or ``ValueError`` naming the first argument that is wrong."""
     if not isinstance(layer, Layer):
         raise TypeError(f"check_layer: layer must be a minidl Layer, got {type(layer).__name__}")
     if finite_float(h) is None or h <= 0:
@@ -202,7 +210,7 @@ def _check_arguments(layer, training, seed, h, rtol, atol):
             raise ValueError(f"check_layer: {name} must be a number >= 0, got {tolerance!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"check_layer: seed must be an integer >= 0, got {seed!r}")
-    return check_flag("check_layer", "training", training)
+    return check_flag("check_layer", "training", training), check_flag("check_layer", "random_params", random_params)
 
 
 def _float64_input(x):
@@ -223,8 +231,12 @@ def _float64_input(x):
     return x
 
 
-def _float64_copy(layer, x, seed):
-    """A copy of ``layer``, built for ``x``, trainable, with float64 parameters and zeroed gradients."""
+def _float64_copy(layer, x, seed, params_stream):
+    """A copy of ``layer``, built for ``x``, trainable, with float64 parameters and zeroed gradients.
+
+    The parameters are drawn from ``params_stream`` (a NumPy generator), or
+    the layer's own when it is None.
+    """
     # Without the memory a model's layers share for temporaries: the copy allocates its own.
     pristine = copy.deepcopy(layer, memo={id(layer.scratch): None})
     # Check every gradient, whether or not the layer is frozen or a model's first
@@ -236,8 +248,11 @@ def _float64_copy(layer, x, seed):
         pristine.check_input(x)
     pristine.check_inner_layers()
     xp = get_array_module(x)
-    for name in pristine.params:
-        pristine.params[name] = pristine.params[name].astype(np.float64)
+    for name, value in pristine.params.items():
+        if params_stream is None:
+            pristine.params[name] = value.astype(np.float64)
+        else:
+            pristine.params[name] = xp.asarray(params_stream.standard_normal(value.shape))
         pristine.grads[name] = xp.zeros_like(pristine.params[name])
     return pristine
 

@@ -67,7 +67,7 @@ def test_a_parameter_on_a_kink_is_skipped_not_reported():
     layer = BiasThroughReLU(2)
     layer.build((4,))
     layer.params["b"][...] = [0.0, 0.5]
-    report = check_layer(layer, random_input((3, 4), 0))
+    report = check_layer(layer, random_input((3, 4), 0), random_params=False)
     assert report["b"] < 1e-5
 
 
@@ -197,7 +197,74 @@ class ScaleByAbs(Layer):
 def test_a_parameter_wholly_on_kinks_is_a_usage_error_not_a_pass():
     # Skipping every entry would report dL/da as checked, with an error of 0.
     with pytest.raises(ValueError, match=r"^check_layer: every entry of ScaleByAbs's a sits on a kink"):
+        check_layer(ScaleByAbs(), random_input((2, 3), 0), random_params=False)
+
+
+def test_drawn_parameters_find_what_the_layers_own_values_hide():
+    # The wrong dL/da is 0 at a = 0, as is the right one.
+    with pytest.raises(AssertionError, match=r"^ScaleByAbs: dL/da is wrong at index \(0,\)"):
         check_layer(ScaleByAbs(), random_input((2, 3), 0))
+
+
+class ScaleOfOnes(Layer):
+    """``y = x * gamma + beta`` built at gamma = 1 and beta = 0, whose backward forgets gamma in dL/dx."""
+
+    def build(self, input_shape):
+        self.add_weight("gamma", input_shape, lambda shape, rng: np.ones(shape))
+        self.add_weight("beta", input_shape, "zeros")
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x * self.params["gamma"] + self.params["beta"]
+
+    def backward(self, dy):
+        self.grads["gamma"][...] = (dy * self.x).sum(axis=0)
+        self.grads["beta"][...] = dy.sum(axis=0)
+        return dy  # wrong: dy * gamma
+
+
+def test_a_forgotten_scale_of_ones_passes_at_the_layers_values_and_fails_at_drawn_ones():
+    x = random_input((3, 4), 0)
+    assert max(check_layer(ScaleOfOnes(), x, random_params=False).values()) < 1e-8
+    with pytest.raises(AssertionError, match=r"^ScaleOfOnes: dL/dx is wrong"):
+        check_layer(ScaleOfOnes(), x)
+
+
+class RecordsItsParameters(ScaleOfOnes):
+    seen = []
+
+    def forward(self, x, training=False):
+        type(self).seen.append({name: value.copy() for name, value in self.params.items()})
+        return super().forward(x, training)
+
+    def backward(self, dy):
+        return super().backward(dy) * self.params["gamma"]
+
+
+def test_drawn_parameters_are_float64_normal_draws_of_the_seed_and_leave_the_layer_alone():
+    x = random_input((3, 4), 0)
+    layer = RecordsItsParameters()
+    layer.build((4,))
+    draws = {}
+    for seed in (0, 0, 1):
+        RecordsItsParameters.seen = []
+        check_layer(layer, x, seed=seed)
+        first = RecordsItsParameters.seen[0]
+        assert all(value.dtype == np.float64 and value.shape == (4,) for value in first.values())
+        assert_array_equal(RecordsItsParameters.seen[1]["gamma"], first["gamma"])  # the copies start alike
+        draws.setdefault(seed, []).append(np.concatenate([first["gamma"], first["beta"]]))
+    assert_array_equal(draws[0][0], draws[0][1])
+    assert not np.array_equal(draws[0][0], draws[1][0])
+    assert not np.isin(draws[0][0], (0.0, 1.0)).any() and not np.array_equal(draws[0][0], x[0].ravel())
+    assert 0.2 < np.std(np.concatenate(draws[0] + draws[1])) < 3  # a unit normal's spread, not a tiny scale
+    assert_array_equal(layer.params["gamma"], np.ones(4))
+    assert_array_equal(layer.params["beta"], np.zeros(4))
+
+
+def test_random_params_must_be_a_flag():
+    with pytest.raises(ValueError, match=r"^check_layer: random_params must be True or False, got 'no'"):
+        check_layer(Dense(2), random_input((2, 3), 0), random_params="no")
 
 
 def test_a_forward_that_leaves_float64_is_named_not_blamed_on_kinks():
