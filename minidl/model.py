@@ -52,6 +52,9 @@ class Sequential:
     """
 
     def __init__(self, layers=(), input_shape=None, seed=None, dtype="float32", name="sequential"):
+        if isinstance(layers, Layer) or not isinstance(layers, collections.abc.Iterable):
+            raise TypeError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}"
+                            + (": put them in a list, Sequential([...])" if isinstance(layers, Layer) else ""))
         if seed is not None and (not is_int(seed) or seed < 0):
             raise ValueError(f"Sequential: seed must be None or a non-negative int, got {seed!r}")
         self.layers = []
@@ -65,6 +68,7 @@ class Sequential:
         self.loss = None
         self.metrics = ()
         self.stop_training = False
+        self.history = None
         self.input_shape = None
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
@@ -293,11 +297,26 @@ class Sequential:
                 p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self._forward(x, training, keeps_cache=training)
+        if isinstance(loss, CrossEntropy) and not loss.from_logits:  # and no final Softmax: not fused
+            self._check_probabilities(p)
         if sample_weight is None:  # a loss of one's own need not know about weights
             return p, loss.batch_loss(p, y, check_labels=False)
         if not isinstance(loss, CrossEntropy):
             raise ValueError(f"sample_weight needs a CrossEntropy loss, got {type(loss).__name__}")
         return p, loss.batch_loss(p, y, check_labels=False, sample_weight=sample_weight)
+
+    def _check_probabilities(self, p):
+        """``ValueError`` unless the outputs ``p`` of a model without a final Softmax are in [0, 1].
+
+        CrossEntropy() skips that check inside a model (on a GPU it waits for
+        the forward pass); scores there would train without an error, on a
+        loss that means nothing. A NaN is left for the loss to report.
+        """
+        low, high = float(p.min()), float(p.max())
+        if low < 0 or high > 1:
+            raise ValueError(f"Sequential: CrossEntropy() takes probabilities, but the last layer, "
+                             f"{self.layers[-1].describe()}, gave values from {low:.4g} to {high:.4g}; end the "
+                             "model with Softmax(), or compile with CrossEntropy(from_logits=True) for scores")
 
     def _backward(self, loss):
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
@@ -434,7 +453,7 @@ class Sequential:
                                  f"for {epochs - initial_epoch} epochs give a re-iterable, such as a list of "
                                  "batches or an ArrayBatches")
         loss = self._training_loss(class_weight)
-        history = History()
+        self.history = history = History()  # as Keras: the epochs done survive an error in a later one
         callbacks = [history, *callbacks]
         log_keys = self._epoch_log_keys(validation=val is not None)
         for callback in callbacks:
@@ -597,10 +616,21 @@ class Sequential:
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
         if self.input_shape is None and self.layers:
-            self.build(x.shape[1:])
+            try:
+                self.build(x.shape[1:])
+            except ValueError as error:
+                rank = self.layers[0].input_rank
+                hint = " (one sample? give it a batch axis: x[None])" if x.ndim == rank else ""
+                raise ValueError(f"{what}: the model, not built yet, cannot take inputs of shape {tuple(x.shape)}, "
+                                 f"samples of shape {tuple(x.shape[1:])}{hint}: {error}") from None
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
-            hint = (" (one sample? give it a batch axis: x[None]; and input_shape is the shape of one sample, "
-                    "without the batch axis)" if tuple(x.shape) == self.input_shape else "")
+            if tuple(x.shape) == self.input_shape:
+                hint = (" (one sample? give it a batch axis: x[None]; and input_shape is the shape of one sample, "
+                        "without the batch axis)")
+            elif x.ndim == 4 and (*x.shape[2:], x.shape[1]) == self.input_shape:
+                hint = " (channels first? images are (N, H, W, C) here: x.transpose(0, 2, 3, 1))"
+            else:
+                hint = ""
             raise ValueError(
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
                 f"{tuple(x.shape)}{hint}"
@@ -627,6 +657,10 @@ class Sequential:
         if y.ndim == 1:
             check_class_indices(y_host, what)
         classes = self.output_classes
+        if classes == 1 and isinstance(self.loss, CrossEntropy):
+            raise ValueError(f"{what}: the model has 1 output, and cross-entropy over one class is 0 whatever the "
+                             "weights (a softmax of one score is 1); for two classes end the model with Dense(2), "
+                             "Softmax(), with labels 0 and 1")
         if classes is not None and y.ndim == 1:
             low, high = y_host.min(), y_host.max()
             if low < 0 or high >= classes:
@@ -720,26 +754,37 @@ class Sequential:
             layer.params[name][...] = value
 
     def count_params(self):
+        """The number of parameters; ``ValueError`` before the layers are built (it is not known yet)."""
+        if not all(layer.built for layer in self.layers):
+            raise ValueError("count_params: the model is not built, so its parameters do not exist yet; give "
+                             "Sequential input_shape=, or call build(input_shape)")
         return sum(int(p.size) for layer in self.layers for p in layer.params.values())
 
     def summary(self, print_fn=print):
-        """Print (and return) a Keras-style table: layer, output shape, parameters, totals."""
+        """Print (and return) a Keras-style table: layer, output shape, parameters, totals.
+
+        Before the model is built, what its input shape decides reads ``?``.
+        """
         rows = [("Layer (type)", "Output shape", "Params")]
         shape = self.input_shape
         for layer in self.layers:
             shape = layer.output_shape(shape) if shape is not None else None
             shape_text = "(None, " + ", ".join(map(str, shape)) + ")" if shape is not None else "?"
-            count = sum(int(p.size) for p in layer.params.values())
+            count = f"{sum(int(p.size) for p in layer.params.values()):,}" if layer.built else "?"
             frozen = "" if layer.trainable or not layer.params else " [frozen]"
-            rows.append((f"{layer.name} ({type(layer).__name__}){frozen}", shape_text, f"{count:,}"))
+            rows.append((f"{layer.name} ({type(layer).__name__}){frozen}", shape_text, count))
         widths = [max(len(row[i]) for row in rows) + 2 for i in range(3)]
         line = "=" * sum(widths)
         text = [line, "".join(c.ljust(w) for c, w in zip(rows[0], widths)), line]
         text += ["".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows[1:]]
-        total = self.count_params()
-        trainable = sum(int(p.size) for layer in self.trainable_layers() for p in layer.params.values())
-        text += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
-                 f"Non-trainable params: {total - trainable:,}", line]
+        if all(layer.built for layer in self.layers):
+            total = self.count_params()
+            trainable = sum(int(p.size) for layer in self.trainable_layers() for p in layer.params.values())
+            text += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+                     f"Non-trainable params: {total - trainable:,}", line]
+        else:
+            text += [line, "Params: not known until the model is built (give Sequential input_shape=, or call "
+                     "build(input_shape))", line]
         out = "\n".join(text)
         print_fn(out)
         return out
@@ -844,8 +889,8 @@ class Sequential:
             raise type(exc)(exc.errno, f"Sequential.load: cannot read it: {exc.strerror}", exc.filename) from None
         if magic != b"PK\x03\x04":  # every .npz is a zip archive
             raise ValueError(f"Sequential.load: {path} is not an .npz file, as minidl's model files are")
-        try:
-            with np.load(path, allow_pickle=False) as npz:
+        try:  # opened here: np.load leaves a file it opened open when it is no zip archive
+            with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
                 names = list(npz.files)
                 arrays = {key: npz[key] for key in names}
         except ValueError as exc:

@@ -1432,3 +1432,139 @@ def test_no_layer_of_a_frozen_base_computes_an_input_gradient():
     model.compile(Adam(0.01))
     model.train_on_batch(np.ones((2, 3), np.float32), np.array([0, 1]))
     assert [layer.needs_input_grad for layer in model.layers] == [False, False, False, False, False, True]
+
+
+# ----------------------------------------------- mistakes a Keras user makes
+def test_layers_not_in_a_list_are_refused_with_the_fix():
+    with pytest.raises(TypeError, match=r"^Sequential: layers must be a list of layers, got Dense: put them in a "
+                                        r"list, Sequential\(\[\.\.\.\]\)$"):
+        Sequential(Dense(2), Softmax())
+    with pytest.raises(TypeError, match=r"^Sequential: layers must be a list of layers, got int$"):
+        Sequential(3)
+
+
+class MixedWithUniform(Layer):
+    """``y = softmax(x) / 2 + 1 / (2K)``: probabilities from a last layer that is not a Softmax."""
+
+    def __init__(self, name=None):
+        super().__init__(name)
+        self.softmax = Softmax()
+
+    def forward(self, x, training=False):
+        return self.softmax.forward(x, training) / 2 + 0.5 / x.shape[1]
+
+    def backward(self, dy):
+        return self.softmax.backward(dy / 2)
+
+
+def without_softmax_warning(layers, loss=None):
+    model = Sequential(layers, input_shape=IMAGE_SHAPE, seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # compile's warning, tested above
+        model.compile(SGD(0.1), loss or CrossEntropy())
+    return model
+
+
+def test_scores_where_cross_entropy_takes_probabilities_stop_fit_and_evaluate():
+    x, y = tiny_images(8, seed=3)
+    model = without_softmax_warning([Flatten(), Dense(2)])
+    before = model.get_weights()
+    message = (r"^Sequential: CrossEntropy\(\) takes probabilities, but the last layer, Dense 'dense_1', gave values "
+               r"from -?[0-9.e-]+ to [0-9.e-]+; end the model with Softmax\(\), or compile with "
+               r"CrossEntropy\(from_logits=True\) for scores$")
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert_weights_equal(model.get_weights(), before)
+    with pytest.raises(ValueError, match=message):
+        model.evaluate(x, y)
+    with pytest.raises(ValueError, match=message):
+        model.train_on_batch(x, y)
+
+
+def test_probabilities_from_a_last_layer_of_ones_own_train_and_a_nan_is_still_the_losss_to_report():
+    x, y = tiny_images(8, seed=3)
+    model = without_softmax_warning([Flatten(), Dense(2), MixedWithUniform()])
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["loss"]).all() and history.history["loss"][1] > 0
+
+    class NaNOut(ReLU):
+        def forward(self, x, training=False):
+            return super().forward(x, training) * np.nan
+
+    model = without_softmax_warning([Flatten(), Dense(2), NaNOut()])
+    with pytest.raises(FloatingPointError, match=r"^fit, epoch 1, batch 1: the loss became nan"):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+
+
+def test_the_history_of_the_epochs_done_survives_an_error_in_a_later_one():
+    x, y = tiny_images(8, seed=3)
+    model = tiny_cnn()
+    assert model.history is None
+
+    class FailsInTheSecondEpoch(EarlyStopping):
+        def on_epoch_begin(self, epoch, logs=None):
+            if epoch == 1:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(x, y, epochs=3, batch_size=4, verbose=0, callbacks=[FailsInTheSecondEpoch(monitor="loss")])
+    assert model.history.epoch == [0] and len(model.history.history["loss"]) == 1
+    history = model.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    assert model.history is history and history.epoch == [0, 1]
+
+
+def test_summary_and_count_params_before_the_model_is_built_do_not_claim_zero_parameters():
+    model = Sequential([Conv2D(3, 3), ReLU(), Flatten(), Dense(2), Softmax()])
+    text = model.summary(print_fn=lambda _: None)
+    assert "Total params" not in text
+    assert "Params: not known until the model is built (give Sequential input_shape=, or call build" in text
+    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[3:8]]
+    assert [row[0].split()[0] for row in rows] == ["conv2d_1", "relu_1", "flatten_1", "dense_1", "softmax_1"]
+    assert all(row[1:] == ["?", "?"] for row in rows)
+    with pytest.raises(ValueError, match=r"^count_params: the model is not built, so its parameters do not exist "
+                                         r"yet; give Sequential input_shape=, or call build\(input_shape\)$"):
+        model.count_params()
+    model.build(IMAGE_SHAPE)
+    assert model.count_params() == sum(p.size for layer in model.layers for p in layer.params.values()) > 0
+    assert f"Total params: {model.count_params():,}" in model.summary(print_fn=lambda _: None)
+
+
+def test_an_unbuilt_model_names_the_inputs_it_cannot_take_and_hints_at_a_missing_batch_axis():
+    model = Sequential([Conv2D(3, 3), Flatten(), Dense(2), Softmax()])
+    one_image = np.zeros(IMAGE_SHAPE, np.float32)
+    with pytest.raises(ValueError, match=re.escape(
+            f"predict: the model, not built yet, cannot take inputs of shape {IMAGE_SHAPE}, samples of shape "
+            f"{IMAGE_SHAPE[1:]} (one sample? give it a batch axis: x[None]): Conv2D 'conv2d_1': expected input "
+            "rank 4")):
+        model.predict(one_image)
+    assert model.input_shape is None
+    model = Sequential([Dense(2), Softmax()])
+    model.compile()
+    with pytest.raises(ValueError, match=r"^fit: the model, not built yet, cannot take inputs of shape \(8,\), "
+                                         r"samples of shape \(\) \(one sample\? give it a batch axis: x\[None\]\)"):
+        model.fit(np.arange(8.0), np.zeros(8, int), verbose=0)
+    with pytest.raises(ValueError, match=r"^fit: the model, not built yet, cannot take inputs of shape "
+                                         r"\(8, 3, 2\), samples of shape \(3, 2\): Dense"):
+        model.fit(np.zeros((8, 3, 2)), np.zeros(8, int), verbose=0)
+
+
+def test_channels_first_images_get_a_hint():
+    model = tiny_cnn()
+    height, width, channels = IMAGE_SHAPE
+    with pytest.raises(ValueError, match=re.escape("(channels first? images are (N, H, W, C) here: "
+                                                   "x.transpose(0, 2, 3, 1))")):
+        model.predict(np.zeros((2, channels, height, width), np.float32))
+    with pytest.raises(ValueError, match=r"got inputs of shape \(2, 5, 4, 4\)$"):  # no hint: another shape
+        model.predict(np.zeros((2, 5, 4, 4), np.float32))
+
+
+def test_a_model_of_one_output_is_refused_for_cross_entropy():
+    x, _ = tiny_images(8, seed=3)
+    model = Sequential([Flatten(), Dense(1), Softmax()], input_shape=IMAGE_SHAPE)
+    model.compile()
+    message = (r"^fit: the model has 1 output, and cross-entropy over one class is 0 whatever the weights \(a "
+               r"softmax of one score is 1\); for two classes end the model with Dense\(2\), Softmax\(\)")
+    with pytest.raises(ValueError, match=message):
+        model.fit(x, np.zeros(8, int), verbose=0)
+    with pytest.raises(ValueError, match=message.replace("fit", "evaluate")):
+        model.evaluate(x, np.zeros(8, int))

@@ -1,8 +1,10 @@
 """Save and load: one .npz without pickle, atomic writes, exact round trips."""
+import gc
 import json
 import os
 import re
 import stat
+import warnings
 
 import numpy as np
 import pytest
@@ -663,3 +665,15 @@ def test_an_array_declaring_more_than_the_memory_left_is_an_error_naming_the_fil
         copy.writestr("param/9/huge.npy", header.getvalue())  # a header alone, declaring 4 EiB
     with pytest.raises(MemoryError, match=r"^Sequential.load: .*huge.npz holds an array larger than the memory left"):
         Sequential.load(huge)
+
+
+def test_a_file_that_is_no_zip_archive_is_closed_when_refused(tmp_path):
+    path = tmp_path / "half.npz"
+    tiny_cnn().save(path)
+    path.write_bytes(path.read_bytes()[:200])  # the zip's directory, at its end, is gone
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        with pytest.raises(ValueError, match="is not a zip file|cannot read"):
+            Sequential.load(path)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
