@@ -478,9 +478,10 @@ class Sequential:
                     logs.update({f"val_{k}": v for k, v in val_logs.items()})
                 logs["lr"] = self.optimizer.lr
                 if verbose == 2:
-                    print(f"Epoch {epoch + 1}/{epochs} - " + " - ".join(f"{k}: {v:.4g}" for k, v in logs.items()))
-                elif verbose == 1 and val is not None:
-                    tqdm.write(" ".join(f"{k}: {v:.4f}" for k, v in logs.items() if k.startswith("val_")))
+                    print(f"Epoch {epoch + 1}/{epochs} - " + _format_logs(logs))
+                elif verbose == 1 and val is not None:  # the bar above shows the training values
+                    tqdm.write(f"Epoch {epoch + 1}/{epochs} - " + _format_logs(
+                        {k: v for k, v in logs.items() if k.startswith("val_")}))
                 for callback in callbacks:
                     callback.on_epoch_end(epoch, logs)
         finally:
@@ -1010,6 +1011,12 @@ def _progress_bar(batches, description, show, leave=False):
     total = len(batches) if hasattr(batches, "__len__") else None
     return tqdm(total=total, desc=description, unit="batch", disable=not show, leave=leave,
                 file=sys.stderr, dynamic_ncols=True)
+
+
+def _format_logs(logs):
+    """``loss: 0.4309 - accuracy: 0.8100 - lr: 1.000e-04``: four decimals, or three significant digits
+    in scientific notation where four decimals would hide a small value."""
+    return " - ".join(f"{k}: {v:.4f}" if v == 0 or abs(v) >= 1e-3 else f"{k}: {v:.3e}" for k, v in logs.items())
 
 
 def _is_batch_tuple(batch):

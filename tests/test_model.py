@@ -1568,3 +1568,19 @@ def test_a_model_of_one_output_is_refused_for_cross_entropy():
         model.fit(x, np.zeros(8, int), verbose=0)
     with pytest.raises(ValueError, match=message.replace("fit", "evaluate")):
         model.evaluate(x, np.zeros(8, int))
+
+
+def test_epoch_lines_number_the_epoch_and_keep_four_decimals(capsys):
+    x, y = tiny_images(20)
+    model = tiny_cnn(optimizer=SGD(lr=1e-5))
+    history = model.fit(x, y, epochs=2, batch_size=8, validation_data=(x, y), verbose=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    for epoch, line in enumerate(lines):
+        logs = {key: values[epoch] for key, values in history.history.items()}
+        assert line == (f"Epoch {epoch + 1}/2 - loss: {logs['loss']:.4f} - accuracy: {logs['accuracy']:.4f} - "
+                        f"val_loss: {logs['val_loss']:.4f} - val_accuracy: {logs['val_accuracy']:.4f} - "
+                        "lr: 1.000e-05")
+    model.fit(x, y, epochs=1, batch_size=8, validation_data=(x, y), verbose=1)  # a bar, then the validation
+    assert re.search(r"^Epoch 1/1 - val_loss: \d\.\d{4} - val_accuracy: \d\.\d{4}$", capsys.readouterr().out,
+                     re.MULTILINE)

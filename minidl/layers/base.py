@@ -46,8 +46,10 @@ class Layer:
             its large result arrays from one step to the next and write into
             them again (``buffer``): what ``forward`` returns is valid until
             its next call, which is all a model needs. Called on its own
-            (False), even after training in a model, a layer returns fresh
-            arrays. Layers never modify their arguments.
+            (False), even after training in a model, a layer returns arrays
+            that its later calls do not reuse; some are the input itself or a
+            view of it (Flatten, Dropout when not training): copy before
+            writing into an output. Layers never modify their arguments.
         keeps_cache: False while a model only predicts or evaluates (no
             backward pass follows): ``forward`` may then skip keeping what
             ``backward`` needs (MaxPool2D's argmax, the masks of ReLU and
@@ -288,11 +290,21 @@ class Layer:
 
     # ------------------------------------------------------------ computation
     def forward(self, x, training=False):
-        """Compute the output for input batch ``x`` and keep what ``backward`` needs."""
+        """Compute the output ``y`` for the input batch ``x`` and keep what ``backward`` needs.
+
+        ``x`` is ``(N, ...)``, the batch first; ``y`` is ``(N, *output_shape(x.shape[1:]))``.
+        ``training`` is True in ``fit`` (Dropout drops only then).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
     def backward(self, dy):
-        """Given dL/dy, fill ``self.grads`` and return dL/dx."""
+        """Given ``dy`` = dL/dy, of ``y``'s shape, write dL/dθ into ``grads`` and return dL/dx.
+
+        ``grads[name]`` has the shape of ``params[name]`` and is overwritten,
+        never added to (a model does not zero it). dL/dx has the shape of the
+        last ``forward``'s ``x``; return None instead when ``needs_input_grad``
+        is False (nothing upstream wants it).
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
 
     def cached(self, name):

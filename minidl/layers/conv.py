@@ -104,6 +104,7 @@ class Conv2D(Layer):
             xp.matmul(X1, Wb, out=Y[images].reshape(-1, f))  # a slice of whole images: a view
         # X1 is kept for the weight gradient, unless it lives in shared scratch memory
         # (a model on the CPU), where the next layer overwrites it and backward rebuilds it.
+        # Without scratch memory batch_slices gives one slice, so X1 is the whole batch's.
         keep_X1 = self.keeps_cache and self.computes_param_grads and self.scratch is None
         self.X1 = X1 if keep_X1 else None
         return Y

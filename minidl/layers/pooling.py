@@ -14,6 +14,10 @@ from .im2col import NO_PADDING, output_size, pair, window_taps
 class _Pool2D(Layer):
     """What the two poolings share: shapes, and the backward loop over window offsets.
 
+    Shapes: ``x`` (N, H, W, C) -> ``y`` (N, Ho, Wo, C), each channel pooled on
+    its own, with ``Ho = floor((H - ph) / sh) + 1`` for windows ``(ph, pw)``
+    and strides ``(sh, sw)`` (``Wo`` alike).
+
     Subclasses define ``pool(x, taps)`` (the forward reduction over the input
     slabs ``x[tap]``, one per window offset), ``window_gradient(dy, t)`` (the
     gradient that reaches offset ``t`` of every window), which ``backward``
