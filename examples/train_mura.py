@@ -24,6 +24,7 @@ import logging
 import math
 import shlex
 import sys
+import textwrap
 import time
 import warnings
 from pathlib import Path
@@ -58,6 +59,12 @@ VGG_WIDTH_DIVISOR = 8  # --vgg-width-divisor's default, with --model vgg16
 SYNTHETIC_PATIENTS = 400  # --synthetic-patients's default, without --data
 # The defaults of the options that a run's run.json records for --evaluate and --resume.
 DEFAULTS = {"size": 64, "resize": "pad", "seed": 0, "batch_size": 32}
+#: --lr's default for each --model. On the synthetic replica the narrow VGG16 at 1e-3 can learn nothing in
+#: 8 epochs (seed 0: a flat loss, every study called normal), and at 1e-4 learns with seeds 0, 1 and 2.
+LEARNING_RATES = {"baseline": 1e-3, "vgg16": 1e-4}
+INIT_FROM_LEARNING_RATE = 1e-3  # --lr's default with --init-from: a new head on a trained base
+#: MURA's rule: a study is called abnormal when the mean probability of its images is above this.
+THRESHOLD = 0.5
 #: Every file a run writes into ``--out``: what makes a folder hold a run, and what ``--overwrite`` deletes.
 RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
              "roc.png", "confusion.png", "curves.png")
@@ -80,7 +87,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=8, help="at most this many epochs (default %(default)s)")
     p.add_argument("--batch-size", type=int,
                    help="images per batch (default 32; with --evaluate, the run's, as its run.json says)")
-    p.add_argument("--lr", type=float, default=1e-3, help="initial learning rate (default 1e-3)")
+    p.add_argument("--lr", type=float,
+                   help="initial learning rate (default 1e-3 for baseline and --init-from, 1e-4 for vgg16, "
+                        "which at 1e-3 can learn nothing; with --resume, the run's)")
     p.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="sgd uses momentum 0.9 (default %(default)s)")
     p.add_argument("--dropout", type=float, default=0.5,
@@ -143,7 +152,7 @@ def parse_args(argv=None):
     for option, value, valid, what in (
         ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
         ("--batch-size", args.batch_size, args.batch_size is None or args.batch_size >= 1, "at least 1"),
-        ("--lr", args.lr, args.lr > 0, "positive"),
+        ("--lr", args.lr, args.lr is None or args.lr > 0, "positive"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
         ("--size", args.size, args.size is None or args.size >= 1, "at least 1"),
         ("--vgg-width-divisor", args.vgg_width_divisor,
@@ -178,10 +187,13 @@ def parse_args(argv=None):
         found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
         if found:
             resumable = {"last.npz", "history.csv"} <= set(found)
-            p.error(f"--out {args.out} already holds a run ({', '.join(found)}): "
-                    + ("continue it with --resume, " if resumable else "")
-                    + "give another --out, or replace it (deleting those files) with --overwrite: "
-                    + command_line(argv, add="--overwrite"))
+            # Without the usage, which would bury the command to type under twenty lines of options.
+            p.exit(2, f"{p.prog}: error: --out {args.out} already holds a run ({', '.join(found)}): "
+                      + ("continue it with --resume, " if resumable else "")
+                      + "give another --out, or replace it (deleting those files) with --overwrite: "
+                      + command_line(argv, add="--overwrite") + "\n")
+    if args.lr is None and not args.resume:  # --resume: the run's (check_resumed_settings)
+        args.lr = default_lr(args)
     if not args.evaluate:  # --evaluate takes these from the model and its run (evaluation_settings)
         fill_in_defaults(args)
     return args
@@ -203,6 +215,11 @@ def fill_in_defaults(args, run=None):
     for option, default in defaults.items():
         if getattr(args, option) is None:
             setattr(args, option, default if run.get(option) is None else run[option])
+
+
+def default_lr(args):
+    """``--lr``'s default for the network of ``args``: see ``LEARNING_RATES``."""
+    return INIT_FROM_LEARNING_RATE if args.init_from else LEARNING_RATES[args.model]
 
 
 def command_line(argv, add, drop=None):
@@ -267,8 +284,13 @@ def check_resumed_settings(args, out):
     ``--vgg-width-divisor`` counts only for a vgg16 run, ``--synthetic-patients`` only for one without
     ``--data`` and ``--model`` only for one without ``--init-from``: elsewhere they did not apply (a
     ``run.json`` written before they were refused there holds their defaults).
+
+    An ``--lr`` left out is the run's: its default depends on the network, and was 1e-3 for every
+    network before, as older ``run.json`` files hold (the resumed run goes on at the rate in ``last.npz``).
     """
     trained = run_settings(out) or {}
+    if args.lr is None:
+        args.lr = trained.get("lr", default_lr(args))
     applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None,
                "model": trained.get("init_from") is None}
     if trained.get("data") is not None:  # recorded as typed by runs of before data_folder
@@ -530,12 +552,18 @@ def train(args, data, out, model, past_epochs, sample_weight):
         log.info("Early stopping after epoch %d: no lower validation loss in its last %s",
                  stopper.stopped_epoch + 1, epochs_text(stopper.wait))
     val_losses = [logs["val_loss"] for logs in past_epochs] + history.history.get("val_loss", [])
-    finite = [epoch for epoch, value in enumerate(val_losses) if math.isfinite(value)]
-    if finite:  # the first of the lowest, as ModelCheckpoint keeps it
-        best = min(finite, key=val_losses.__getitem__)
+    best = best_epoch(val_losses)
+    if best is not None:
         log.info("model.npz holds epoch %d, of the lowest validation loss (%.4f)", best + 1, val_losses[best])
     log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz"), bool(history.epoch)
+
+
+def best_epoch(val_losses):
+    """The index of the epoch ``model.npz`` holds: the first of the lowest finite validation loss, as
+    ModelCheckpoint keeps it; None when no loss is finite."""
+    finite = [epoch for epoch, value in enumerate(val_losses) if math.isfinite(value)]
+    return min(finite, key=val_losses.__getitem__) if finite else None
 
 
 def epochs_text(count):
@@ -546,7 +574,8 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     """Study-level predictions on the ``valid`` split, metrics.json, predictions.csv and the plots.
 
     ``curves.png`` shows the model's training, from the ``history.csv`` beside
-    ``model_path``. Returns the metrics, the report and the names of the files written.
+    ``model_path``. Returns the metrics, the report, the names of the files written
+    and the prediction for each study (1 abnormal).
     """
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
     image_probabilities = model.predict(valid.batches(batch_size), verbose=int(progress))[:, 1]
@@ -556,14 +585,14 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
         # A study type whose validation studies are all of one class has no AUC, and no
         # sensitivity or no specificity; the report shows nan there, said once below.
         warnings.simplefilter("ignore", metrics.UndefinedMetricWarning)
-        report = metrics.study_report(types, labels, study_probabilities)
+        report = metrics.study_report(types, labels, study_probabilities, threshold=THRESHOLD)
     undefined = sorted({name for row in [report["overall"], *report["per_study_type"].values()]
                         for name, value in row.items() if isinstance(value, float) and math.isnan(value)})
     if undefined:
         log.info(f"Some figures are nan ({', '.join(undefined)}): undefined for a study type whose "
                  "validation studies are of one class (kappa: whose predictions are too)")
     result = {
-        "model": str(model_path),
+        "model": str(Path(model_path).resolve()),
         "split": "valid",
         "synthetic": valid.synthetic,
         "images": int(len(valid)),
@@ -581,33 +610,48 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
             writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3]))])
     written = ["metrics.json", "predictions.csv"]
     if len(np.unique(labels)) == 2:
-        plots.plot_roc(labels, study_probabilities, out / "roc.png", title="Validation studies")
+        title = plot_title(f"ROC curve of {len(studies)} validation studies, study level", valid.synthetic)
+        plots.plot_roc(labels, study_probabilities, out / "roc.png", title=title, threshold=THRESHOLD)
         written.append("roc.png")
     else:
         log.warning("No roc.png: the validation studies are all of one class, so there is no ROC curve")
         remove_stale(out / "roc.png")
-    predictions = metrics.predict_abnormal(study_probabilities)
-    plots.plot_confusion_matrix(metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png")
+    predictions = metrics.predict_abnormal(study_probabilities, THRESHOLD)
+    plots.plot_confusion_matrix(
+        metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png",
+        title=plot_title(f"{len(studies)} validation studies, study level:\n"
+                         f"abnormal if mean probability > {THRESHOLD}", valid.synthetic))
     written.append("confusion.png")
     history_csv = Path(model_path).parent / "history.csv"
     if history_csv.exists():
-        plots.plot_history(read_history(history_csv), out / "curves.png", title=curves_title(model_path))
+        history = read_history(history_csv)
+        best = best_epoch(history.get("val_loss", []))
+        plots.plot_history(history, out / "curves.png", title=curves_title(model_path, valid.synthetic),
+                           level="image", best_epoch=None if best is None else best + 1)
         written.append("curves.png")
     else:
         remove_stale(out / "curves.png")
-    return result, report, written
+    return result, report, written, predictions
 
 
-def curves_title(model_path):
-    """A warning above ``curves.png`` when the run's training loss was class-weighted, else None.
+def plot_title(what, synthetic):
+    """A plot's title: what data it shows, and on the replica that it is synthetic (plots travel without the log)."""
+    return f"{what}\nSYNTHETIC data, not X-rays" if synthetic else what
+
+
+def curves_title(model_path, synthetic):
+    """The title of ``curves.png``: the images it shows, and a warning when the training loss was class-weighted.
 
     Its weights are below 1, so the training loss runs at about half the scale of
     ``val_loss``, which is not weighted: the gap looks like overfitting but is not.
+    ``synthetic``: whether the data is the replica (the evaluated data's, that of
+    the run unless ``--evaluate`` was given other ``--data``).
     """
+    title = plot_title("Loss and accuracy per epoch, on the training and validation images", synthetic)
     settings = run_settings(Path(model_path).parent) or {}
     if settings.get("class_weights", "none") == "none":
-        return None
-    return "The training loss is class-weighted (about half its plain scale), the validation loss is not"
+        return title
+    return title + "\nThe training loss is class-weighted (about half its plain scale), the validation loss is not"
 
 
 def remove_stale(plot):
@@ -634,13 +678,34 @@ def read_history(path):
     return {key: [float(row[i] or "nan") for row in rows] for i, key in enumerate(header) if key != "epoch"}
 
 
-def print_report(report, synthetic):
+def print_report(report, synthetic, learned=True):
+    """Print the report's table, a note under it for intervals of zero width, and the paper's kappas.
+
+    ``learned``: False when the model predicts one class for every study, whose
+    results say nothing of the pipeline either (``one_class_warning`` says why).
+    """
     print()
     print(metrics.format_report(report))
+    rows = [*report["per_study_type"].items(), ("overall", report["overall"])]
+    flat = [name for name, row in rows if row["kappa_low"] == row["kappa_high"]]
+    if flat:
+        print(textwrap.fill(f"The kappa interval of {', '.join(flat)} has zero width: Cohen's large-sample standard "
+                            "error is 0 where every study in the group agrees with its label (or none does), so that "
+                            "interval says nothing about the uncertainty of so small a group.", width=100))
     print("\nThe MURA paper's model, kappa on its test set (DenseNet-169, 320 px), for reference:")
     print("  " + ", ".join(f"{k.removeprefix('XR_').lower()} {v:.3f}" for k, v in PAPER_KAPPA.items()))
     if synthetic:
-        print("These results are on SYNTHETIC data: they show the pipeline works, not how well it reads X-rays.")
+        print("These results are on SYNTHETIC data: "
+              + ("they show the pipeline works, not how well it reads X-rays." if learned else "not X-rays."))
+
+
+def one_class_warning(predictions):
+    """The warning that ends the run when every study gets the same prediction at ``THRESHOLD``, else None."""
+    classes = np.unique(predictions)
+    if len(classes) != 1:
+        return None
+    return (f"Warning: the model predicts {('normal', 'abnormal')[classes[0]]} for every validation study, so it has "
+            f"learned nothing the {THRESHOLD} threshold can use: train it again with a lower --lr or more --epochs")
 
 
 def main(argv=None):
@@ -695,13 +760,16 @@ def main(argv=None):
         if trained:
             written += ["model.npz", "last.npz", "history.csv"]
     try:
-        result, report, evaluated = evaluate(model, model_path, valid, out, args.batch_size,
-                                             progress=not args.quiet)
+        result, report, evaluated, predictions = evaluate(model, model_path, valid, out, args.batch_size,
+                                                          progress=not args.quiet)
     except KeyboardInterrupt:
         sys.exit(f"train_mura.py: interrupted while evaluating {model_path}; evaluate it with "
                  + command(["--evaluate", str(model_path)]))
-    print_report(report, valid.synthetic)
+    warning = one_class_warning(predictions)
+    print_report(report, valid.synthetic, learned=warning is None)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
+    if warning is not None:  # last, where it is read
+        log.warning(warning)
     return result
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import metrics
 from .backend import to_numpy
-from .utils import atomic_path
+from .utils import atomic_path, finite_float
 
 __all__ = ["plot_roc", "plot_confusion_matrix", "plot_history", "save_figure"]
 
@@ -55,7 +55,7 @@ def save_figure(figure, path, caller="save_figure"):
     return path
 
 
-def plot_roc(y_true, scores, path, title=None):
+def plot_roc(y_true, scores, path, title=None, threshold=None):
     """Plot the ROC curve of binary labels and scores, with the chance diagonal.
 
     Args:
@@ -63,6 +63,10 @@ def plot_roc(y_true, scores, path, title=None):
         scores: 1-D array of length ``n``, higher meaning more likely abnormal.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
         title: optional figure title.
+        threshold: optional cut-off (a finite number): the operating point of
+            calling ``scores > threshold`` abnormal is marked on the curve, its
+            sensitivity and specificity in the legend (as the MURA paper marks
+            its model's; for MURA's studies, 0.5).
 
     Returns:
         ``path``.
@@ -70,11 +74,14 @@ def plot_roc(y_true, scores, path, title=None):
     The AUC (:func:`minidl.metrics.roc_auc`) is shown in the legend. Inputs are
     checked as in :func:`minidl.metrics.roc_curve`; with one class only the
     curve is undefined, so this raises ``ValueError`` rather than drawing an
-    empty plot.
+    empty plot, as it does for a ``threshold`` that is not a finite number.
     """
     y_true, scores = metrics._labels_and_scores(y_true, scores, "plot_roc")
     if y_true.min() == y_true.max():
         raise ValueError(f"plot_roc: y_true holds only class {y_true[0]}; a ROC curve needs both classes")
+    cut = None if threshold is None else finite_float(threshold)
+    if threshold is not None and cut is None:
+        raise ValueError(f"plot_roc: threshold must be a finite number, got {threshold!r}")
     fpr, tpr, _ = metrics.roc_curve(y_true, scores)
     area = metrics.roc_auc(y_true, scores)
 
@@ -82,6 +89,13 @@ def plot_roc(y_true, scores, path, title=None):
     axes = figure.add_subplot()
     axes.plot(fpr, tpr, linewidth=2, label=f"ROC curve (AUC = {area:.3f})")
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", label="chance (AUC = 0.5)")
+    if cut is not None:
+        # A vertex of the curve: the scores above the cut are those at or above the lowest score above it.
+        abnormal = scores > cut
+        sensitivity, specificity = abnormal[y_true == 1].mean(), 1.0 - abnormal[y_true == 0].mean()
+        label = f"threshold {cut:g}: sensitivity {sensitivity:.3f},\nspecificity {specificity:.3f}"
+        axes.plot([1.0 - specificity], [sensitivity], linestyle="none", marker="o", markersize=9, color="black",
+                  clip_on=False, label=label)
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)
     axes.set_aspect("equal")
@@ -106,6 +120,9 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     Returns:
         ``path``.
 
+    The shading follows the counts written in the cells, so there is no
+    colour bar; the figure is sized to the grid.
+
     Raises:
         ValueError: ``cm`` not square, negative or non-integer counts, or a
             number of names different from ``K``.
@@ -123,10 +140,10 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     counts = counts.astype(np.int64)
 
     num_classes = counts.shape[0]
-    figure = _new_figure(1.5 + 1.2 * num_classes, 1.2 + 1.2 * num_classes)
+    title_lines = 0 if title is None else title.count("\n") + 1
+    figure = _new_figure(1.2 + 1.2 * num_classes, 0.6 + 1.2 * num_classes + 0.2 * title_lines)
     axes = figure.add_subplot()
-    image = axes.imshow(counts, cmap="Blues", vmin=0)
-    figure.colorbar(image, ax=axes)
+    axes.imshow(counts, cmap="Blues", vmin=0)
     # Dark cells get white text so every count stays legible.
     dark_from = counts.max() / 2
     for true_class in range(num_classes):
@@ -141,12 +158,12 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     axes.set_yticks(ticks, labels=list(class_names))
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
-    if title is not None:
-        axes.set_title(title)
+    if title is not None:  # over the whole figure: the grid alone is narrower than a line of title
+        figure.suptitle(title, fontsize="medium")
     return save_figure(figure, path, "plot_confusion_matrix")
 
 
-def plot_history(history, path, title=None):
+def plot_history(history, path, title=None, level=None, best_epoch=None):
     """Plot the training curves: loss and accuracy per epoch, training against validation.
 
     Args:
@@ -154,11 +171,21 @@ def plot_history(history, path, title=None):
             ``model.fit`` returns) or the dict itself, mapping names to
             per-epoch lists. ``"loss"``/``"val_loss"`` go in one panel,
             ``"accuracy"``/``"val_accuracy"`` in another; a panel is drawn for
-            each of loss and accuracy that is present, other keys are ignored.
-            The x axis counts epochs from 1; a ``History`` of a resumed ``fit``
-            (``initial_epoch``) starts at its first epoch, from its ``epoch`` list.
+            each of loss and accuracy that is present. An ``"lr"`` list (the
+            learning rate of each epoch, as ``fit`` logs it) marks every
+            epoch after which the rate fell, such as a ``ReduceLROnPlateau``'s
+            cut, with a dotted line between the two epochs; other keys are
+            ignored. The x axis counts epochs from 1; a ``History`` of a
+            resumed ``fit`` (``initial_epoch``) starts at its first epoch, from its ``epoch`` list.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
-        title: optional title above the panels (a note on how to read them, say).
+        title: optional title above the panels (what data they show, a note on how to read them).
+        level: optional name of what the losses and accuracies are averaged
+            over, such as ``"image"``: the panels are then titled
+            ``"loss (image level)"`` and ``"accuracy (image level)"``, so that
+            they are not read as the figures of another level (studies).
+        best_epoch: optional epoch (counted from 1) whose weights were kept,
+            such as a ``ModelCheckpoint``'s with ``save_best_only``: a solid
+            line on each panel, "weights kept: epoch N" in the legend.
 
     Returns:
         ``path``.
@@ -181,20 +208,32 @@ def plot_history(history, path, title=None):
         for name in (quantity, f"val_{quantity}"):
             if name in curves and len(curves[name]) == 0:
                 raise ValueError(f"plot_history: the {name!r} curve is empty")
+    rates = [float(rate) for rate in curves.get("lr", [])]
+    # Epoch i's rate below epoch i - 1's: lowered between them (nan, an epoch that did not log it, compares false).
+    cuts = [(first_epoch + i - 0.5, rates[i]) for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
 
-    figure = _new_figure(5 * len(panels), 4)
+    title_lines = 0 if title is None else title.count("\n") + 1
+    figure = _new_figure(5 * len(panels) + 2, 3.6 + 0.25 * title_lines)
     from matplotlib.ticker import MaxNLocator  # importable now: _new_figure found matplotlib
+    legend = {}  # one legend for the panels, beside the last: inside a panel it hides points
     for position, quantity in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), position)
-        for name, label in ((quantity, "train"), (f"val_{quantity}", "validation")):
+        # Colours fixed, so that the one legend holds for a panel without one of the curves.
+        for name, label, color in ((quantity, "train", "C0"), (f"val_{quantity}", "validation", "C1")):
             if name in curves:
                 values = [float(value) for value in curves[name]]
-                axes.plot(np.arange(first_epoch, first_epoch + len(values)), values, marker="o", label=label)
+                axes.plot(np.arange(first_epoch, first_epoch + len(values)), values, marker="o", color=color,
+                          label=label)
+        for x, rate in cuts:
+            axes.axvline(x, color="grey", linestyle=":", label=f"learning rate lowered to {rate:.3g}")
+        if best_epoch is not None:
+            axes.axvline(best_epoch, color="black", linewidth=1, label=f"weights kept: epoch {best_epoch}")
         axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.set_xlabel("epoch")
         axes.set_ylabel(quantity)
-        axes.set_title(quantity)
-        axes.legend()
+        axes.set_title(quantity if level is None else f"{quantity} ({level} level)")
+        legend.update((label, line) for line, label in zip(*axes.get_legend_handles_labels()))
+    axes.legend(legend.values(), legend.keys(), loc="center left", bbox_to_anchor=(1.02, 0.5))
     if title is not None:
         figure.suptitle(title)
     return save_figure(figure, path, "plot_history")

@@ -71,6 +71,43 @@ def test_plot_roc_draws_scikit_learns_curve_with_fpr_across_and_its_auc(tmp_path
     assert f"AUC = {sklearn_metrics.roc_auc_score(labels, scores):.3f}" in curve.get_label()
 
 
+def test_plot_roc_marks_the_operating_point_of_a_threshold(tmp_path, monkeypatch):
+    sklearn_metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 2, 80)
+    scores = np.round(np.clip(0.3 * labels + 0.7 * rng.random(80), 0, 1), 2)
+    scores[:3] = 0.5  # at the threshold: normal, as predict_abnormal calls them
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_roc(labels, scores, tmp_path / "roc.png", threshold=0.5))
+    curve, _, point = figure.axes[0].lines
+    predicted = (scores > 0.5).astype(int)
+    sensitivity = sklearn_metrics.recall_score(labels, predicted, pos_label=1)
+    specificity = sklearn_metrics.recall_score(labels, predicted, pos_label=0)
+    np.testing.assert_allclose([*point.get_xdata(), *point.get_ydata()], [1 - specificity, sensitivity])
+    vertices = np.column_stack([curve.get_xdata(), curve.get_ydata()])
+    assert np.isclose(vertices, [1 - specificity, sensitivity]).all(axis=1).any()  # on the curve
+    assert point.get_label() == f"threshold 0.5: sensitivity {sensitivity:.3f},\nspecificity {specificity:.3f}"
+    assert [text.get_text() for text in figure.axes[0].get_legend().get_texts()][-1] == point.get_label()
+
+
+def test_plot_roc_marks_no_point_without_a_threshold_and_refuses_one_that_is_no_number(tmp_path, monkeypatch):
+    labels, scores = [0, 1, 0, 1], [0.1, 0.8, 0.4, 0.6]
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_roc(labels, scores, tmp_path / "roc.png"))
+    assert [line.get_label() for line in figure.axes[0].lines] == ["ROC curve (AUC = 1.000)", "chance (AUC = 0.5)"]
+    with pytest.raises(ValueError, match=r"^plot_roc: threshold must be a finite number, got nan$"):
+        plots.plot_roc(labels, scores, tmp_path / "roc.png", threshold=float("nan"))
+
+
+def test_plot_confusion_matrix_has_a_title_over_the_grid_and_no_colour_bar(tmp_path, monkeypatch):
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix(
+        np.array([[50, 7], [12, 31]]), tmp_path / "cm.png", title="validation studies\nmean probability > 0.5"))
+    assert len(figure.axes) == 1  # the counts are in the cells: a colour bar would only repeat them
+    assert figure.get_suptitle() == "validation studies\nmean probability > 0.5"
+    # Sized to the grid: the shaded square fills most of the figure's width and height.
+    figure.canvas.draw()
+    box = figure.axes[0].get_position()
+    assert box.width > 0.6 and box.height > 0.55, box
+
+
 def test_plot_confusion_matrix_writes_each_count_in_its_cell(tmp_path, monkeypatch):
     cm = np.array([[50, 7], [12, 31]])
     figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix(cm, tmp_path / "cm.png"))
@@ -106,6 +143,32 @@ def test_plot_history_puts_its_title_above_the_panels(tmp_path, monkeypatch):
     untitled = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png"))
     assert (titled.get_suptitle(), untitled.get_suptitle()) == ("weighted", "")
     assert [axes.get_title() for axes in titled.axes] == ["loss", "accuracy"]
+
+
+def test_plot_history_marks_the_learning_rate_cuts_and_the_kept_epoch(tmp_path, monkeypatch):
+    history = {"loss": [0.9, 0.6, 0.5, 0.45, 0.4], "val_loss": [1.0, 0.7, 0.75, 0.8, 0.72],
+               "accuracy": [0.5, 0.7, 0.8, 0.8, 0.82], "lr": [1e-3, 1e-3, 1e-4, 1e-4, 1e-5]}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png", best_epoch=2))
+    for axes in figure.axes:
+        marks = {line.get_label(): list(line.get_xdata()) for line in axes.lines if line.get_marker() != "o"}
+        # ReduceLROnPlateau cut the rate after epochs 2 and 4: epochs 3 and 5 ran at the lower rates.
+        assert marks == {"learning rate lowered to 0.0001": [2.5, 2.5], "learning rate lowered to 1e-05": [4.5, 4.5],
+                         "weights kept: epoch 2": [2, 2]}
+    # One legend, beside the panels, with every curve and mark once.
+    (legend,) = [axes.get_legend() for axes in figure.axes if axes.get_legend() is not None]
+    assert [text.get_text() for text in legend.get_texts()] == [
+        "train", "validation", "learning rate lowered to 0.0001", "learning rate lowered to 1e-05",
+        "weights kept: epoch 2"]
+
+
+def test_plot_history_without_cuts_marks_nothing_and_names_the_level_of_its_panels(tmp_path, monkeypatch):
+    history = {"loss": [0.9, 0.6], "val_loss": [1.0, 0.7], "val_accuracy": [0.5, 0.7], "lr": [1e-3, 1e-3]}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png", level="image"))
+    assert [axes.get_title() for axes in figure.axes] == ["loss (image level)", "accuracy (image level)"]
+    assert all(line.get_marker() == "o" for axes in figure.axes for line in axes.lines)
+    # The validation curve keeps its colour in a panel without the training curve: the one legend holds for both.
+    colours = {(axes.get_title(), line.get_label()): line.get_color() for axes in figure.axes for line in axes.lines}
+    assert colours[("accuracy (image level)", "validation")] == colours[("loss (image level)", "validation")]
 
 
 @pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])

@@ -529,10 +529,11 @@ def _build_cache(npy_file, json_file, root, split, records, size, resize, key, w
         images = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(records), size, size))
         _reserve_disk_space(Path(tmp), split)
         with _mapper(workers) as map_:
-            results = map_(decode, files)
-            bar = tqdm(results, total=len(files), desc=f"Caching MURA {split} at {size} px", unit="image",
-                       disable=not progress)
-            for record, file, (image, error) in zip(records, files, bar):
+            # The bar wraps the whole zip: inside it, the bar would be asked for no item after the
+            # last, and so would never count it.
+            decoded = zip(records, files, map_(decode, files))
+            for record, file, (image, error) in tqdm(decoded, total=len(files), unit="image",
+                                                     desc=f"Caching MURA {split} at {size} px", disable=not progress):
                 if error is not None:
                     warnings.warn(f"MURA: left out unreadable image {file} ({error})", UnreadableImageWarning,
                                   stacklevel=stacklevel_outside(__name__))

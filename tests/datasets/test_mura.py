@@ -905,6 +905,18 @@ def test_an_interrupted_build_in_worker_processes_leaves_no_worker_and_no_file(q
     assert cache_files(tmp_path / "cache") == []
 
 
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_caching_bar_counts_every_image(quirky, tmp_path, capsys, workers):
+    with pytest.warns(UnreadableImageWarning):
+        load_mura(quirky, size=SIZE, cache_dir=tmp_path / "cache", workers=workers, progress=True)
+    bar = capsys.readouterr().err
+    # The last state of each split's bar (tqdm redraws it after a carriage return).
+    finals = {split: re.findall(rf"Caching MURA {split} at {SIZE} px: *\d+%\|[^|]*\| *(\d+)/(\d+)", bar)[-1]
+              for split in SPLITS}
+    assert finals == {"train": ("8", "8"), "valid": ("3", "3")}
+
+
 KILL_A_WORKER = """
 import os, sys
 from minidl.datasets import mura

@@ -53,6 +53,7 @@ def test_writes_every_output(run):
     for png in ("roc.png", "confusion.png", "curves.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "SYNTHETIC" in stdout
+    assert "Warning" not in stdout and "they show the pipeline works" in stdout  # it learned something
     assert "backend: numpy" in stdout
     # --quiet: one line per epoch, for a log file
     assert re.search(r"^Epoch 1/1 - loss: [0-9.]+ - accuracy: [0-9.]+ - val_loss: [0-9.]+", stdout, re.MULTILINE)
@@ -252,8 +253,8 @@ def test_evaluating_studies_of_one_class_leaves_out_the_roc_curve_and_says_so(ru
     (tmp_path / "roc.png").write_bytes(b"an earlier run's")  # would sit beside metrics it does not show
     with caplog.at_level("INFO"), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result, _, written = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
-                                             tmp_path, 16)
+        result, _, written, _ = script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid,
+                                                tmp_path, 16)
     assert not [w for w in caught if issubclass(w.category, UndefinedMetricWarning)]  # said in the log
     assert "all of one class" in caplog.text
     assert not (tmp_path / "roc.png").exists()
@@ -476,7 +477,7 @@ def test_evaluating_a_model_without_a_history_removes_an_earlier_runs_curves(run
     (into / "curves.png").write_bytes(b"an earlier run's")
     cache = Path(common[common.index("--cache-dir") + 1])
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
-    _, _, written = script.evaluate(Sequential.load(alone / "model.npz"), alone / "model.npz", data.valid, into, 16)
+    _, _, written, _ = script.evaluate(Sequential.load(alone / "model.npz"), alone / "model.npz", data.valid, into, 16)
     assert "curves.png" not in written and not (into / "curves.png").exists()
 
 
@@ -486,24 +487,99 @@ def test_the_curves_say_when_the_training_loss_is_class_weighted(run, script, tm
     settings = json.loads((out / "run.json").read_text())
     if class_weights is not None:  # None: a model with no run.json beside it
         (tmp_path / "run.json").write_text(json.dumps({**settings, "class_weights": class_weights}))
-    title = script.curves_title(tmp_path / "model.npz")
-    if class_weights in ("study-type", "overall"):
-        assert "training loss is class-weighted" in title and "validation loss is not" in title
-    else:
-        assert title is None
+    title = script.curves_title(tmp_path / "model.npz", synthetic=False)
+    weighted = "training loss is class-weighted" in title and "validation loss is not" in title
+    assert weighted == (class_weights in ("study-type", "overall"))
+    assert title.startswith("Loss and accuracy per epoch, on the training and validation images")
 
 
-def test_evaluate_titles_the_curves_from_the_runs_settings(run, script, tmp_path, monkeypatch):
+@pytest.mark.parametrize("synthetic", [True, False])
+def test_every_plot_says_what_data_it_shows(run, script, tmp_path, monkeypatch, synthetic):
+    # Plots get copied into documents without the console: their titles say what they show.
     from minidl import Sequential
     from minidl.datasets import mura
 
     out, common, _ = run
-    titles = []
-    monkeypatch.setattr(script.plots, "plot_history", lambda history, path, title=None: titles.append(title))
+    calls = {}
+    for name in ("plot_roc", "plot_confusion_matrix", "plot_history"):
+        monkeypatch.setattr(script.plots, name, lambda *args, name=name, **kwargs: calls.setdefault(name, kwargs))
     cache = Path(common[common.index("--cache-dir") + 1])
     data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    data.valid.synthetic = synthetic
     script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid, tmp_path, 16)
-    assert titles == [script.curves_title(out / "model.npz")] and titles[0] is not None  # the run weighs by default
+    studies = json.loads((tmp_path / "metrics.json").read_text())["studies"]
+    titles = {name: kwargs["title"] for name, kwargs in calls.items()}
+    assert titles["plot_roc"].startswith(f"ROC curve of {studies} validation studies, study level")
+    assert titles["plot_confusion_matrix"].startswith(
+        f"{studies} validation studies, study level:\nabnormal if mean probability > 0.5")
+    assert titles["plot_history"] == script.curves_title(out / "model.npz", synthetic)
+    assert "class-weighted" in titles["plot_history"]  # the run weighs by default
+    for title in titles.values():
+        assert ("\nSYNTHETIC data, not X-rays" in title) == synthetic
+    assert calls["plot_roc"]["threshold"] == 0.5  # the operating point of the report's predictions
+    # The curves are of images, not of the studies the report counts, and mark the epoch in model.npz.
+    assert calls["plot_history"]["level"] == "image"
+    val_losses = [float(row["val_loss"]) for row in read_csv(out / "history.csv")]
+    assert calls["plot_history"]["best_epoch"] == 1 + val_losses.index(min(val_losses))
+
+
+def test_a_model_that_predicts_one_class_for_every_study_ends_the_run_saying_so(run, script, tmp_path, monkeypatch,
+                                                                              capsys, caplog):
+    from minidl import Sequential
+
+    out, common, _ = run
+    model = Sequential.load(out / "model.npz")
+    output = model.layers[-2]  # the Dense before the Softmax
+    output.params["W"][...] = 0
+    output.params["b"][...] = [5.0, -5.0]  # normal, whatever the image
+    monkeypatch.setattr(script, "train", lambda *args: (model, True))
+    with caplog.at_level("INFO"):
+        script.main(["--out", str(tmp_path / "out"), "--epochs", "1", *map(str, common)])
+    assert caplog.records[-1].getMessage() == (
+        "Warning: the model predicts normal for every validation study, so it has learned nothing the 0.5 threshold "
+        "can use: train it again with a lower --lr or more --epochs")
+    report = capsys.readouterr().out
+    assert "These results are on SYNTHETIC data: not X-rays." in report and "pipeline works" not in report
+
+
+def test_the_one_class_warning_names_the_class_and_only_comes_for_one(script):
+    assert "predicts abnormal for every validation study" in script.one_class_warning(np.array([1, 1, 1]))
+    assert script.one_class_warning(np.array([0, 1, 0])) is None
+
+
+def test_a_kappa_interval_of_zero_width_gets_a_note_under_the_report(script, capsys):
+    from minidl import metrics
+
+    # XR_HAND's three studies are all called right (standard error 0); XR_WRIST's are not.
+    report = metrics.study_report(["XR_HAND"] * 3 + ["XR_WRIST"] * 4, [0, 1, 1, 0, 1, 0, 1],
+                                  [0.1, 0.9, 0.8, 0.2, 0.7, 0.6, 0.4])
+    script.print_report(report, synthetic=False)
+    text = " ".join(capsys.readouterr().out.split())
+    assert ("The kappa interval of XR_HAND has zero width: Cohen's large-sample standard error is 0 where every "
+            "study in the group agrees with its label (or none does), so that interval says nothing about the "
+            "uncertainty of so small a group.") in text
+    report["per_study_type"].pop("XR_HAND")
+    script.print_report(report, synthetic=False)
+    assert "zero width" not in capsys.readouterr().out
+
+
+def test_metrics_json_names_the_model_by_its_absolute_path(run, script, tmp_path, monkeypatch):
+    from minidl import Sequential
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    cache = Path(common[common.index("--cache-dir") + 1])
+    data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    monkeypatch.chdir(out.parent)  # as --evaluate out/model.npz, typed from there
+    relative = Path(out.name) / "model.npz"
+    script.evaluate(Sequential.load(relative), relative, data.valid, tmp_path, 16)
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == str((out / "model.npz").resolve())
+
+
+def test_the_saved_epoch_is_the_first_of_the_lowest_finite_validation_loss(script):
+    assert script.best_epoch([0.5, float("nan"), 0.3, 0.4, 0.3]) == 2
+    assert script.best_epoch([float("nan")]) is None
+    assert script.best_epoch([]) is None
 
 
 def test_evaluate_with_synthetic_patients_is_refused_for_a_run_trained_on_data(run, script, tmp_path):
@@ -537,7 +613,8 @@ def test_help_shows_every_default(script, capsys, monkeypatch):
     blocks, text = {}, capsys.readouterr().out
     for block in re.split(r"\n(?=  -)", text.split("options:", 1)[1].strip("\n")):
         blocks[re.search(r"--[a-z-]+", block)[0]] = " ".join(block.split())
-    defaults = {"--size": "64", "--epochs": "8", "--batch-size": "32", "--lr": "1e-3", "--optimizer": "adam",
+    defaults = {"--size": "64", "--epochs": "8", "--batch-size": "32", "--lr": "1e-3 for baseline and --init-from, "
+                "1e-4 for vgg16", "--optimizer": "adam",
                 "--dropout": "0.5", "--augment": "on", "--model": "baseline", "--vgg-width-divisor": "8",
                 "--patience": "4", "--lr-patience": "2", "--device": "numpy", "--seed": "0",
                 "--synthetic-patients": "400", "--cache-dir": "~/.cache/minidl/mura", "--out": "runs/mura",
@@ -577,9 +654,10 @@ def test_a_new_run_into_a_folder_holding_a_run_is_refused_saying_what_to_type(sc
         script.parse_args()
     assert exit_.value.code == 2
     found = ", ".join(sorted(names, key=script.RUN_FILES.index))
-    # --resume is offered only where there is a run to continue (its last.npz and history.csv).
-    assert capsys.readouterr().err.endswith(
-        f"error: --out runs/mura already holds a run ({found}): "
+    # --resume is offered only where there is a run to continue (its last.npz and history.csv),
+    # and the usage is left out, which would bury the command to type.
+    assert capsys.readouterr().err == (
+        f"train_mura.py: error: --out runs/mura already holds a run ({found}): "
         + ("continue it with --resume, " if resumable else "")
         + f"give another --out, or replace it (deleting those files) with --overwrite: "
         f"python3 {SCRIPT} --epochs 2 --overwrite\n")
@@ -706,12 +784,28 @@ def test_a_vgg16_run_resumes_with_its_width_divisor(run, tmp_path):
     _, common, _ = run
     vgg = ["--model", "vgg16", "--vgg-width-divisor", 64]
     run_script("--out", tmp_path / "vgg", "--epochs", 1, *vgg, *common, cwd=tmp_path)
-    assert json.loads((tmp_path / "vgg" / "run.json").read_text())["vgg_width_divisor"] == 64
+    settings = json.loads((tmp_path / "vgg" / "run.json").read_text())
+    assert (settings["vgg_width_divisor"], settings["lr"]) == (64, 1e-4)  # vgg16's default rate, as used
     stderr = run_failing("--out", tmp_path / "vgg", "--resume", "--epochs", 2, "--model", "vgg16", *common,
                          cwd=tmp_path)
     assert "resume it as it was started: --vgg-width-divisor 64 (not 8)" in stderr
+    # A run.json of before vgg16's default rate was its own (1e-3 for every network) resumes without --lr.
+    (tmp_path / "vgg" / "run.json").write_text(json.dumps({**settings, "lr": 1e-3}))
     run_script("--out", tmp_path / "vgg", "--resume", "--epochs", 2, *vgg, *common, cwd=tmp_path)
     assert [row["epoch"] for row in read_csv(tmp_path / "vgg" / "history.csv")] == ["1", "2"]
+    assert json.loads((tmp_path / "vgg" / "run.json").read_text())["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("args, lr", [
+    ([], 1e-3), (["--model", "vgg16"], 1e-4), (["--init-from", "m.npz"], 1e-3),
+    (["--model", "vgg16", "--lr", "0.01"], 0.01), (["--resume"], None),  # --resume: the run's, from its run.json
+])
+def test_the_default_learning_rate_is_the_networks(script, monkeypatch, tmp_path, args, lr):
+    monkeypatch.chdir(tmp_path)
+    for name in ("m.npz", "run/last.npz", "run/history.csv"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text("")
+    assert script.parse_args(["--out", "run" if "--resume" in args else "new", *args]).lr == lr
 
 
 @pytest.mark.parametrize("divisor", [8, 4], ids=["default", "ignored"])
