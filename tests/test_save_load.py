@@ -677,3 +677,11 @@ def test_a_file_that_is_no_zip_archive_is_closed_when_refused(tmp_path):
             Sequential.load(path)
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_save_creates_missing_folders_and_keeps_the_name_as_given(tmp_path):
+    model = tiny_cnn()
+    path = tmp_path / "runs" / "first" / "model.h5"
+    model.save(path)
+    assert os.listdir(path.parent) == ["model.h5"]
+    assert_weights_equal(Sequential.load(path).get_weights(), model.get_weights())
