@@ -625,13 +625,22 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     history_csv = Path(model_path).parent / "history.csv"
     if history_csv.exists():
         history = read_history(history_csv)
-        best = best_epoch(history.get("val_loss", []))
         plots.plot_history(history, out / "curves.png", title=curves_title(model_path, valid.synthetic),
-                           level="image", best_epoch=None if best is None else best + 1)
+                           level="image", best_epoch=kept_epoch(model_path, history))
         written.append("curves.png")
     else:
         remove_stale(out / "curves.png")
     return result, report, written, predictions
+
+
+def kept_epoch(model_path, history):
+    """The epoch (from 1) whose weights ``model_path`` holds: for a run's ``model.npz`` the best, for its
+    ``last.npz`` the last; None for another file, or when no validation loss is finite."""
+    name = Path(model_path).name
+    if name == "last.npz":
+        return len(history.get("loss", [])) or None
+    best = best_epoch(history.get("val_loss", [])) if name == "model.npz" else None
+    return None if best is None else best + 1
 
 
 def plot_title(what, synthetic):

@@ -145,13 +145,13 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     g = xp.asarray(g_stream.standard_normal(output_shape))
 
     analytic = copy.deepcopy(pristine)
-    y, dx = _forward_backward(analytic, x, g, training, what)
+    y, dx = _forward_backward(analytic, x, g, training, what, random_params)
     # A second copy runs the same pass: its output must be the same, and its gradients,
     # which start as NaN, must all be overwritten (checked last, after the values).
     again = copy.deepcopy(pristine)
     for name in again.grads:
         again.grads[name][...] = np.nan
-    y_again, _ = _forward_backward(again, x, g, training, what)
+    y_again, _ = _forward_backward(again, x, g, training, what, random_params)
     if not bool(xp.array_equal(y, y_again)):
         raise AssertionError(
             f"{what}: forward gave two different outputs for the same input and the same layer state "
@@ -257,7 +257,7 @@ def _float64_copy(layer, x, seed, params_stream):
     return pristine
 
 
-def _forward_backward(layer, x, g, training, what):
+def _forward_backward(layer, x, g, training, what, random_params):
     """``(y, dx)``: ``layer``'s forward pass on a copy of ``x``, then its backward pass on a copy of ``g``.
 
     Both are checked against the rules a model relies on: ``AssertionError``
@@ -265,7 +265,7 @@ def _forward_backward(layer, x, g, training, what):
     backward, included), if ``y`` is not an array of the input's dtype and
     of the shape ``g`` has (what ``output_shape`` says), or if a gradient is
     not an array of the input's module and dtype; ``ValueError`` if ``y`` is
-    not finite.
+    not finite (naming the drawn parameters as a cause when ``random_params``).
     """
     xp = get_array_module(x)
     given_x, given_g = x.copy(), g.copy()
@@ -282,7 +282,9 @@ def _forward_backward(layer, x, g, training, what):
                              "next layer from output_shape")
     index = _first_index(~xp.isfinite(y))
     if index is not None:
-        raise ValueError(f"check_layer: {what} gives {float(y[index])} at output index {index} for this x; "
+        drawn = (" and these parameters, drawn at random (for a parameter that must stay within a range, "
+                 "check at the layer's own values: random_params=False)" if random_params and layer.params else "")
+        raise ValueError(f"check_layer: {what} gives {float(y[index])} at output index {index} for this x{drawn}; "
                          "check it where its output is finite")
 
     dx = layer.backward(given_g)

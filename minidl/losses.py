@@ -159,7 +159,8 @@ class CrossEntropy:
         finite, not negative; probabilities in [0, 1]): for callers that have
         checked the labels and weights already, as ``Sequential`` does before a
         batch reaches the device. (Its probabilities come from its final
-        ``Softmax``; ``compile`` warns when the last layer is not one.)
+        ``Softmax``; when the last layer is not one, ``compile`` warns and the
+        model checks the range itself, reading the answer after the loss.)
         """
         if logits is None:
             logits = self.from_logits

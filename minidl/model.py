@@ -30,7 +30,7 @@ from .callbacks import Callback, History
 from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
-from .losses import CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
+from .losses import ROW_SUM_TOLERANCE, CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
 from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
@@ -268,7 +268,7 @@ class Sequential:
         """While the model runs its layers they may reuse their result arrays (``Layer.in_model``).
 
         Only then: a layer taken out of a trained model and called on its own
-        returns fresh arrays again. ``keeps_cache=False`` (``predict``,
+        returns arrays that its later calls do not reuse. ``keeps_cache=False`` (``predict``,
         ``evaluate``: no backward pass follows) lets the layers skip keeping
         what backward would need (``Layer.keeps_cache``).
         """
@@ -297,26 +297,33 @@ class Sequential:
                 p = softmax.forward(z, training=training)
             return p, loss.batch_loss(z, y, logits=True, check_labels=False, sample_weight=sample_weight)
         p = self._forward(x, training, keeps_cache=training)
-        if isinstance(loss, CrossEntropy) and not loss.from_logits:  # and no final Softmax: not fused
-            self._check_probabilities(p)
         if sample_weight is None:  # a loss of one's own need not know about weights
             return p, loss.batch_loss(p, y, check_labels=False)
         if not isinstance(loss, CrossEntropy):
             raise ValueError(f"sample_weight needs a CrossEntropy loss, got {type(loss).__name__}")
         return p, loss.batch_loss(p, y, check_labels=False, sample_weight=sample_weight)
 
-    def _check_probabilities(self, p):
-        """``ValueError`` unless the outputs ``p`` of a model without a final Softmax are in [0, 1].
+    def _outside_probabilities(self, p, loss):
+        """Whether the outputs ``p`` leave [0, 1] where ``CrossEntropy()`` takes them as probabilities
+        and no final Softmax makes them so: a 0-d array, queued on the device (None: nothing to check).
 
-        CrossEntropy() skips that check inside a model (on a GPU it waits for
-        the forward pass); scores there would train without an error, on a
-        loss that means nothing. A NaN is left for the loss to report.
+        Inside a model ``CrossEntropy`` does not check them: reading the
+        answer waits for the forward pass, so the caller reads this one after
+        the loss. Scores would otherwise train without an error, on a loss
+        that means nothing. The bounds allow the rounding of probabilities a
+        layer of one's own adds up (``ROW_SUM_TOLERANCE``); NaN is the loss's
+        to report.
         """
-        low, high = float(p.min()), float(p.max())
-        if low < 0 or high > 1:
-            raise ValueError(f"Sequential: CrossEntropy() takes probabilities, but the last layer, "
-                             f"{self.layers[-1].describe()}, gave values from {low:.4g} to {high:.4g}; end the "
-                             "model with Softmax(), or compile with CrossEntropy(from_logits=True) for scores")
+        if not isinstance(loss, CrossEntropy) or loss.from_logits or isinstance(self.layers[-1], Softmax):
+            return None
+        return (p.min() < -ROW_SUM_TOLERANCE) | (p.max() > 1 + ROW_SUM_TOLERANCE)
+
+    def _refuse_scores(self, p):
+        """The ``ValueError`` for outputs ``p`` that ``_outside_probabilities`` found outside [0, 1]."""
+        raise ValueError(f"Sequential: CrossEntropy() takes probabilities, but the last layer, "
+                         f"{self.layers[-1].describe()}, gave values from {to_numpy(p.min())!s} to "
+                         f"{to_numpy(p.max())!s}; end the model with Softmax(), or compile with "
+                         "CrossEntropy(from_logits=True) for scores")
 
     def _backward(self, loss):
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
@@ -400,8 +407,11 @@ class Sequential:
         self._update_input_grad_flags()  # layers may have been frozen since the last step
         p, batch_loss = self._forward_loss(x, y, loss, training=True, sample_weight=sample_weight)
         correct = self._count_correct(p, y)
+        outside = self._outside_probabilities(p, loss)
         self._backward(loss)
         value, correct = float(batch_loss), int(correct)
+        if outside is not None and bool(outside):
+            self._refuse_scores(p)
         if np.isfinite(value):
             self.optimizer.step(*self._params_and_grads())
         return value, correct
@@ -487,6 +497,7 @@ class Sequential:
         finally:
             for callback in begun:
                 callback.on_train_end()
+            history.model = None  # model.history holds it: no cycle to keep a deleted model's memory
         return history
 
     def _fit_epoch(self, batches, loss, epoch, epochs, verbose):
@@ -545,7 +556,10 @@ class Sequential:
                 xb, yb, wb = self._to_device(*self._checked(batch, batches, f"{what}, batch {index + 1}"))
                 p, value = self._forward_loss(xb, yb, self.loss, training=False, sample_weight=wb)
                 correct = self._count_correct(p, yb)  # queued before the loss is read, as in _train_step
+                outside = self._outside_probabilities(p, self.loss)
                 total_loss += float(value) * len(yb)
+                if outside is not None and bool(outside):
+                    self._refuse_scores(p)
                 total_correct += int(correct)
                 seen += len(yb)
                 bar.update(1)
@@ -659,9 +673,9 @@ class Sequential:
             check_class_indices(y_host, what)
         classes = self.output_classes
         if classes == 1 and isinstance(self.loss, CrossEntropy):
-            raise ValueError(f"{what}: the model has 1 output, and cross-entropy over one class is 0 whatever the "
-                             "weights (a softmax of one score is 1); for two classes end the model with Dense(2), "
-                             "Softmax(), with labels 0 and 1")
+            raise ValueError(f"{what}: the model has 1 output, so cross-entropy sees one class, every label 0, and "
+                             "nothing to learn (a softmax of one score is always 1); for two classes end the model "
+                             "with Dense(2), Softmax(), with labels 0 and 1")
         if classes is not None and y.ndim == 1:
             low, high = y_host.min(), y_host.max()
             if low < 0 or high >= classes:

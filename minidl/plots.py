@@ -20,7 +20,7 @@ import numpy as np
 
 from . import metrics
 from .backend import to_numpy
-from .utils import atomic_path, finite_float
+from .utils import atomic_path, finite_float, is_int
 
 __all__ = ["plot_roc", "plot_confusion_matrix", "plot_history", "save_figure"]
 
@@ -192,7 +192,8 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
 
     Raises:
         ValueError: neither ``"loss"`` nor ``"accuracy"`` (with or without the
-            ``val_`` prefix) is present, or a curve is empty.
+            ``val_`` prefix) is present, a curve is empty, or ``best_epoch`` is
+            not one of the epochs plotted.
     """
     curves = history.history if hasattr(history, "history") else history
     first_epoch = int(history.epoch[0]) + 1 if getattr(history, "epoch", None) else 1
@@ -208,6 +209,10 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
         for name in (quantity, f"val_{quantity}"):
             if name in curves and len(curves[name]) == 0:
                 raise ValueError(f"plot_history: the {name!r} curve is empty")
+    epochs = max(len(curves[name]) for quantity in panels for name in (quantity, f"val_{quantity}") if name in curves)
+    if best_epoch is not None and (not is_int(best_epoch) or not first_epoch <= best_epoch < first_epoch + epochs):
+        raise ValueError(f"plot_history: best_epoch must be one of the epochs plotted, {first_epoch} to "
+                         f"{first_epoch + epochs - 1}; got {best_epoch!r}")
     rates = [float(rate) for rate in curves.get("lr", [])]
     # Epoch i's rate below epoch i - 1's: lowered between them (nan, an epoch that did not log it, compares false).
     cuts = [(first_epoch + i - 0.5, rates[i]) for i in range(1, len(rates)) if rates[i] < rates[i - 1]]

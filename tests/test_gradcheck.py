@@ -256,10 +256,39 @@ def test_drawn_parameters_are_float64_normal_draws_of_the_seed_and_leave_the_lay
         draws.setdefault(seed, []).append(np.concatenate([first["gamma"], first["beta"]]))
     assert_array_equal(draws[0][0], draws[0][1])
     assert not np.array_equal(draws[0][0], draws[1][0])
-    assert not np.isin(draws[0][0], (0.0, 1.0)).any() and not np.array_equal(draws[0][0], x[0].ravel())
+    # Not the layer's ones and zeros, nor default_rng(seed)'s draws, from which x often comes.
+    assert not np.isin(draws[0][0], (0.0, 1.0)).any()
+    assert not np.array_equal(draws[0][0][:4], np.random.default_rng(0).standard_normal(4))
     assert 0.2 < np.std(np.concatenate(draws[0] + draws[1])) < 3  # a unit normal's spread, not a tiny scale
     assert_array_equal(layer.params["gamma"], np.ones(4))
     assert_array_equal(layer.params["beta"], np.zeros(4))
+
+
+class ScaleBySqrt(Layer):
+    """``y = x sqrt(s)``, ``s`` built at 1: right, but only for ``s >= 0``."""
+
+    def build(self, input_shape):
+        self.add_weight("s", input_shape, lambda shape, rng: np.ones(shape))
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        with np.errstate(invalid="ignore"):
+            return x * np.sqrt(self.params["s"])
+
+    def backward(self, dy):
+        self.grads["s"][...] = (dy * self.x).sum(axis=0) / (2 * np.sqrt(self.params["s"]))
+        return dy * np.sqrt(self.params["s"])
+
+
+def test_a_parameter_that_must_stay_in_a_range_is_named_as_the_cause_and_checked_at_its_own_values():
+    x = random_input((3, 4), 0)
+    with pytest.raises(ValueError, match=r"^check_layer: ScaleBySqrt gives nan at output index \(\d, \d\) for this x "
+                                         r"and these parameters, drawn at random \(for a parameter that must stay "
+                                         r"within a range, check at the layer's own values: random_params=False\); "
+                                         r"check it where its output is finite$"):
+        check_layer(ScaleBySqrt(), x)
+    assert max(check_layer(ScaleBySqrt(), x, random_params=False).values()) < 1e-8
 
 
 def test_random_params_must_be_a_flag():
@@ -487,7 +516,7 @@ class Log(Layer):
 def test_an_output_that_is_not_finite_at_x_is_a_usage_error_not_a_pass():
     # Every finite difference was NaN, and NaN compared as within the tolerance.
     x = random_input((2, 3), 0)
-    with pytest.raises(ValueError, match=r"^check_layer: Log gives nan at output index \(\d, \d\) for this x"):
+    with pytest.raises(ValueError, match=r"^check_layer: Log gives nan at output index \(\d, \d\) for this x; check"):
         check_layer(Log(), x)
     with pytest.raises(AssertionError, match="dL/dx is wrong"):
         check_layer(Log(), np.abs(x) + 0.5)

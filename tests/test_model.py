@@ -1,9 +1,11 @@
 """Sequential: fit / train_on_batch / evaluate / predict / summary, freezing, determinism,
 bad input, non-finite losses, and learning a non-linear image task."""
 import copy
+import gc
 import pickle
 import re
 import warnings
+import weakref
 
 import numpy as np
 import pytest
@@ -1481,6 +1483,55 @@ def test_scores_where_cross_entropy_takes_probabilities_stop_fit_and_evaluate():
         model.train_on_batch(x, y)
 
 
+class AtTheEdges(Layer):
+    """Two outputs, ``1 + excess`` and ``-excess`` for every sample (no gradient), noting each backward pass."""
+
+    def __init__(self, excess, name=None):
+        super().__init__(name)
+        self.excess = excess
+        self.backward_calls = 0
+
+    def get_config(self):
+        return {**super().get_config(), "excess": self.excess}
+
+    def forward(self, x, training=False):
+        y = np.zeros_like(x)
+        y[:, 0], y[:, 1] = 1 + self.excess, -self.excess
+        return y
+
+    def backward(self, dy):
+        self.backward_calls += 1
+        return np.zeros_like(dy)
+
+
+def test_outputs_outside_0_1_by_rounding_pass_and_the_range_is_read_after_the_backward_pass():
+    x, y = tiny_images(8, seed=3)
+    # Probabilities off by float32 rounding's size, as a layer adding up softmax outputs may leave them.
+    without_softmax_warning([Flatten(), Dense(2), AtTheEdges(1e-6)]).fit(x, y, epochs=1, batch_size=4, verbose=0)
+    edges = AtTheEdges(0.01)
+    model = without_softmax_warning([Flatten(), Dense(2), edges])
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"last layer, AtTheEdges 'attheedges_1', gave values from -0\.01 to 1\.01;"):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    # Queued after the backward pass (on a GPU the one wait of the step reads it), before the update.
+    assert edges.backward_calls == 1
+    assert_weights_equal(model.get_weights(), before)
+
+
+def test_a_fitted_model_is_not_kept_alive_by_its_history():
+    x, y = tiny_images(8, seed=3)
+    model = tiny_cnn()
+    history = model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert history.model is None and history.history["loss"]
+    gc.disable()  # freed by reference counting alone, as a deleted model's GPU memory should be
+    try:
+        alive = weakref.ref(model)
+        del model
+        assert alive() is None
+    finally:
+        gc.enable()
+
+
 def test_probabilities_from_a_last_layer_of_ones_own_train_and_a_nan_is_still_the_losss_to_report():
     x, y = tiny_images(8, seed=3)
     model = without_softmax_warning([Flatten(), Dense(2), MixedWithUniform()])
@@ -1562,8 +1613,8 @@ def test_a_model_of_one_output_is_refused_for_cross_entropy():
     x, _ = tiny_images(8, seed=3)
     model = Sequential([Flatten(), Dense(1), Softmax()], input_shape=IMAGE_SHAPE)
     model.compile()
-    message = (r"^fit: the model has 1 output, and cross-entropy over one class is 0 whatever the weights \(a "
-               r"softmax of one score is 1\); for two classes end the model with Dense\(2\), Softmax\(\)")
+    message = (r"^fit: the model has 1 output, so cross-entropy sees one class, every label 0, and nothing to learn "
+               r"\(a softmax of one score is always 1\); for two classes end the model with Dense\(2\), Softmax\(\)")
     with pytest.raises(ValueError, match=message):
         model.fit(x, np.zeros(8, int), verbose=0)
     with pytest.raises(ValueError, match=message.replace("fit", "evaluate")):

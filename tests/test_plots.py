@@ -1,4 +1,5 @@
 """minidl.plots writes valid image files (PNG, PDF, SVG), atomically, without touching pyplot's state."""
+import re
 import sys
 
 import numpy as np
@@ -8,6 +9,7 @@ pytest.importorskip("matplotlib")
 from PIL import Image  # noqa: E402  (after the skip: only meaningful with matplotlib)
 
 from minidl import plots  # noqa: E402
+from minidl.callbacks import History  # noqa: E402
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -169,6 +171,17 @@ def test_plot_history_without_cuts_marks_nothing_and_names_the_level_of_its_pane
     # The validation curve keeps its colour in a panel without the training curve: the one legend holds for both.
     colours = {(axes.get_title(), line.get_label()): line.get_color() for axes in figure.axes for line in axes.lines}
     assert colours[("accuracy (image level)", "validation")] == colours[("loss (image level)", "validation")]
+
+
+@pytest.mark.parametrize("best_epoch", [0, 4, 2.0, "2", True])
+def test_plot_history_refuses_a_kept_epoch_it_does_not_plot(tmp_path, best_epoch):
+    history = History()
+    for epoch in (1, 2):  # a resumed run's History: epochs 2 and 3, counted from 1
+        history.on_epoch_end(epoch, {"loss": 1.0 / epoch})
+    with pytest.raises(ValueError, match=r"^plot_history: best_epoch must be one of the epochs plotted, 2 to 3; "
+                                         rf"got {re.escape(repr(best_epoch))}$"):
+        plots.plot_history(history, tmp_path / "h.png", best_epoch=best_epoch)
+    assert plots.plot_history(history, tmp_path / "h.png", best_epoch=3).exists()
 
 
 @pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])

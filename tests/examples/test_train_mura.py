@@ -582,6 +582,14 @@ def test_the_saved_epoch_is_the_first_of_the_lowest_finite_validation_loss(scrip
     assert script.best_epoch([]) is None
 
 
+def test_curves_mark_the_epoch_the_evaluated_file_holds(script):
+    history = {"loss": [0.9, 0.7, 0.6, 0.65], "val_loss": [0.8, 0.5, 0.6, 0.7]}
+    assert script.kept_epoch(Path("runs/x/model.npz"), history) == 2  # the best, as ModelCheckpoint kept it
+    assert script.kept_epoch(Path("runs/x/last.npz"), history) == 4  # the last epoch trained
+    assert script.kept_epoch(Path("runs/x/other.npz"), history) is None
+    assert script.kept_epoch(Path("runs/x/model.npz"), {"loss": [0.9], "val_loss": [float("nan")]}) is None
+
+
 def test_evaluate_with_synthetic_patients_is_refused_for_a_run_trained_on_data(run, script, tmp_path):
     from minidl import Sequential
 
