@@ -224,13 +224,6 @@ class ScaleOfOnes(Layer):
         return dy  # wrong: dy * gamma
 
 
-def test_a_forgotten_scale_of_ones_passes_at_the_layers_values_and_fails_at_drawn_ones():
-    x = random_input((3, 4), 0)
-    assert max(check_layer(ScaleOfOnes(), x, random_params=False).values()) < 1e-8
-    with pytest.raises(AssertionError, match=r"^ScaleOfOnes: dL/dx is wrong"):
-        check_layer(ScaleOfOnes(), x)
-
-
 class RecordsItsParameters(ScaleOfOnes):
     seen = []
 
@@ -264,21 +257,31 @@ def test_drawn_parameters_are_float64_normal_draws_of_the_seed_and_leave_the_lay
     assert_array_equal(layer.params["beta"], np.zeros(4))
 
 
-class ScaleBySqrt(Layer):
-    """``y = x sqrt(s)``, ``s`` built at 1: right, but only for ``s >= 0``."""
+class ScalePerFeature(Layer):
+    """``y = x scale(a)`` with one parameter ``a`` per feature, built at ones; subclasses write the scale and backward."""
 
     def build(self, input_shape):
-        self.add_weight("s", input_shape, lambda shape, rng: np.ones(shape))
+        self.add_weight("a", input_shape, lambda shape, rng: np.ones(shape))
+
+    def scale(self):
+        return self.params["a"]
 
     def forward(self, x, training=False):
         self.check_input(x)
         self.x = x
+        return x * self.scale()
+
+
+class ScaleBySqrt(ScalePerFeature):
+    """``y = x sqrt(a)``: right, but only for ``a >= 0``."""
+
+    def scale(self):
         with np.errstate(invalid="ignore"):
-            return x * np.sqrt(self.params["s"])
+            return np.sqrt(self.params["a"])
 
     def backward(self, dy):
-        self.grads["s"][...] = (dy * self.x).sum(axis=0) / (2 * np.sqrt(self.params["s"]))
-        return dy * np.sqrt(self.params["s"])
+        self.grads["a"][...] = (dy * self.x).sum(axis=0) / (2 * self.scale())
+        return dy * self.scale()
 
 
 def test_a_parameter_that_must_stay_in_a_range_is_named_as_the_cause_and_checked_at_its_own_values():
@@ -294,6 +297,41 @@ def test_a_parameter_that_must_stay_in_a_range_is_named_as_the_cause_and_checked
 def test_random_params_must_be_a_flag():
     with pytest.raises(ValueError, match=r"^check_layer: random_params must be True or False, got 'no'"):
         check_layer(Dense(2), random_input((2, 3), 0), random_params="no")
+
+
+class ScaleByAbsOfEach(ScalePerFeature):
+    """``y = x |a|``, whose backward forgets the abs in dL/dx: right where a >= 0."""
+
+    def scale(self):
+        return np.abs(self.params["a"])
+
+    def backward(self, dy):
+        self.grads["a"][...] = (dy * self.x).sum(axis=0) * np.sign(self.params["a"])
+        return dy * self.params["a"]  # wrong: dy * |a|
+
+
+@pytest.mark.parametrize("make", [ScaleOfOnes, ScaleByAbsOfEach])
+def test_a_backward_right_only_at_the_layers_own_values_passes_there_and_fails_at_drawn_ones(make):
+    # ScaleOfOnes forgets a scale of ones; ScaleByAbsOfEach an abs that matters only for negative draws.
+    x = random_input((3, 4), 0)
+    assert max(check_layer(make(), x, random_params=False).values()) < 1e-8
+    with pytest.raises(AssertionError, match=rf"^{make.__name__}: dL/dx is wrong"):
+        check_layer(make(), x)
+
+
+class ScaleWithXForDx(ScalePerFeature):
+    """``y = x a``, whose backward multiplies by x where a belongs: right only where a equals x."""
+
+    def backward(self, dy):
+        self.grads["a"][...] = (dy * self.x).sum(axis=0)
+        return dy * self.x  # wrong: dy * a
+
+
+def test_the_drawn_parameters_never_equal_an_x_drawn_from_the_same_seed():
+    # With the parameters drawn from default_rng(seed), a was x's one row here, and this backward passed.
+    x = np.random.default_rng(0).standard_normal((1, 4))
+    with pytest.raises(AssertionError, match=r"^ScaleWithXForDx: dL/dx is wrong"):
+        check_layer(ScaleWithXForDx(), x, seed=0)
 
 
 def test_a_forward_that_leaves_float64_is_named_not_blamed_on_kinks():

@@ -536,15 +536,19 @@ def test_validation_data_with_sample_weights_gives_the_weighted_validation_loss(
     assert zero.history["val_loss"] == [0.0]
 
 
+class SquaredError:
+    """A loss of one's own: the squared distance of the outputs from one-hot rows of the labels."""
+
+    def batch_loss(self, p, y, check_labels=True):
+        self.grad = 2 * (p - np.eye(p.shape[1])[y]) / len(y)
+        return ((p - np.eye(p.shape[1])[y]) ** 2).sum() / len(y)
+
+    def backward(self):
+        return self.grad
+
+
 def test_sample_weights_need_a_cross_entropy_loss_and_other_losses_still_train_without():
-    class SquaredError:  # a loss of one's own, written without sample weights in mind
-        def batch_loss(self, p, y, check_labels=True):
-            self.grad = 2 * (p - np.eye(p.shape[1])[y]) / len(y)
-            return ((p - np.eye(p.shape[1])[y]) ** 2).sum() / len(y)
-
-        def backward(self):
-            return self.grad
-
+    # SquaredError, a loss of one's own, is written without sample weights in mind.
     x, y = tiny_images(8, seed=17)
     model = tiny_cnn(compile=False)
     model.compile(SGD(0.1), loss=SquaredError())
@@ -1445,6 +1449,20 @@ def test_layers_not_in_a_list_are_refused_with_the_fix():
         Sequential(3)
 
 
+def test_a_layer_that_can_be_iterated_is_refused_as_the_layers_not_taken_apart():
+    class IterableBlock(Layer):  # a layer of one's own that iterates over the layers it holds
+        def __init__(self, name=None):
+            super().__init__(name)
+            self.inner = [Dense(2), Softmax()]
+
+        def __iter__(self):
+            return iter(self.inner)
+
+    with pytest.raises(TypeError, match=r"^Sequential: layers must be a list of layers, got IterableBlock: put them "
+                                        r"in a list, Sequential\(\[\.\.\.\]\)$"):
+        Sequential(IterableBlock())
+
+
 class MixedWithUniform(Layer):
     """``y = softmax(x) / 2 + 1 / (2K)``: probabilities from a last layer that is not a Softmax."""
 
@@ -1532,6 +1550,49 @@ def test_a_fitted_model_is_not_kept_alive_by_its_history():
         gc.enable()
 
 
+class Offset(Layer):
+    """``y = softmax(x) / 2 + offset``: values in [offset, offset + 1/2], out of [0, 1] on one side only."""
+
+    def __init__(self, offset, name=None):
+        super().__init__(name)
+        self.offset = offset
+        self.softmax = Softmax()
+
+    def forward(self, x, training=False):
+        return self.softmax.forward(x, training) / 2 + self.offset
+
+    def backward(self, dy):
+        return self.softmax.backward(dy / 2)
+
+
+@pytest.mark.parametrize("offset, low, high", [(0.75, r"0\.7[0-9]*", r"1\.[0-9]+"),
+                                               (-0.25, r"-0\.[0-9]+", r"0\.[0-9]+")])
+def test_outputs_out_of_zero_to_one_on_one_side_only_stop_fit(offset, low, high):
+    x, y = tiny_images(8, seed=3)
+    model = without_softmax_warning([Flatten(), Dense(2), Offset(offset)])
+    with pytest.raises(ValueError, match=rf"^Sequential: CrossEntropy\(\) takes probabilities, but the last layer, "
+                                         rf"Offset 'offset_1', gave values from {low} to {high}; end the model"):
+        model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+
+
+class OneHotOfTheLargest(Layer):
+    """Probabilities of exactly 0 and 1: a one-hot row of the largest score."""
+
+    def forward(self, x, training=False):
+        return np.eye(x.shape[1], dtype=x.dtype)[x.argmax(axis=1)]
+
+    def backward(self, dy):
+        return np.zeros_like(dy)
+
+
+def test_probabilities_of_exactly_zero_and_one_are_taken():
+    x, y = tiny_images(8, seed=3)
+    model = without_softmax_warning([Flatten(), Dense(2), OneHotOfTheLargest()])
+    assert set(np.unique(model.predict(x))) == {0.0, 1.0}
+    assert np.isfinite(model.evaluate(x, y)["loss"])
+    assert np.isfinite(model.train_on_batch(x, y))
+
+
 def test_probabilities_from_a_last_layer_of_ones_own_train_and_a_nan_is_still_the_losss_to_report():
     x, y = tiny_images(8, seed=3)
     model = without_softmax_warning([Flatten(), Dense(2), MixedWithUniform()])
@@ -1580,6 +1641,18 @@ def test_summary_and_count_params_before_the_model_is_built_do_not_claim_zero_pa
     assert f"Total params: {model.count_params():,}" in model.summary(print_fn=lambda _: None)
 
 
+def test_a_trained_base_under_a_new_head_counts_no_parameters_until_the_head_is_built():
+    base = Sequential([Conv2D(3, 3), ReLU(), Flatten()], input_shape=IMAGE_SHAPE, seed=0)
+    model = Sequential([*base.layers, Dense(2), Softmax()])  # the base built, the head not
+    with pytest.raises(ValueError, match=r"^count_params: the model is not built, so its parameters do not exist"):
+        model.count_params()
+    text = model.summary(print_fn=lambda _: None)
+    assert "Total params" not in text
+    assert "Params: not known until the model is built" in text
+    model.build(IMAGE_SHAPE)
+    assert model.count_params() == 30 + 4 * 4 * 3 * 2 + 2
+
+
 def test_an_unbuilt_model_names_the_inputs_it_cannot_take_and_hints_at_a_missing_batch_axis():
     model = Sequential([Conv2D(3, 3), Flatten(), Dense(2), Softmax()])
     one_image = np.zeros(IMAGE_SHAPE, np.float32)
@@ -1621,6 +1694,14 @@ def test_a_model_of_one_output_is_refused_for_cross_entropy():
         model.evaluate(x, np.zeros(8, int))
 
 
+def test_a_model_of_one_output_trains_with_a_loss_of_ones_own():
+    # A loss of one's own: the one-output refusal is cross-entropy's.
+    x, _ = tiny_images(8, seed=3)
+    model = Sequential([Flatten(), Dense(1)], input_shape=IMAGE_SHAPE, seed=0)
+    model.compile(SGD(0.1), loss=SquaredError())
+    assert np.isfinite(model.train_on_batch(x, np.zeros(8, int)))
+
+
 def test_epoch_lines_number_the_epoch_and_keep_four_decimals(capsys):
     x, y = tiny_images(20)
     model = tiny_cnn(optimizer=SGD(lr=1e-5))
@@ -1635,3 +1716,12 @@ def test_epoch_lines_number_the_epoch_and_keep_four_decimals(capsys):
     model.fit(x, y, epochs=1, batch_size=8, validation_data=(x, y), verbose=1)  # a bar, then the validation
     assert re.search(r"^Epoch 1/1 - val_loss: \d\.\d{4} - val_accuracy: \d\.\d{4}$", capsys.readouterr().out,
                      re.MULTILINE)
+
+
+@pytest.mark.parametrize("lr, shown", [(1e-3, "0.0010"), (0.0, "0.0000")])
+def test_epoch_lines_show_a_rate_of_1e_3_or_0_with_four_decimals(capsys, lr, shown):
+    x, y = tiny_images(20)
+    model = tiny_cnn(optimizer=SGD(lr=lr))
+    model.fit(x, y, epochs=1, batch_size=8, verbose=2)
+    assert re.fullmatch(rf"Epoch 1/1 - loss: \d\.\d{{4}} - accuracy: \d\.\d{{4}} - lr: {re.escape(shown)}\n",
+                        capsys.readouterr().out)

@@ -184,6 +184,14 @@ def test_plot_history_refuses_a_kept_epoch_it_does_not_plot(tmp_path, best_epoch
     assert plots.plot_history(history, tmp_path / "h.png", best_epoch=3).exists()
 
 
+def test_plot_history_marks_a_learning_rate_that_fell_not_one_that_rose(tmp_path, monkeypatch):
+    history = {"loss": [0.9, 0.6, 0.5, 0.45], "lr": [1e-4, 1e-3, 1e-3, 5e-4]}  # a warm-up, then a cut
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png"))
+    (axes,) = figure.axes
+    marks = {line.get_label(): list(line.get_xdata()) for line in axes.lines if line.get_marker() != "o"}
+    assert marks == {"learning rate lowered to 0.0005": [3.5, 3.5]}
+
+
 @pytest.mark.parametrize("history", [{"loss": []}, {"loss": [1.0, 0.5], "val_loss": []}])
 def test_plot_history_refuses_an_empty_curve(tmp_path, history):
     with pytest.raises(ValueError, match="^plot_history: the '(val_)?loss' curve is empty$"):

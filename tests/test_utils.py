@@ -153,6 +153,20 @@ def test_atomic_path_refuses_a_loop_of_links_and_leaves_it_as_it_was(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["first.bin", "second.bin"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="symbolic links")
+def test_atomic_path_names_the_link_it_was_given_when_it_leads_into_a_loop(tmp_path):
+    first, second, into = tmp_path / "first.bin", tmp_path / "second.bin", tmp_path / "into.bin"
+    first.symlink_to("second.bin")
+    second.symlink_to("first.bin")
+    into.symlink_to("first.bin")
+    message = r"^\[Errno \d+\] cannot write through .*into\.bin: .*: '.*into\.bin'$"
+    with pytest.raises(OSError, match=message) as raised:
+        with atomic_path(into):
+            pass
+    assert raised.value.errno == errno.ELOOP and raised.value.filename == str(into)
+    assert sorted(os.listdir(tmp_path)) == ["first.bin", "into.bin", "second.bin"]
+
+
 @pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
 def test_atomic_path_gives_a_read_only_files_mode_only_after_the_block_has_written(tmp_path):
     # A user who is not root could not write into a temporary file made read-only first.

@@ -397,6 +397,7 @@ def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch
 @pytest.mark.parametrize("args, message", [
     (["--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["--lr", "-1"], "--lr must be positive"),
+    (["--lr", "0"], "--lr must be positive"),
     (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
     (["--size", "0"], "--size must be at least 1"),
     (["--model", "vgg16", "--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
@@ -561,6 +562,16 @@ def test_a_kappa_interval_of_zero_width_gets_a_note_under_the_report(script, cap
     report["per_study_type"].pop("XR_HAND")
     script.print_report(report, synthetic=False)
     assert "zero width" not in capsys.readouterr().out
+
+
+def test_the_zero_width_note_names_the_overall_interval_too(script, capsys):
+    from minidl import metrics
+
+    # Every study called right: the interval of each study type and the overall one have zero width.
+    report = metrics.study_report(["XR_HAND"] * 2 + ["XR_WRIST"] * 2, [0, 1, 0, 1], [0.1, 0.9, 0.2, 0.7])
+    script.print_report(report, synthetic=False)
+    text = " ".join(capsys.readouterr().out.split())
+    assert "The kappa interval of XR_HAND, XR_WRIST, overall has zero width:" in text
 
 
 def test_metrics_json_names_the_model_by_its_absolute_path(run, script, tmp_path, monkeypatch):
