@@ -318,8 +318,10 @@ class Sequential:
             return None
         return (p.min() < -ROW_SUM_TOLERANCE) | (p.max() > 1 + ROW_SUM_TOLERANCE)
 
-    def _refuse_scores(self, p):
-        """The ``ValueError`` for outputs ``p`` that ``_outside_probabilities`` found outside [0, 1]."""
+    def _refuse_scores(self, p, outside):
+        """``ValueError`` if ``outside`` (from ``_outside_probabilities``, read now) says ``p`` left [0, 1]."""
+        if outside is None or not bool(outside):
+            return
         raise ValueError(f"Sequential: CrossEntropy() takes probabilities, but the last layer, "
                          f"{self.layers[-1].describe()}, gave values from {to_numpy(p.min())!s} to "
                          f"{to_numpy(p.max())!s}; end the model with Softmax(), or compile with "
@@ -410,8 +412,7 @@ class Sequential:
         outside = self._outside_probabilities(p, loss)
         self._backward(loss)
         value, correct = float(batch_loss), int(correct)
-        if outside is not None and bool(outside):
-            self._refuse_scores(p)
+        self._refuse_scores(p, outside)
         if np.isfinite(value):
             self.optimizer.step(*self._params_and_grads())
         return value, correct
@@ -558,8 +559,7 @@ class Sequential:
                 correct = self._count_correct(p, yb)  # queued before the loss is read, as in _train_step
                 outside = self._outside_probabilities(p, self.loss)
                 total_loss += float(value) * len(yb)
-                if outside is not None and bool(outside):
-                    self._refuse_scores(p)
+                self._refuse_scores(p, outside)
                 total_correct += int(correct)
                 seen += len(yb)
                 bar.update(1)
@@ -768,9 +768,14 @@ class Sequential:
         for (layer, name), value in zip(slots, moved):
             layer.params[name][...] = value
 
+    @property
+    def _layers_built(self):
+        """Whether every layer has its parameters (a model without ``input_shape`` may have them too)."""
+        return all(layer.built for layer in self.layers)
+
     def count_params(self):
         """The number of parameters; ``ValueError`` before the layers are built (it is not known yet)."""
-        if not all(layer.built for layer in self.layers):
+        if not self._layers_built:
             raise ValueError("count_params: the model is not built, so its parameters do not exist yet; give "
                              "Sequential input_shape=, or call build(input_shape)")
         return sum(int(p.size) for layer in self.layers for p in layer.params.values())
@@ -792,7 +797,7 @@ class Sequential:
         line = "=" * sum(widths)
         text = [line, "".join(c.ljust(w) for c, w in zip(rows[0], widths)), line]
         text += ["".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows[1:]]
-        if all(layer.built for layer in self.layers):
+        if self._layers_built:
             total = self.count_params()
             trainable = sum(int(p.size) for layer in self.trainable_layers() for p in layer.params.values())
             text += [line, f"Total params: {total:,}", f"Trainable params: {trainable:,}",

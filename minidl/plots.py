@@ -39,6 +39,11 @@ def _new_figure(width_inches, height_inches):
     return figure
 
 
+def _line_count(title):
+    """How many lines ``title`` takes (0 for None): the figures grow to hold them."""
+    return 0 if title is None else title.count("\n") + 1
+
+
 def save_figure(figure, path, caller="save_figure"):
     """Write a Matplotlib ``figure`` to ``path`` atomically, in the format its suffix names; return ``path``.
 
@@ -140,8 +145,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     counts = counts.astype(np.int64)
 
     num_classes = counts.shape[0]
-    title_lines = 0 if title is None else title.count("\n") + 1
-    figure = _new_figure(1.2 + 1.2 * num_classes, 0.6 + 1.2 * num_classes + 0.2 * title_lines)
+    figure = _new_figure(1.2 + 1.2 * num_classes, 0.6 + 1.2 * num_classes + 0.2 * _line_count(title))
     axes = figure.add_subplot()
     axes.imshow(counts, cmap="Blues", vmin=0)
     # Dark cells get white text so every count stays legible.
@@ -205,11 +209,11 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
         raise ValueError(
             f"plot_history: no 'loss' or 'accuracy' curve to plot; keys are {sorted(curves)}"
         )
-    for quantity in panels:
-        for name in (quantity, f"val_{quantity}"):
-            if name in curves and len(curves[name]) == 0:
-                raise ValueError(f"plot_history: the {name!r} curve is empty")
-    epochs = max(len(curves[name]) for quantity in panels for name in (quantity, f"val_{quantity}") if name in curves)
+    names = [name for quantity in panels for name in (quantity, f"val_{quantity}") if name in curves]
+    for name in names:
+        if len(curves[name]) == 0:
+            raise ValueError(f"plot_history: the {name!r} curve is empty")
+    epochs = max(len(curves[name]) for name in names)
     if best_epoch is not None and (not is_int(best_epoch) or not first_epoch <= best_epoch < first_epoch + epochs):
         raise ValueError(f"plot_history: best_epoch must be one of the epochs plotted, {first_epoch} to "
                          f"{first_epoch + epochs - 1}; got {best_epoch!r}")
@@ -217,8 +221,7 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
     # Epoch i's rate below epoch i - 1's: lowered between them (nan, an epoch that did not log it, compares false).
     cuts = [(first_epoch + i - 0.5, rates[i]) for i in range(1, len(rates)) if rates[i] < rates[i - 1]]
 
-    title_lines = 0 if title is None else title.count("\n") + 1
-    figure = _new_figure(5 * len(panels) + 2, 3.6 + 0.25 * title_lines)
+    figure = _new_figure(5 * len(panels) + 2, 3.6 + 0.25 * _line_count(title))
     from matplotlib.ticker import MaxNLocator  # importable now: _new_figure found matplotlib
     legend = {}  # one legend for the panels, beside the last: inside a panel it hides points
     for position, quantity in enumerate(panels, start=1):
