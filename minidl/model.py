@@ -912,7 +912,11 @@ class Sequential:
         try:  # opened here: np.load leaves a file it opened open when it is no zip archive
             with open(path, "rb") as f, np.load(f, allow_pickle=False) as npz:
                 names = list(npz.files)
-                arrays = {key: npz[key] for key in names}
+                # save stores each array as it is (np.savez): reading it takes no more memory than
+                # the file's size. A compressed member could inflate to far more (a "zip bomb")
+                # before anything checks what it holds, so none is read.
+                compressed = [info.filename for info in npz.zip.infolist() if info.compress_type != zipfile.ZIP_STORED]
+                arrays = {} if compressed else {key: npz[key] for key in names}
         except ValueError as exc:
             if "allow_pickle" in str(exc):
                 raise ValueError(
@@ -924,6 +928,10 @@ class Sequential:
             raise ValueError(f"Sequential.load: cannot read {path} as an .npz file: {exc}") from None
         except MemoryError as exc:  # an array of the file declares more than there is (a damaged header, say)
             raise MemoryError(f"Sequential.load: {path} holds an array larger than the memory left: {exc}") from None
+        if compressed:
+            raise ValueError(f"Sequential.load: refusing {path}: it holds compressed entries ({', '.join(compressed)}); "
+                             "minidl stores its arrays uncompressed (np.savez), and a compressed entry could inflate "
+                             "to more than the memory before it is checked")
         twice = sorted(name for name, count in collections.Counter(names).items() if count > 1)
         if twice:  # a zip may hold one name twice, of which reading keeps one without a word
             raise ValueError(f"Sequential.load: {path} holds {', '.join(twice)} more than once; minidl writes each "

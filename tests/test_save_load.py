@@ -685,3 +685,36 @@ def test_save_creates_missing_folders_and_keeps_the_name_as_given(tmp_path):
     model.save(path)
     assert os.listdir(path.parent) == ["model.h5"]
     assert_weights_equal(Sequential.load(path).get_weights(), model.get_weights())
+
+
+def test_a_compressed_file_is_refused_naming_its_compressed_entries(trained, tmp_path):
+    model, path, x, _ = trained
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    np.savez_compressed(tmp_path / "compressed.npz", **arrays)  # the same model, every member deflated
+    with pytest.raises(ValueError, match=r"refusing .*compressed.npz: it holds compressed entries \(architecture.npy, "):
+        Sequential.load(tmp_path / "compressed.npz")
+
+
+def test_a_zip_bomb_is_refused_before_it_is_inflated(trained, tmp_path):
+    import io
+    import tracemalloc
+    import zipfile
+
+    _, path, _, _ = trained
+    bomb = tmp_path / "bomb.npz"
+    zeros = io.BytesIO()
+    np.save(zeros, np.zeros(2**24, dtype=np.float32))  # 64 MiB, deflated to about 65 KiB
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(bomb, "w") as copy:
+        for member in original.namelist():
+            copy.writestr(member, original.read(member))
+        copy.writestr("param/9/zeros.npy", zeros.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"compressed entries \(param/9/zeros.npy\)"):
+            Sequential.load(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**24  # nothing near the 64 MiB it inflates to was allocated
