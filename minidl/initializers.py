@@ -77,15 +77,21 @@ def zeros(shape, rng=None):
 _BY_NAME = {f.__name__: f for f in (glorot_uniform, uniform_fan_in, he_normal, zeros)}
 
 
-def get(initializer):
-    """Look up an initialiser by name, or return a callable unchanged."""
+def get(initializer, caller="initializers.get"):
+    """Look up an initialiser by name, or return a callable unchanged.
+
+    ``ValueError`` for an unknown name, ``TypeError`` for what is neither a
+    name nor a function, each starting with ``caller``.
+    """
     if callable(initializer):
         return initializer
+    if not isinstance(initializer, str):
+        raise TypeError(f"{caller}: an initializer is a name (str) or a function, got {initializer!r}")
     try:
         return _BY_NAME[initializer]
     except KeyError:
         raise ValueError(
-            f"unknown initializer {initializer!r}; choose one of {sorted(_BY_NAME)} or pass a function"
+            f"{caller}: unknown initializer {initializer!r}; choose one of {sorted(_BY_NAME)} or pass a function"
         ) from None
 
 

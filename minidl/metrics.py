@@ -38,7 +38,7 @@ import numpy as np
 
 from .backend import to_numpy
 from .losses import check_class_indices
-from .utils import finite_float, stacklevel_outside
+from .utils import check_flag, finite_float, is_int, stacklevel_outside
 
 __all__ = [
     "UndefinedMetricWarning",
@@ -180,7 +180,8 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
 
     Raises:
         ValueError: empty input, different lengths, labels that are not
-            non-negative integers, or a label ``>= num_classes``.
+            non-negative integers, a label ``>= num_classes``, or a
+            ``num_classes`` that is not a positive int.
     """
     caller = "confusion_matrix"
     y_true = _class_indices(y_true, "y_true", caller)
@@ -192,6 +193,8 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
         y_true, y_pred = np.split(indices, [len(y_true)])
         num_classes = len(present)
     else:
+        if not is_int(num_classes) or num_classes < 1:
+            raise ValueError(f"{caller}: num_classes must be a positive int or None, got {num_classes!r}")
         largest = int(max(y_true.max(), y_pred.max()))
         if largest >= num_classes:
             raise ValueError(f"{caller}: label {largest} does not fit num_classes={num_classes}")
@@ -289,9 +292,10 @@ def roc_curve(y_true, scores, drop_intermediate=True):
 
     Raises:
         ValueError: empty input, different lengths, labels other than 0 and 1,
-            non-finite scores.
+            non-finite scores, a ``drop_intermediate`` that is not a bool.
     """
     caller = "roc_curve"
+    drop_intermediate = check_flag(caller, "drop_intermediate", drop_intermediate)
     y_true, scores = _labels_and_scores(y_true, scores, caller)
 
     order = np.argsort(-scores, kind="stable")
@@ -448,8 +452,7 @@ def cohen_kappa_ci(y_true, y_pred, confidence=0.95):
         ValueError: as :func:`cohen_kappa`, and a ``confidence`` outside (0, 1).
     """
     caller = "cohen_kappa_ci"
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"{caller}: confidence must be strictly between 0 and 1, got {confidence}")
+    confidence = _confidence(confidence, caller)
     p_observed, p_chance, n = _agreement(y_true, y_pred, caller)
     if p_chance == 1.0:
         _warn_undefined(f"{caller}: both labellings use a single, identical class (p_e = 1); returning nan")
@@ -537,6 +540,14 @@ def _threshold(threshold, caller):
     return cut
 
 
+def _confidence(confidence, caller):
+    """``confidence`` as a float strictly between 0 and 1, else ``ValueError`` naming ``caller``."""
+    coverage = finite_float(confidence)
+    if coverage is None or not 0.0 < coverage < 1.0:
+        raise ValueError(f"{caller}: confidence must be a number strictly between 0 and 1, got {confidence!r}")
+    return coverage
+
+
 def _report_row(labels, probabilities, threshold, confidence):
     predictions = predict_abnormal(probabilities, threshold)
     kappa = cohen_kappa_ci(labels, predictions, confidence)
@@ -586,10 +597,12 @@ def study_report(study_types, labels, probabilities, threshold=0.5, confidence=0
 
     Raises:
         ValueError: empty input, different lengths, labels other than 0 and 1,
-            probabilities not in ``[0, 1]``, a threshold that is not a number in ``[0, 1]``.
+            probabilities not in ``[0, 1]``, a threshold that is not a number in ``[0, 1]``,
+            a confidence that is not a number strictly between 0 and 1.
     """
     caller = "study_report"
     threshold = _threshold(threshold, caller)
+    confidence = _confidence(confidence, caller)
     study_types = _as_1d(study_types, "study_types", caller)
     labels = _binary_labels(labels, "labels", caller)
     probabilities = _probabilities(probabilities, "probabilities", caller)
@@ -617,11 +630,15 @@ def format_report(report, digits=3):
     Args:
         report: a dict as returned by :func:`study_report` (without its
             ``"confidence"`` entry, the kappa column is labelled 95 %).
-        digits: decimals shown for every rate.
+        digits: decimals shown for every rate, a non-negative int
+            (``ValueError`` otherwise).
 
     Returns:
         The table as one string, lines separated by ``"\\n"``, no trailing newline.
     """
+    if not is_int(digits) or digits < 0:
+        raise ValueError(f"format_report: digits must be a non-negative int, got {digits!r}")
+
     def fixed(value):
         return f"{value:.{digits}f}"
 

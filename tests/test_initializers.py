@@ -100,10 +100,21 @@ def test_lookup_by_name_and_back():
         assert initializers.name_of(init) == name
     custom = lambda shape, rng: np.ones(shape)  # noqa: E731
     assert initializers.get(custom) is custom
-    with pytest.raises(ValueError, match="unknown initializer"):
+    with pytest.raises(ValueError, match=r"^initializers.get: unknown initializer 'glorot_normal_typo'"):
         initializers.get("glorot_normal_typo")
+    with pytest.raises(TypeError, match=r"^initializers.get: an initializer is a name \(str\) or a function, got 5"):
+        initializers.get(5)
     with pytest.raises(ValueError):
         initializers.name_of(custom)
+
+
+@pytest.mark.parametrize("layer_class, args", [(Dense, (3,)), (Conv2D, (2, 3))], ids=["Dense", "Conv2D"])
+def test_a_layer_refuses_an_unknown_initializer_when_it_is_made_not_at_its_first_batch(layer_class, args):
+    name = layer_class.__name__
+    with pytest.raises(ValueError, match=rf"^{name}: unknown initializer 'glorot_normal_typo'; choose one of"):
+        layer_class(*args, kernel_initializer="glorot_normal_typo")
+    with pytest.raises(TypeError, match=rf"^{name}: an initializer is a name \(str\) or a function, got None"):
+        layer_class(*args, kernel_initializer=None)
 
 
 @pytest.mark.parametrize(

@@ -98,6 +98,12 @@ def test_confusion_matrix_rejects_label_beyond_num_classes():
         metrics.confusion_matrix([0, 1], [0, 2], num_classes=2)
 
 
+@pytest.mark.parametrize("num_classes", [2.5, 2.0, 0, -1, "2", True])
+def test_confusion_matrix_refuses_a_num_classes_that_is_no_positive_int(num_classes):
+    with pytest.raises(ValueError, match=r"^confusion_matrix: num_classes must be a positive int or None, got "):
+        metrics.confusion_matrix([0, 1], [0, 1], num_classes=num_classes)
+
+
 # --- binary rates ------------------------------------------------------------------------
 
 
@@ -289,10 +295,31 @@ def test_kappa_interval_half_width_is_z_times_se():
         assert (result["high"] - result["low"]) / 2 == pytest.approx(z * result["se"])
 
 
-@pytest.mark.parametrize("confidence", [0.0, 1.0, 95])
-def test_kappa_interval_rejects_bad_confidence(confidence):
-    with pytest.raises(ValueError, match="confidence"):
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 95, None, "0.95", float("nan"), np.array([0.9, 0.95])])
+def test_kappa_interval_and_study_report_refuse_a_confidence_that_is_no_number_in_0_1(confidence):
+    message = r": confidence must be a number strictly between 0 and 1, got "
+    with pytest.raises(ValueError, match=r"^cohen_kappa_ci" + message):
         metrics.cohen_kappa_ci([0, 1], [0, 1], confidence=confidence)
+    with pytest.raises(ValueError, match=r"^study_report" + message):
+        metrics.study_report(["a", "a"], [0, 1], [0.2, 0.8], confidence=confidence)
+
+
+def test_study_report_gives_its_confidence_as_a_python_float():
+    report = metrics.study_report(["a", "a"], [0, 1], [0.2, 0.8], confidence=np.float32(0.9))
+    assert type(report["confidence"]) is float and report["confidence"] == pytest.approx(0.9)
+
+
+@pytest.mark.parametrize("digits", [-1, 2.5, "3", None])
+def test_format_report_refuses_digits_that_are_no_non_negative_int(digits):
+    report = metrics.study_report(["a", "a"], [0, 1], [0.2, 0.8])
+    with pytest.raises(ValueError, match=r"^format_report: digits must be a non-negative int, got "):
+        metrics.format_report(report, digits=digits)
+
+
+@pytest.mark.parametrize("flag", ["no", None, 2])
+def test_roc_curve_refuses_a_drop_intermediate_that_is_no_bool(flag):
+    with pytest.raises(ValueError, match=r"^roc_curve: drop_intermediate must be True or False, got "):
+        metrics.roc_curve([0, 1], [0.2, 0.8], drop_intermediate=flag)
 
 
 # --- invalid input -----------------------------------------------------------------------

@@ -121,7 +121,7 @@ class Layer:
         """
         if self._placement is None:
             raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
-        init = initializers.get(initializer)
+        init = initializers.get(initializer, f"{self.describe()}: add_weight")
         shape = tuple(int(s) for s in shape)
         xp, dtype = self._placement
         value = xp.asarray(init(shape, self.generator()), dtype=dtype)

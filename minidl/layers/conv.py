@@ -55,6 +55,7 @@ class Conv2D(Layer):
         self.kernel_size = pair(kernel_size, "Conv2D: kernel_size")
         self.strides = pair(strides, "Conv2D: strides")
         self.padding = padding
+        initializers.get(kernel_initializer, "Conv2D")  # an unknown name is refused now, not at the first batch
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape):

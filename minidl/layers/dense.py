@@ -26,6 +26,7 @@ class Dense(Layer):
         if not is_int(units) or units < 1:
             raise ValueError(f"Dense: units must be a positive int, got {units!r}")
         self.units = int(units)
+        initializers.get(kernel_initializer, "Dense")  # an unknown name is refused now, not at the first batch
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape):
