@@ -121,7 +121,7 @@ def parse_args(argv=None):
                         "(default 0; with --evaluate, the run's)")
     p.add_argument("--workers", type=int, default=None,
                    help="processes decoding images for the cache (default: the CPUs, at most 8)")
-    p.add_argument("--cache-dir", help="where decoded images are cached (default: ~/.cache/minidl/mura)")
+    p.add_argument("--cache-dir", help="where decoded images are cached (default: $XDG_CACHE_HOME/minidl/mura, or ~/.cache/minidl/mura)")
     p.add_argument("--synthetic-patients", type=int,
                    help=f"without --data: training patients in the synthetic replica "
                         f"(default {SYNTHETIC_PATIENTS})")
