@@ -636,7 +636,8 @@ def test_help_shows_every_default(script, capsys, monkeypatch):
                 "1e-4 for vgg16", "--optimizer": "adam",
                 "--dropout": "0.5", "--augment": "on", "--model": "baseline", "--vgg-width-divisor": "8",
                 "--patience": "4", "--lr-patience": "2", "--device": "numpy", "--seed": "0",
-                "--synthetic-patients": "400", "--cache-dir": "~/.cache/minidl/mura", "--out": "runs/mura",
+                "--synthetic-patients": "400", "--cache-dir": "$XDG_CACHE_HOME/minidl/mura, or ~/.cache/minidl/mura",
+                "--out": "runs/mura",
                 "--workers": "the CPUs, at most 8"}
     for option, default in defaults.items():
         assert re.search(r"\(default:? " + re.escape(default), blocks[option]), blocks[option]
