@@ -12,6 +12,8 @@ to either device and ``to_numpy`` brings any array back.
 """
 import numpy
 
+from .utils import check_flag
+
 _BACKENDS = ("numpy", "cupy")
 _current = "numpy"
 
@@ -83,6 +85,7 @@ def to_numpy(x, copy=False):
     is copied, while an array from the GPU is a new one already and is not
     copied twice.
     """
+    copy = check_flag("to_numpy", "copy", copy)
     if _is_cupy(x):
         return x.get()
     try:

@@ -5,6 +5,7 @@ Each callback sees the epoch's ``logs`` (``{"loss": ..., "accuracy": ...,
 stop training (``model.stop_training = True``), save it, or lower the
 optimiser's learning rate. The hooks follow Keras's names.
 """
+import collections.abc
 import csv
 import math
 import os
@@ -83,7 +84,7 @@ class _Monitor(Callback):
         owner = type(self).__name__
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"{owner}: monitor must be the name of a log value, e.g. 'val_loss', got {monitor!r}")
-        if mode not in ("auto", "min", "max"):
+        if not isinstance(mode, str) or mode not in ("auto", "min", "max"):
             raise ValueError(f"{owner}: mode must be 'auto', 'min' or 'max', got {mode!r}")
         delta = finite_float(min_delta)
         if delta is None:
@@ -108,6 +109,12 @@ class _Monitor(Callback):
         state they left: the best value so far, the epochs waited. Nothing is
         acted on again: no learning rate is lowered twice.
         """
+        if isinstance(past_logs, (str, bytes)) or not isinstance(past_logs, collections.abc.Iterable):
+            raise TypeError(f"{type(self).__name__}.catch_up: past_logs must be a list of the epochs' logs (dicts), "
+                            f"oldest first, got {type(past_logs).__name__}")
+        past_logs = list(past_logs)
+        if not all(isinstance(logs, collections.abc.Mapping) for logs in past_logs):
+            raise TypeError(f"{type(self).__name__}.catch_up: each epoch's logs must be a dict of log values")
         self._past_values = [float(self.current(logs)) for logs in past_logs]
         self._replay()
 

@@ -36,6 +36,9 @@ def numerical_gradient(f, x, h=1e-6):
     Returns an array shaped like ``x`` whose entry ``i`` is
     ``(f(x + h e_i) - f(x - h e_i)) / 2h``. ``x`` itself is not modified.
     """
+    if not callable(f):
+        raise TypeError(f"numerical_gradient: f must be a function of x returning a number, got {f!r}")
+    _check_step(h, "numerical_gradient")
     return _finite_differences(lambda v: np.float64(float(f(v))), x, h, g=1.0)[0]
 
 
@@ -134,7 +137,8 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     The error message names the array, the worst entry's index, both values
     and their relative error.
     """
-    training, random_params = _check_arguments(layer, training, random_params, seed, h, rtol, atol)
+    training, random_params, check_input = _check_arguments(layer, training, random_params, check_input, seed, h,
+                                                            rtol, atol)
     x = _float64_input(x)
     xp = get_array_module(x)
     # Not default_rng(seed) itself, whose draws would equal an x the caller drew from it.
@@ -199,18 +203,24 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     return report
 
 
-def _check_arguments(layer, training, random_params, seed, h, rtol, atol):
-    """``training`` and ``random_params`` as bools; ``TypeError`` or ``ValueError`` naming the first argument that is wrong."""
+def _check_arguments(layer, training, random_params, check_input, seed, h, rtol, atol):
+    """The three flags as bools; ``TypeError`` or ``ValueError`` naming the first argument that is wrong."""
     if not isinstance(layer, Layer):
         raise TypeError(f"check_layer: layer must be a minidl Layer, got {type(layer).__name__}")
-    if finite_float(h) is None or h <= 0:
-        raise ValueError(f"check_layer: the step h must be a positive number, got {h!r}")
+    _check_step(h, "check_layer")
     for name, tolerance in (("rtol", rtol), ("atol", atol)):
         if finite_float(tolerance) is None or tolerance < 0:
             raise ValueError(f"check_layer: {name} must be a number >= 0, got {tolerance!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"check_layer: seed must be an integer >= 0, got {seed!r}")
-    return check_flag("check_layer", "training", training), check_flag("check_layer", "random_params", random_params)
+    return tuple(check_flag("check_layer", name, value) for name, value in
+                 (("training", training), ("random_params", random_params), ("check_input", check_input)))
+
+
+def _check_step(h, caller):
+    """``ValueError`` naming ``caller`` unless the finite-difference step ``h`` is a positive number."""
+    if finite_float(h) is None or h <= 0:
+        raise ValueError(f"{caller}: the step h must be a positive number, got {h!r}")
 
 
 def _float64_input(x):

@@ -57,6 +57,8 @@ class Sequential:
                             + (": put them in a list, Sequential([...])" if isinstance(layers, Layer) else ""))
         if seed is not None and (not is_int(seed) or seed < 0):
             raise ValueError(f"Sequential: seed must be None or a non-negative int, got {seed!r}")
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"Sequential: name must be a non-empty string, got {name!r}")
         self.layers = []
         self.name = name
         self.seed = None if seed is None else int(seed)
@@ -214,8 +216,9 @@ class Sequential:
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
                             f"such as CrossEntropy(); got {loss!r}")
         metrics = () if metrics is None else metrics
-        if isinstance(metrics, str):
-            raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. [{metrics!r}]")
+        if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+            raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. "
+                             f"[{metrics if isinstance(metrics, str) else 'accuracy'!r}], got {metrics!r}")
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
@@ -251,7 +254,7 @@ class Sequential:
         the next call (``Layer.in_model``): copy the result to keep it past
         the next ``forward``. ``predict`` does, and returns NumPy.
         """
-        return self._forward(x, training, keeps_cache=True)
+        return self._forward(x, check_flag("Sequential.forward", "training", training), keeps_cache=True)
 
     def _forward(self, x, training, keeps_cache, layers=None):
         """Run ``layers`` (all of them by default) on ``x``, noting each one's input shape for ``_backward``."""
@@ -456,20 +459,23 @@ class Sequential:
         if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
             raise TypeError(f"fit: callbacks must be a list of Callbacks, got {type(callbacks).__name__}"
                             + (" (put it in a list: [callback])" if isinstance(callbacks, Callback) else ""))
-        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
+        for callback in callbacks:
+            if not isinstance(callback, Callback):
+                raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
+        # Everything is checked before anything changes: the training batches come last, as
+        # making them draws their shuffling seed from the model's generator.
+        loss = self._training_loss(class_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
+        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         for name, data in (("x", train), ("validation_data", val)):
             if isinstance(data, collections.abc.Iterator) and epochs - initial_epoch > 1:
                 raise ValueError(f"fit: {name} is an iterator (a generator, say), which one epoch uses up; "
                                  f"for {epochs - initial_epoch} epochs give a re-iterable, such as a list of "
                                  "batches or an ArrayBatches")
-        loss = self._training_loss(class_weight)
         self.history = history = History()  # as Keras: the epochs done survive an error in a later one
         callbacks = [history, *callbacks]
         log_keys = self._epoch_log_keys(validation=val is not None)
         for callback in callbacks:
-            if not isinstance(callback, Callback):
-                raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
             callback.set_model(self)
             callback.check_log_keys(log_keys)
         self.stop_training = False
@@ -716,7 +722,7 @@ class Sequential:
             if sample_weight is not None:
                 raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
                                  "an iterable gives its weights in (x, y, w) batches")
-            return x
+            return _batch_iterable(x, what)
         if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
@@ -740,7 +746,7 @@ class Sequential:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")
-        return data
+        return _batch_iterable(data, "validation_data")
 
     # ------------------------------------------------------------ weights
     def get_weights(self):
@@ -754,6 +760,9 @@ class Sequential:
         ``ValueError`` and leaves the model as it was.
         """
         slots = [(layer, name) for layer in self.layers for name in layer.params]
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights: weights must be a list of arrays, as get_weights() returns, got "
+                            f"{type(weights).__name__}")
         if len(weights) != len(slots):
             raise ValueError(f"set_weights: the model has {len(slots)} parameter arrays, got {len(weights)}")
         moved = []
@@ -785,6 +794,9 @@ class Sequential:
 
         Before the model is built, what its input shape decides reads ``?``.
         """
+        if not callable(print_fn):
+            raise TypeError(f"Sequential.summary: print_fn must be a function taking the text, such as print; "
+                            f"got {print_fn!r}")
         rows = [("Layer (type)", "Output shape", "Params")]
         shape = self.input_shape
         for layer in self.layers:
@@ -1020,6 +1032,22 @@ class Sequential:
             optimizer.prepare(params)
         except (RuntimeError, ValueError) as exc:
             raise ValueError(f"the optimiser's state does not fit the model ({exc})") from None
+
+
+def _batch_iterable(batches, what):
+    """``batches``, or ``TypeError`` naming ``what`` when it cannot be an iterable of ``(x, y[, w])`` batches.
+
+    Each item of a list or tuple must be a tuple or list (whose items each batch's
+    check counts); another iterable (a generator, an ``ArrayBatches``) is taken
+    as it is, as looking into it would use it up.
+    """
+    wrong = isinstance(batches, (str, bytes)) or not isinstance(batches, collections.abc.Iterable) or (
+        isinstance(batches, (list, tuple)) and not all(isinstance(batch, (list, tuple)) for batch in batches))
+    if wrong:
+        raise TypeError(f"{what}: expected arrays (x, y[, w]) or an iterable of (x, y[, w]) batches, "
+                        f"got {type(batches).__name__}" + (f" {batches!r}" if isinstance(batches, (str, int, float))
+                                                           else ""))
+    return batches
 
 
 def _check_batch_size(batch_size, what):

@@ -54,6 +54,19 @@ def _hyperparameter(owner, name, value, low, high=None):
     return value
 
 
+def _epsilon(owner, eps):
+    """``eps`` as a float, or a ``ValueError`` unless it is finite and positive.
+
+    It keeps ``g / (sqrt(v) + eps)`` finite: with ``eps = 0`` a parameter whose
+    gradient has been 0 at every step gets ``0 / 0``, NaN, in its first update.
+    """
+    value = _hyperparameter(owner, "eps", eps, 0.0)
+    if value == 0.0:
+        raise ValueError(f"{owner}: eps must be positive: with 0, a parameter whose gradient is 0 (an input "
+                         "feature that is always 0, say) becomes 0 / 0 = NaN")
+    return value
+
+
 class Optimizer:
     """Base class: the step protocol, per-parameter state and serialisation.
 
@@ -185,6 +198,8 @@ class Optimizer:
         and dtype at the next ``step``, which also checks their shapes.
         """
         where = f"{self.describe()}.set_state"
+        if not hasattr(state, "keys"):  # a dict, or a mapping such as an opened .npz
+            raise TypeError(f"{where}: state must be a dict, as get_state() returns, got {type(state).__name__}")
         state = dict(state)
         if "t" not in state:
             raise ValueError(f"{where}: the state has no step count 't'")
@@ -291,7 +306,7 @@ class RMSProp(Optimizer):
     def __init__(self, lr=0.001, rho=0.9, eps=1e-7, weight_decay=0.0):
         super().__init__(lr, weight_decay)
         self.rho = _hyperparameter(self.describe(), "rho", rho, 0.0, 1.0)
-        self.eps = _hyperparameter(self.describe(), "eps", eps, 0.0)
+        self.eps = _epsilon(self.describe(), eps)
 
     def update(self, theta, g, v):
         xp = get_array_module(theta)
@@ -350,7 +365,7 @@ class Adam(Optimizer):
         super().__init__(lr, weight_decay)
         self.beta1 = _hyperparameter(self.describe(), "beta1", beta1, 0.0, 1.0)
         self.beta2 = _hyperparameter(self.describe(), "beta2", beta2, 0.0, 1.0)
-        self.eps = _hyperparameter(self.describe(), "eps", eps, 0.0)
+        self.eps = _epsilon(self.describe(), eps)
 
     def update(self, theta, g, m, v):
         xp = get_array_module(theta)

@@ -150,3 +150,9 @@ def test_the_cupy_backend_puts_arrays_on_the_current_gpu_and_names_it(fake_cupy)
 
 def test_default_rng_without_a_seed_draws_fresh_entropy():
     assert len({int(backend.default_rng().integers(2**62)) for _ in range(3)}) == 3
+
+
+@pytest.mark.parametrize("copy", ["no", None, 2])
+def test_to_numpy_refuses_a_copy_flag_that_is_no_flag(copy):
+    with pytest.raises(ValueError, match=rf"^to_numpy: copy must be True or False, got {copy!r}"):
+        to_numpy(np.ones(2), copy=copy)

@@ -665,3 +665,20 @@ def test_a_checkpoint_name_with_a_key_the_logs_lack_names_the_key_and_the_logs(t
 def test_a_checkpoint_saving_every_epoch_has_nothing_to_catch_up_on(tmp_path):
     # It does not monitor anything: logs without its monitor are no error.
     ModelCheckpoint(tmp_path / "m.npz", save_best_only=False).catch_up([{"loss": 0.5}])
+
+
+@pytest.mark.parametrize("callback_class", [EarlyStopping, ModelCheckpoint, ReduceLROnPlateau])
+def test_mode_given_an_array_is_refused_by_name(callback_class, tmp_path):
+    arguments = {"path": tmp_path / "m.npz"} if callback_class is ModelCheckpoint else {}
+    with pytest.raises(ValueError, match=rf"^{callback_class.__name__}: mode must be 'auto', 'min' or 'max', got "):
+        callback_class(mode=np.array(["min", "max"]), **arguments)
+
+
+@pytest.mark.parametrize("past_logs, match", [
+    (None, r"past_logs must be a list of the epochs' logs \(dicts\), oldest first, got NoneType"),
+    ("x", r"past_logs must be a list of the epochs' logs \(dicts\), oldest first, got str"),
+    ([1, 2], r"each epoch's logs must be a dict of log values"),
+])
+def test_catch_up_refuses_what_is_no_list_of_logs(past_logs, match):
+    with pytest.raises(TypeError, match=r"^EarlyStopping.catch_up: " + match):
+        EarlyStopping().catch_up(past_logs)

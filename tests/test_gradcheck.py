@@ -294,9 +294,22 @@ def test_a_parameter_that_must_stay_in_a_range_is_named_as_the_cause_and_checked
     assert max(check_layer(ScaleBySqrt(), x, random_params=False).values()) < 1e-8
 
 
-def test_random_params_must_be_a_flag():
-    with pytest.raises(ValueError, match=r"^check_layer: random_params must be True or False, got 'no'"):
-        check_layer(Dense(2), random_input((2, 3), 0), random_params="no")
+@pytest.mark.parametrize("flag", ["random_params", "check_input", "training"])
+@pytest.mark.parametrize("value", ["no", None])
+def test_the_flags_must_be_flags(flag, value):
+    with pytest.raises(ValueError, match=rf"^check_layer: {flag} must be True or False, got {value!r}"):
+        check_layer(Dense(2), random_input((2, 3), 0), **{flag: value})
+
+
+@pytest.mark.parametrize("h", [0.0, -1e-6, float("nan"), float("inf"), "1e-6", None])
+def test_numerical_gradient_refuses_a_step_that_is_no_positive_number(h):
+    with pytest.raises(ValueError, match=r"^numerical_gradient: the step h must be a positive number, got "):
+        numerical_gradient(lambda v: (v**2).sum(), np.ones(3), h=h)
+
+
+def test_numerical_gradient_refuses_an_f_that_is_no_function():
+    with pytest.raises(TypeError, match=r"^numerical_gradient: f must be a function of x returning a number"):
+        numerical_gradient("x**2", np.ones(3))
 
 
 class ScaleByAbsOfEach(ScalePerFeature):

@@ -436,3 +436,11 @@ def test_the_gradient_at_a_probability_of_exactly_eps_is_not_clipped_away():
     loss = CrossEntropy()
     loss.batch_loss(np.array([[eps, 1 - eps]]), np.array([0]))
     assert loss.backward()[0, 0] == -1 / eps
+
+
+@pytest.mark.parametrize("flag", ["logits", "check_labels"])
+@pytest.mark.parametrize("value", ["no", 2, np.array([1, 0])])
+def test_batch_loss_refuses_flags_that_are_no_flags(flag, value):
+    # "no" was taken as True: logits="no" read probabilities as scores and gave another loss without a word.
+    with pytest.raises(ValueError, match=rf"^CrossEntropy.batch_loss: {flag} must be True or False, got "):
+        CrossEntropy().batch_loss(np.array([[0.3, 0.7]]), np.array([1]), **{flag: value})

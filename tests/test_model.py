@@ -1725,3 +1725,63 @@ def test_epoch_lines_show_a_rate_of_1e_3_or_0_with_four_decimals(capsys, lr, sho
     model.fit(x, y, epochs=1, batch_size=8, verbose=2)
     assert re.fullmatch(rf"Epoch 1/1 - loss: \d\.\d{{4}} - accuracy: \d\.\d{{4}} - lr: {re.escape(shown)}\n",
                         capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("arguments, error, match", [
+    (dict(validation_data="x"), TypeError, r"^validation_data: expected arrays \(x, y\[, w\]\) or an iterable of "
+                                           r"\(x, y\[, w\]\) batches, got str 'x'"),
+    (dict(validation_data=5), TypeError, r"^validation_data: expected .* got int 5"),
+    (dict(validation_data=[1, 2]), TypeError, r"^validation_data: expected .* got list"),
+    (dict(callbacks=[EarlyStopping(), 1]), TypeError, r"^fit: callbacks must be minidl Callbacks, got int"),
+    (dict(class_weight="x"), ValueError, r"^CrossEntropy: class_weight"),
+], ids=["validation-str", "validation-int", "validation-list", "callbacks", "class_weight"])
+def test_fit_checks_every_argument_before_anything_changes(arguments, error, match):
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    model.fit(x, y, verbose=0)
+    before = (model.get_weights(), model.optimizer.t, model.history, model.rng.bit_generator.state)
+    with pytest.raises(error, match=match):
+        model.fit(x, y, epochs=2, verbose=0, **arguments)
+    weights, t, history, rng_state = before
+    assert_weights_equal(model.get_weights(), weights)
+    assert (model.optimizer.t, model.history, model.rng.bit_generator.state) == (t, history, rng_state)
+
+
+def test_fit_refuses_training_data_that_is_no_iterable_of_batches():
+    with pytest.raises(TypeError, match=r"^fit: expected arrays \(x, y\[, w\]\) or an iterable .* got str 'x'"):
+        tiny_cnn().fit("x", verbose=0)
+
+
+@pytest.mark.parametrize("name", [None, "", 2.5, True, np.array([1, 2])])
+def test_a_models_name_must_be_a_non_empty_string(name):
+    with pytest.raises(ValueError, match=r"^Sequential: name must be a non-empty string, got "):
+        Sequential([Dense(2)], name=name)
+
+
+@pytest.mark.parametrize("metrics", [True, 0, 2.5])
+def test_compile_refuses_metrics_that_are_no_list(metrics):
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match=r"^Sequential.compile: metrics must be a list of names, e.g. \['accuracy'\], "
+                                         rf"got {metrics!r}"):
+        model.compile(metrics=metrics)
+
+
+@pytest.mark.parametrize("weights", [None, 0, np.zeros(3)])
+def test_set_weights_refuses_what_is_no_list(weights):
+    with pytest.raises(TypeError, match=r"^set_weights: weights must be a list of arrays, as get_weights\(\) returns"):
+        tiny_cnn().set_weights(weights)
+
+
+def test_summary_refuses_a_print_fn_that_is_no_function_before_it_works():
+    with pytest.raises(TypeError, match=r"^Sequential.summary: print_fn must be a function taking the text"):
+        tiny_cnn().summary(print_fn="x")
+
+
+@pytest.mark.parametrize("training", ["no", None, 2])
+def test_forward_refuses_a_training_flag_that_is_no_flag(training):
+    model = tiny_cnn(dropout=0.5)
+    x, _ = tiny_images(2)
+    with pytest.raises(ValueError, match=rf"^Sequential.forward: training must be True or False, got {training!r}"):
+        model.forward(x, training=training)
+    with pytest.raises(ValueError, match=rf"^Dropout: training must be True or False, got {training!r}"):
+        Dropout(0.5).forward(x, training=training)

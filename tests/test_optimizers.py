@@ -186,7 +186,7 @@ def test_first_adam_step_is_lr_times_sign_of_gradient(lr, gradient):
 @given(st.floats(0.0, 0.99), st.floats(1e-3, 1e3))
 def test_first_rmsprop_step_divides_by_root_of_one_minus_rho(rho, gradient):
     theta = np.zeros(1)
-    RMSProp(lr=0.1, rho=rho, eps=0.0).step([theta], [np.array([gradient])])
+    RMSProp(lr=0.1, rho=rho, eps=1e-300).step([theta], [np.array([gradient])])  # eps: no effect at 1e-12
     np.testing.assert_allclose(theta, [-0.1 / math.sqrt(1 - rho)], rtol=1e-12)
 
 
@@ -316,6 +316,22 @@ def test_step_updates_in_place_and_leaves_the_gradients_alone():
 def test_bad_hyperparameters_are_named(make, name):
     with pytest.raises(ValueError, match=name):
         make()
+
+
+@pytest.mark.parametrize("optimizer_class", [RMSProp, Adam])
+def test_eps_0_is_refused_as_it_turns_a_parameter_with_zero_gradients_into_nan(optimizer_class):
+    theta = np.ones(2)
+    optimizer_class(eps=1e-7).step([theta], [np.zeros(2)])
+    assert np.isfinite(theta).all()  # what eps is for: 0 / (0 + eps)
+    with pytest.raises(ValueError, match=rf"^{optimizer_class.__name__}: eps must be positive: with 0, a parameter "
+                                         "whose gradient is 0"):
+        optimizer_class(eps=0.0)
+
+
+@pytest.mark.parametrize("state", [None, 0, "t", [1, 2]])
+def test_set_state_refuses_what_is_not_a_dict(state):
+    with pytest.raises(TypeError, match=r"^Adam.set_state: state must be a dict, as get_state\(\) returns, got "):
+        Adam().set_state(state)
 
 
 @pytest.mark.parametrize("variant", ["sgd-momentum", "rmsprop", "adam"])

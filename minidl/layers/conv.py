@@ -49,7 +49,7 @@ class Conv2D(Layer):
         super().__init__(name)
         if not is_int(filters) or filters < 1:
             raise ValueError(f"Conv2D: filters must be a positive int, got {filters!r}")
-        if padding not in ("valid", "same"):
+        if not isinstance(padding, str) or padding not in ("valid", "same"):
             raise ValueError(f"Conv2D: padding must be 'valid' or 'same', got {padding!r}")
         self.filters = int(filters)
         self.kernel_size = pair(kernel_size, "Conv2D: kernel_size")

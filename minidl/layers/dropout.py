@@ -1,6 +1,6 @@
 """Inverted dropout (Srivastava et al. 2014; thesis section 2.3.6)."""
 from ..backend import get_array_module
-from ..utils import finite_float
+from ..utils import check_flag, finite_float
 from .base import Layer
 
 
@@ -26,7 +26,7 @@ class Dropout(Layer):
 
     def forward(self, x, training=False):
         self.check_input(x)
-        if not training or self.rate == 0.0:
+        if not check_flag(self.describe(), "training", training) or self.rate == 0.0:
             # Nothing dropped: the identity's mask is 1 everywhere (none kept when no backward follows).
             self.scaled_mask = x.dtype.type(1.0) if self.keeps_cache else None
             return x

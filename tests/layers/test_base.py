@@ -483,6 +483,8 @@ def test_unnamed_layer_errors_still_name_the_class():
     (lambda: Conv2D(4, 3, strides=(1, -1)), "Conv2D: strides must be positive, got (1, -1)"),
     (lambda: Conv2D(4, 3, padding="full"), "Conv2D: padding must be 'valid' or 'same', got 'full'"),
     (lambda: Conv2D(4, 3, padding="SAME"), "Conv2D: padding must be 'valid' or 'same', got 'SAME'"),
+    (lambda: Conv2D(4, 3, padding=np.array(["same", "valid"])),
+     "Conv2D: padding must be 'valid' or 'same', got array(['same', 'valid'], dtype='<U5')"),
     (lambda: MaxPool2D(0), "MaxPool2D: pool_size must be positive, got 0"),
     (lambda: MaxPool2D((2, 0)), "MaxPool2D: pool_size must be positive, got (2, 0)"),
     (lambda: MaxPool2D(2, strides=0), "MaxPool2D: strides must be positive, got 0"),
