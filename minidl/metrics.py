@@ -636,6 +636,9 @@ def format_report(report, digits=3):
     Returns:
         The table as one string, lines separated by ``"\\n"``, no trailing newline.
     """
+    if not isinstance(report, dict) or not {"overall", "per_study_type"} <= report.keys():
+        raise TypeError(f"format_report: report must be a dict as study_report returns, with 'overall' and "
+                        f"'per_study_type', got {type(report).__name__}")
     if not is_int(digits) or digits < 0:
         raise ValueError(f"format_report: digits must be a non-negative int, got {digits!r}")
 

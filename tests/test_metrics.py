@@ -554,3 +554,9 @@ def test_format_report_aligns_the_kappa_intervals_whatever_their_widths():
     assert "nan (nan, nan)" in lines[1]
     for line in lines[1:]:
         assert line[column - 2 : column] == "  " and line[column] != " ", line
+
+
+@pytest.mark.parametrize("report", [None, "x", {"overall": {}}])
+def test_format_report_refuses_what_is_no_report(report):
+    with pytest.raises(TypeError, match=r"^format_report: report must be a dict as study_report returns"):
+        metrics.format_report(report)
