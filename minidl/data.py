@@ -45,6 +45,13 @@ class ArrayBatches:
     from a generator seeded with ``(seed, e)``, so a run is reproducible from
     ``seed`` yet every epoch differs; ``seed=None`` draws fresh entropy.
     ``epoch`` counts the iterations begun so far.
+
+    Every argument is checked when the batches are made, not at the first
+    batch: ``augment`` or ``transform`` that is neither None nor callable is
+    a ``TypeError``; a ``batch_size`` that is not a positive int, a
+    ``shuffle`` that is not True or False, a ``seed`` that is neither None
+    nor a non-negative int, and a bad ``dtype`` or ``sample_weight`` are
+    each a ``ValueError``.
     """
 
     def __init__(self, x, y, batch_size=32, shuffle=True, seed=None, augment=None, transform=None,
@@ -69,6 +76,9 @@ class ArrayBatches:
         self.batch_size = int(batch_size)
         self.shuffle = check_flag("ArrayBatches", "shuffle", shuffle)
         self.seed = seed
+        for name, function in (("augment", augment), ("transform", transform)):
+            if function is not None and not callable(function):
+                raise TypeError(f"ArrayBatches: {name} must be None or a function, got {type(function).__name__}")
         self.augment = augment
         self.transform = transform
         if sample_weight is not None:  # checked in full now, not when a bad weight's batch comes up

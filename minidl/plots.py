@@ -14,13 +14,14 @@ Files are written atomically (``utils.atomic_path``), so a reader never sees a
 half-written image, even if drawing fails or the run is killed; missing
 folders are created.
 """
+import collections.abc
 import os
 
 import numpy as np
 
 from . import metrics
 from .backend import to_numpy
-from .utils import atomic_path, finite_float, is_int
+from .utils import atomic_path, file_path, finite_float, is_int
 
 __all__ = ["plot_roc", "plot_confusion_matrix", "plot_history", "save_figure"]
 
@@ -39,6 +40,18 @@ def _new_figure(width_inches, height_inches):
     return figure
 
 
+def _check_text(caller, name, text):
+    """A ``TypeError`` starting with ``caller`` unless ``text`` is None or a ``str``."""
+    if text is not None and not isinstance(text, str):
+        raise TypeError(f"{caller}: {name} must be None or a str, got {type(text).__name__}")
+
+
+def _check_output(caller, path, title):
+    """Check ``path`` (a file path) and ``title`` (None or a ``str``) before anything is drawn."""
+    file_path(caller, "path", path)
+    _check_text(caller, "title", title)
+
+
 def _line_count(title):
     """How many lines ``title`` takes (0 for None): the figures grow to hold them."""
     return 0 if title is None else title.count("\n") + 1
@@ -48,8 +61,13 @@ def save_figure(figure, path, caller="save_figure"):
     """Write a Matplotlib ``figure`` to ``path`` atomically, in the format its suffix names; return ``path``.
 
     A suffix that names no format Matplotlib writes is a ``ValueError``
-    starting with ``caller``, before anything is written.
+    starting with ``caller``, before anything is written; a ``path`` that is
+    not a ``str`` or ``os.PathLike`` (or a ``figure`` without ``savefig``) is
+    a ``TypeError``, and an empty ``path`` or a folder a ``ValueError``.
     """
+    file_path(caller, "path", path)
+    if not callable(getattr(figure, "savefig", None)):
+        raise TypeError(f"{caller}: figure must be a Matplotlib Figure, got {type(figure).__name__}")
     suffix = os.path.splitext(os.fspath(path))[1].lstrip(".").lower()
     formats = figure.canvas.get_supported_filetypes()
     if suffix not in formats:
@@ -80,7 +98,10 @@ def plot_roc(y_true, scores, path, title=None, threshold=None):
     checked as in :func:`minidl.metrics.roc_curve`; with one class only the
     curve is undefined, so this raises ``ValueError`` rather than drawing an
     empty plot, as it does for a ``threshold`` that is not a finite number.
+    A ``path`` that is not a file path or a ``title`` that is not a ``str``
+    is refused before anything is drawn.
     """
+    _check_output("plot_roc", path, title)
     y_true, scores = metrics._labels_and_scores(y_true, scores, "plot_roc")
     if y_true.min() == y_true.max():
         raise ValueError(f"plot_roc: y_true holds only class {y_true[0]}; a ROC curve needs both classes")
@@ -119,7 +140,7 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
         cm: ``(K, K)`` array of counts, rows true classes and columns predicted
             ones, as :func:`minidl.metrics.confusion_matrix` returns.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
-        class_names: ``K`` names for the ticks, in class-index order.
+        class_names: ``K`` names (``str``) for the ticks, in class-index order.
         title: optional figure title.
 
     Returns:
@@ -131,7 +152,15 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     Raises:
         ValueError: ``cm`` not square, negative or non-integer counts, or a
             number of names different from ``K``.
+        TypeError: ``class_names`` not a sequence of ``str`` (one ``str`` is
+            not: ``"no"`` would be two names), ``title`` neither None nor a
+            ``str``, or ``path`` not a file path.
     """
+    _check_output("plot_confusion_matrix", path, title)
+    sequence = isinstance(class_names, collections.abc.Sequence) or getattr(class_names, "ndim", None) == 1
+    if isinstance(class_names, str) or not sequence or not all(isinstance(name, str) for name in class_names):
+        raise TypeError(f"plot_confusion_matrix: class_names must be a sequence of str, one per class, "
+                        f"got {class_names!r}")
     counts = to_numpy(cm)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
         raise ValueError(f"plot_confusion_matrix: cm must be a square (K, K) array, got shape {counts.shape}")
@@ -183,7 +212,7 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
             resumed ``fit`` (``initial_epoch``) starts at its first epoch, from its ``epoch`` list.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
         title: optional title above the panels (what data they show, a note on how to read them).
-        level: optional name of what the losses and accuracies are averaged
+        level: optional name (a non-empty ``str``) of what the losses and accuracies are averaged
             over, such as ``"image"``: the panels are then titled
             ``"loss (image level)"`` and ``"accuracy (image level)"``, so that
             they are not read as the figures of another level (studies).
@@ -196,10 +225,20 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
 
     Raises:
         ValueError: neither ``"loss"`` nor ``"accuracy"`` (with or without the
-            ``val_`` prefix) is present, a curve is empty, or ``best_epoch`` is
-            not one of the epochs plotted.
+            ``val_`` prefix) is present, a curve is empty, ``level`` is
+            empty, or ``best_epoch`` is not one of the epochs plotted.
+        TypeError: ``history`` is neither a ``History`` nor a dict, ``title``
+            or ``level`` neither None nor a ``str``, or ``path`` not a file path.
     """
+    _check_output("plot_history", path, title)
+    _check_text("plot_history", "level", level)
+    if level is not None and not level.strip():
+        raise ValueError(f"plot_history: level must name what the curves are averaged over, such as 'image'; "
+                         f"got {level!r}")
     curves = history.history if hasattr(history, "history") else history
+    if not isinstance(curves, collections.abc.Mapping):
+        raise TypeError(f"plot_history: history must be a History or a dict of per-epoch lists, "
+                        f"got {type(history).__name__}")
     first_epoch = int(history.epoch[0]) + 1 if getattr(history, "epoch", None) else 1
     panels = [
         quantity for quantity in ("loss", "accuracy")

@@ -116,6 +116,10 @@ def test_target_rows_come_in_the_batches_dtype_and_class_indices_as_int64(dtype)
      "ArrayBatches: seed must be None or a non-negative int, got -1"),
     (lambda x, y: ArrayBatches(x, y, seed=1.5), ValueError,
      "ArrayBatches: seed must be None or a non-negative int, got 1.5"),
+    # Refused when made, not at the first batch inside fit with "'str' object is not callable".
+    *[(lambda x, y, name=name, value=value: ArrayBatches(x, y, **{name: value}), TypeError,
+       f"ArrayBatches: {name} must be None or a function, got {type(value).__name__}")
+      for name in ("augment", "transform") for value in ("x", 0, True)],
 ])
 def test_array_batches_refuse_what_they_cannot_batch_naming_the_argument(make, error, message):
     with pytest.raises(error) as err:

@@ -350,3 +350,89 @@ def test_missing_matplotlib_says_how_to_install(tmp_path, monkeypatch):
         monkeypatch.setitem(sys.modules, module, None)
     with pytest.raises(ImportError, match=r"pip install 'minidl\[plot\]'"):
         plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png")
+
+
+PLOTS = {
+    "plot_roc": lambda path, **options: plots.plot_roc([0, 1, 0, 1], [0.1, 0.8, 0.4, 0.6], path, **options),
+    "plot_confusion_matrix": lambda path, **options: plots.plot_confusion_matrix([[1, 2], [3, 4]], path, **options),
+    "plot_history": lambda path, **options: plots.plot_history({"loss": [0.9, 0.5]}, path, **options),
+}
+
+
+def forbid_drawing(monkeypatch):
+    def draw(*args):
+        raise AssertionError("the arguments should have been refused before anything was drawn")
+
+    monkeypatch.setattr(plots, "_new_figure", draw)
+
+
+@pytest.mark.parametrize("name", sorted(PLOTS))
+@pytest.mark.parametrize("path", [None, 0, [1, 2]])
+def test_a_path_that_is_no_path_is_refused_before_drawing(monkeypatch, name, path):
+    forbid_drawing(monkeypatch)
+    with pytest.raises(TypeError, match=rf"^{name}: path must be a file path \(str or os.PathLike\), "
+                                        rf"got {re.escape(repr(path))}$"):
+        PLOTS[name](path)
+
+
+@pytest.mark.parametrize("name", sorted(PLOTS))
+def test_a_folder_is_no_path_to_plot_to(tmp_path, monkeypatch, name):
+    forbid_drawing(monkeypatch)
+    with pytest.raises(ValueError, match=rf"^{name}: path .* is a folder; give the path of a file$"):
+        PLOTS[name](tmp_path)
+
+
+@pytest.mark.parametrize("name", sorted(PLOTS))
+@pytest.mark.parametrize("title", [2.5, 0, ["a"], b"bytes"])
+def test_a_title_that_is_no_str_is_refused(tmp_path, monkeypatch, name, title):
+    forbid_drawing(monkeypatch)  # plot_roc drew "2.5"; the others failed inside with an AttributeError
+    with pytest.raises(TypeError, match=rf"^{name}: title must be None or a str, got {type(title).__name__}$"):
+        PLOTS[name](tmp_path / "figure.png", title=title)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("level, error, message", [
+    (True, TypeError, "level must be None or a str, got bool"),
+    (2.5, TypeError, "level must be None or a str, got float"),
+    ([1, 2], TypeError, "level must be None or a str, got list"),
+    ("", ValueError, "level must name what the curves are averaged over, such as 'image'; got ''"),
+    ("  ", ValueError, "level must name what the curves are averaged over, such as 'image'; got '  '"),
+])
+def test_plot_history_refuses_a_level_that_names_nothing(tmp_path, monkeypatch, level, error, message):
+    forbid_drawing(monkeypatch)  # the panels read "loss (True level)"
+    with pytest.raises(error) as err:
+        plots.plot_history({"loss": [0.9, 0.5]}, tmp_path / "h.png", level=level)
+    assert str(err.value) == f"plot_history: {message}"
+
+
+@pytest.mark.parametrize("history", [None, 0, [0.9, 0.5], FakeHistory(None)])
+def test_plot_history_refuses_a_history_that_is_neither_a_history_nor_a_dict(tmp_path, monkeypatch, history):
+    forbid_drawing(monkeypatch)
+    with pytest.raises(TypeError, match=r"^plot_history: history must be a History or a dict of per-epoch lists, "
+                                        rf"got {type(history).__name__}$"):
+        plots.plot_history(history, tmp_path / "h.png")
+
+
+@pytest.mark.parametrize("names", [None, 0, "no", ("normal", 1), np.array([["a", "b"]]), np.array("ab")])
+def test_plot_confusion_matrix_refuses_class_names_that_are_not_strings_one_per_class(tmp_path, monkeypatch, names):
+    forbid_drawing(monkeypatch)  # "no" was drawn as the two classes 'n' and 'o'
+    with pytest.raises(TypeError, match=r"^plot_confusion_matrix: class_names must be a sequence of str, one per "
+                                        r"class, got "):
+        plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png", class_names=names)
+
+
+def test_plot_confusion_matrix_takes_class_names_as_a_list_or_an_array(tmp_path, monkeypatch):
+    for names in (["normal", "abnormal"], np.array(["normal", "abnormal"])):
+        figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png",
+                                                                               class_names=names))
+        assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["normal", "abnormal"]
+
+
+@pytest.mark.parametrize("figure", [None, 0, "figure"])
+def test_save_figure_refuses_what_is_not_a_figure(tmp_path, figure):
+    with pytest.raises(TypeError, match=rf"^save_figure: figure must be a Matplotlib Figure, got "
+                                        rf"{type(figure).__name__}$"):
+        plots.save_figure(figure, tmp_path / "f.png")
+    with pytest.raises(TypeError, match=r"^mine: path must be a file path"):
+        plots.save_figure(plots._new_figure(2, 2), None, "mine")
+    assert list(tmp_path.iterdir()) == []

@@ -106,7 +106,7 @@ from tqdm import tqdm
 
 from ..backend import default_rng, get_array_module, to_numpy
 from ..data import ArrayBatches, random_flip_rotate
-from ..utils import atomic_path, is_int, stacklevel_outside
+from ..utils import atomic_path, check_flag, finite_float, is_int, stacklevel_outside
 
 try:
     import fcntl
@@ -120,6 +120,9 @@ RESIZE_MODES = ("pad", "squash")
 _CACHE_FORMAT_VERSION = 1
 _MAX_ROTATION_DEGREES = 30.0  # the MURA paper's augmentation
 _SYNTHETIC_MARK = "SYNTHETIC"
+# The longest side synthesize draws: a square of it stays below Pillow's decompression-bomb limit
+# (Image.MAX_IMAGE_PIXELS, 89 million pixels), so that load_image decodes every image of a replica.
+_MAX_SYNTHETIC_SIZE = 8192
 
 # Modes whose pixels have more than 8 bits; Pillow's convert("L") would clip them.
 _HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
@@ -150,6 +153,28 @@ class ImageRecord:
     label: int
 
 
+# ----------------------------------------------------------------- arguments
+def _folder(owner, name, path):
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``Path``, else a ``TypeError`` naming ``owner`` and ``name``."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{owner}: {name} must be a folder path (str or os.PathLike), got {path!r}")
+    return Path(path)
+
+
+def _one_of(owner, name, value, choices):
+    """``value`` if it is one of the strings ``choices``, else a ``ValueError`` (an array too, not a bare error)."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{owner}: {name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def _positive_int(owner, name, value):
+    """``value`` as an int if it is an integer of at least 1 (not a bool, not 2.0), else a ``ValueError``."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 # ----------------------------------------------------------------- the index
 def find_root(path):
     """The ``MURA-v1.1`` folder at or below ``path``, as a ``Path``.
@@ -157,9 +182,10 @@ def find_root(path):
     ``path`` may be the folder itself, its parent, or the parent of a doubled
     ``MURA-v1.1/MURA-v1.1`` that some downloads unpack into. The folder is
     recognised by its ``train_labeled_studies.csv``; ``FileNotFoundError``
-    lists the places looked at when none has it.
+    lists the places looked at when none has it; ``TypeError`` for a
+    ``path`` that is not a ``str`` or ``os.PathLike``.
     """
-    path = Path(path)
+    path = _folder("find_root", "path", path)
     candidates = [path, path / _FOLDER, path / _FOLDER / _FOLDER]
     for candidate in candidates:
         if (candidate / "train_labeled_studies.csv").is_file():
@@ -225,9 +251,8 @@ def read_index(root, split):
     suffix, a study listed twice or without images, or an image whose study
     is not listed.
     """
-    if split not in SPLITS:
-        raise ValueError(f"MURA: unknown split {split!r}; choose one of {SPLITS}")
-    root = find_root(root)
+    _one_of("read_index", "split", split, SPLITS)
+    root = find_root(_folder("read_index", "root", root))
     studies_csv = root / f"{split}_labeled_studies.csv"
     images_csv = root / f"{split}_image_paths.csv"
 
@@ -292,10 +317,11 @@ def load_image(file, size, resize="pad"):
     ``"pad"`` keeps the aspect ratio and centres the image on black,
     ``"squash"`` stretches it to the square. The contrast is then stretched
     to 0..255 (see the module's docstring). Pillow's errors for unreadable
-    files propagate (``OSError`` and others).
+    files propagate (``OSError`` and others). ``size`` must be a positive
+    int and ``resize`` one of ``RESIZE_MODES``, else a ``ValueError``.
     """
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"load_image: resize must be one of {RESIZE_MODES}, got {resize!r}")
+    size = _positive_int("load_image", "size", size)
+    _one_of("load_image", "resize", resize, RESIZE_MODES)
     with Image.open(file) as image:
         grey = _greyscale(image)
     height, width = grey.shape
@@ -670,18 +696,19 @@ class MURASplit:
     def batches(self, batch_size=32, shuffle=None, augment=None, seed=None, sample_weight=None):
         """An ``ArrayBatches`` of ``(x, y)``: x (B, S, S, 1) float32 normalised, y (B,) int64.
 
-        ``shuffle`` and ``augment`` default to True for ``train`` and False for
+        ``shuffle`` and ``augment`` (None, True or False) default to True for ``train`` and False for
         ``valid``. Augmentation (random horizontal flips and rotations of up to
         30 degrees, filled with black) is for training only: asking for it on
-        ``valid`` is a ``ValueError``. ``seed`` makes the epochs reproducible.
+        ``valid`` is a ``ValueError``, as is an ``augment`` that is not a flag
+        (``"no"``). ``seed`` makes the epochs reproducible.
         With ``sample_weight`` (one loss weight per image, e.g.
         ``MURA.image_weights(by_study_type=True)``), the batches are triples ``(x, y, w)``.
         """
-        training = self.name == "train"
-        shuffle = training if shuffle is None else shuffle
-        augment = training if augment is None else augment
+        where, training = f"MURASplit {self.name!r}", self.name == "train"
+        shuffle = training if shuffle is None else shuffle  # checked by ArrayBatches
+        augment = training if augment is None else check_flag(where, "augment", augment)
         if augment and not training:
-            raise ValueError(f"MURASplit {self.name!r}: augmentation is for the training split only")
+            raise ValueError(f"{where}: augmentation is for the training split only")
         flip_rotate = functools.partial(random_flip_rotate, flip=True, max_degrees=_MAX_ROTATION_DEGREES, fill=0.0)
         return ArrayBatches(self.images, self.labels, batch_size, shuffle=shuffle, seed=seed,
                             augment=flip_rotate if augment else None, transform=self.normalise,
@@ -707,10 +734,10 @@ class MURA:
     def class_weights(self, by_study_type=False):
         """The MURA paper's class weights counted over the training images: ``{0: w_normal, 1: w_abnormal}``.
 
-        With ``by_study_type``, a dict ``{"XR_WRIST": {0: ..., 1: ...}, ...}``
+        With ``by_study_type`` (True or False), a dict ``{"XR_WRIST": {0: ..., 1: ...}, ...}``
         counted over each study type's training images.
         """
-        if not by_study_type:
+        if not check_flag("MURA.class_weights", "by_study_type", by_study_type):
             return class_weights(self.train.labels)
         types = self._training_image_types()
         weights = {}
@@ -729,7 +756,7 @@ class MURA:
         it as the training batches' ``sample_weight``.
         """
         labels = self.train.labels
-        if not by_study_type:
+        if not check_flag("MURA.image_weights", "by_study_type", by_study_type):
             weight = self.class_weights()
             return np.where(labels == 1, weight[1], weight[0]).astype(np.float32)
         by_type = self.class_weights(by_study_type=True)
@@ -751,12 +778,17 @@ def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progres
     8; 1 decodes in this process). A script that passes more than 1 needs
     the ``if __name__ == "__main__":`` guard wherever processes are not
     forked (macOS, Windows, Linux from Python 3.14). ``progress``: show a
-    progress bar while decoding.
+    progress bar while decoding (True or False).
 
+    The arguments are checked before any work: ``ValueError`` for a size or
+    ``workers`` that is not a positive int, an unknown ``resize``, or a
+    ``progress`` that is not a flag (``"no"``); ``TypeError`` for a ``root``
+    or ``cache_dir`` that is not a ``str`` or ``os.PathLike``.
     Unreadable images are left out, each with an ``UnreadableImageWarning``
     naming the file, and listed in ``skipped_images``.
     """
-    root = find_root(root)
+    _split_options("load_mura", size, resize, cache_dir, workers, progress)
+    root = find_root(_folder("load_mura", "root", root))
     options = dict(size=size, resize=resize, cache_dir=cache_dir, workers=workers, progress=progress)
     train = load_split(root, "train", **options)
     valid = load_split(root, "valid", mean=train.mean, std=train.std, **options)
@@ -770,31 +802,41 @@ def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None,
     split's own pixel statistics. To evaluate a trained model on ``valid``
     alone, pass the statistics of the training images it learnt from
     (``MURA.mean`` and ``MURA.std``; ``train_mura.py`` keeps them in its
-    ``run.json``): the training images need not be decoded then.
+    ``run.json``): the training images need not be decoded then; they must
+    be finite numbers, ``std`` positive. Bad arguments are refused before
+    any work, as by ``load_mura``.
     """
     where = f"load_split({split!r})"
-    if split not in SPLITS:
-        raise ValueError(f"{where}: split must be one of {SPLITS}")
-    if resize not in RESIZE_MODES:
-        raise ValueError(f"{where}: resize must be one of {RESIZE_MODES}, got {resize!r}")
-    if not is_int(size) or size < 1:
-        raise ValueError(f"{where}: size must be a positive integer, got {size!r}")
-    workers = min(_usable_cpus(), 8) if workers is None else workers
-    if not is_int(workers) or workers < 1:
-        raise ValueError(f"{where}: workers must be an int of at least 1, got {workers!r}")
+    _one_of(where, "split", split, SPLITS)
+    size, cache_dir, workers, progress = _split_options(where, size, resize, cache_dir, workers, progress)
     if (mean is None) != (std is None):
         raise ValueError(f"{where}: give both mean and std, or neither (the split's own statistics)")
-    if std is not None and not (math.isfinite(mean) and math.isfinite(std) and std > 0):
-        raise ValueError(f"{where}: mean must be finite and std finite and positive, got {mean!r} and {std!r}")
-    root = find_root(root)
-    cache_dir = default_cache_dir() if cache_dir is None else Path(cache_dir)
-    images, records, index = _cached_split(root, split, int(size), resize, cache_dir, workers, progress)
+    if std is not None:
+        number, spread = finite_float(mean), finite_float(std)
+        if number is None or spread is None or spread <= 0:
+            raise ValueError(f"{where}: mean must be a finite number and std a finite positive number, "
+                             f"got {mean!r} and {std!r}")
+        mean, std = number, spread
+    root = find_root(_folder(where, "root", root))
+    images, records, index = _cached_split(root, split, size, resize, cache_dir, workers, progress)
     if mean is None:
         mean, std = index["pixel_mean"], index["pixel_std"]
         if std == 0:
             raise ValueError(f"MURA: every {split} pixel is {mean}; the images carry no information")
     skipped = [skip["path"] for skip in index["skipped_images"]]
     return MURASplit(split, images, records, skipped, mean, std, synthetic=_is_synthetic(root))
+
+
+def _split_options(where, size, resize, cache_dir, workers, progress):
+    """The options ``load_mura`` and ``load_split`` share, checked: ``(size, cache_dir, workers, progress)``.
+
+    ``cache_dir`` as a ``Path`` (None: ``default_cache_dir()``), ``workers`` None as the usable CPUs up to 8.
+    """
+    size = _positive_int(where, "size", size)
+    _one_of(where, "resize", resize, RESIZE_MODES)
+    cache_dir = default_cache_dir() if cache_dir is None else _folder(where, "cache_dir", cache_dir)
+    workers = min(_usable_cpus(), 8) if workers is None else _positive_int(where, "workers", workers)
+    return size, cache_dir, workers, check_flag(where, "progress", progress)
 
 
 def _usable_cpus():
@@ -856,32 +898,47 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     is noisy: each image shows it with probability ``1 - sign_noise`` if its
     study is abnormal, ``sign_noise`` if normal. A ``README.txt`` inside says
     that the data are synthetic and how they were made. The same arguments
-    give the same files. If ``root/MURA-v1.1`` exists already, it is returned
-    as it is when it is a replica made with the same arguments, and
-    ``FileExistsError`` is raised otherwise.
+    give the same files (with an int ``seed``; None draws fresh entropy). If
+    ``root/MURA-v1.1`` exists already, it is returned as it is when it is a
+    replica made with the same arguments, and ``FileExistsError`` is raised
+    otherwise.
+
+    Checked before anything is written (``ValueError`` naming the argument):
+    the patient, study and image counts are positive ints, ``min_size`` and
+    ``max_size`` ints with ``2 <= min_size <= max_size <= 8192`` (a square of
+    8192 px stays under Pillow's decompression-bomb limit), ``abnormal_fraction`` and
+    ``sign_noise`` numbers in [0, 1], ``seed`` None or a non-negative int;
+    ``root`` that is not a ``str`` or ``os.PathLike`` is a ``TypeError``.
     """
-    arguments = dict(train_patients=train_patients, valid_patients=valid_patients,
-                     max_studies_per_patient=max_studies_per_patient, max_images_per_study=max_images_per_study,
-                     min_size=min_size, max_size=max_size, abnormal_fraction=abnormal_fraction,
-                     sign_noise=sign_noise, seed=seed)
+    counts = dict(train_patients=train_patients, valid_patients=valid_patients,
+                  max_studies_per_patient=max_studies_per_patient, max_images_per_study=max_images_per_study)
+    arguments = {name: _positive_int("synthesize", name, value) for name, value in counts.items()}
+    if not (is_int(min_size) and is_int(max_size) and 2 <= min_size <= max_size <= _MAX_SYNTHETIC_SIZE):
+        raise ValueError(f"synthesize: need ints 2 <= min_size <= max_size <= {_MAX_SYNTHETIC_SIZE}, "
+                         f"got {min_size!r} and {max_size!r}")
+    arguments.update(min_size=int(min_size), max_size=int(max_size))
+    for name, value in (("abnormal_fraction", abnormal_fraction), ("sign_noise", sign_noise)):
+        number = finite_float(value)
+        if number is None or not 0.0 <= number <= 1.0:
+            raise ValueError(f"synthesize: {name} must be a number in [0, 1], got {value!r}")
+        arguments[name] = int(value) if is_int(value) else number  # 0 stays 0 in the README, as it was before
+    if seed is not None and (not is_int(seed) or seed < 0):
+        raise ValueError(f"synthesize: seed must be None or a non-negative int, got {seed!r}")
+    arguments["seed"] = None if seed is None else int(seed)
+    root = _folder("synthesize", "root", root)
     readme = (f"{_SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
               "minidl.datasets.mura.synthesize. These are NOT radiographs and NOT the MURA dataset:\n"
               "each image is a drawn bone on a dark background, and the 'abnormal' sign is a bright blob,\n"
               "shown by most images of abnormal studies and a few images of normal ones.\n"
               "Results on this data say nothing about medical images.\n\n"
               f"Arguments: {json.dumps(arguments, sort_keys=True)}\n")
-    root = Path(root)
     target = root / _FOLDER
     if target.exists():
         if _has_readme(target, readme):
             return target
         raise FileExistsError(f"synthesize: {target} exists and is not a replica made with these arguments; "
                               "remove it or choose another root")
-    if train_patients < 1 or valid_patients < 1:
-        raise ValueError(f"synthesize: each split needs a patient, got {train_patients} and {valid_patients}")
-    if min_size < 2 or max_size < min_size:
-        raise ValueError(f"synthesize: need 2 <= min_size <= max_size, got {min_size} and {max_size}")
-    rng = default_rng(seed)
+    rng = default_rng(arguments["seed"])
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.glob(f".{_FOLDER}.*"):  # the staging folders below
         warnings.warn(f"synthesize: {stale} was left by a synthesis that was killed (unless one is running "
@@ -891,7 +948,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     staging.chmod(0o755)  # mkdtemp makes it private to its owner
     try:
         first_patient = 1
-        for split, patients in (("train", train_patients), ("valid", valid_patients)):
+        for split, patients in (("train", arguments["train_patients"]), ("valid", arguments["valid_patients"])):
             _synthesize_split(staging, split, range(first_patient, first_patient + patients), rng, arguments)
             first_patient += patients
         (staging / "README.txt").write_text(readme, encoding="utf-8", newline="\n")

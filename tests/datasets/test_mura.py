@@ -400,6 +400,11 @@ def test_per_study_type_weights_name_a_type_with_one_class(tmp_path):
     with pytest.raises(ValueError, match="XR_WRIST.*both classes"):
         data.image_weights(by_study_type=True)
     assert data.image_weights().shape == (3,)
+    # "no" is no flag: it must not take the per-type path (which fails here) nor any other.
+    for method in ("class_weights", "image_weights"):
+        for flag in ("no", None, 2, np.array([True])):
+            with pytest.raises(ValueError, match=rf"^MURA.{method}: by_study_type must be True or False, got "):
+                getattr(data, method)(by_study_type=flag)
 
 
 def test_batches_cover_every_image_normalised_with_the_training_statistics(quirky, tmp_path):
@@ -436,11 +441,20 @@ def test_a_split_alone_takes_given_statistics_and_decodes_no_other_split(quirky,
     assert own.mean == pytest.approx(pixels.mean()) and own.std == pytest.approx(pixels.std())
 
 
+STATISTICS = r"mean must be a finite number and std a finite positive number, got "
+
+
 @pytest.mark.parametrize("options, message", [
     ({"split": "test"}, r"load_split\('test'\): split must be one of \('train', 'valid'\)"),
+    ({"split": np.array(["valid", "train"])}, r"split must be one of \('train', 'valid'\), got array"),
+    ({"resize": np.array(["pad", "squash"])}, r"load_split\('valid'\): resize must be one of .*, got array"),
     ({"mean": 1.0}, "give both mean and std, or neither"),
-    ({"mean": 1.0, "std": 0.0}, "std finite and positive, got 1.0 and 0.0"),
-    ({"mean": float("nan"), "std": 1.0}, "mean must be finite"),
+    ({"mean": 1.0, "std": 0.0}, STATISTICS + "1.0 and 0.0"),
+    ({"mean": float("nan"), "std": 1.0}, STATISTICS + "nan and 1.0"),
+    ({"mean": "x", "std": 1.0}, STATISTICS + "'x' and 1.0"),
+    ({"mean": [1, 2], "std": 1.0}, STATISTICS + r"\[1, 2\] and 1.0"),
+    ({"mean": True, "std": 1.0}, STATISTICS + "True and 1.0"),
+    ({"mean": 1.0, "std": True}, STATISTICS + "1.0 and True"),
 ])
 def test_bad_statistics_or_split_names_are_clear_errors(quirky, tmp_path, options, message):
     options = {"split": "valid", **options}
@@ -484,6 +498,13 @@ def test_augmentation_is_for_training_only_and_seeded(quirky, tmp_path):
     assert data.valid.batches().augment is None and not data.valid.batches().shuffle
     with pytest.raises(ValueError, match="training split only"):
         data.valid.batches(augment=True)
+    for split in (data.train, data.valid):
+        for flag in ("no", -1, 2.5):  # "no" turned the training augmentation on; on valid it was "training only"
+            with pytest.raises(ValueError, match=rf"^MURASplit '{split.name}': augment must be True or False, "
+                                                 rf"got {re.escape(repr(flag))}$"):
+                split.batches(augment=flag)
+    assert data.train.batches(augment=np.bool_(False)).augment is None
+    assert data.valid.batches(augment=0).augment is None
     first = [x for x, _ in data.train.batches(batch_size=7, seed=1)][0]
     again = [x for x, _ in data.train.batches(batch_size=7, seed=1)][0]
     plain = [x for x, _ in data.train.batches(batch_size=7, augment=False, seed=1)][0]
@@ -978,6 +999,59 @@ def test_bad_options_are_clear_errors(quirky, tmp_path):
         load_mura(quirky, size=0, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("load, owner", [
+    (lambda root, **options: load_mura(root, **options), "load_mura"),
+    (lambda root, **options: load_split(root, "valid", **options), r"load_split\('valid'\)"),
+])
+@pytest.mark.parametrize("options, error, message", [
+    *[({"progress": flag}, ValueError, f"progress must be True or False, got {flag!r}")
+      for flag in ("no", float("nan"), None, 2)],
+    *[({name: path}, TypeError, rf"{name} must be a folder path \(str or os.PathLike\), got {re.escape(repr(path))}")
+      for name, paths in (("root", (None, 0, True)), ("cache_dir", (0, True, [1, 2]))) for path in paths],
+    ({"resize": np.array(["pad", "squash"])}, ValueError, r"resize must be one of \('pad', 'squash'\), got array"),
+    ({"resize": ["pad"]}, ValueError, r"resize must be one of \('pad', 'squash'\), got \['pad'\]"),
+    ({"workers": 0}, ValueError, "workers must be a positive integer, got 0"),
+])
+def test_load_mura_and_load_split_check_each_option_before_any_work(quirky, tmp_path, monkeypatch, load, owner,
+                                                                      options, error, message):
+    monkeypatch.setattr(mura, "read_index", None)  # nothing may be read before the options are checked
+    options = {"root": quirky, "size": SIZE, "cache_dir": tmp_path / "cache", "workers": 1, "progress": False,
+               **options}
+    with pytest.raises(error, match=f"^{owner}: {message}"):
+        load(**options)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_the_default_cache_dir_is_still_taken_for_none(quirky, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    load_quiet(quirky, None)
+    assert len(list((tmp_path / "xdg" / "minidl" / "mura").glob("*.npy"))) == 2
+
+
+@pytest.mark.parametrize("path", [None, 0, True])
+def test_find_root_and_read_index_refuse_what_is_not_a_path(path):
+    with pytest.raises(TypeError, match=rf"^find_root: path must be a folder path \(str or os.PathLike\), "
+                                        rf"got {path!r}$"):
+        find_root(path)
+    with pytest.raises(TypeError, match=r"^read_index: root must be a folder path"):
+        read_index(path, "train")
+
+
+def test_read_index_refuses_a_split_that_is_no_name(quirky):
+    for split in ("test", np.array(["train", "valid"])):
+        with pytest.raises(ValueError, match=r"^read_index: split must be one of \('train', 'valid'\), got "):
+            read_index(quirky, split)
+
+
+@pytest.mark.parametrize("size", [0, -1, None, 2.5, 1e30, True, "16", np.array([16])])
+def test_load_image_refuses_a_size_that_is_not_a_positive_int(tmp_path, size):
+    png("L").save(tmp_path / "grey.png")
+    with pytest.raises(ValueError, match=rf"^load_image: size must be a positive integer, got "
+                                         rf"{re.escape(repr(size))}$"):
+        load_image(tmp_path / "grey.png", size)
+    assert load_image(tmp_path / "grey.png", np.int64(4)).shape == (4, 4)
+
+
 # ------------------------------------------------------------------ the synthetic replica
 LINE = re.compile(r"^MURA-v1\.1/(train|valid)/XR_[A-Z]+/patient\d{5}/study\d+_(positive|negative)/")
 
@@ -1189,7 +1263,7 @@ def test_synthesize_draws_one_to_max_images_per_study(tmp_path):
 
 
 def test_synthesize_refuses_a_max_size_below_its_min_size(tmp_path):
-    with pytest.raises(ValueError, match=r"^synthesize: need 2 <= min_size <= max_size, got 40 and 20$"):
+    with pytest.raises(ValueError, match=r"^synthesize: need ints 2 <= min_size <= max_size <= 8192, got 40 and 20$"):
         synthesize(tmp_path, train_patients=1, valid_patients=1, min_size=40, max_size=20)
     assert list(tmp_path.iterdir()) == []
 
@@ -1235,6 +1309,8 @@ def test_load_image_refuses_an_unknown_resize_mode(tmp_path):
     png("L").save(tmp_path / "grey.png")
     with pytest.raises(ValueError, match="resize must be one of"):
         load_image(tmp_path / "grey.png", SIZE, resize="crop")
+    with pytest.raises(ValueError, match=r"^load_image: resize must be one of \('pad', 'squash'\), got array"):
+        load_image(tmp_path / "grey.png", SIZE, resize=np.array(["pad", "squash"]))
 
 
 def test_a_file_pillow_rejects_with_a_value_error_is_left_out_as_unreadable(quirky, tmp_path):
@@ -1374,15 +1450,51 @@ def test_synthesize_draws_one_to_max_studies_per_patient_all_of_one_type(tmp_pat
     assert all(len(set(studies)) == 1 for studies in types.values())
 
 
+SIZES = r"need ints 2 <= min_size <= max_size <= 8192, got "
+
+
 @pytest.mark.parametrize("options, message", [
-    ({"min_size": 1, "max_size": 20}, r"need 2 <= min_size <= max_size, got 1 and 20"),
-    ({"valid_patients": 0}, r"each split needs a patient, got 1 and 0"),
-    ({"train_patients": 0}, r"each split needs a patient, got 0 and 1"),
+    ({"min_size": 1, "max_size": 20}, SIZES + "1 and 20"),
+    ({"min_size": 2.5}, SIZES + "2.5 and 512"),
+    ({"max_size": 1e30}, SIZES + "48 and 1e\\+30"),
+    ({"max_size": 8193}, SIZES + "48 and 8193"),
+    ({"max_size": np.array([64])}, SIZES + r"48 and array\(\[64\]\)"),
+    *[({name: value}, f"{name} must be a positive integer, got {re.escape(repr(value))}")
+      for name in ("train_patients", "valid_patients", "max_studies_per_patient", "max_images_per_study")
+      for value in (0, -1, 2.5, True, None, np.array([2]))],
+    *[({name: value}, f"{name} must be a number in \\[0, 1\\], got {re.escape(repr(value))}")
+      for name in ("abnormal_fraction", "sign_noise")
+      for value in (-1, 2.5, 1e30, True, float("nan"), float("inf"), "0.5", np.array([0.5]))],
+    *[({"seed": value}, f"seed must be None or a non-negative int, got {re.escape(repr(value))}")
+      for value in (-1, 2.5, True, "x")],
 ])
 def test_synthesize_refuses_arguments_that_cannot_make_a_replica(tmp_path, options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match="^synthesize: " + message + "$"):
         synthesize(tmp_path, **{"train_patients": 1, "valid_patients": 1, **options})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("root", [None, 0, True])
+def test_synthesize_refuses_a_root_that_is_not_a_path(root):
+    with pytest.raises(TypeError, match=rf"^synthesize: root must be a folder path \(str or os.PathLike\), "
+                                        rf"got {root!r}$"):
+        synthesize(root)
+
+
+def test_synthesize_checks_its_arguments_before_it_looks_for_a_replica(replica):
+    # The replica of these arguments exists: nonsense beside them is refused, not answered with it or FileExistsError.
+    with pytest.raises(ValueError, match="^synthesize: abnormal_fraction must be a number in"):
+        synthesize(replica.parent, train_patients=40, valid_patients=10, max_size=96, seed=3, abnormal_fraction=2.5)
+
+
+def test_synthesize_takes_numpy_numbers_and_writes_them_in_its_readme_as_python_ones(tmp_path):
+    plain = synthesize(tmp_path / "plain", train_patients=2, valid_patients=1, max_size=24, min_size=16,
+                       abnormal_fraction=0.5, sign_noise=0, seed=4)
+    numpy_ = synthesize(tmp_path / "numpy", train_patients=np.int64(2), valid_patients=np.int32(1),
+                        max_size=np.int64(24), min_size=16, abnormal_fraction=np.float32(0.5), sign_noise=np.int64(0),
+                        seed=np.uint8(4))
+    assert (plain / "README.txt").read_text() == (numpy_ / "README.txt").read_text()
+    assert '"sign_noise": 0,' in (plain / "README.txt").read_text()  # as before: replicas made then are found
 
 
 def test_synthesize_uses_all_seven_study_types(replica):
