@@ -227,7 +227,8 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
         ValueError: neither ``"loss"`` nor ``"accuracy"`` (with or without the
             ``val_`` prefix) is present, a curve is empty, ``level`` is
             empty, or ``best_epoch`` is not one of the epochs plotted.
-        TypeError: ``history`` is neither a ``History`` nor a dict, ``title``
+        TypeError: ``history`` is neither a ``History`` nor a dict, a curve is
+            no list of values, ``title``
             or ``level`` neither None nor a ``str``, or ``path`` not a file path.
     """
     _check_output("plot_history", path, title)
@@ -250,6 +251,9 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
         )
     names = [name for quantity in panels for name in (quantity, f"val_{quantity}") if name in curves]
     for name in names:
+        if isinstance(curves[name], (str, bytes)) or not isinstance(curves[name], collections.abc.Sized):
+            raise TypeError(f"plot_history: the {name!r} curve must be a list of per-epoch values, "
+                            f"got {type(curves[name]).__name__}")
         if len(curves[name]) == 0:
             raise ValueError(f"plot_history: the {name!r} curve is empty")
     epochs = max(len(curves[name]) for name in names)

@@ -436,3 +436,10 @@ def test_save_figure_refuses_what_is_not_a_figure(tmp_path, figure):
     with pytest.raises(TypeError, match=r"^mine: path must be a file path"):
         plots.save_figure(plots._new_figure(2, 2), None, "mine")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("curve", [0.5, "0.5", None])
+def test_plot_history_refuses_a_curve_that_is_no_list_of_values(tmp_path, curve):
+    with pytest.raises(TypeError, match=r"^plot_history: the 'loss' curve must be a list of per-epoch values, got "):
+        plots.plot_history({"loss": curve}, tmp_path / "h.png")
+    assert not (tmp_path / "h.png").exists()
