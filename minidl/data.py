@@ -60,6 +60,10 @@ class ArrayBatches:
         for name, array in (("x", x), ("y", y)):
             if not hasattr(array, "__len__"):
                 raise TypeError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
+            if np.ndim(array) == 0:
+                raise ValueError(f"ArrayBatches: {name} must have the samples along its first axis, got one value")
+        if x.dtype.kind not in "biuf":  # complex would lose its imaginary part, strings be parsed as numbers
+            raise ValueError(f"ArrayBatches: x must hold real numbers, got dtype {x.dtype}")
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
         if not is_int(batch_size) or batch_size < 1:

@@ -69,8 +69,10 @@ def check_class_indices(y, caller, name="labels", check_values=True):
     if y.dtype.kind != "f":
         raise ValueError(f"{caller}: {name} must be whole class indices, got dtype {y.dtype}")
     xp = get_array_module(y)
-    if check_values and not bool(xp.all(xp.isfinite(y) & (y == xp.round(y)))):
-        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN or infinite values")
+    # Below 2**63 in size too, so that converting to int64 indices keeps the value (1e30 would wrap around).
+    if check_values and not bool(xp.all((xp.abs(y) < 2.0**63) & (y == xp.round(y)))):  # NaN compares false
+        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN, infinite or "
+                         "huge (beyond int64) values")
 
 
 #: How far from 1 a target row may sum: rounding, not a second label (the gradient is exact either way).
@@ -164,6 +166,7 @@ class CrossEntropy:
         """
         logits = self.from_logits if logits is None else check_flag("CrossEntropy.batch_loss", "logits", logits)
         check_labels = check_flag("CrossEntropy.batch_loss", "check_labels", check_labels)
+        self._grad = None  # a refused call must not leave the last call's gradient for backward
         if logits:
             return self._from_logits(y_pred, y_true, check_labels, sample_weight)
         xp = get_array_module(y_pred)
@@ -192,6 +195,8 @@ class CrossEntropy:
         """``batch_loss`` for scores ``z`` (N, K): ``L = -sum_j y_j log softmax(z)_j``, ``dL/dz = w (p - y) / N``."""
         xp = get_array_module(z)
         z = self._check(z, "logits")
+        if check_labels and not bool(xp.isfinite(z).all()):
+            raise ValueError("CrossEntropy: the logits hold NaN or infinity")
         y, w = self._targets(y_true, z, check_labels, sample_weight)
         log_p = log_softmax(z)
         losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
@@ -214,10 +219,14 @@ class CrossEntropy:
     # ------------------------------------------------------------------ input
     @staticmethod
     def _check(y_pred, what):
+        if not hasattr(y_pred, "ndim"):
+            raise TypeError(f"CrossEntropy: {what} must be a NumPy or CuPy array, got {type(y_pred).__name__}")
         if y_pred.ndim != 2:
             raise ValueError(f"CrossEntropy: expected {what} of shape (N, K), got {tuple(y_pred.shape)}")
         if y_pred.dtype.kind != "f":
             raise ValueError(f"CrossEntropy: {what} must be floating point, got dtype {y_pred.dtype}")
+        if y_pred.shape[0] == 0:
+            raise ValueError(f"CrossEntropy: {what} holds no samples; the mean loss of none is undefined")
         return y_pred
 
     def _targets(self, y_true, y_pred, check_labels=True, sample_weight=None):

@@ -192,6 +192,19 @@ class Sequential:
             shape = layer.output_shape(shape)
         return shape[-1]
 
+    def _output_classes_for(self, sample_shape):
+        """``output_classes``, and before the model is built what its layers' output shapes give for
+        samples of ``sample_shape`` (None where a layer cannot tell before it is built)."""
+        if self.input_shape is not None or not self.layers:
+            return self.output_classes
+        shape = tuple(sample_shape)
+        try:
+            for layer in self.layers:
+                shape = layer.output_shape(shape)
+        except (ValueError, TypeError, LookupError, AttributeError):  # building will say what is wrong
+            return None
+        return shape[-1] if shape else None
+
     # --------------------------------------------------------------- compile
     def compile(self, optimizer="adam", loss=None, metrics=("accuracy",)):
         """Choose the optimiser (instance or name), the loss (default ``CrossEntropy()``) and metrics.
@@ -592,14 +605,15 @@ class Sequential:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
         given_batches = not hasattr(x, "shape")
+        if not given_batches:
+            self._check_inputs(x, "predict")  # also an empty x, which makes no batch
         batches = x if given_batches else [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
         outputs = []
         with _progress_bar(batches, "Predicting", verbose == 1) as bar:
             for index, batch in enumerate(batches):
                 xb = batch[0] if _is_batch_tuple(batch) else batch
-                # Predicting changes nothing: checking batch by batch will do. Only the
-                # caller's own batches are named; an array's slices are ours.
-                self._check_inputs(xb, f"predict, batch {index + 1}" if given_batches else "predict")
+                if given_batches:  # checked one by one: predicting changes nothing
+                    self._check_inputs(xb, f"predict, batch {index + 1}")
                 p = self._forward(self._to_device(xb)[0], training=False, keeps_cache=False)
                 # Copied: the last layer may write every batch's result into the same reused array.
                 outputs.append(to_numpy(p, copy=True))
@@ -633,9 +647,12 @@ class Sequential:
         return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
     def _check_inputs(self, x, what):
-        """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for that shape."""
+        """Check the inputs' type, finiteness and per-sample shape; an unbuilt model is then built for that shape."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
+        if x.ndim == 0:
+            raise ValueError(f"{what}: inputs must be a batch, with the samples along the first axis; got one number")
+        _check_finite(x, what, self.dtype)  # before building: a batch refused must not build the model
         if self.input_shape is None and self.layers:
             try:
                 self.build(x.shape[1:])
@@ -656,7 +673,6 @@ class Sequential:
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
                 f"{tuple(x.shape)}{hint}"
             )
-        _check_finite(x, what)
 
     def _check_batch(self, x, y, what, sample_weight=None):
         """Validate one batch before it can update anything: shapes, types, labels, weights, finiteness.
@@ -664,11 +680,17 @@ class Sequential:
         Returns ``(x, y, sample_weight)``, lists made arrays.
         """
         x, y = stack_samples(x), stack_samples(y)
-        self._check_inputs(x, what)
-        if y is None or not hasattr(y, "shape"):
+        if y is None:
             raise ValueError(f"{what}: labels are missing")
+        if not hasattr(y, "shape") or y.ndim == 0:
+            raise ValueError(f"{what}: labels must be an array with one label (or target row) per sample, "
+                             f"got {y!r}")
+        if not hasattr(x, "shape") or x.ndim == 0:  # the rest of the checks of x come below
+            self._check_inputs(x, what)
         if len(x) != len(y):
-            raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
+            hint = (" (one sample? give it a batch axis: x[None])"
+                    if self.input_shape is not None and tuple(x.shape) == self.input_shape else "")
+            raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels{hint}")
         if len(x) == 0:
             raise ValueError(f"{what}: no samples (x and y are empty)")
         if y.dtype.kind not in "fiub":
@@ -677,7 +699,8 @@ class Sequential:
         y_host = to_numpy(y)
         if y.ndim == 1:
             check_class_indices(y_host, what)
-        classes = self.output_classes
+        # Known before the model is built: a batch refused must not build it.
+        classes = self._output_classes_for(x.shape[1:])
         if classes == 1 and isinstance(self.loss, CrossEntropy):
             raise ValueError(f"{what}: the model has 1 output, so cross-entropy sees one class, every label 0, and "
                              "nothing to learn (a softmax of one score is always 1); for two classes end the model "
@@ -697,6 +720,7 @@ class Sequential:
             check_target_rows(y_host, what)
         if sample_weight is not None:  # checked on the host, as the labels are
             sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
+        self._check_inputs(x, what)
         return x, y, sample_weight
 
     def _checked(self, batch, batches, what):
@@ -706,7 +730,7 @@ class Sequential:
             got = f"{len(batch)} items" if isinstance(batch, (tuple, list)) else type(batch).__name__
             raise ValueError(f"{what}: each batch must be a pair (x, y) or a triple (x, y, sample_weight), got {got}")
         x, y, w = (*batch, None) if len(batch) == 2 else batch
-        return (x, y, w) if isinstance(batches, _CheckedBatches) else self._check_batch(x, y, what, w)
+        return (x, y, w) if isinstance(batches, (_CheckedBatches, _CheckedList)) else self._check_batch(x, y, what, w)
 
     def _to_device(self, x, y=None, sample_weight=None):
         """``x`` as the model's dtype, ``y`` and ``sample_weight`` (those given), where the model computes."""
@@ -722,13 +746,10 @@ class Sequential:
             if sample_weight is not None:
                 raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
                                  "an iterable gives its weights in (x, y, w) batches")
-            return _batch_iterable(x, what)
+            return self._checked_list(_batch_iterable(x, what), what)
         if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
-        x, y = stack_samples(x), stack_samples(y)
-        if len(x) != len(y):
-            raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels")
         _check_batch_size(batch_size, what)
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
@@ -746,7 +767,15 @@ class Sequential:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")
-        return _batch_iterable(data, "validation_data")
+        return self._checked_list(_batch_iterable(data, "validation_data"), "validation_data")
+
+    def _checked_list(self, batches, what):
+        """A list or tuple of batches checked now, each one, before they can change anything (as arrays
+        are); another iterable as it is, its batches checked as they come (looking would use it up)."""
+        if not isinstance(batches, (list, tuple)):
+            return batches
+        return _CheckedList(self._checked(batch, batches, f"{what}, batch {index + 1}")
+                            for index, batch in enumerate(batches))
 
     # ------------------------------------------------------------ weights
     def get_weights(self):
@@ -1109,13 +1138,27 @@ def _copy_into(view, array, layer, name):
     view[...] = array
 
 
-def _check_finite(x, what):
-    """``ValueError`` if ``x`` holds NaN or infinity, checked in chunks: ``x`` may be a memory-mapped data set."""
+def _check_finite(x, what, dtype):
+    """``ValueError`` unless every value of ``x`` is finite in ``dtype``, the model's, which it will be cast to.
+
+    Checked in chunks: ``x`` may be a memory-mapped data set. Integers need no
+    check (the largest int64 is far below float32's largest number); a float64
+    value beyond float32's range would become infinite in a float32 model.
+    """
+    if x.dtype.kind != "f":
+        return
     xp = get_array_module(x)
+    largest = np.finfo(dtype).max
     rows = max(1, 2**22 // max(1, int(np.prod(x.shape[1:]))))
     for start in range(0, len(x), rows):
-        if not bool(xp.isfinite(x[start : start + rows]).all()):
-            raise ValueError(f"{what}: the inputs contain NaN or infinite values")
+        if not bool((xp.abs(x[start : start + rows]) <= largest).all()):  # NaN compares false
+            raise ValueError(f"{what}: the inputs contain NaN or infinite values"
+                             + (f", or values beyond {dtype}'s range (±{largest:.3g})"
+                                if x.dtype.itemsize > dtype.itemsize else ""))
+
+
+class _CheckedList(list):
+    """Batches ``(x, y, w)`` from a list that ``Sequential._checked_list`` has validated, each one."""
 
 
 class _CheckedBatches(ArrayBatches):

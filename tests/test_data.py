@@ -300,3 +300,16 @@ def test_class_labels_that_are_not_whole_numbers_are_refused_not_truncated(label
     # As int64, 0.5 would silently become class 0, and NaN a huge negative number.
     with pytest.raises(ValueError, match="ArrayBatches: labels must be whole class indices"):
         ArrayBatches(np.zeros((3, 2)), np.array(labels))
+
+
+@pytest.mark.parametrize("x", [np.ones((4, 2)) + 1j, np.array([["0.5", "1"]] * 4), np.array([[None, 1.0]] * 4)],
+                         ids=["complex", "strings", "objects"])
+def test_array_batches_refuse_inputs_that_are_no_real_numbers(x):
+    with pytest.raises(ValueError, match=r"^ArrayBatches: x must hold real numbers, got dtype "):
+        ArrayBatches(x, np.zeros(4, dtype=np.int64))
+
+
+@pytest.mark.parametrize("x, y", [(np.array(1.0), np.zeros(1)), (np.ones((1, 2)), np.array(0))], ids=["x", "y"])
+def test_array_batches_refuse_a_single_value_without_a_batch_axis(x, y):
+    with pytest.raises(ValueError, match=r"^ArrayBatches: [xy] must have the samples along its first axis"):
+        ArrayBatches(x, y)

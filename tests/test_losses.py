@@ -444,3 +444,40 @@ def test_batch_loss_refuses_flags_that_are_no_flags(flag, value):
     # "no" was taken as True: logits="no" read probabilities as scores and gave another loss without a word.
     with pytest.raises(ValueError, match=rf"^CrossEntropy.batch_loss: {flag} must be True or False, got "):
         CrossEntropy().batch_loss(np.array([[0.3, 0.7]]), np.array([1]), **{flag: value})
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_logits_that_are_not_finite_are_refused_as_probabilities_that_are_nan_are(bad):
+    z = np.array([[bad, 0.0], [0.0, 1.0]])
+    with pytest.raises(ValueError, match=r"^CrossEntropy: the logits hold NaN or infinity$"):
+        CrossEntropy(from_logits=True).forward(z, np.array([0, 1]))
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+def test_an_empty_batch_is_refused_not_a_nan_loss(from_logits):
+    with pytest.raises(ValueError, match=r"^CrossEntropy: (y_pred|logits) holds no samples"):
+        CrossEntropy(from_logits=from_logits).forward(np.zeros((0, 3)), np.zeros(0, dtype=np.int64))
+
+
+def test_a_refused_forward_leaves_no_gradient_of_the_call_before():
+    loss = CrossEntropy()
+    loss.forward(np.array([[0.3, 0.7]]), np.array([1]))
+    with pytest.raises(ValueError):
+        loss.forward(np.array([[0.3, 0.7]]), np.array([5]))
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        loss.backward()
+
+
+def test_predictions_that_are_no_array_are_a_type_error():
+    with pytest.raises(TypeError, match=r"^CrossEntropy: y_pred must be a NumPy or CuPy array, got list"):
+        CrossEntropy().forward([[0.3, 0.7]], np.array([1]))
+
+
+@pytest.mark.parametrize("label", [1e30, -1e19, 2.0**63])
+def test_huge_float_labels_are_refused_not_wrapped_around_by_the_int64_cast(label):
+    from minidl.losses import check_class_indices
+
+    with pytest.raises(ValueError, match=r"^me: labels must be whole class indices, got non-integer, NaN, infinite or "
+                                         r"huge \(beyond int64\) values"):
+        check_class_indices(np.array([0.0, label]), "me")
+    check_class_indices(np.array([0.0, 2.0**62]), "me")  # large, but an int64 holds it: the range is the caller's

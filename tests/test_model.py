@@ -1785,3 +1785,83 @@ def test_forward_refuses_a_training_flag_that_is_no_flag(training):
         model.forward(x, training=training)
     with pytest.raises(ValueError, match=rf"^Dropout: training must be True or False, got {training!r}"):
         Dropout(0.5).forward(x, training=training)
+
+
+def test_float64_inputs_beyond_float32s_range_are_refused_not_turned_into_nan():
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    x = x.astype(np.float64)
+    x[5, 0, 0, 0] = 1e39  # finite in float64, infinite in the float32 model
+    message = r"the inputs contain NaN or infinite values, or values beyond float32's range \(±3.4e\+38\)"
+    with pytest.raises(ValueError, match=r"^predict: " + message):
+        model.predict(x)
+    with pytest.raises(ValueError, match=r"^evaluate: " + message):
+        model.evaluate(x, y)
+    with pytest.raises(ValueError, match=r"^fit: " + message):
+        model.fit(x, y, batch_size=4, verbose=0)
+    assert model.optimizer.t == 0 and model.history is None
+    x[5, 0, 0, 0] = 3e38  # within range: taken
+    assert np.isfinite(model.predict(x)).all()
+
+
+NINE = np.array([0, 1, 9, 1])  # a label beyond the 3 classes
+NAN_ROW = np.where(np.arange(4)[:, None] == 1, np.nan, np.zeros((4, 7), np.float32))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda m, x: m.fit(x, NINE, verbose=0), "labels must be class indices 0..2"),
+    (lambda m, x: m.train_on_batch(x, NINE), "labels must be class indices 0..2"),
+    (lambda m, x: m.evaluate(x, NINE), "labels must be class indices 0..2"),
+    (lambda m, x: m.fit(x, NINE % 3, sample_weight=-np.ones(4), verbose=0), "not negative"),
+    (lambda m, x: m.fit(NAN_ROW, NINE % 3, verbose=0), "NaN"),
+], ids=["fit-labels", "train_on_batch-labels", "evaluate-labels", "negative-weights", "nan-input"])
+def test_a_refused_batch_does_not_build_an_unbuilt_model(call, match):
+    model = Sequential([Dense(4), ReLU(), Dense(3), Softmax()], seed=0)
+    model.compile("sgd")
+    with pytest.raises(ValueError, match=match):
+        call(model, np.zeros((4, 7), np.float32))
+    assert model.input_shape is None and not any(layer.built for layer in model.layers)
+    model.fit(np.ones((4, 5), np.float32), np.array([0, 1, 2, 1]), verbose=0)  # built for what it is given next
+    assert model.input_shape == (5,)
+
+
+def test_a_list_of_batches_is_checked_in_full_before_the_first_update():
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    bad = x[4:].copy()
+    bad[0, 0, 0, 0] = np.nan
+    initial = model.get_weights()
+    with pytest.raises(ValueError, match=r"^fit, batch 2: the inputs contain NaN"):
+        model.fit([(x[:4], y[:4]), (bad, y[4:])], verbose=0)
+    assert_weights_equal(model.get_weights(), initial)
+    with pytest.raises(ValueError, match=r"^validation_data, batch 1: labels must be class indices 0..1"):
+        model.fit(x, y, verbose=0, validation_data=[(x[:4], np.array([0, 1, 9, 1]))])
+    assert_weights_equal(model.get_weights(), initial)
+    assert model.optimizer.t == 0
+
+
+def test_predict_checks_an_empty_batch_too():
+    model = tiny_cnn()
+    with pytest.raises(ValueError, match=r"^predict: the model takes samples of shape \(6, 6, 1\), got inputs of "
+                                         r"shape \(0, 7, 7, 3\)"):
+        model.predict(np.zeros((0, 7, 7, 3), np.float32))
+    assert model.predict(np.zeros((0, 6, 6, 1), np.float32)).shape == (0, 2)
+
+
+@pytest.mark.parametrize("y, match", [
+    (3, r"^train_on_batch: labels must be an array with one label \(or target row\) per sample, got 3"),
+    (np.array(3), r"^train_on_batch: labels must be an array with one label \(or target row\) per sample"),
+])
+def test_labels_without_a_batch_axis_are_named(y, match):
+    x, _ = tiny_images(1)
+    with pytest.raises(ValueError, match=match):
+        tiny_cnn().train_on_batch(x, y)
+
+
+def test_one_image_without_a_batch_axis_gets_the_hint_in_fit_too():
+    x, y = tiny_images(1)
+    for call, what in ((lambda m: m.fit(x[0], y, verbose=0), "fit"), (lambda m: m.evaluate(x[0], y), "evaluate")):
+        with pytest.raises(ValueError, match=rf"^{what}: 6 inputs but 1 labels \(one sample\? give it a batch axis"):
+            call(tiny_cnn())
+    with pytest.raises(ValueError, match=r"^fit: inputs must be a batch, with the samples along the first axis"):
+        tiny_cnn().fit(np.float32(1.0), np.array([0]), verbose=0)
