@@ -1148,13 +1148,13 @@ def _check_finite(x, what, dtype):
     if x.dtype.kind != "f":
         return
     xp = get_array_module(x)
-    largest = np.finfo(dtype).max
+    wider, largest = x.dtype.itemsize > dtype.itemsize, np.finfo(dtype).max
     rows = max(1, 2**22 // max(1, int(np.prod(x.shape[1:]))))
     for start in range(0, len(x), rows):
-        if not bool((xp.abs(x[start : start + rows]) <= largest).all()):  # NaN compares false
+        chunk = x[start : start + rows]
+        if not bool((xp.abs(chunk) <= largest).all() if wider else xp.isfinite(chunk).all()):  # NaN <= ... is False
             raise ValueError(f"{what}: the inputs contain NaN or infinite values"
-                             + (f", or values beyond {dtype}'s range (±{largest:.3g})"
-                                if x.dtype.itemsize > dtype.itemsize else ""))
+                             + (f", or values beyond {dtype}'s range (±{largest:.3g})" if wider else ""))
 
 
 class _CheckedList(list):
