@@ -28,6 +28,7 @@ class ReLU(Layer):
         return xp.maximum(x, m)
 
     def backward(self, dy):
+        self.check_output_gradient(dy)
         if not self.needs_input_grad:
             return None
         return dy * self.cached("mask")
@@ -59,6 +60,7 @@ class Softmax(Layer):
         return self.p
 
     def backward(self, dp):
+        self.check_output_gradient(dp)
         if not self.needs_input_grad:
             return None
         p = self.cached("p")

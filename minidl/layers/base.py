@@ -144,25 +144,58 @@ class Layer:
         shape when the rank or (once built) the per-sample shape differs, for
         input that is not float32 or float64 (``Sequential``'s rule, see
         ``utils.float_dtype``), and for input on another device than the
-        parameters (``check_device``).
+        parameters (``check_device``); ``TypeError`` for an ``x`` that is no
+        array (a list, a number). Keeps ``x``'s shape as ``self.x_shape``,
+        and its module and dtype, for ``check_output_gradient``.
         """
+        xp = get_array_module(x)
+        if not isinstance(x, xp.ndarray):
+            raise TypeError(f"{self.describe()}: x must be a NumPy or CuPy array, got {type(x).__name__}")
         # Parameters take the input's dtype: integers would make them all zero, float16 underflows.
         if x.dtype not in FLOAT_DTYPES:
             raise ValueError(f"{self.describe()}: expected float32 or float64 input, got dtype {x.dtype} "
                              "(convert it first, e.g. x.astype(np.float32))")
-        if self.input_rank is not None and x.ndim != self.input_rank + 1:
+        if x.ndim == 0 or (self.input_rank is not None and x.ndim != self.input_rank + 1):  # no batch axis
             raise ValueError(
                 f"{self.describe()}: expected input {self.expected_shape_text()}, "
                 f"got {tuple(x.shape)}"
             )
         if not self.built:
-            self.build_for(tuple(x.shape[1:]), get_array_module(x), x.dtype)
+            self.build_for(tuple(x.shape[1:]), xp, x.dtype)
         elif not self.accepts(tuple(x.shape[1:])):
             raise ValueError(
                 f"{self.describe()}: expected input {self.expected_shape_text()}, "
                 f"got {tuple(x.shape)}"
             )
-        self.check_device(get_array_module(x), "the input is")
+        self.check_device(xp, "the input is")
+        self.x_shape, self._x_class_dtype = tuple(x.shape), (xp.ndarray, x.dtype)  # a module would not deepcopy
+
+    def check_output_gradient(self, dy):
+        """Validate ``dy`` = dL/dy against the last ``forward``; each ``backward`` calls it first.
+
+        ``TypeError`` naming the layer for a ``dy`` that is no array,
+        ``ValueError`` unless it is an array of the module (NumPy or CuPy) and
+        dtype of that ``forward``'s input and of the shape of its output
+        (``(N,) + output_shape(x.shape[1:])``); ``RuntimeError`` if no
+        ``forward`` ran. In a model (``in_model``) either float dtype will
+        do. Shapes and dtypes only, never values: on a GPU it waits for
+        nothing.
+        """
+        x_shape = self.cached("x_shape")
+        x_class, dtype = self._x_class_dtype
+        dy_xp = get_array_module(dy)
+        if not isinstance(dy, dy_xp.ndarray):
+            raise TypeError(f"{self.describe()}: dy must be a NumPy or CuPy array, got {type(dy).__name__}")
+        if not isinstance(dy, x_class):
+            raise ValueError(f"{self.describe()}: dy is on {_device_text(dy_xp)} but forward's input was on the "
+                             "other device")
+        # A model passes on what its loss gives, and a loss of one's own may give float64 for float32.
+        if dy.dtype != dtype and not (self.in_model and dy.dtype in FLOAT_DTYPES):
+            raise ValueError(f"{self.describe()}: expected dy of dtype {dtype}, forward's input's, got {dy.dtype}")
+        y_shape = (x_shape[0], *self.output_shape(x_shape[1:]))
+        if dy.shape != y_shape:
+            raise ValueError(f"{self.describe()}: expected dy of shape {y_shape}, forward's output's, "
+                             f"got {tuple(dy.shape)}")
 
     def check_device(self, xp, what):
         """``ValueError`` unless the parameters (if any) are arrays of ``xp``; ``what`` says whose ``xp`` it is."""
@@ -257,7 +290,7 @@ class Layer:
             return batch_shape_text(self.input_shape)
         if self.input_rank is not None:
             return f"rank {self.input_rank + 1} (batch first)"
-        return "any shape"
+        return "(N, ...) (batch first)"
 
     def describe(self):
         """``ClassName 'name'``, the prefix of every error message."""
@@ -300,10 +333,12 @@ class Layer:
     def backward(self, dy):
         """Given ``dy`` = dL/dy, of ``y``'s shape, write dL/dθ into ``grads`` and return dL/dx.
 
-        ``grads[name]`` has the shape of ``params[name]`` and is overwritten,
-        never added to (a model does not zero it). dL/dx has the shape of the
-        last ``forward``'s ``x``; return None instead when ``needs_input_grad``
-        is False (nothing upstream wants it).
+        It calls ``self.check_output_gradient(dy)`` first, as ``forward``
+        calls ``check_input``. ``grads[name]`` has the shape of
+        ``params[name]`` and is overwritten, never added to (a model does not
+        zero it). dL/dx has the shape of the last ``forward``'s ``x``; return
+        None instead when ``needs_input_grad`` is False (nothing upstream
+        wants it).
         """
         raise NotImplementedError(f"{type(self).__name__} must implement backward")
 

@@ -111,6 +111,7 @@ class Conv2D(Layer):
         return Y
 
     def backward(self, dy):
+        self.check_output_gradient(dy)
         xp = get_array_module(dy)
         x = self.cached("x")
         f = self.filters

@@ -43,6 +43,7 @@ class Dense(Layer):
         return x @ self.params["W"] + self.params["b"]
 
     def backward(self, dy):
+        self.check_output_gradient(dy)
         xp = get_array_module(dy)
         x = self.cached("x")
         if self.computes_param_grads:

@@ -38,6 +38,7 @@ class Dropout(Layer):
         return x * self.scaled_mask
 
     def backward(self, dy):
+        self.check_output_gradient(dy)
         if not self.needs_input_grad:
             return None
         return dy * self.cached("scaled_mask")

@@ -45,15 +45,15 @@ class _Pool2D(Layer):
         return [x_index for _, _, x_index, _ in taps]
 
     def forward(self, x, training=False):
-        self.check_input(x)
-        self.x_shape = x.shape
+        self.check_input(x)  # keeps x.shape as self.x_shape
         return self.pool(x, self.taps(x.shape, self.output_shape(x.shape[1:])[:2]))
 
     def backward(self, dy):
+        self.check_output_gradient(dy)
         if not self.needs_input_grad:
             return None
         xp = get_array_module(dy)
-        x_shape = self.cached("x_shape")
+        x_shape = self.x_shape
         (ph, pw), (sh, sw) = self.pool_size, self.strides
         n, ho, wo, c = dy.shape
         if (sh, sw) == (ph, pw) and (ho * ph, wo * pw) == tuple(x_shape[1:3]):

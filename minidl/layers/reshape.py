@@ -14,9 +14,9 @@ class Flatten(Layer):
         return (math.prod(input_shape),)
 
     def forward(self, x, training=False):
-        self.check_input(x)
-        self.x_shape = x.shape
+        self.check_input(x)  # keeps x.shape as self.x_shape
         return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1, which an empty batch leaves undefined
 
     def backward(self, dy):
-        return dy.reshape(self.cached("x_shape")) if self.needs_input_grad else None
+        self.check_output_gradient(dy)
+        return dy.reshape(self.x_shape) if self.needs_input_grad else None
