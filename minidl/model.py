@@ -31,7 +31,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import ROW_SUM_TOLERANCE, CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
+from .utils import FLOAT_DTYPES, atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -347,6 +347,8 @@ class Sequential:
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
         layers = self.layers[:-1] if self._fused else self.layers
         g = loss.backward()
+        if getattr(g, "dtype", None) in FLOAT_DTYPES:  # a loss of one's own may give float64 to a float32 model
+            g = g.astype(self.dtype, copy=False)
         with self._running():
             for layer, input_shape in zip(reversed(layers), reversed(self._input_shapes)):
                 g = layer.backward(g)

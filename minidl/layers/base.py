@@ -177,9 +177,8 @@ class Layer:
         ``ValueError`` unless it is an array of the module (NumPy or CuPy) and
         dtype of that ``forward``'s input and of the shape of its output
         (``(N,) + output_shape(x.shape[1:])``); ``RuntimeError`` if no
-        ``forward`` ran. In a model (``in_model``) either float dtype will
-        do. Shapes and dtypes only, never values: on a GPU it waits for
-        nothing.
+        ``forward`` ran. Shapes and dtypes only, never values: on a GPU it
+        waits for nothing.
         """
         x_shape = self.cached("x_shape")
         x_class, dtype = self._x_class_dtype
@@ -189,8 +188,7 @@ class Layer:
         if not isinstance(dy, x_class):
             raise ValueError(f"{self.describe()}: dy is on {_device_text(dy_xp)} but forward's input was on the "
                              "other device")
-        # A model passes on what its loss gives, and a loss of one's own may give float64 for float32.
-        if dy.dtype != dtype and not (self.in_model and dy.dtype in FLOAT_DTYPES):
+        if dy.dtype != dtype:
             raise ValueError(f"{self.describe()}: expected dy of dtype {dtype}, forward's input's, got {dy.dtype}")
         y_shape = (x_shape[0], *self.output_shape(x_shape[1:]))
         if dy.shape != y_shape:
