@@ -31,6 +31,7 @@ Two kinds of trouble are kept apart:
   a type that has no abnormal study still prints, with ``nan`` where a number
   cannot exist.
 """
+import math
 import statistics
 import warnings
 
@@ -73,6 +74,18 @@ def _as_1d(values, name, caller):
     if array.size == 0:
         raise ValueError(f"{caller}: {name} is empty; a measure needs at least one example")
     return array
+
+
+def _unique_ids(ids, name, caller, **options):
+    """``np.unique(ids, **options)`` of a 1-D array of ids, or a ``ValueError`` naming ``caller``
+    for ids that name nothing (NaN, which ``np.unique`` would merge into one) or do not sort (a mix
+    of strings and numbers)."""
+    if any(isinstance(value, float) and math.isnan(value) for value in ids.tolist()):
+        raise ValueError(f"{caller}: {name} holds NaN, which names nothing (a missing id?)")
+    try:
+        return np.unique(ids, **options)
+    except TypeError as error:  # '<' between a str and an int, say
+        raise ValueError(f"{caller}: {name} must be ids of one kind that sort, such as all strings ({error})") from None
 
 
 def _same_length(caller, **named_arrays):
@@ -500,7 +513,8 @@ def aggregate_by_study(study_ids, probabilities):
     probabilities = _probabilities(probabilities, "probabilities", caller)
     _same_length(caller, study_ids=study_ids, probabilities=probabilities)
 
-    sorted_ids, first_position, study_of_image = np.unique(study_ids, return_index=True, return_inverse=True)
+    sorted_ids, first_position, study_of_image = _unique_ids(study_ids, "study_ids", caller, return_index=True,
+                                                             return_inverse=True)
     probability_sums = np.bincount(study_of_image, weights=probabilities)
     image_counts = np.bincount(study_of_image)
     means = probability_sums / image_counts
@@ -608,7 +622,7 @@ def study_report(study_types, labels, probabilities, threshold=0.5, confidence=0
     probabilities = _probabilities(probabilities, "probabilities", caller)
     _same_length(caller, study_types=study_types, labels=labels, probabilities=probabilities)
     per_type = {}
-    for study_type in np.unique(study_types):
+    for study_type in _unique_ids(study_types, "study_types", caller):
         members = study_types == study_type
         per_type[study_type.item() if isinstance(study_type, np.generic) else study_type] = _report_row(
             labels[members], probabilities[members], threshold, confidence

@@ -560,3 +560,18 @@ def test_format_report_aligns_the_kappa_intervals_whatever_their_widths():
 def test_format_report_refuses_what_is_no_report(report):
     with pytest.raises(TypeError, match=r"^format_report: report must be a dict as study_report returns"):
         metrics.format_report(report)
+
+
+@pytest.mark.parametrize("ids, match", [
+    ([np.nan, np.nan, 1.0, 1.0], r"study_ids holds NaN, which names nothing"),
+    (np.array(["a", 1, "a", 1], dtype=object), r"study_ids must be ids of one kind that sort"),
+])
+def test_aggregate_by_study_refuses_ids_that_name_no_study(ids, match):
+    # NaN ids were merged into one study (np.unique treats NaNs as equal); mixed ids gave a bare TypeError.
+    with pytest.raises(ValueError, match=r"^aggregate_by_study: " + match):
+        metrics.aggregate_by_study(ids, [0.1, 0.9, 0.5, 0.5])
+
+
+def test_study_report_refuses_nan_study_types_naming_itself():
+    with pytest.raises(ValueError, match=r"^study_report: study_types holds NaN"):
+        metrics.study_report([np.nan, 1.0], [0, 1], [0.2, 0.8])
