@@ -229,7 +229,7 @@ class Sequential:
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
                             f"such as CrossEntropy(); got {loss!r}")
         metrics = () if metrics is None else metrics
-        if isinstance(metrics, str) or not isinstance(metrics, (list, tuple)):
+        if isinstance(metrics, str) or not isinstance(metrics, collections.abc.Iterable):
             raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. "
                              f"[{metrics if isinstance(metrics, str) else 'accuracy'!r}], got {metrics!r}")
         unknown = [m for m in metrics if m != "accuracy"]
@@ -481,18 +481,19 @@ class Sequential:
         # making them draws their shuffling seed from the model's generator.
         loss = self._training_loss(class_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
-        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
-        for name, data in (("x", train), ("validation_data", val)):
+        for name, data in (("x", x), ("validation_data", val)):
             if isinstance(data, collections.abc.Iterator) and epochs - initial_epoch > 1:
                 raise ValueError(f"fit: {name} is an iterator (a generator, say), which one epoch uses up; "
                                  f"for {epochs - initial_epoch} epochs give a re-iterable, such as a list of "
                                  "batches or an ArrayBatches")
-        self.history = history = History()  # as Keras: the epochs done survive an error in a later one
+        history = History()
         callbacks = [history, *callbacks]
         log_keys = self._epoch_log_keys(validation=val is not None)
         for callback in callbacks:
             callback.set_model(self)
             callback.check_log_keys(log_keys)
+        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
+        self.history = history  # as Keras: the epochs done survive an error in a later one
         self.stop_training = False
         begun = []  # whose on_train_end must run, however fit ends (a CSVLogger closes its file)
         try:
@@ -791,7 +792,7 @@ class Sequential:
         ``ValueError`` and leaves the model as it was.
         """
         slots = [(layer, name) for layer in self.layers for name in layer.params]
-        if not isinstance(weights, (list, tuple)):
+        if isinstance(weights, (str, bytes)) or not isinstance(weights, collections.abc.Collection):
             raise TypeError(f"set_weights: weights must be a list of arrays, as get_weights() returns, got "
                             f"{type(weights).__name__}")
         if len(weights) != len(slots):
@@ -1010,7 +1011,8 @@ class Sequential:
             layer = LAYER_CLASSES[spec["class"]].from_config(spec["config"])
             layer.trainable = spec["trainable"]
             layers.append(layer)
-        model = cls(layers, seed=arch["seed"], dtype=arch["dtype"], name=arch["name"])
+        # Files written before names were checked may hold null: the default name then.
+        model = cls(layers, seed=arch["seed"], dtype=arch["dtype"], name=arch["name"] or "sequential")
         model.rng.bit_generator.state = arch["rng"]
         # Files written before the seed sequence was saved: the model and each layer spawned one.
         seeds = arch.get("seed_sequence") or {"entropy": model._seeds.entropy, "spawned": 1 + len(layers)}

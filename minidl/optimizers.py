@@ -198,9 +198,11 @@ class Optimizer:
         and dtype at the next ``step``, which also checks their shapes.
         """
         where = f"{self.describe()}.set_state"
-        if not hasattr(state, "keys"):  # a dict, or a mapping such as an opened .npz
-            raise TypeError(f"{where}: state must be a dict, as get_state() returns, got {type(state).__name__}")
-        state = dict(state)
+        try:  # a dict, a mapping such as an opened .npz, or (key, value) pairs
+            state = dict(state)
+        except (TypeError, ValueError):
+            raise TypeError(f"{where}: state must be a dict, as get_state() returns, got {type(state).__name__}"
+                            ) from None
         if "t" not in state:
             raise ValueError(f"{where}: the state has no step count 't'")
         t = to_numpy(state.pop("t"))

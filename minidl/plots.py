@@ -140,7 +140,8 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
         cm: ``(K, K)`` array of counts, rows true classes and columns predicted
             ones, as :func:`minidl.metrics.confusion_matrix` returns.
         path: the file to write: ``.png``, ``.pdf``, ``.svg``, ... (see the module's docstring).
-        class_names: ``K`` names (``str``) for the ticks, in class-index order.
+        class_names: ``K`` names for the ticks, in class-index order (numbers are
+            written as text).
         title: optional figure title.
 
     Returns:
@@ -152,15 +153,17 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
     Raises:
         ValueError: ``cm`` not square, negative or non-integer counts, or a
             number of names different from ``K``.
-        TypeError: ``class_names`` not a sequence of ``str`` (one ``str`` is
+        TypeError: ``class_names`` not a list of names (one ``str`` is
             not: ``"no"`` would be two names), ``title`` neither None nor a
             ``str``, or ``path`` not a file path.
     """
     _check_output("plot_confusion_matrix", path, title)
-    sequence = isinstance(class_names, collections.abc.Sequence) or getattr(class_names, "ndim", None) == 1
-    if isinstance(class_names, str) or not sequence or not all(isinstance(name, str) for name in class_names):
-        raise TypeError(f"plot_confusion_matrix: class_names must be a sequence of str, one per class, "
+    listed = (not isinstance(class_names, (str, bytes)) and isinstance(class_names, collections.abc.Iterable)
+              and getattr(class_names, "ndim", 1) == 1)
+    if not listed or any(np.ndim(name) != 0 for name in class_names):
+        raise TypeError(f"plot_confusion_matrix: class_names must be a list of names, one per class, "
                         f"got {class_names!r}")
+    class_names = [str(name) for name in class_names]  # numbers (0, 1) name classes too
     counts = to_numpy(cm)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
         raise ValueError(f"plot_confusion_matrix: cm must be a square (K, K) array, got shape {counts.shape}")

@@ -682,3 +682,9 @@ def test_mode_given_an_array_is_refused_by_name(callback_class, tmp_path):
 def test_catch_up_refuses_what_is_no_list_of_logs(past_logs, match):
     with pytest.raises(TypeError, match=r"^EarlyStopping.catch_up: " + match):
         EarlyStopping().catch_up(past_logs)
+
+
+def test_catch_up_takes_the_logs_from_a_generator_once():
+    stopper = EarlyStopping(patience=3)
+    stopper.catch_up(logs for logs in [{"val_loss": 1.0}, {"val_loss": 2.0}])
+    assert (stopper.best, stopper.wait) == (1.0, 1)

@@ -141,3 +141,14 @@ def test_layers_take_another_initializer_by_name():
 def test_fans_of_a_shape_without_axes_is_an_error_naming_it():
     with pytest.raises(ValueError, match="at least one axis"):
         initializers.fans(())
+
+
+def test_add_weight_names_the_layer_for_an_unknown_initializer():
+    from minidl.layers import Layer
+
+    class WeighsWithATypo(Layer):
+        def build(self, input_shape):
+            self.add_weight("w", (1,), "nope")
+
+    with pytest.raises(ValueError, match=r"^WeighsWithATypo 'x': add_weight: unknown initializer 'nope'"):
+        WeighsWithATypo(name="x").build((3,))

@@ -575,3 +575,8 @@ def test_aggregate_by_study_refuses_ids_that_name_no_study(ids, match):
 def test_study_report_refuses_nan_study_types_naming_itself():
     with pytest.raises(ValueError, match=r"^study_report: study_types holds NaN"):
         metrics.study_report([np.nan, 1.0], [0, 1], [0.2, 0.8])
+
+
+def test_a_bad_confidence_is_refused_even_where_kappa_is_undefined():
+    with pytest.raises(ValueError, match=r"^cohen_kappa_ci: confidence must be a number strictly between 0 and 1"):
+        metrics.cohen_kappa_ci([0, 0, 0], [0, 0, 0], confidence=5)

@@ -1766,7 +1766,7 @@ def test_compile_refuses_metrics_that_are_no_list(metrics):
         model.compile(metrics=metrics)
 
 
-@pytest.mark.parametrize("weights", [None, 0, np.zeros(3)])
+@pytest.mark.parametrize("weights", [None, 0, "weights"])
 def test_set_weights_refuses_what_is_no_list(weights):
     with pytest.raises(TypeError, match=r"^set_weights: weights must be a list of arrays, as get_weights\(\) returns"):
         tiny_cnn().set_weights(weights)
@@ -1865,3 +1865,46 @@ def test_one_image_without_a_batch_axis_gets_the_hint_in_fit_too():
             call(tiny_cnn())
     with pytest.raises(ValueError, match=r"^fit: inputs must be a batch, with the samples along the first axis"):
         tiny_cnn().fit(np.float32(1.0), np.array([0]), verbose=0)
+
+
+def test_fit_refusing_an_iterator_or_a_callbacks_missing_log_changes_nothing():
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    model.fit(x, y, verbose=0)
+    before = (model.history, model.rng.bit_generator.state)
+    with pytest.raises(ValueError, match=r"^fit: validation_data is an iterator"):
+        model.fit(x, y, epochs=2, verbose=0, validation_data=iter([(x, y)]))
+    with pytest.raises(ValueError, match=r"^EarlyStopping: monitors 'val_loss'"):
+        model.fit(x, y, verbose=0, callbacks=[EarlyStopping()])
+    assert (model.history, model.rng.bit_generator.state) == before
+
+
+def test_collections_that_worked_before_the_checks_still_work():
+    model = tiny_cnn()
+    weights = {index: w for index, w in enumerate(model.get_weights())}
+    model.set_weights(weights.values())
+    model.compile(Adam(), metrics={"accuracy"})
+    assert model.metrics == ("accuracy",)
+    state = model.optimizer.get_state()
+    model.optimizer.set_state(list(state.items()))
+
+
+def test_a_model_file_saved_with_no_name_loads_with_the_default_one(tmp_path):
+    import json
+
+    path = tmp_path / "m.npz"
+    tiny_cnn().save(path)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    architecture = json.loads(str(arrays["architecture"]))
+    architecture["name"] = None  # as files written before names were checked may hold
+    arrays["architecture"] = np.array(json.dumps(architecture))
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert Sequential.load(tmp_path / "old.npz").name == "sequential"
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.5])
+def test_dropout_refuses_a_training_flag_whatever_its_rate(rate):
+    x, _ = tiny_images(2)
+    with pytest.raises(ValueError, match=r"^Dropout: training must be True or False, got 'no'"):
+        Dropout(rate).forward(x, training="no")

@@ -413,10 +413,10 @@ def test_plot_history_refuses_a_history_that_is_neither_a_history_nor_a_dict(tmp
         plots.plot_history(history, tmp_path / "h.png")
 
 
-@pytest.mark.parametrize("names", [None, 0, "no", ("normal", 1), np.array([["a", "b"]]), np.array("ab")])
-def test_plot_confusion_matrix_refuses_class_names_that_are_not_strings_one_per_class(tmp_path, monkeypatch, names):
+@pytest.mark.parametrize("names", [None, 0, "no", (["normal"], "x"), np.array([["a", "b"]]), np.array("ab")])
+def test_plot_confusion_matrix_refuses_class_names_that_are_no_list_of_names(tmp_path, monkeypatch, names):
     forbid_drawing(monkeypatch)  # "no" was drawn as the two classes 'n' and 'o'
-    with pytest.raises(TypeError, match=r"^plot_confusion_matrix: class_names must be a sequence of str, one per "
+    with pytest.raises(TypeError, match=r"^plot_confusion_matrix: class_names must be a list of names, one per "
                                         r"class, got "):
         plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png", class_names=names)
 
@@ -426,6 +426,10 @@ def test_plot_confusion_matrix_takes_class_names_as_a_list_or_an_array(tmp_path,
         figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png",
                                                                                class_names=names))
         assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["normal", "abnormal"]
+    for names in ([0, 1], range(2), {0: "a", 1: "b"}.keys()):  # numbers name classes too, written as text
+        figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png",
+                                                                               class_names=names))
+        assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["0", "1"]
 
 
 @pytest.mark.parametrize("figure", [None, 0, "figure"])

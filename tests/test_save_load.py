@@ -718,3 +718,16 @@ def test_a_zip_bomb_is_refused_before_it_is_inflated(trained, tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < 2**24  # nothing near the 64 MiB it inflates to was allocated
+
+
+@pytest.mark.parametrize("method", ["ZIP_DEFLATED", "ZIP_BZIP2", "ZIP_LZMA"])
+def test_every_kind_of_compression_is_refused(trained, tmp_path, method):
+    import zipfile
+
+    _, path, _, _ = trained
+    packed = tmp_path / "packed.npz"
+    with zipfile.ZipFile(path) as original, zipfile.ZipFile(packed, "w") as copy:
+        for member in original.namelist():
+            copy.writestr(member, original.read(member), compress_type=getattr(zipfile, method))
+    with pytest.raises(ValueError, match=r"it holds compressed entries \(architecture.npy, "):
+        Sequential.load(packed)

@@ -1500,3 +1500,11 @@ def test_synthesize_takes_numpy_numbers_and_writes_them_in_its_readme_as_python_
 def test_synthesize_uses_all_seven_study_types(replica):
     lines = (replica / "train_labeled_studies.csv").read_text().splitlines()
     assert {line.split("/")[2] for line in lines} == set(STUDY_TYPES)
+
+
+def test_given_statistics_are_kept_as_python_floats_whatever_their_type(quirky, tmp_path):
+    # run.json keeps them: a NumPy float32 or a 0-d array would not go through json.dumps.
+    valid = load_split(quirky, "valid", size=SIZE, cache_dir=tmp_path / "cache", workers=1, progress=False,
+                       mean=np.float32(100.0), std=np.array(50.0))
+    assert (type(valid.mean), type(valid.std)) == (float, float)
+    assert (valid.mean, valid.std) == (100.0, 50.0)
