@@ -60,9 +60,11 @@ class ArrayBatches:
         for name, array in (("x", x), ("y", y)):
             if not hasattr(array, "__len__"):
                 raise TypeError(f"ArrayBatches: {name} must be an array, got {type(array).__name__}")
-            if np.ndim(array) == 0:
+            if getattr(array, "ndim", None) == 0:
                 raise ValueError(f"ArrayBatches: {name} must have the samples along its first axis, got one value")
-        if x.dtype.kind not in "biuf":  # complex would lose its imaginary part, strings be parsed as numbers
+        # Complex would lose its imaginary part, strings be parsed as numbers. (An array-like without
+        # a NumPy dtype, a lazy loader say, is taken as it is: its batches are checked as they come.)
+        if isinstance(getattr(x, "dtype", None), np.dtype) and x.dtype.kind not in "biuf":
             raise ValueError(f"ArrayBatches: x must hold real numbers, got dtype {x.dtype}")
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")

@@ -164,9 +164,9 @@ class CrossEntropy:
         ``Softmax``; when the last layer is not one, ``compile`` warns and the
         model checks the range itself, reading the answer after the loss.)
         """
+        self._grad = None  # a refused call must not leave the last call's gradient for backward
         logits = self.from_logits if logits is None else check_flag("CrossEntropy.batch_loss", "logits", logits)
         check_labels = check_flag("CrossEntropy.batch_loss", "check_labels", check_labels)
-        self._grad = None  # a refused call must not leave the last call's gradient for backward
         if logits:
             return self._from_logits(y_pred, y_true, check_labels, sample_weight)
         xp = get_array_module(y_pred)

@@ -31,7 +31,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import ROW_SUM_TOLERANCE, CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import FLOAT_DTYPES, atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
+from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -232,6 +232,7 @@ class Sequential:
         if isinstance(metrics, str) or not isinstance(metrics, collections.abc.Iterable):
             raise ValueError(f"Sequential.compile: metrics must be a list of names, e.g. "
                              f"[{metrics if isinstance(metrics, str) else 'accuracy'!r}], got {metrics!r}")
+        metrics = tuple(metrics)  # read once: a generator would be used up by the check below
         unknown = [m for m in metrics if m != "accuracy"]
         if unknown:
             raise ValueError(f"Sequential.compile: unknown metrics {unknown}; only 'accuracy' is computed here")
@@ -346,9 +347,7 @@ class Sequential:
     def _backward(self, loss):
         """Backward pass from ``loss`` to the first layer; fills every layer's ``grads``."""
         layers = self.layers[:-1] if self._fused else self.layers
-        g = loss.backward()
-        if getattr(g, "dtype", None) in FLOAT_DTYPES:  # a loss of one's own may give float64 to a float32 model
-            g = g.astype(self.dtype, copy=False)
+        g = self._in_model_dtype(loss.backward(), f"the loss {type(loss).__name__}: backward() returned dL/dy")
         with self._running():
             for layer, input_shape in zip(reversed(layers), reversed(self._input_shapes)):
                 g = layer.backward(g)
@@ -357,9 +356,19 @@ class Sequential:
                         raise RuntimeError(f"{layer.describe()}: backward returned None, but the layers before "
                                            "it need dL/dx to train; return the input gradient")
                     break  # no trainable layer upstream: nothing left to compute
+                g = self._in_model_dtype(g, f"{layer.describe()}: backward returned dL/dx")
                 if g.shape != input_shape:
                     raise RuntimeError(f"{layer.describe()}: backward returned dL/dx of shape {tuple(g.shape)}, "
                                        f"but its input had shape {tuple(input_shape)}")
+
+    def _in_model_dtype(self, g, what):
+        """The gradient ``g`` in the model's dtype, as the layers below take it (a loss or a layer of
+        one's own may compute in float64 or float16); ``RuntimeError`` starting with ``what`` for what
+        is no floating-point array."""
+        if getattr(getattr(g, "dtype", None), "kind", None) != "f":
+            raise RuntimeError(f"{what} that is no floating-point array: got {type(g).__name__}"
+                               + (f" of dtype {g.dtype}" if hasattr(g, "dtype") else ""))
+        return g.astype(self.dtype, copy=False)
 
     def trainable_layers(self):
         return [layer for layer in self.layers if layer.trainable and layer.params]
@@ -477,11 +486,13 @@ class Sequential:
         for callback in callbacks:
             if not isinstance(callback, Callback):
                 raise TypeError(f"fit: callbacks must be minidl Callbacks, got {type(callback).__name__}")
-        # Everything is checked before anything changes: the training batches come last, as
-        # making them draws their shuffling seed from the model's generator.
+        # Everything is checked before anything changes. The training data go first: checking
+        # arrays builds an unbuilt model for them (the validation data must then fit it), and
+        # their shuffling seed, drawn from the model's generator, comes last of all.
         loss = self._training_loss(class_weight)
+        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
-        for name, data in (("x", x), ("validation_data", val)):
+        for name, data in (("x", train), ("validation_data", val)):
             if isinstance(data, collections.abc.Iterator) and epochs - initial_epoch > 1:
                 raise ValueError(f"fit: {name} is an iterator (a generator, say), which one epoch uses up; "
                                  f"for {epochs - initial_epoch} epochs give a re-iterable, such as a list of "
@@ -492,7 +503,8 @@ class Sequential:
         for callback in callbacks:
             callback.set_model(self)
             callback.check_log_keys(log_keys)
-        train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
+        if isinstance(train, _CheckedBatches) and shuffle:
+            train.seed = int(self.rng.integers(2**63))
         self.history = history  # as Keras: the epochs done survive an error in a later one
         self.stop_training = False
         begun = []  # whose on_train_end must run, however fit ends (a CSVLogger closes its file)
@@ -650,13 +662,14 @@ class Sequential:
         return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
     def _check_inputs(self, x, what):
-        """Check the inputs' type, finiteness and per-sample shape; an unbuilt model is then built for that shape."""
+        """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for their shape,
+        once they are found finite."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim == 0:
             raise ValueError(f"{what}: inputs must be a batch, with the samples along the first axis; got one number")
-        _check_finite(x, what, self.dtype)  # before building: a batch refused must not build the model
         if self.input_shape is None and self.layers:
+            _check_finite(x, what, self.dtype)  # first: a batch refused must not build the model
             try:
                 self.build(x.shape[1:])
             except ValueError as error:
@@ -664,6 +677,7 @@ class Sequential:
                 hint = " (one sample? give it a batch axis: x[None])" if x.ndim == rank else ""
                 raise ValueError(f"{what}: the model, not built yet, cannot take inputs of shape {tuple(x.shape)}, "
                                  f"samples of shape {tuple(x.shape[1:])}{hint}: {error}") from None
+            return
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             if tuple(x.shape) == self.input_shape:
                 hint = (" (one sample? give it a batch axis: x[None]; and input_shape is the shape of one sample, "
@@ -676,6 +690,7 @@ class Sequential:
                 f"{what}: the model takes samples of shape {self.input_shape}, got inputs of shape "
                 f"{tuple(x.shape)}{hint}"
             )
+        _check_finite(x, what, self.dtype)  # after the shape: a cheap refusal before a pass over the data
 
     def _check_batch(self, x, y, what, sample_weight=None):
         """Validate one batch before it can update anything: shapes, types, labels, weights, finiteness.
@@ -757,8 +772,8 @@ class Sequential:
         # Check all the data now, not batch by batch: a bad sample near the end
         # must not stop training after earlier batches have changed the weights.
         x, y, sample_weight = self._check_batch(x, y, what, sample_weight)
-        seed = int(self.rng.integers(2**63)) if shuffle else None
-        return _CheckedBatches(x, y, int(batch_size), shuffle, seed=seed, dtype=self.dtype,
+        # No seed yet: fit draws it from the model's generator once every argument is checked.
+        return _CheckedBatches(x, y, int(batch_size), shuffle, dtype=self.dtype,
                                sample_weight=sample_weight, xp=self._array_module())
 
     def _validation_batches(self, data, batch_size):
@@ -792,7 +807,8 @@ class Sequential:
         ``ValueError`` and leaves the model as it was.
         """
         slots = [(layer, name) for layer in self.layers for name in layer.params]
-        if isinstance(weights, (str, bytes)) or not isinstance(weights, collections.abc.Collection):
+        if isinstance(weights, (str, bytes, collections.abc.Mapping)) or not isinstance(weights,
+                                                                                     collections.abc.Collection):
             raise TypeError(f"set_weights: weights must be a list of arrays, as get_weights() returns, got "
                             f"{type(weights).__name__}")
         if len(weights) != len(slots):

@@ -158,8 +158,9 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
             ``str``, or ``path`` not a file path.
     """
     _check_output("plot_confusion_matrix", path, title)
-    listed = (not isinstance(class_names, (str, bytes)) and isinstance(class_names, collections.abc.Iterable)
-              and getattr(class_names, "ndim", 1) == 1)
+    # In order, and readable twice: a set would label the rows in hash order, a generator be used up.
+    listed = (isinstance(class_names, collections.abc.Sequence) and not isinstance(class_names, (str, bytes))
+              or getattr(class_names, "ndim", None) == 1)
     if not listed or any(np.ndim(name) != 0 for name in class_names):
         raise TypeError(f"plot_confusion_matrix: class_names must be a list of names, one per class, "
                         f"got {class_names!r}")

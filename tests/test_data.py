@@ -313,3 +313,15 @@ def test_array_batches_refuse_inputs_that_are_no_real_numbers(x):
 def test_array_batches_refuse_a_single_value_without_a_batch_axis(x, y):
     with pytest.raises(ValueError, match=r"^ArrayBatches: [xy] must have the samples along its first axis"):
         ArrayBatches(x, y)
+
+
+def test_array_batches_take_an_array_like_without_a_numpy_dtype():
+    class Lazy:  # a loader reading samples on demand, say
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, index):
+            return np.ones((len(np.arange(4)[index]), 2), np.float32)
+
+    batches = ArrayBatches(Lazy(), np.zeros(4, dtype=np.int64), batch_size=2, shuffle=False)
+    assert [xb.shape for xb, _ in batches] == [(2, 2), (2, 2)]

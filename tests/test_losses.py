@@ -481,3 +481,16 @@ def test_huge_float_labels_are_refused_not_wrapped_around_by_the_int64_cast(labe
                                          r"huge \(beyond int64\) values"):
         check_class_indices(np.array([0.0, label]), "me")
     check_class_indices(np.array([0.0, 2.0**62]), "me")  # large, but an int64 holds it: the range is the caller's
+
+
+@pytest.mark.parametrize("from_logits", [False, True])
+@pytest.mark.parametrize("refusal", [dict(logits="no"), dict(check_labels=2), dict(y_true=np.array([7]))])
+def test_any_refused_call_leaves_backward_nothing(from_logits, refusal):
+    loss = CrossEntropy(from_logits=from_logits)
+    p = np.array([[0.3, 0.7]])
+    loss.batch_loss(p, np.array([1]))
+    arguments = {"y_pred": p, "y_true": np.array([1]), **refusal}
+    with pytest.raises(ValueError):
+        loss.batch_loss(**arguments)
+    with pytest.raises(RuntimeError, match="backward called before forward"):
+        loss.backward()

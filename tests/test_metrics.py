@@ -580,3 +580,8 @@ def test_study_report_refuses_nan_study_types_naming_itself():
 def test_a_bad_confidence_is_refused_even_where_kappa_is_undefined():
     with pytest.raises(ValueError, match=r"^cohen_kappa_ci: confidence must be a number strictly between 0 and 1"):
         metrics.cohen_kappa_ci([0, 0, 0], [0, 0, 0], confidence=5)
+
+
+def test_a_nan_id_anywhere_is_refused():
+    with pytest.raises(ValueError, match=r"^aggregate_by_study: study_ids holds NaN"):
+        metrics.aggregate_by_study([1.0, 2.0, np.nan], [0.1, 0.9, 0.5])

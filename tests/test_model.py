@@ -1908,3 +1908,135 @@ def test_dropout_refuses_a_training_flag_whatever_its_rate(rate):
     x, _ = tiny_images(2)
     with pytest.raises(ValueError, match=r"^Dropout: training must be True or False, got 'no'"):
         Dropout(rate).forward(x, training="no")
+
+
+class HalfLeaky(Layer):
+    """A layer of one's own whose backward gives float64 for float32 (its slope a Python float), or ints."""
+
+    def __init__(self, dx_dtype=None, name=None):
+        super().__init__(name)
+        self.dx_dtype = dx_dtype
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.positive = x > 0
+        return np.where(self.positive, x, x * x.dtype.type(0.5))
+
+    def backward(self, dy):
+        dx = dy * np.where(self.positive, 1.0, 0.5)  # float64
+        return dx if self.dx_dtype is None else dx.astype(self.dx_dtype)
+
+    def get_config(self):
+        return {"dx_dtype": self.dx_dtype, "name": self.name}
+
+
+def test_the_gradients_of_ones_own_layers_and_losses_reach_the_layers_below_in_the_models_dtype():
+    x, y = tiny_images(8)
+    model = Sequential([Flatten(), Dense(4), HalfLeaky(), Dense(2), Softmax()], input_shape=(6, 6, 1), seed=0)
+    model.compile(SGD(0.1))
+    model.fit(x, y, epochs=2, verbose=0)  # a float64 dx is cast to float32 for the Dense below
+    assert model.layers[1].grads["W"].dtype == np.float32
+    model.layers[2].dx_dtype = np.int64
+    with pytest.raises(RuntimeError, match=r"^HalfLeaky 'halfleaky_1': backward returned dL/dx that is no floating-point array: "
+                                           r"got ndarray of dtype int64"):
+        model.train_on_batch(x, y)
+
+
+@pytest.mark.parametrize("gradient, match", [(lambda p: p.astype(np.int64), "ndarray of dtype int64"),
+                                             (lambda p: p.tolist(), "list"),
+                                             (lambda p: p.astype(np.float16), None)])
+def test_a_loss_of_ones_own_is_named_for_a_gradient_no_layer_takes(gradient, match):
+    class Gives:
+        def batch_loss(self, p, y, check_labels=True):
+            self.grad = gradient(p)
+            return p.sum()
+
+        def backward(self):
+            return self.grad
+
+    model = tiny_cnn(compile=False)
+    model.compile(SGD(0.1), loss=Gives())
+    x, y = tiny_images(4)
+    if match is None:  # float16 is cast, as float64 is
+        model.train_on_batch(x, y)
+        return
+    with pytest.raises(RuntimeError, match=rf"^the loss Gives: backward\(\) returned dL/dy that is no floating-point "
+                                           rf"array: got {match}"):
+        model.train_on_batch(x, y)
+
+
+def test_fit_checks_the_training_data_first_so_that_they_build_the_model():
+    x5, y = np.ones((4, 5), np.float32), np.array([0, 1, 2, 1])
+    model = Sequential([Dense(4), ReLU(), Dense(3), Softmax()], seed=0)
+    model.compile("sgd")
+    with pytest.raises(ValueError, match=r"^fit: labels must be class indices 0..2"):
+        model.fit(x5, y + 7, verbose=0, validation_data=(x5, y))
+    assert model.input_shape is None
+    with pytest.raises(ValueError, match=r"^validation_data: the model takes samples of shape \(5,\)"):
+        model.fit(x5, y, verbose=0, validation_data=(np.ones((4, 4), np.float32), y))
+    model.fit(x5, y, verbose=0, validation_data=(x5, y))  # built for the training data, as it should be
+
+
+def test_a_tuple_of_batches_is_checked_in_full_as_a_list_is():
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    initial = model.get_weights()
+    with pytest.raises(ValueError, match=r"^fit, batch 2: labels must be class indices 0..1"):
+        model.fit(((x[:4], y[:4]), (x[4:], y[4:] + 5)), verbose=0)
+    assert_weights_equal(model.get_weights(), initial)
+
+
+def test_a_checked_list_of_batches_is_checked_once_not_every_epoch(monkeypatch):
+    model = tiny_cnn()
+    x, y = tiny_images(8)
+    calls = []
+    check = model._check_batch
+    monkeypatch.setattr(model, "_check_batch", lambda *args, **kwargs: calls.append(1) or check(*args, **kwargs))
+    model.fit([(x[:4], y[:4]), (x[4:], y[4:])], epochs=3, verbose=0)
+    assert len(calls) == 2
+
+
+def test_inputs_of_the_wrong_shape_are_refused_before_a_pass_over_their_values(monkeypatch):
+    scanned = []
+    monkeypatch.setattr(model_module, "_check_finite", lambda *args: scanned.append(args))
+    with pytest.raises(ValueError, match=r"^predict: the model takes samples of shape \(6, 6, 1\)"):
+        tiny_cnn().predict(np.zeros((3, 7, 7, 1)))
+    assert scanned == []
+
+
+def test_float64_inputs_up_to_float32s_largest_number_are_taken():
+    x, _ = tiny_images(2)
+    x = x.astype(np.float64)
+    x[0, 0, 0, 0] = np.finfo(np.float32).max
+    model = tiny_cnn()
+    model.layers[0].params["W"][...] = 0  # keeps the huge input from overflowing what follows
+    assert np.isfinite(model.predict(x)).all()
+
+
+def test_compile_reads_metrics_from_a_generator_once():
+    model = tiny_cnn(compile=False)
+    model.compile("sgd", metrics=(name for name in ["accuracy"]))
+    assert model.metrics == ("accuracy",)
+
+
+def test_set_weights_refuses_a_dict():
+    with pytest.raises(TypeError, match=r"^set_weights: weights must be a list of arrays, as get_weights\(\) returns, "
+                                        r"got dict"):
+        tiny_cnn().set_weights({"W": np.zeros(3)})
+
+
+def test_an_unbuilt_model_whose_first_layer_cannot_tell_its_output_shape_still_hints_at_the_batch_axis():
+    class Twice(Layer):
+        input_rank = 1
+
+        def output_shape(self, input_shape):
+            return (2 * input_shape[0],)
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            return np.concatenate([x, x], axis=1)
+
+    model = Sequential([Twice(), Dense(2), Softmax()], seed=0)
+    model.compile("sgd")
+    with pytest.raises(ValueError, match=r"one sample\? give it a batch axis: x\[None\]"):
+        model.train_on_batch(np.ones(3, np.float32), np.zeros(3, dtype=np.int64))

@@ -426,7 +426,7 @@ def test_plot_confusion_matrix_takes_class_names_as_a_list_or_an_array(tmp_path,
         figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png",
                                                                                class_names=names))
         assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["normal", "abnormal"]
-    for names in ([0, 1], range(2), {0: "a", 1: "b"}.keys()):  # numbers name classes too, written as text
+    for names in ([0, 1], range(2)):  # numbers name classes too, written as text
         figure = drawn_figure(monkeypatch, lambda: plots.plot_confusion_matrix([[1, 2], [3, 4]], tmp_path / "cm.png",
                                                                                class_names=names))
         assert [label.get_text() for label in figure.axes[0].get_xticklabels()] == ["0", "1"]

@@ -137,3 +137,10 @@ def test_forward_refuses_a_0d_array_with_the_rank_error(cls):
     with pytest.raises(ValueError, match=f"^{cls}: expected input {re.escape(rank)} \\(batch first\\), got \\(\\)$"):
         layer.forward(np.array(1.0, np.float32))
     assert not layer.built
+
+
+def test_a_refused_forward_leaves_the_last_forwards_record_for_backward():
+    layer, y = run_forward("relu")
+    with pytest.raises(ValueError):
+        layer.forward(np.ones((2, 3), np.int64))
+    assert layer.backward(np.ones_like(y)).shape == y.shape
