@@ -711,19 +711,26 @@ class Sequential:
             raise ValueError(f"{what}: {len(x)} inputs but {len(y)} labels{hint}")
         if len(x) == 0:
             raise ValueError(f"{what}: no samples (x and y are empty)")
+        # Known before the model is built: a batch refused must not build it.
+        self._check_labels(y, self._output_classes_for(x.shape[1:]), what)
+        if sample_weight is not None:  # checked on the host, as the labels are
+            sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
+        self._check_inputs(x, what)
+        return x, y, sample_weight
+
+    def _check_labels(self, y, classes, what):
+        """Validate labels ``y`` (N,) or target rows (N, K) for a model of ``classes`` outputs (None: not known)."""
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
         y_host = to_numpy(y)
         if y.ndim == 1:
             check_class_indices(y_host, what)
-        # Known before the model is built: a batch refused must not build it.
-        classes = self._output_classes_for(x.shape[1:])
         if classes == 1 and isinstance(self.loss, CrossEntropy):
             raise ValueError(f"{what}: the model has 1 output, so cross-entropy sees one class, every label 0, and "
                              "nothing to learn (a softmax of one score is always 1); for two classes end the model "
                              "with Dense(2), Softmax(), with labels 0 and 1")
-        if classes is not None and y.ndim == 1:
+        if classes is not None and y.ndim == 1 and y_host.size:
             low, high = y_host.min(), y_host.max()
             if low < 0 or high >= classes:
                 raise ValueError(
@@ -736,10 +743,6 @@ class Sequential:
                              f"got labels of shape {tuple(y.shape)}{hint}")
         if y.ndim == 2:
             check_target_rows(y_host, what)
-        if sample_weight is not None:  # checked on the host, as the labels are
-            sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
-        self._check_inputs(x, what)
-        return x, y, sample_weight
 
     def _checked(self, batch, batches, what):
         """A batch ``(x, y)`` or ``(x, y, w)`` as ``(x, y, w)``: checked, unless
@@ -789,7 +792,11 @@ class Sequential:
 
     def _checked_list(self, batches, what):
         """A list or tuple of batches checked now, each one, before they can change anything (as arrays
-        are); another iterable as it is, its batches checked as they come (looking would use it up)."""
+        are); another iterable as it is, its batches checked as they come (looking would use it up),
+        but for an ``ArrayBatches``'s labels, which are in memory and checked now too."""
+        if isinstance(batches, ArrayBatches) and not isinstance(batches, _CheckedBatches):
+            sample = getattr(batches.x, "shape", (None,))[1:]
+            self._check_labels(batches.y, self._output_classes_for(sample) if None not in sample else None, what)
         if not isinstance(batches, (list, tuple)):
             return batches
         return _CheckedList(self._checked(batch, batches, f"{what}, batch {index + 1}")

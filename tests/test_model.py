@@ -697,10 +697,27 @@ def test_fit_rejects_bad_input_before_changing_any_weight(case, built):
     assert model.optimizer.t == 0
 
 
-#: Defects that reach fit in a batch of the user's own ArrayBatches (fractional and NaN
-#: labels stop ArrayBatches itself, which turns labels into class indices).
-IN_A_BATCH = ("label too large", "negative label", "negative target row", "multi-label target row",
-              "NaN target row", "NaN image", "infinite image")
+#: Defects of the labels of the user's own ArrayBatches, which fit and evaluate check before
+#: the first batch (fractional and NaN labels stop ArrayBatches itself, which turns labels into
+#: class indices), and defects of its images, which they check batch by batch.
+IN_THE_LABELS = ("label too large", "negative label", "negative target row", "multi-label target row",
+                 "NaN target row")
+IN_A_BATCH = ("NaN image", "infinite image")
+
+
+@pytest.mark.parametrize("x, y, message", [case[1:] for case in BAD_INPUTS if case[0] in IN_THE_LABELS],
+                         ids=[c[0] for c in BAD_INPUTS if c[0] in IN_THE_LABELS])
+def test_the_labels_of_the_users_own_array_batches_are_checked_before_the_first_batch(x, y, message):
+    good_x, good_y = tiny_images(8, seed=2)
+    for call, what in ((lambda m: m.fit(ArrayBatches(x, y, batch_size=4, shuffle=False), verbose=0), "fit"),
+                       (lambda m: m.evaluate(ArrayBatches(x, y, batch_size=4, shuffle=False)), "evaluate"),
+                       (lambda m: m.fit(good_x, good_y, batch_size=4, verbose=0,
+                                        validation_data=ArrayBatches(x, y, batch_size=4, shuffle=False)),
+                        "validation_data")):
+        model = tiny_cnn()
+        with pytest.raises(ValueError, match=rf"^{what}: .*" + message):
+            call(model)
+        assert model.optimizer.t == 0
 
 
 @pytest.mark.parametrize("x, y, message", [case[1:] for case in BAD_INPUTS if case[0] in IN_A_BATCH],
