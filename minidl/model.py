@@ -814,8 +814,9 @@ class Sequential:
         ``ValueError`` and leaves the model as it was.
         """
         slots = [(layer, name) for layer in self.layers for name in layer.params]
-        if isinstance(weights, (str, bytes, collections.abc.Mapping)) or not isinstance(weights,
-                                                                                     collections.abc.Collection):
+        # In get_weights()'s order: a dict or a set has none of its own.
+        if isinstance(weights, (str, bytes, collections.abc.Mapping, collections.abc.Set)) or not isinstance(
+                weights, collections.abc.Collection):
             raise TypeError(f"set_weights: weights must be a list of arrays, as get_weights() returns, got "
                             f"{type(weights).__name__}")
         if len(weights) != len(slots):

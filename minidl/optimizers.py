@@ -60,11 +60,10 @@ def _epsilon(owner, eps):
     It keeps ``g / (sqrt(v) + eps)`` finite: with ``eps = 0`` a parameter whose
     gradient has been 0 at every step gets ``0 / 0``, NaN, in its first update.
     """
-    value = _hyperparameter(owner, "eps", eps, 0.0)
-    if value == 0.0:
-        raise ValueError(f"{owner}: eps must be positive: with 0, a parameter whose gradient is 0 (an input "
-                         "feature that is always 0, say) becomes 0 / 0 = NaN")
-    return value
+    if isinstance(eps, numbers.Real) and not isinstance(eps, bool) and eps <= 0:
+        raise ValueError(f"{owner}: eps must be positive, got {eps!r}: with 0, a parameter whose gradient is 0 "
+                         "(an input feature that is always 0, say) becomes 0 / 0 = NaN")
+    return _hyperparameter(owner, "eps", eps, 0.0)
 
 
 class Optimizer:

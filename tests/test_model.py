@@ -2057,3 +2057,9 @@ def test_an_unbuilt_model_whose_first_layer_cannot_tell_its_output_shape_still_h
     model.compile("sgd")
     with pytest.raises(ValueError, match=r"one sample\? give it a batch axis: x\[None\]"):
         model.train_on_batch(np.ones(3, np.float32), np.zeros(3, dtype=np.int64))
+
+
+@pytest.mark.parametrize("weights", [set(), {1, 2}, iter([])], ids=["empty-set", "set", "iterator"])
+def test_set_weights_refuses_what_has_no_order_or_length(weights):
+    with pytest.raises(TypeError, match=r"^set_weights: weights must be a list of arrays"):
+        tiny_cnn().set_weights(weights)

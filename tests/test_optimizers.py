@@ -323,9 +323,10 @@ def test_eps_0_is_refused_as_it_turns_a_parameter_with_zero_gradients_into_nan(o
     theta = np.ones(2)
     optimizer_class(eps=1e-7).step([theta], [np.zeros(2)])
     assert np.isfinite(theta).all()  # what eps is for: 0 / (0 + eps)
-    with pytest.raises(ValueError, match=rf"^{optimizer_class.__name__}: eps must be positive: with 0, a parameter "
-                                         "whose gradient is 0"):
-        optimizer_class(eps=0.0)
+    for eps in (0.0, -1e-7):
+        with pytest.raises(ValueError, match=rf"^{optimizer_class.__name__}: eps must be positive, got {eps!r}: with 0, "
+                                             "a parameter whose gradient is 0"):
+            optimizer_class(eps=eps)
 
 
 @pytest.mark.parametrize("state", [None, 0, "t", [1, 2]])
