@@ -85,7 +85,8 @@ def to_numpy(x, copy=False):
     is copied, while an array from the GPU is a new one already and is not
     copied twice.
     """
-    copy = check_flag("to_numpy", "copy", copy)
+    if copy is not True and copy is not False:  # checked only then: to_numpy runs many times a step
+        copy = check_flag("to_numpy", "copy", copy)
     if _is_cupy(x):
         return x.get()
     try:

@@ -109,14 +109,18 @@ class _Monitor(Callback):
         state they left: the best value so far, the epochs waited. Nothing is
         acted on again: no learning rate is lowered twice.
         """
+        self._past_values = [float(self.current(logs)) for logs in self._checked_past_logs(past_logs)]
+        self._replay()
+
+    def _checked_past_logs(self, past_logs):
+        """``past_logs`` as a list of dicts (read once: it may be a generator), else a ``TypeError``."""
         if isinstance(past_logs, (str, bytes)) or not isinstance(past_logs, collections.abc.Iterable):
             raise TypeError(f"{type(self).__name__}.catch_up: past_logs must be a list of the epochs' logs (dicts), "
                             f"oldest first, got {type(past_logs).__name__}")
         past_logs = list(past_logs)
         if not all(isinstance(logs, collections.abc.Mapping) for logs in past_logs):
             raise TypeError(f"{type(self).__name__}.catch_up: each epoch's logs must be a dict of log values")
-        self._past_values = [float(self.current(logs)) for logs in past_logs]
-        self._replay()
+        return past_logs
 
     def _replay(self):
         """Reset, then observe the caught-up epochs; True if the last of them called for action."""
@@ -242,6 +246,7 @@ class ModelCheckpoint(_Monitor):
         self.model._architecture_json()  # what save would refuse (a loss of one's own, say), before an epoch is spent
 
     def catch_up(self, past_logs):
+        past_logs = self._checked_past_logs(past_logs)
         if self.save_best_only:  # saving every epoch has nothing to catch up on
             super().catch_up(past_logs)
 

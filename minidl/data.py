@@ -18,7 +18,7 @@ from scipy import ndimage
 
 from .backend import default_rng, get_array_module, stack_samples, to_device, to_numpy
 from .losses import check_class_indices, check_sample_weight
-from .utils import check_flag, finite_float, float_dtype, is_int
+from .utils import check_flag, finite_float, float_dtype, positive_int, seed_or_none
 
 
 class ArrayBatches:
@@ -68,10 +68,8 @@ class ArrayBatches:
             raise ValueError(f"ArrayBatches: x must hold real numbers, got dtype {x.dtype}")
         if len(x) != len(y):
             raise ValueError(f"ArrayBatches: {len(x)} samples in x but {len(y)} labels in y")
-        if not is_int(batch_size) or batch_size < 1:
-            raise ValueError(f"ArrayBatches: batch_size must be a positive integer, got {batch_size!r}")
-        if seed is not None and (not is_int(seed) or seed < 0):
-            raise ValueError(f"ArrayBatches: seed must be None or a non-negative int, got {seed!r}")
+        batch_size = positive_int("ArrayBatches", "batch_size", batch_size)
+        seed = seed_or_none("ArrayBatches", seed)
         self.x = x
         y = to_numpy(y)
         if y.ndim == 1:
@@ -79,7 +77,7 @@ class ArrayBatches:
         self.dtype = float_dtype("ArrayBatches", dtype)
         # Class indices as int64; rows of class probabilities (one-hot, smoothed) kept as floats.
         self.y = y.astype(np.int64) if y.ndim == 1 else y.astype(self.dtype)
-        self.batch_size = int(batch_size)
+        self.batch_size = batch_size
         self.shuffle = check_flag("ArrayBatches", "shuffle", shuffle)
         self.seed = seed
         for name, function in (("augment", augment), ("transform", transform)):

@@ -27,7 +27,7 @@ import numpy as np
 
 from .backend import default_rng, get_array_module, to_numpy
 from .layers.base import Layer, batch_shape_text
-from .utils import check_flag, finite_float
+from .utils import check_flag, finite_float, is_int
 
 
 def numerical_gradient(f, x, h=1e-6):
@@ -211,7 +211,7 @@ def _check_arguments(layer, training, random_params, check_input, seed, h, rtol,
     for name, tolerance in (("rtol", rtol), ("atol", atol)):
         if finite_float(tolerance) is None or tolerance < 0:
             raise ValueError(f"check_layer: {name} must be a number >= 0, got {tolerance!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+    if not is_int(seed) or seed < 0:
         raise ValueError(f"check_layer: seed must be an integer >= 0, got {seed!r}")
     return tuple(check_flag("check_layer", name, value) for name, value in
                  (("training", training), ("random_params", random_params), ("check_input", check_input)))

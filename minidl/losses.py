@@ -239,7 +239,7 @@ class CrossEntropy:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
             check_class_indices(y_true, "CrossEntropy", check_values=check_labels)
             labels = y_true.astype(xp.int64)
-            if check_labels and n and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            if check_labels and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(
                     f"CrossEntropy: labels must be class indices in [0, {k - 1}], "
                     f"got values from {int(labels.min())} to {int(labels.max())}"

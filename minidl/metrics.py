@@ -80,7 +80,8 @@ def _unique_ids(ids, name, caller, **options):
     """``np.unique(ids, **options)`` of a 1-D array of ids, or a ``ValueError`` naming ``caller``
     for ids that name nothing (NaN, which ``np.unique`` would merge into one) or do not sort (a mix
     of strings and numbers)."""
-    if any(isinstance(value, float) and math.isnan(value) for value in ids.tolist()):
+    # Only float and object ids can hold NaN: the Python loop is for those.
+    if ids.dtype.kind in "fO" and any(isinstance(value, float) and math.isnan(value) for value in ids.tolist()):
         raise ValueError(f"{caller}: {name} holds NaN, which names nothing (a missing id?)")
     try:
         return np.unique(ids, **options)

@@ -31,7 +31,7 @@ from .data import ArrayBatches
 from .layers.activations import Softmax
 from .layers.base import LAYER_CLASSES, Layer, Scratch, batch_shape_text
 from .losses import ROW_SUM_TOLERANCE, CrossEntropy, check_class_indices, check_sample_weight, check_target_rows
-from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape
+from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype, is_int, sample_shape, seed_or_none
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
@@ -55,13 +55,12 @@ class Sequential:
         if isinstance(layers, Layer) or not isinstance(layers, collections.abc.Iterable):
             raise TypeError(f"Sequential: layers must be a list of layers, got {type(layers).__name__}"
                             + (": put them in a list, Sequential([...])" if isinstance(layers, Layer) else ""))
-        if seed is not None and (not is_int(seed) or seed < 0):
-            raise ValueError(f"Sequential: seed must be None or a non-negative int, got {seed!r}")
+        seed = seed_or_none("Sequential", seed)
         if not isinstance(name, str) or not name:
             raise ValueError(f"Sequential: name must be a non-empty string, got {name!r}")
         self.layers = []
         self.name = name
-        self.seed = None if seed is None else int(seed)
+        self.seed = seed
         self.dtype = float_dtype("Sequential", dtype)
         # Spawns one generator for the model, then one for each layer added.
         self._seeds = np.random.SeedSequence(self.seed)
@@ -185,22 +184,22 @@ class Sequential:
     @property
     def output_classes(self):
         """Number of classes the model outputs (its last layer's units), once known."""
-        if self.input_shape is None:
-            return None
-        shape = self.input_shape
+        return None if self.input_shape is None else self._output_shape(self.input_shape)[-1]
+
+    def _output_shape(self, sample_shape):
+        """The model's output shape for one sample of ``sample_shape``, layer by layer."""
+        shape = tuple(sample_shape)
         for layer in self.layers:
             shape = layer.output_shape(shape)
-        return shape[-1]
+        return shape
 
     def _output_classes_for(self, sample_shape):
         """``output_classes``, and before the model is built what its layers' output shapes give for
         samples of ``sample_shape`` (None where a layer cannot tell before it is built)."""
         if self.input_shape is not None or not self.layers:
             return self.output_classes
-        shape = tuple(sample_shape)
         try:
-            for layer in self.layers:
-                shape = layer.output_shape(shape)
+            shape = self._output_shape(sample_shape)
         except (ValueError, TypeError, LookupError, AttributeError):  # building will say what is wrong
             return None
         return shape[-1] if shape else None
@@ -661,13 +660,18 @@ class Sequential:
                              "first (Sequential(..., input_shape=...)), or pass one array of samples")
         return sample_rank is not None and {getattr(item, "ndim", None) for item in items} == {sample_rank + 1}
 
-    def _check_inputs(self, x, what):
-        """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for their shape,
-        once they are found finite."""
+    @staticmethod
+    def _check_input_type(x, what):
+        """``ValueError`` naming ``what`` unless ``x`` is a numeric array with a batch axis."""
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim == 0:
             raise ValueError(f"{what}: inputs must be a batch, with the samples along the first axis; got one number")
+
+    def _check_inputs(self, x, what):
+        """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for their shape,
+        once they are found finite."""
+        self._check_input_type(x, what)
         if self.input_shape is None and self.layers:
             _check_finite(x, what, self.dtype)  # first: a batch refused must not build the model
             try:
@@ -703,8 +707,7 @@ class Sequential:
         if not hasattr(y, "shape") or y.ndim == 0:
             raise ValueError(f"{what}: labels must be an array with one label (or target row) per sample, "
                              f"got {y!r}")
-        if not hasattr(x, "shape") or x.ndim == 0:  # the rest of the checks of x come below
-            self._check_inputs(x, what)
+        self._check_input_type(x, what)  # its values and shape are checked last, with the model's build
         if len(x) != len(y):
             hint = (" (one sample? give it a batch axis: x[None])"
                     if self.input_shape is not None and tuple(x.shape) == self.input_shape else "")
@@ -767,7 +770,7 @@ class Sequential:
             if sample_weight is not None:
                 raise ValueError(f"{what}: sample_weight goes with arrays x, y; "
                                  "an iterable gives its weights in (x, y, w) batches")
-            return self._checked_list(_batch_iterable(x, what), what)
+            return self._checked_iterable(_batch_iterable(x, what), what)
         if not hasattr(x, "shape") and (not isinstance(x, (list, tuple)) or any(map(_is_batch_tuple, x))):
             raise ValueError(f"{what}: y must be None when x is an iterable of (x, y) batches, "
                              "which hold their own labels")
@@ -788,15 +791,15 @@ class Sequential:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")
-        return self._checked_list(_batch_iterable(data, "validation_data"), "validation_data")
+        return self._checked_iterable(_batch_iterable(data, "validation_data"), "validation_data")
 
-    def _checked_list(self, batches, what):
+    def _checked_iterable(self, batches, what):
         """A list or tuple of batches checked now, each one, before they can change anything (as arrays
         are); another iterable as it is, its batches checked as they come (looking would use it up),
         but for an ``ArrayBatches``'s labels, which are in memory and checked now too."""
         if isinstance(batches, ArrayBatches) and not isinstance(batches, _CheckedBatches):
-            sample = getattr(batches.x, "shape", (None,))[1:]
-            self._check_labels(batches.y, self._output_classes_for(sample) if None not in sample else None, what)
+            x_shape = getattr(batches.x, "shape", None)  # an array-like may have none
+            self._check_labels(batches.y, None if x_shape is None else self._output_classes_for(x_shape[1:]), what)
         if not isinstance(batches, (list, tuple)):
             return batches
         return _CheckedList(self._checked(batch, batches, f"{what}, batch {index + 1}")
@@ -1186,7 +1189,7 @@ def _check_finite(x, what, dtype):
 
 
 class _CheckedList(list):
-    """Batches ``(x, y, w)`` from a list that ``Sequential._checked_list`` has validated, each one."""
+    """Batches ``(x, y, w)`` from a list that ``Sequential._checked_iterable`` has validated, each one."""
 
 
 class _CheckedBatches(ArrayBatches):

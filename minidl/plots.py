@@ -191,8 +191,8 @@ def plot_confusion_matrix(cm, path, class_names=("normal", "abnormal"), title=No
                 color="white" if count > dark_from else "black",
             )
     ticks = np.arange(num_classes)
-    axes.set_xticks(ticks, labels=list(class_names))
-    axes.set_yticks(ticks, labels=list(class_names))
+    axes.set_xticks(ticks, labels=class_names)
+    axes.set_yticks(ticks, labels=class_names)
     axes.set_xlabel("predicted")
     axes.set_ylabel("true")
     if title is not None:  # over the whole figure: the grid alone is narrower than a line of title

@@ -16,6 +16,20 @@ def is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def positive_int(owner, name, value):
+    """``value`` as an int if it is an integer of at least 1 (not a bool, not 2.0), else a ``ValueError``."""
+    if not is_int(value) or value < 1:
+        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def seed_or_none(owner, seed):
+    """``seed`` as an int, or None, else a ``ValueError``: a generator's seed is None or a non-negative int."""
+    if seed is not None and (not is_int(seed) or seed < 0):
+        raise ValueError(f"{owner}: seed must be None or a non-negative int, got {seed!r}")
+    return None if seed is None else int(seed)
+
+
 def stacklevel_outside(module_name):
     """The ``stacklevel`` at which a warning that code of ``module_name`` raises points at the
     first caller outside that module, however deep inside it the warning is raised.

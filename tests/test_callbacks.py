@@ -688,3 +688,8 @@ def test_catch_up_takes_the_logs_from_a_generator_once():
     stopper = EarlyStopping(patience=3)
     stopper.catch_up(logs for logs in [{"val_loss": 1.0}, {"val_loss": 2.0}])
     assert (stopper.best, stopper.wait) == (1.0, 1)
+
+
+def test_a_checkpoint_saving_every_epoch_checks_what_it_catches_up_on_too(tmp_path):
+    with pytest.raises(TypeError, match=r"^ModelCheckpoint.catch_up: past_logs must be a list of the epochs' logs"):
+        ModelCheckpoint(tmp_path / "m.npz", save_best_only=False).catch_up(None)

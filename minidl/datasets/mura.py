@@ -106,7 +106,7 @@ from tqdm import tqdm
 
 from ..backend import default_rng, get_array_module, to_numpy
 from ..data import ArrayBatches, random_flip_rotate
-from ..utils import atomic_path, check_flag, finite_float, is_int, stacklevel_outside
+from ..utils import atomic_path, check_flag, finite_float, is_int, positive_int, seed_or_none, stacklevel_outside
 
 try:
     import fcntl
@@ -166,13 +166,6 @@ def _one_of(owner, name, value, choices):
     if not (isinstance(value, str) and value in choices):
         raise ValueError(f"{owner}: {name} must be one of {choices}, got {value!r}")
     return value
-
-
-def _positive_int(owner, name, value):
-    """``value`` as an int if it is an integer of at least 1 (not a bool, not 2.0), else a ``ValueError``."""
-    if not is_int(value) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 # ----------------------------------------------------------------- the index
@@ -320,7 +313,7 @@ def load_image(file, size, resize="pad"):
     files propagate (``OSError`` and others). ``size`` must be a positive
     int and ``resize`` one of ``RESIZE_MODES``, else a ``ValueError``.
     """
-    size = _positive_int("load_image", "size", size)
+    size = positive_int("load_image", "size", size)
     _one_of("load_image", "resize", resize, RESIZE_MODES)
     with Image.open(file) as image:
         grey = _greyscale(image)
@@ -787,12 +780,12 @@ def load_mura(root, size=64, resize="pad", cache_dir=None, workers=None, progres
     Unreadable images are left out, each with an ``UnreadableImageWarning``
     naming the file, and listed in ``skipped_images``.
     """
-    _split_options("load_mura", size, resize, cache_dir, workers, progress)
+    size, cache_dir, workers, progress = _split_options("load_mura", size, resize, cache_dir, workers, progress)
     root = find_root(_folder("load_mura", "root", root))
     options = dict(size=size, resize=resize, cache_dir=cache_dir, workers=workers, progress=progress)
     train = load_split(root, "train", **options)
     valid = load_split(root, "valid", mean=train.mean, std=train.std, **options)
-    return MURA(root, int(size), resize, train, valid)
+    return MURA(root, size, resize, train, valid)
 
 
 def load_split(root, split, size=64, resize="pad", cache_dir=None, workers=None, progress=True, mean=None, std=None):
@@ -832,10 +825,10 @@ def _split_options(where, size, resize, cache_dir, workers, progress):
 
     ``cache_dir`` as a ``Path`` (None: ``default_cache_dir()``), ``workers`` None as the usable CPUs up to 8.
     """
-    size = _positive_int(where, "size", size)
+    size = positive_int(where, "size", size)
     _one_of(where, "resize", resize, RESIZE_MODES)
     cache_dir = default_cache_dir() if cache_dir is None else _folder(where, "cache_dir", cache_dir)
-    workers = min(_usable_cpus(), 8) if workers is None else _positive_int(where, "workers", workers)
+    workers = min(_usable_cpus(), 8) if workers is None else positive_int(where, "workers", workers)
     return size, cache_dir, workers, check_flag(where, "progress", progress)
 
 
@@ -912,7 +905,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     """
     counts = dict(train_patients=train_patients, valid_patients=valid_patients,
                   max_studies_per_patient=max_studies_per_patient, max_images_per_study=max_images_per_study)
-    arguments = {name: _positive_int("synthesize", name, value) for name, value in counts.items()}
+    arguments = {name: positive_int("synthesize", name, value) for name, value in counts.items()}
     if not (is_int(min_size) and is_int(max_size) and 2 <= min_size <= max_size <= _MAX_SYNTHETIC_SIZE):
         raise ValueError(f"synthesize: need ints 2 <= min_size <= max_size <= {_MAX_SYNTHETIC_SIZE}, "
                          f"got {min_size!r} and {max_size!r}")
@@ -922,9 +915,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
         if number is None or not 0.0 <= number <= 1.0:
             raise ValueError(f"synthesize: {name} must be a number in [0, 1], got {value!r}")
         arguments[name] = int(value) if is_int(value) else number  # 0 stays 0 in the README, as it was before
-    if seed is not None and (not is_int(seed) or seed < 0):
-        raise ValueError(f"synthesize: seed must be None or a non-negative int, got {seed!r}")
-    arguments["seed"] = None if seed is None else int(seed)
+    arguments["seed"] = seed_or_none("synthesize", seed)
     root = _folder("synthesize", "root", root)
     readme = (f"{_SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
               "minidl.datasets.mura.synthesize. These are NOT radiographs and NOT the MURA dataset:\n"
