@@ -5,8 +5,8 @@ extremities (36,808 train, 3,197 valid; its test set is hidden), grouped in stud
 abnormal (1) by a radiologist. On disk::
 
     MURA-v1.1/
-        train_image_paths.csv      MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/image1.png
-        train_labeled_studies.csv  MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/,1
+        train_image_paths.csv      MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/image1.png
+        train_labeled_studies.csv  MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/,1
         valid_image_paths.csv      (the same for valid)
         valid_labeled_studies.csv
         train/XR_<TYPE>/patientNNNNN/studyK_positive|negative/imageJ.png
@@ -141,7 +141,7 @@ class ImageRecord:
 
     ``study`` and ``path`` are as the CSV files give them, relative to the
     folder above ``MURA-v1.1``: ``study`` ends with ``/``
-    (``MURA-v1.1/train/XR_WRIST/patient00001/study1_positive/``) and ``path``
+    (``MURA-v1.1/train/XR_SHOULDER/patient00001/study1_positive/``) and ``path``
     is that plus ``imageJ.png``. ``label``: 1 abnormal, 0 normal.
     """
 
@@ -214,6 +214,17 @@ def _csv_rows(file):
             yield line, row
 
 
+def _refuse_header(line, row, where):
+    """``ValueError`` for a first line that reads as a header (its first field is no path).
+
+    MURA's CSV files have none; some copies of them in circulation add one
+    (``Img_Path,Label``), which the layout checks would report less plainly.
+    """
+    if line == 1 and row and "/" not in row[0]:
+        raise ValueError(f"MURA: {where}: {row!r} looks like a header row, which MURA's CSV files do not have "
+                         "(every line is data); delete that line")
+
+
 def _parse_path(text, split, parts_expected, where):
     """The folders of a CSV path, checked against the MURA layout; errors name ``where``."""
     parts = text.rstrip("/").split("/")
@@ -252,6 +263,7 @@ def read_index(root, split):
     study_labels = {}  # study path without its trailing "/" -> (study path as given, label)
     for line, row in _csv_rows(studies_csv):
         where = f"{studies_csv}, line {line}"
+        _refuse_header(line, row, where)
         if len(row) != 2 or row[1] not in ("0", "1"):
             raise ValueError(f"MURA: {where}: expected 'study folder path/,label' with label 0 or 1, got {row!r}")
         study, label = row[0], int(row[1])
@@ -268,6 +280,7 @@ def read_index(root, split):
     first_line = {}  # image path -> the line that listed it
     for line, row in _csv_rows(images_csv):
         where = f"{images_csv}, line {line}"
+        _refuse_header(line, row, where)
         if len(row) != 1:
             raise ValueError(f"MURA: {where}: expected one image path, got {row!r}")
         path = row[0]

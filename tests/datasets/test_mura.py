@@ -239,6 +239,18 @@ def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_l
     assert len(read_index(quirky, "train")) == 8  # the other split's files are untouched and still read
 
 
+@pytest.mark.parametrize("csv_name, header", [("studies", "Img_Path,Label"), ("images", "image"),
+                                              ("images", "Img_Path")])
+def test_a_header_row_added_to_a_csv_file_is_named_as_one(quirky, csv_name, header):
+    # Copies of MURA's CSV files in circulation add headers like these; the release has none.
+    damaged = quirky / ("valid_labeled_studies.csv" if csv_name == "studies" else "valid_image_paths.csv")
+    damaged.write_text(header + "\n" + damaged.read_text())
+    with pytest.raises(ValueError) as caught:
+        read_index(quirky, "valid")
+    assert str(caught.value) == (f"MURA: {damaged}, line 1: {header.split(',')!r} looks like a header row, which "
+                                 "MURA's CSV files do not have (every line is data); delete that line")
+
+
 def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it_and_the_line(quirky):
     csv_file = quirky / "valid_labeled_studies.csv"
     csv_file.write_text(csv_file.read_text(), encoding="utf-16")
