@@ -34,7 +34,9 @@ def numerical_gradient(f, x, h=1e-6):
     """Central-difference gradient of the scalar function ``f`` at array ``x``.
 
     Returns an array shaped like ``x`` whose entry ``i`` is
-    ``(f(x + h e_i) - f(x - h e_i)) / 2h``. ``x`` itself is not modified.
+    ``(f(x + h e_i) - f(x - h e_i)) / 2h``, in float64: ``f`` is called on
+    a float64 copy of ``x`` (so that rounding does not swamp ``h``), which
+    it must not keep. ``x`` itself is not modified.
     """
     if not callable(f):
         raise TypeError(f"numerical_gradient: f must be a function of x returning a number, got {f!r}")

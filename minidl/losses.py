@@ -35,74 +35,6 @@ from .layers.activations import log_softmax
 from .utils import check_flag, finite_float, is_int
 
 
-def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
-    """``sample_weight`` as an (n,) array of ``dtype``, where it lives: one weight per sample.
-
-    Raises ``ValueError`` naming ``caller`` for another shape, non-numbers,
-    and (with ``check_values``, which on a GPU waits for the values) weights
-    that are negative, NaN, or infinite once in ``dtype``.
-    """
-    xp = get_array_module(sample_weight)
-    w = xp.asarray(sample_weight)
-    if w.shape != (n,):
-        raise ValueError(f"{caller}: sample_weight must have shape {(n,)}, one weight per sample, "
-                         f"got {tuple(w.shape)}")
-    if w.dtype.kind not in "fiub":
-        raise ValueError(f"{caller}: sample_weight must be numbers, got dtype {w.dtype}")
-    largest = xp.finfo(dtype).max
-    if check_values and n and not bool(xp.all(xp.isfinite(w) & (w >= 0) & (w <= largest))):
-        raise ValueError(f"{caller}: sample_weight must be finite {xp.dtype(dtype).name} numbers, not negative")
-    return w.astype(dtype, copy=False)
-
-
-def check_class_indices(y, caller, name="labels", check_values=True):
-    """``ValueError`` naming ``caller`` and ``name`` unless ``y`` holds whole numbers, as class indices must.
-
-    Integer (or boolean) arrays pass; float arrays must hold finite whole
-    values, so that converting them to indices loses nothing (0.5 would
-    silently become class 0, NaN or infinity a huge negative number). With
-    ``check_values=False`` only the dtype is checked (the values were
-    checked before). On a GPU the value check waits once.
-    """
-    if y.dtype.kind in "iub":
-        return
-    if y.dtype.kind != "f":
-        raise ValueError(f"{caller}: {name} must be whole class indices, got dtype {y.dtype}")
-    xp = get_array_module(y)
-    # Below 2**63 in size too, so that converting to int64 indices keeps the value (1e30 would wrap around).
-    if check_values and not bool(xp.all((xp.abs(y) < 2.0**63) & (y == xp.round(y)))):  # NaN compares false
-        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN, infinite or "
-                         "huge (beyond int64) values")
-
-
-#: How far from 1 a target row may sum: rounding, not a second label (the gradient is exact either way).
-ROW_SUM_TOLERANCE = 1e-3
-
-
-def check_target_rows(y, caller):
-    """``ValueError`` naming ``caller`` unless every row of ``y`` (N, K) is a probability vector.
-
-    Not negative, and summing to 1 within ``ROW_SUM_TOLERANCE`` (rounding:
-    float32 probabilities, say, converted to float64). On a GPU this waits
-    once for the values.
-    """
-    xp = get_array_module(y)
-    if not len(y):
-        return
-    if y.dtype.kind not in "fiub":
-        raise ValueError(f"{caller}: target rows must be numbers, got dtype {y.dtype}")
-    sums = y.sum(axis=1, dtype=xp.float64)
-    off = ~(xp.abs(sums - 1.0) <= ROW_SUM_TOLERANCE)  # NaN and infinity are off too
-    if not bool(xp.any(y < 0) | xp.any(off)):
-        return
-    if bool(xp.any(y < 0)) or not bool(xp.all(xp.isfinite(y))):
-        raise ValueError(f"{caller}: target rows must be finite and not negative")
-    row = int(xp.argmax(off))
-    raise ValueError(f"{caller}: target rows must sum to 1 (one-hot or probabilities), but row {row} sums to "
-                     f"{float(sums[row])!r}; rows with several labels, or none, need another loss than "
-                     "cross-entropy over a softmax")
-
-
 class CrossEntropy:
     """Mean categorical cross-entropy over a batch.
 
@@ -171,13 +103,8 @@ class CrossEntropy:
             return self._from_logits(y_pred, y_true, check_labels, sample_weight)
         xp = get_array_module(y_pred)
         p = self._check(y_pred, "y_pred")
-        if check_labels and p.size:
-            low, high = float(p.min()), float(p.max())  # NaN anywhere makes both NaN
-            if math.isnan(low):
-                raise ValueError("CrossEntropy: y_pred holds NaN")
-            if not (low >= 0.0 and high <= 1.0):
-                raise ValueError(f"CrossEntropy: y_pred must be probabilities in [0, 1], got values from {low} to "
-                                 f"{high}; for scores, use CrossEntropy(from_logits=True)")
+        if check_labels:
+            _check_probabilities(p)
         y, w = self._targets(y_true, p, check_labels, sample_weight)
         # p is clipped below at the dtype's machine epsilon, so a true class
         # predicted with probability exactly 0 gives a large but finite loss.
@@ -191,13 +118,13 @@ class CrossEntropy:
         self._grad = xp.where(p >= eps, -(w[:, None] * y) / (n * p_safe), 0).astype(p.dtype, copy=False)
         return (w * losses).sum() / n
 
-    def _from_logits(self, z, y_true, check_labels, sample_weight):
+    def _from_logits(self, z, y_true, check_values, sample_weight):
         """``batch_loss`` for scores ``z`` (N, K): ``L = -sum_j y_j log softmax(z)_j``, ``dL/dz = w (p - y) / N``."""
         xp = get_array_module(z)
         z = self._check(z, "logits")
-        if check_labels and not bool(xp.isfinite(z).all()):
-            raise ValueError("CrossEntropy: the logits hold NaN or infinity")
-        y, w = self._targets(y_true, z, check_labels, sample_weight)
+        if check_values:
+            _check_finite_logits(z)
+        y, w = self._targets(y_true, z, check_values, sample_weight)
         log_p = log_softmax(z)
         losses = -xp.where(y > 0, y * log_p, 0).sum(axis=1)
         n = z.shape[0]
@@ -229,17 +156,20 @@ class CrossEntropy:
             raise ValueError(f"CrossEntropy: {what} holds no samples; the mean loss of none is undefined")
         return y_pred
 
-    def _targets(self, y_true, y_pred, check_labels=True, sample_weight=None):
-        """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated."""
+    def _targets(self, y_true, y_pred, check_values=True, sample_weight=None):
+        """Targets as float rows ``y`` (N, K) and per-sample weights ``w`` (N,), validated.
+
+        ``check_values=False`` checks shapes and dtypes only (``batch_loss``'s ``check_labels``).
+        """
         xp = get_array_module(y_pred)
         n, k = y_pred.shape
         y_true = to_device(y_true, xp=xp)  # on y_pred's device
         if y_true.ndim == 1:
             if y_true.shape[0] != n:
                 raise ValueError(f"CrossEntropy: {y_true.shape[0]} labels for {n} predictions")
-            check_class_indices(y_true, "CrossEntropy", check_values=check_labels)
+            check_class_indices(y_true, "CrossEntropy", check_values=check_values)
             labels = y_true.astype(xp.int64)
-            if check_labels and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            if check_values and (int(labels.min()) < 0 or int(labels.max()) >= k):
                 raise ValueError(
                     f"CrossEntropy: labels must be class indices in [0, {k - 1}], "
                     f"got values from {int(labels.min())} to {int(labels.max())}"
@@ -250,7 +180,7 @@ class CrossEntropy:
                 raise ValueError(
                     f"CrossEntropy: one-hot targets must have shape {(n, k)}, got {tuple(y_true.shape)}"
                 )
-            if check_labels:
+            if check_values:
                 check_target_rows(y_true, "CrossEntropy")
             y = y_true.astype(y_pred.dtype)
         else:
@@ -263,7 +193,7 @@ class CrossEntropy:
             return y, w
         # Moved to y_pred's device, as y_true is.
         return y, w * to_device(check_sample_weight(sample_weight, n, y_pred.dtype, "CrossEntropy",
-                                                    check_values=check_labels), xp=xp)
+                                                    check_values=check_values), xp=xp)
 
     def _class_weights(self, k, xp, dtype):
         """The (K,) weight of each class (a dict's missing classes weigh 1)."""
@@ -286,6 +216,24 @@ class CrossEntropy:
         elif cw is not None:
             cw = list(cw)  # a copy: changing the config must not change the loss
         return {"from_logits": self.from_logits, "class_weight": cw}
+
+
+def _check_probabilities(p):
+    """``ValueError`` unless ``p`` holds probabilities in [0, 1] (reads them: on a GPU it waits)."""
+    if not p.size:
+        return
+    low, high = float(p.min()), float(p.max())  # NaN anywhere makes both NaN
+    if math.isnan(low):
+        raise ValueError("CrossEntropy: y_pred holds NaN")
+    if not (low >= 0.0 and high <= 1.0):
+        raise ValueError(f"CrossEntropy: y_pred must be probabilities in [0, 1], got values from {low} to "
+                         f"{high}; for scores, use CrossEntropy(from_logits=True)")
+
+
+def _check_finite_logits(z):
+    """``ValueError`` unless ``z`` is finite everywhere (reads it: on a GPU it waits)."""
+    if not bool(get_array_module(z).isfinite(z).all()):
+        raise ValueError("CrossEntropy: the logits hold NaN or infinity")
 
 
 def _checked_class_weight(class_weight):
@@ -315,3 +263,73 @@ def _checked_class_weight(class_weight):
         raise ValueError("CrossEntropy: class_weight must be a sequence of one weight per class or a dict "
                          f"{{class: weight}}, got {class_weight!r}")
     return [weight(value) for value in class_weight]
+
+
+# ------------------------------------------- label and weight checks, shared with model, data and metrics
+def check_sample_weight(sample_weight, n, dtype, caller, check_values=True):
+    """``sample_weight`` as an (n,) array of ``dtype``, where it lives: one weight per sample.
+
+    Raises ``ValueError`` naming ``caller`` for another shape, non-numbers,
+    and (with ``check_values``, which on a GPU waits for the values) weights
+    that are negative, NaN, or infinite once in ``dtype``.
+    """
+    xp = get_array_module(sample_weight)
+    w = xp.asarray(sample_weight)
+    if w.shape != (n,):
+        raise ValueError(f"{caller}: sample_weight must have shape {(n,)}, one weight per sample, "
+                         f"got {tuple(w.shape)}")
+    if w.dtype.kind not in "fiub":
+        raise ValueError(f"{caller}: sample_weight must be numbers, got dtype {w.dtype}")
+    largest = xp.finfo(dtype).max
+    if check_values and n and not bool(xp.all(xp.isfinite(w) & (w >= 0) & (w <= largest))):
+        raise ValueError(f"{caller}: sample_weight must be finite {xp.dtype(dtype).name} numbers, not negative")
+    return w.astype(dtype, copy=False)
+
+
+def check_class_indices(y, caller, name="labels", check_values=True):
+    """``ValueError`` naming ``caller`` and ``name`` unless ``y`` holds whole numbers, as class indices must.
+
+    Integer (or boolean) arrays pass; float arrays must hold finite whole
+    values, so that converting them to indices loses nothing (0.5 would
+    silently become class 0, NaN or infinity a huge negative number). With
+    ``check_values=False`` only the dtype is checked (the values were
+    checked before). On a GPU the value check waits once.
+    """
+    if y.dtype.kind in "iub":
+        return
+    if y.dtype.kind != "f":
+        raise ValueError(f"{caller}: {name} must be whole class indices, got dtype {y.dtype}")
+    xp = get_array_module(y)
+    # Below 2**63 in size too, so that converting to int64 indices keeps the value (1e30 would wrap around).
+    if check_values and not bool(xp.all((xp.abs(y) < 2.0**63) & (y == xp.round(y)))):  # NaN compares false
+        raise ValueError(f"{caller}: {name} must be whole class indices, got non-integer, NaN, infinite or "
+                         "huge (beyond int64) values")
+
+
+#: How far from 1 a target row may sum: rounding, not a second label (the gradient is exact either way).
+ROW_SUM_TOLERANCE = 1e-3
+
+
+def check_target_rows(y, caller):
+    """``ValueError`` naming ``caller`` unless every row of ``y`` (N, K) is a probability vector.
+
+    Not negative, and summing to 1 within ``ROW_SUM_TOLERANCE`` (rounding:
+    float32 probabilities, say, converted to float64). On a GPU this waits
+    once for the values.
+    """
+    xp = get_array_module(y)
+    if not len(y):
+        return
+    if y.dtype.kind not in "fiub":
+        raise ValueError(f"{caller}: target rows must be numbers, got dtype {y.dtype}")
+    sums = y.sum(axis=1, dtype=xp.float64)
+    off = ~(xp.abs(sums - 1.0) <= ROW_SUM_TOLERANCE)  # NaN and infinity are off too
+    negative = xp.any(y < 0)
+    if not bool(negative | xp.any(off)):
+        return
+    if bool(negative) or not bool(xp.all(xp.isfinite(y))):
+        raise ValueError(f"{caller}: target rows must be finite and not negative")
+    row = int(xp.argmax(off))
+    raise ValueError(f"{caller}: target rows must sum to 1 (one-hot or probabilities), but row {row} sums to "
+                     f"{float(sums[row])!r}; rows with several labels, or none, need another loss than "
+                     "cross-entropy over a softmax")

@@ -34,14 +34,22 @@ _CONTAINERS = (list, tuple, set, frozenset, dict, collections.deque)
 class Layer:
     """Base class of all layers.
 
+    A subclass defines the protocol (the first methods below); the rest is
+    called by its code or by ``Sequential``. When a subclass is defined, its
+    own ``build`` is wrapped (``_callable_directly``: a traceback shows it as
+    ``build_or_place``), so that calling it directly builds the layer as its
+    first ``forward`` would.
+
     Attributes:
         name: used in error messages and summaries; ``Sequential`` fills it in.
         params: dict name -> array of trainable parameters (empty if none).
         grads: dict name -> array, the gradients written by the last ``backward``.
         trainable: if False, the optimiser skips the layer and ``backward``
             skips its parameter gradients (transfer learning: a frozen base).
-        needs_input_grad: if False, ``backward`` may skip computing dL/dx (the
-            first layer of a model: nothing upstream wants it) and return None.
+        needs_input_grad: if False, ``backward`` may skip computing dL/dx and
+            return None: ``Sequential`` sets it so on every layer with no
+            trainable layer before it (the first; a frozen base and the
+            layer after it), as nothing upstream wants dL/dx.
         in_model: True while a ``Sequential`` runs the layer. Then it may keep
             its large result arrays from one step to the next and write into
             them again (``buffer``): what ``forward`` returns is valid until
@@ -63,23 +71,6 @@ class Layer:
     #: Rank of one input sample (without the batch axis), or None to accept any.
     input_rank = None
 
-    def __init_subclass__(cls, **kwargs):
-        super().__init_subclass__(**kwargs)
-        if cls.__name__.startswith("_"):
-            return  # a shared base (_Pool2D), never a layer of a model on its own
-        known = LAYER_CLASSES.get(cls.__name__)
-        # The same class defined again (a re-run notebook cell) replaces itself; another
-        # class of the same name would make a saved model load as the wrong class.
-        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise TypeError(
-                f"Layer class {cls.__module__}.{cls.__qualname__}: the name {cls.__name__!r} is taken by "
-                f"{known.__module__}.{known.__qualname__}, and saved models name their layers' classes; "
-                "give it another name"
-            )
-        LAYER_CLASSES[cls.__name__] = cls
-        if "build" in vars(cls):
-            cls.build = _callable_directly(vars(cls)["build"])
-
     def __init__(self, name=None):
         if name is not None and (not isinstance(name, str) or not name):
             raise ValueError(f"{type(self).__name__}: name must be a non-empty string or None, got {name!r}")
@@ -97,7 +88,7 @@ class Layer:
         self._buffers = {}
         self.scratch = None
 
-    # ----------------------------------------------------------------- building
+    # ------------------------------------------------- the protocol: what a layer defines
     def build(self, input_shape):
         """Create the parameters for inputs of per-sample shape ``input_shape``.
 
@@ -110,33 +101,35 @@ class Layer:
         """The per-sample output shape for a per-sample ``input_shape``."""
         return tuple(input_shape)
 
-    def add_weight(self, name, shape, initializer):
-        """Create parameter ``name`` of ``shape`` with ``initializer`` and register it.
+    def forward(self, x, training=False):
+        """Compute the output ``y`` for the input batch ``x`` and keep what ``backward`` needs.
 
-        ``initializer`` is a function from ``minidl.initializers`` (or a name of
-        one). Values are drawn on the CPU from ``self.rng`` and then placed on the
-        module and dtype of the layer's first input. Read the parameter as
-        ``self.params[name]`` wherever it is used, and write gradients into
-        ``self.grads[name]``: a model may move both into arrays of its own.
+        ``x`` is ``(N, ...)``, the batch first; ``y`` is ``(N, *output_shape(x.shape[1:]))``.
+        ``training`` is True in ``fit`` (Dropout drops only then).
         """
-        if self._placement is None:
-            raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
-        init = initializers.get(initializer, f"{self.describe()}: add_weight")
-        shape = tuple(int(s) for s in shape)
-        xp, dtype = self._placement
-        value = xp.asarray(init(shape, self.generator()), dtype=dtype)
-        if value.shape != shape:
-            raise ValueError(f"{self.describe()}: initializer {getattr(init, '__name__', init)!r} gave parameter "
-                             f"{name!r} the shape {value.shape}, expected {shape}")
-        self.params[name] = value
-        self.grads[name] = xp.zeros_like(value)
+        raise NotImplementedError(f"{type(self).__name__} must implement forward")
 
-    def generator(self):
-        """The layer's ``numpy.random.Generator`` (``Sequential`` seeds it; fresh entropy otherwise)."""
-        if self.rng is None:
-            self.rng = default_rng()
-        return self.rng
+    def backward(self, dy):
+        """Given ``dy`` = dL/dy, of ``y``'s shape, write dL/dθ into ``grads`` and return dL/dx.
 
+        It calls ``self.check_output_gradient(dy)`` first, as ``forward``
+        calls ``check_input``. ``grads[name]`` has the shape of
+        ``params[name]`` and is overwritten, never added to (a model does not
+        zero it). dL/dx has the shape of the last ``forward``'s ``x``; return
+        None instead when ``needs_input_grad`` is False (nothing upstream
+        wants it).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement backward")
+
+    def get_config(self):
+        """The constructor arguments, as JSON-serialisable values."""
+        return {"name": self.name}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # ------------------------------------------------------ what a layer's own methods call
     def check_input(self, x):
         """Validate ``x`` against the layer, building the layer on first use.
 
@@ -168,7 +161,7 @@ class Layer:
                 f"got {tuple(x.shape)}"
             )
         self.check_device(xp, "the input is")
-        self.x_shape, self._x_class_dtype = tuple(x.shape), (xp.ndarray, x.dtype)  # a module would not deepcopy
+        self.x_shape, self._x_array_type, self._x_dtype = tuple(x.shape), xp.ndarray, x.dtype
 
     def check_output_gradient(self, dy):
         """Validate ``dy`` = dL/dy against the last ``forward``; each ``backward`` calls it first.
@@ -181,19 +174,129 @@ class Layer:
         waits for nothing.
         """
         x_shape = self.cached("x_shape")
-        x_class, dtype = self._x_class_dtype
         dy_xp = get_array_module(dy)
         if not isinstance(dy, dy_xp.ndarray):
             raise TypeError(f"{self.describe()}: dy must be a NumPy or CuPy array, got {type(dy).__name__}")
-        if not isinstance(dy, x_class):
+        if not isinstance(dy, self._x_array_type):
             raise ValueError(f"{self.describe()}: dy is on {_device_text(dy_xp)} but forward's input was on the "
                              "other device")
-        if dy.dtype != dtype:
-            raise ValueError(f"{self.describe()}: expected dy of dtype {dtype}, forward's input's, got {dy.dtype}")
+        if dy.dtype != self._x_dtype:
+            raise ValueError(f"{self.describe()}: expected dy of dtype {self._x_dtype}, forward's input's, "
+                             f"got {dy.dtype}")
         y_shape = (x_shape[0], *self.output_shape(x_shape[1:]))
         if dy.shape != y_shape:
             raise ValueError(f"{self.describe()}: expected dy of shape {y_shape}, forward's output's, "
                              f"got {tuple(dy.shape)}")
+
+    def cached(self, name):
+        """The array ``forward`` kept as ``self.<name>`` for ``backward``.
+
+        ``RuntimeError`` naming the layer when there is none: ``forward``
+        has not run, or ran with ``keeps_cache`` False (it then sets it to None).
+        """
+        value = getattr(self, name, None)
+        if value is None:
+            raise RuntimeError(f"{self.describe()}: backward needs {name!r} from a forward pass that kept it; "
+                               "call forward first (a model's predict and evaluate do not keep it)")
+        return value
+
+    @property
+    def computes_param_grads(self):
+        """Whether ``backward`` should compute the parameter gradients."""
+        return self.trainable and bool(self.params)
+
+    def add_weight(self, name, shape, initializer):
+        """Create parameter ``name`` of ``shape`` with ``initializer`` and register it.
+
+        ``initializer`` is a function from ``minidl.initializers`` (or a name of
+        one). Values are drawn on the CPU from ``self.rng`` and then placed on the
+        module and dtype of the layer's first input. Read the parameter as
+        ``self.params[name]`` wherever it is used, and write gradients into
+        ``self.grads[name]``: a model may move both into arrays of its own.
+        """
+        if self._placement is None:
+            raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
+        init = initializers.get(initializer, f"{self.describe()}: add_weight")
+        shape = tuple(int(s) for s in shape)
+        xp, dtype = self._placement
+        value = xp.asarray(init(shape, self.generator()), dtype=dtype)
+        if value.shape != shape:
+            raise ValueError(f"{self.describe()}: initializer {getattr(init, '__name__', init)!r} gave parameter "
+                             f"{name!r} the shape {value.shape}, expected {shape}")
+        self.params[name] = value
+        self.grads[name] = xp.zeros_like(value)
+
+    def generator(self):
+        """The layer's ``numpy.random.Generator`` (``Sequential`` seeds it; fresh entropy otherwise)."""
+        if self.rng is None:
+            self.rng = default_rng()
+        return self.rng
+
+    def buffer(self, name, shape, dtype, xp):
+        """An uninitialised ``xp`` array of ``shape`` and ``dtype`` to write a result into.
+
+        In a model (``in_model``) the same array comes back at every step while
+        the shape stays the same: allocating ~100 MB afresh every step costs
+        more here than the arithmetic that fills it. Otherwise it is new.
+        """
+        shape = tuple(int(s) for s in shape)
+        if not self.in_model:
+            return xp.empty(shape, dtype=dtype)
+        array = self._buffers.get(name)
+        if array is None or array.shape != shape or array.dtype != dtype or get_array_module(array) is not xp:
+            array = self._buffers[name] = xp.empty(shape, dtype=dtype)
+        return array
+
+    def scratch_array(self, shape, dtype, xp):
+        """An uninitialised array for temporaries that live only during one ``forward`` or ``backward`` call.
+
+        In a model it is a view of memory that all the model's layers share,
+        one call at a time (``Scratch``); otherwise it is new.
+        """
+        if self.scratch is None:
+            return xp.empty(tuple(int(s) for s in shape), dtype=dtype)
+        return self.scratch.array(shape, dtype, xp)
+
+    # --------------------------------------------------------- used by Sequential and checks
+    def build_for(self, input_shape, xp, dtype):
+        """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
+        self.input_shape = tuple(input_shape)
+        self._placement = (xp, dtype)
+        _PLACEMENTS.append(self._placement)
+        try:
+            self.build(self.input_shape)
+        except MemoryError as error:  # e.g. a Dense layer after a convolutional base fed images far too large
+            raise MemoryError(f"{self.describe()}: no memory for its parameters for input "
+                              f"{batch_shape_text(self.input_shape)}: {error}") from None
+        finally:
+            _PLACEMENTS.pop()
+            self._placement = None
+        self.built = True
+
+    def accepts(self, input_shape):
+        """Whether a built layer can take per-sample ``input_shape``.
+
+        By default only the shape it was built for; layers whose parameters do
+        not depend on the spatial size (convolutions) relax this. A layer
+        without parameters (ReLU, Dropout, Flatten, Softmax, pooling) was built from
+        nothing, so it takes any shape of its rank: after a convolution it must
+        follow that convolution to other image sizes.
+        """
+        if not self.params:
+            return self.input_rank is None or len(input_shape) == self.input_rank
+        return tuple(input_shape) == self.input_shape
+
+    def expected_shape_text(self):
+        """The expected input shape as text, e.g. ``(N, H, W, 3)``, for error messages."""
+        if self.input_shape is not None and self.params:  # the shape its parameters were made for
+            return batch_shape_text(self.input_shape)
+        if self.input_rank is not None:
+            return f"rank {self.input_rank + 1} (batch first)"
+        return "(N, ...) (batch first)"
+
+    def describe(self):
+        """``ClassName 'name'``, the prefix of every error message."""
+        return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
 
     def check_device(self, xp, what):
         """``ValueError`` unless the parameters (if any) are arrays of ``xp``; ``what`` says whose ``xp`` it is."""
@@ -254,117 +357,22 @@ class Layer:
             pending.extend(reversed(list(inside)))
         return held
 
-    def build_for(self, input_shape, xp, dtype):
-        """Build for per-sample ``input_shape`` with parameters of module ``xp`` and ``dtype``."""
-        self.input_shape = tuple(input_shape)
-        self._placement = (xp, dtype)
-        _PLACEMENTS.append(self._placement)
-        try:
-            self.build(self.input_shape)
-        except MemoryError as error:  # e.g. a Dense layer after a convolutional base fed images far too large
-            raise MemoryError(f"{self.describe()}: no memory for its parameters for input "
-                              f"{batch_shape_text(self.input_shape)}: {error}") from None
-        finally:
-            _PLACEMENTS.pop()
-            self._placement = None
-        self.built = True
-
-    def accepts(self, input_shape):
-        """Whether a built layer can take per-sample ``input_shape``.
-
-        By default only the shape it was built for; layers whose parameters do
-        not depend on the spatial size (convolutions) relax this. A layer
-        without parameters (ReLU, Dropout, Flatten, Softmax, pooling) was built from
-        nothing, so it takes any shape of its rank: after a convolution it must
-        follow that convolution to other image sizes.
-        """
-        if not self.params:
-            return self.input_rank is None or len(input_shape) == self.input_rank
-        return tuple(input_shape) == self.input_shape
-
-    def expected_shape_text(self):
-        """The expected input shape as text, e.g. ``(N, H, W, 3)``, for error messages."""
-        if self.input_shape is not None and self.params:  # the shape its parameters were made for
-            return batch_shape_text(self.input_shape)
-        if self.input_rank is not None:
-            return f"rank {self.input_rank + 1} (batch first)"
-        return "(N, ...) (batch first)"
-
-    def describe(self):
-        """``ClassName 'name'``, the prefix of every error message."""
-        return f"{type(self).__name__} '{self.name}'" if self.name else type(self).__name__
-
-    def buffer(self, name, shape, dtype, xp):
-        """An uninitialised ``xp`` array of ``shape`` and ``dtype`` to write a result into.
-
-        In a model (``in_model``) the same array comes back at every step while
-        the shape stays the same: allocating ~100 MB afresh every step costs
-        more here than the arithmetic that fills it. Otherwise it is new.
-        """
-        shape = tuple(int(s) for s in shape)
-        if not self.in_model:
-            return xp.empty(shape, dtype=dtype)
-        array = self._buffers.get(name)
-        if array is None or array.shape != shape or array.dtype != dtype or get_array_module(array) is not xp:
-            array = self._buffers[name] = xp.empty(shape, dtype=dtype)
-        return array
-
-    def scratch_array(self, shape, dtype, xp):
-        """An uninitialised array for temporaries that live only during one ``forward`` or ``backward`` call.
-
-        In a model it is a view of memory that all the model's layers share,
-        one call at a time (``Scratch``); otherwise it is new.
-        """
-        if self.scratch is None:
-            return xp.empty(tuple(int(s) for s in shape), dtype=dtype)
-        return self.scratch.array(shape, dtype, xp)
-
-    # ------------------------------------------------------------ computation
-    def forward(self, x, training=False):
-        """Compute the output ``y`` for the input batch ``x`` and keep what ``backward`` needs.
-
-        ``x`` is ``(N, ...)``, the batch first; ``y`` is ``(N, *output_shape(x.shape[1:]))``.
-        ``training`` is True in ``fit`` (Dropout drops only then).
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement forward")
-
-    def backward(self, dy):
-        """Given ``dy`` = dL/dy, of ``y``'s shape, write dL/dθ into ``grads`` and return dL/dx.
-
-        It calls ``self.check_output_gradient(dy)`` first, as ``forward``
-        calls ``check_input``. ``grads[name]`` has the shape of
-        ``params[name]`` and is overwritten, never added to (a model does not
-        zero it). dL/dx has the shape of the last ``forward``'s ``x``; return
-        None instead when ``needs_input_grad`` is False (nothing upstream
-        wants it).
-        """
-        raise NotImplementedError(f"{type(self).__name__} must implement backward")
-
-    def cached(self, name):
-        """The array ``forward`` kept as ``self.<name>`` for ``backward``.
-
-        ``RuntimeError`` naming the layer when there is none: ``forward``
-        has not run, or ran with ``keeps_cache`` False (it then sets it to None).
-        """
-        value = getattr(self, name, None)
-        if value is None:
-            raise RuntimeError(f"{self.describe()}: backward needs {name!r} from a forward pass that kept it; "
-                               "call forward first (a model's predict and evaluate do not keep it)")
-        return value
-
-    @property
-    def computes_param_grads(self):
-        """Whether ``backward`` should compute the parameter gradients."""
-        return self.trainable and bool(self.params)
-
-    # ---------------------------------------------------------- serialisation
-    def get_config(self):
-        """The constructor arguments, as JSON-serialisable values."""
-        return {"name": self.name}
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__name__.startswith("_"):
+            return  # a shared base (_Pool2D), never a layer of a model on its own
+        known = LAYER_CLASSES.get(cls.__name__)
+        # The same class defined again (a re-run notebook cell) replaces itself; another
+        # class of the same name would make a saved model load as the wrong class.
+        if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise TypeError(
+                f"Layer class {cls.__module__}.{cls.__qualname__}: the name {cls.__name__!r} is taken by "
+                f"{known.__module__}.{known.__qualname__}, and saved models name their layers' classes; "
+                "give it another name"
+            )
+        LAYER_CLASSES[cls.__name__] = cls
+        if "build" in vars(cls):
+            cls.build = _callable_directly(vars(cls)["build"])
 
     def __repr__(self):
         try:

@@ -34,11 +34,12 @@ class Conv2D(Layer):
     ``padding="same"`` pads zeros so that ``Ho = ceil(H / sh)`` (Keras's rule,
     any odd pixel at the bottom/right); ``"valid"`` pads none.
 
-    In a model on the CPU, where the layers share one block of scratch memory,
-    ``X`` is built for ``images_per_matrix`` images at a time and the products
-    run slice by slice of the batch (``dL/dW`` summed over the slices): the
-    block then holds a slice's matrix, not the whole batch's, the largest
-    array of a training step. Elsewhere the batch is one slice.
+    With scratch memory (the one block that a model on the CPU shares among
+    its layers, which keep it after), ``X`` is built for ``images_per_matrix``
+    images at a time and the products run slice by slice of the batch
+    (``dL/dW`` summed over the slices): the block then holds a slice's
+    matrix, not the whole batch's, the largest array of a training step.
+    Without it the batch is one slice.
     """
 
     input_rank = 3
@@ -102,7 +103,7 @@ class Conv2D(Layer):
         Y = xp.empty((n, ho, wo, f), dtype=x.dtype)
         for images in self.batch_slices(n):
             X1 = self.im2col_matrix(x[images])
-            xp.matmul(X1, Wb, out=Y[images].reshape(-1, f))  # a slice of whole images: a view
+            xp.matmul(X1, Wb, out=Y[images].reshape(-1, f))  # Y = [X 1] [W; b]; a slice of whole images: a view
         # X1 is kept for the weight gradient, unless it lives in shared scratch memory
         # (a model on the CPU), where the next layer overwrites it and backward rebuilds it.
         # Without scratch memory batch_slices gives one slice, so X1 is the whole batch's.
@@ -115,29 +116,30 @@ class Conv2D(Layer):
         xp = get_array_module(dy)
         x = self.cached("x")
         f = self.filters
-        # The column of ones is no input, so dL/dX takes W without b's row.
-        W = self.params["W"].reshape(-1, f)
+        W = self.params["W"].reshape(-1, f)  # dL/dX takes W without b's row: the ones are no input
+        dWb = xp.zeros((W.shape[0] + 1, f), dtype=dy.dtype) if self.computes_param_grads else None
         dx = self.buffer("dx", x.shape, dy.dtype, xp) if self.needs_input_grad else None
-        if self.computes_param_grads:
-            dWb = xp.zeros((W.shape[0] + 1, f), dtype=dy.dtype)  # [dL/dW; dL/db], summed over the slices
         for images in self.batch_slices(len(x)):
             dY = dy[images].reshape(-1, f)
-            if self.computes_param_grads:
-                X1 = self.X1 if self.X1 is not None else self.im2col_matrix(x[images])
-                dWb += xp.matmul(X1.T, dY)  # the last row, 1^T dY, from X1's column of ones
+            if dWb is not None:
+                dWb += self._X1_for_backward(x[images]).T @ dY        # [dL/dW; dL/db] = [X 1]^T dY
             if dx is not None:
-                # In a model on the CPU dX goes into the scratch memory that X1 held: X1 is not read again.
-                dX = xp.matmul(dY, W.T, out=self.scratch_array((dY.shape[0], W.shape[0]), dy.dtype, xp))
-                dcols = dX.reshape(dy[images].shape[:3] + self.kernel_size + (x.shape[3],))
-                col2im(dcols, dx[images].shape, self.strides, self.pads, out=dx[images])
-        if self.computes_param_grads:
+                dX = xp.matmul(dY, W.T, out=self.scratch_array((len(dY), len(W)), dy.dtype, xp))  # dL/dX = dY W^T
+                col2im(dX.reshape(dy[images].shape[:3] + self.kernel_size + (x.shape[3],)),
+                       dx[images].shape, self.strides, self.pads, out=dx[images])
+        if dWb is not None:
             self.grads["W"][...] = dWb[:-1].reshape(self.grads["W"].shape)
             self.grads["b"][...] = dWb[-1]
         return dx
 
+    def _X1_for_backward(self, x):
+        """``[X 1]`` of ``x``: the one forward kept, or rebuilt where it lived in shared scratch memory
+        (read it before writing dX, which reuses that memory)."""
+        return self.X1 if self.X1 is not None else self.im2col_matrix(x)
+
     def batch_slices(self, n):
-        """The slices of a batch of ``n`` images whose im2col matrices are built one at a time (one slice,
-        the whole batch, but in a model on the CPU; an empty batch is one empty slice)."""
+        """The slices of a batch of ``n`` images whose im2col matrices are built one at a time: one slice,
+        the whole batch, except with scratch memory (see the class); an empty batch is one empty slice."""
         step = self.images_per_matrix if self.scratch is not None else max(n, 1)
         return [slice(start, start + step) for start in range(0, max(n, 1), step)]
 

@@ -109,9 +109,9 @@ def window_taps(x_hw, kernel, strides, pads, out_hw):
 def im2col(x, kernel, strides, pads=NO_PADDING, out=None):
     """Every ``kernel`` window of NHWC ``x`` zero-padded by ``pads``, as ``(N, Ho, Wo, kh, kw, C)``.
 
-    ``pads`` is ``((top, bottom), (left, right))``. ``out``, if given, is a
-    buffer of the result's shape to fill (reused across steps, it saves
-    allocating a large array each time).
+    ``pads`` is ``((top, bottom), (left, right))``. ``out``, if given, is an
+    array of the result's shape to fill (a view into a larger matrix, say:
+    ``Conv2D`` fills the first columns of ``[X 1]``).
     """
     xp = get_array_module(x)
     if pads != NO_PADDING:

@@ -39,14 +39,14 @@ class _Pool2D(Layer):
             raise ValueError(f"{self.describe()}: a {ph}x{pw} window does not fit an input of {h}x{w}")
         return (output_size(h, ph, sh), output_size(w, pw, sw), c)
 
-    def taps(self, x_shape, out_hw):
+    def _taps(self, x_shape, out_hw):
         """For each window offset, the index of its input slab (see ``window_taps``)."""
         taps = window_taps(x_shape[1:3], self.pool_size, self.strides, NO_PADDING, out_hw)
         return [x_index for _, _, x_index, _ in taps]
 
     def forward(self, x, training=False):
         self.check_input(x)  # keeps x.shape as self.x_shape
-        return self.pool(x, self.taps(x.shape, self.output_shape(x.shape[1:])[:2]))
+        return self.pool(x, self._taps(x.shape, self.output_shape(x.shape[1:])[:2]))
 
     def backward(self, dy):
         self.check_output_gradient(dy)
@@ -66,7 +66,7 @@ class _Pool2D(Layer):
         # Otherwise some inputs are in no window (their gradient is 0) or in several
         # (overlapping windows: their gradients add up), one window offset at a time.
         dx = xp.zeros(x_shape, dtype=dy.dtype)
-        for t, x_index in enumerate(self.taps(x_shape, (ho, wo))):
+        for t, x_index in enumerate(self._taps(x_shape, (ho, wo))):
             dx[x_index] += self.window_gradient(dy, t)
         return dx
 
@@ -88,30 +88,29 @@ class MaxPool2D(_Pool2D):
 
     def pool(self, x, taps):
         xp = get_array_module(x)
-        # Offsets 0 and 1 start y and argmax in one operation each, rather than a copy, a
-        # fill and the loop's four for offset 1 (a 2x2 window: 10 operations, not 14).
-        y = x[taps[0]].copy() if len(taps) == 1 else xp.maximum(x[taps[0]], x[taps[1]])
-        # argmax = the first offset holding the window's maximum. Offset t takes over
-        # exactly where it is strictly greater than the maximum of offsets 0..t-1
-        # (a tie keeps the earlier offset); t grows along the loop, so the last
-        # offset to take over is max(argmax, t * [x_t > y]), all in the offsets' type.
-        # Without a cache to keep (no backward pass follows), the maxima alone.
-        self.argmax = None
-        if self.keeps_cache:
-            offset_type = xp.min_scalar_type(len(taps) - 1)
-            self.argmax = self.buffer("argmax", y.shape, offset_type, xp)
-            if len(taps) == 1:
-                self.argmax.fill(0)
-            else:
-                xp.greater(x[taps[1]], x[taps[0]], out=self.argmax)  # 1 where offset 1 beats offset 0
-            if len(taps) > 2:  # the loop below runs only then
-                greater = self.buffer("greater", y.shape, xp.bool_, xp)
-                took_over = self.buffer("took_over", y.shape, offset_type, xp)
+        if not self.keeps_cache:  # no backward pass follows: the maxima alone
+            self.argmax = None
+            y = x[taps[0]].copy() if len(taps) == 1 else xp.maximum(x[taps[0]], x[taps[1]])
+            for tap in taps[2:]:
+                xp.maximum(y, x[tap], out=y)
+            return y
+        # y = the maximum over offsets 0..t-1 and argmax = the first offset holding it.
+        # Offset t takes over where x_t > y strictly (a tie keeps the earlier offset);
+        # t grows along the loop, so argmax = max(argmax, t * [x_t > y]), in place.
+        offset_type = xp.min_scalar_type(len(taps) - 1)
+        argmax = self.argmax = self.buffer("argmax", x[taps[0]].shape, offset_type, xp)
+        if len(taps) == 1:
+            argmax.fill(0)
+            return x[taps[0]].copy()
+        # Offsets 0 and 1 start y and argmax in one operation each (a 2x2 window: 10 operations, not 14).
+        y = xp.maximum(x[taps[0]], x[taps[1]])
+        xp.greater(x[taps[1]], x[taps[0]], out=argmax)
+        x_t_greater = self.buffer("x_t_greater", y.shape, xp.bool_, xp)
+        t_if_greater = self.buffer("t_if_greater", y.shape, offset_type, xp)
         for t, tap in enumerate(taps[2:], start=2):
-            if self.argmax is not None:
-                xp.greater(x[tap], y, out=greater)
-                xp.multiply(greater, offset_type.type(t), out=took_over)
-                xp.maximum(self.argmax, took_over, out=self.argmax)
+            xp.greater(x[tap], y, out=x_t_greater)
+            xp.multiply(x_t_greater, offset_type.type(t), out=t_if_greater)
+            xp.maximum(argmax, t_if_greater, out=argmax)
             xp.maximum(y, x[tap], out=y)
         return y
 
