@@ -22,6 +22,7 @@ import io
 import json
 import logging
 import math
+import os
 import shlex
 import sys
 import textwrap
@@ -65,9 +66,10 @@ LEARNING_RATES = {"baseline": 1e-3, "vgg16": 1e-4}
 INIT_FROM_LEARNING_RATE = 1e-3  # --lr's default with --init-from: a new head on a trained base
 #: MURA's rule: a study is called abnormal when the mean probability of its images is above this.
 THRESHOLD = 0.5
+#: The files an evaluation writes, ``metrics.json`` last: it is there only beside the others of its evaluation.
+RESULT_FILES = ("predictions.csv", "roc.png", "confusion.png", "curves.png", "metrics.json")
 #: Every file a run writes into ``--out``: what makes a folder hold a run, and what ``--overwrite`` deletes.
-RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", "metrics.json", "predictions.csv",
-             "roc.png", "confusion.png", "curves.png")
+RUN_FILES = ("run.json", "model.npz", "last.npz", "history.csv", *RESULT_FILES)
 
 
 def parse_args(argv=None):
@@ -152,7 +154,7 @@ def parse_args(argv=None):
     for option, value, valid, what in (
         ("--epochs", args.epochs, args.epochs >= 1, "at least 1"),
         ("--batch-size", args.batch_size, args.batch_size is None or args.batch_size >= 1, "at least 1"),
-        ("--lr", args.lr, args.lr is None or args.lr > 0, "positive"),
+        ("--lr", args.lr, args.lr is None or 0 < args.lr < math.inf, "positive and finite"),
         ("--dropout", args.dropout, 0 <= args.dropout < 1, "in [0, 1)"),
         ("--size", args.size, args.size is None or args.size >= 1, "at least 1"),
         ("--vgg-width-divisor", args.vgg_width_divisor,
@@ -168,21 +170,28 @@ def parse_args(argv=None):
             p.error(f"{option} must be {what}, got {value}")
     # A resumed run's weights come from its last.npz: the model it started from may be gone.
     init_from = None if args.resume else args.init_from
-    for option, path in (("--data", args.data), ("--evaluate", args.evaluate), ("--init-from", init_from)):
+    for option, path, folder in (("--data", args.data, True), ("--evaluate", args.evaluate, False),
+                                 ("--init-from", init_from, False)):
         if path is not None and not Path(path).exists():
             p.error(f"{option} {path}: no such file or folder")
-    if args.out is None:
+        if path is not None and Path(path).is_dir() != folder:
+            p.error(f"{option} {path}: " + ("a file, not a folder (give the MURA-v1.1 folder or its parent)"
+                                             if folder else "a folder, not a model file (.npz)"))
+    out_given = args.out is not None
+    if not out_given:
         args.out = str(Path(args.evaluate).parent) if args.evaluate else "runs/mura"
-    blocking = next((folder for folder in (Path(args.out), *Path(args.out).parents) if folder.exists()), None)
-    if blocking is not None and not blocking.is_dir():
-        p.error(f"--out {args.out}: {blocking} is a file, not a folder")
+    check_writable(p, "--out", args.out, hint="" if out_given or not args.evaluate else
+                   " (--evaluate writes its results beside the model; give --out to write them elsewhere)")
+    if args.cache_dir is not None:
+        check_writable(p, "--cache-dir", args.cache_dir)
     if args.resume:
         missing = [name for name in ("last.npz", "history.csv") if not (Path(args.out) / name).exists()]
         if missing:
             started = (Path(args.out) / "run.json").exists()
-            p.error(f"--resume: {args.out} holds no run to continue (no {' or '.join(missing)})"
-                    + ("; its run stopped before the first epoch ended: start it again with --overwrite"
-                       if started else ""))
+            # Without the usage, which would bury the command to type under twenty lines of options.
+            p.exit(2, f"{p.prog}: error: --resume: {args.out} holds no run to continue (no {' or '.join(missing)})"
+                      + ("; its run stopped before the first epoch ended: start it again with "
+                         + command_line(argv, add="--overwrite", drop="--resume") if started else "") + "\n")
     elif not args.evaluate and not args.overwrite:
         found = [name for name in RUN_FILES if (Path(args.out) / name).exists()]
         if found:
@@ -199,6 +208,15 @@ def parse_args(argv=None):
     return args
 
 
+def check_writable(parser, option, path, hint=""):
+    """Exit naming ``option`` unless ``path`` is a folder this process can write into, or can be made one."""
+    nearest = next(folder for folder in (Path(path), *Path(path).parents) if folder.exists())  # "." at the latest
+    if not nearest.is_dir():
+        parser.error(f"{option} {path}: {nearest} is a file, not a folder")
+    if not os.access(nearest, os.W_OK | os.X_OK):  # a read-only file system too
+        parser.error(f"{option} {path}: {nearest} cannot be written into (read-only, or not yours){hint}")
+
+
 def fill_in_defaults(args, run=None):
     """Give the options left out the values of ``run`` (a ``run.json``'s dict) where it has them, else their defaults.
 
@@ -209,12 +227,26 @@ def fill_in_defaults(args, run=None):
     run = run or {}
     if args.data is None and run.get("data") is not None:
         args.data = run["data"]
+    adopt_cache_dir(args, run)
     defaults = dict(DEFAULTS)
     if args.data is None:
         defaults["synthetic_patients"] = SYNTHETIC_PATIENTS
     for option, default in defaults.items():
         if getattr(args, option) is None:
             setattr(args, option, default if run.get(option) is None else run[option])
+
+
+def adopt_cache_dir(args, run):
+    """Without ``--cache-dir``, the run's cache folder (its ``run.json``), where its replica and cache are, if it is
+    still there."""
+    if args.cache_dir is None and run.get("cache_dir") is not None and Path(run["cache_dir"]).is_dir():
+        args.cache_dir = run["cache_dir"]
+        log.info("Using the run's cache folder %s (its run.json)", args.cache_dir)
+
+
+def cache_folder(args):
+    """The folder of the decoded images (and of the synthetic replica): ``--cache-dir`` or the default."""
+    return Path(args.cache_dir) if args.cache_dir else mura.default_cache_dir()
 
 
 def default_lr(args):
@@ -267,7 +299,7 @@ def data_folder(path):
 def write_run_settings(args, out, data):
     """``run.json``: the options of the run (all for ``--resume``) and the normalisation (for ``--evaluate``)."""
     settings = {option: run_option(args, option) for option in RUN_OPTIONS}
-    settings.update(pixel_mean=data.mean, pixel_std=data.std)
+    settings.update(pixel_mean=data.mean, pixel_std=data.std, cache_dir=str(cache_folder(args).resolve()))
     with atomic_path(out / "run.json") as tmp, open(tmp, "w") as f:
         json.dump(settings, f, indent=2)
 
@@ -291,6 +323,7 @@ def check_resumed_settings(args, out):
     trained = run_settings(out) or {}
     if args.lr is None:
         args.lr = trained.get("lr", default_lr(args))
+    adopt_cache_dir(args, trained)
     applies = {"vgg_width_divisor": trained.get("model") == "vgg16", "synthetic_patients": trained.get("data") is None,
                "model": trained.get("init_from") is None}
     if trained.get("data") is not None:  # recorded as typed by runs of before data_folder
@@ -373,7 +406,7 @@ def load_data(args, normalisation=None):
     With ``normalisation``, the ``(mean, std)`` a model was trained with, only
     the validation split (``MURASplit``): what ``--evaluate`` needs.
     """
-    cache_dir = Path(args.cache_dir) if args.cache_dir else mura.default_cache_dir()
+    cache_dir = cache_folder(args)
     root = args.data
     if root is None:
         root = cache_dir / f"synthetic-mura-{args.synthetic_patients}-seed{args.seed}"
@@ -390,9 +423,10 @@ def load_data(args, normalisation=None):
         splits = (data,)
     log.info("%s", data)
     for split in splits:
-        if split.skipped_images:
-            log.warning("%d unreadable %s images were left out%s", len(split.skipped_images), split.name,
-                        " (listed in metrics.json)" if split.name == "valid" else "")
+        count = len(split.skipped_images)
+        if count:
+            log.warning("%d unreadable %s image%s left out%s", count, split.name,
+                        " was" if count == 1 else "s were", " (listed in metrics.json)" if split.name == "valid" else "")
     return data
 
 
@@ -555,7 +589,8 @@ def train(args, data, out, model, past_epochs, sample_weight):
     best = best_epoch(val_losses)
     if best is not None:
         log.info("model.npz holds epoch %d, of the lowest validation loss (%.4f)", best + 1, val_losses[best])
-    log.info("Training took %.1f s", time.perf_counter() - start)
+    if history.epoch:
+        log.info("Training took %.1f s", time.perf_counter() - start)
     return minidl.Sequential.load(out / "model.npz"), bool(history.epoch)
 
 
@@ -575,7 +610,11 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
 
     ``curves.png`` shows the model's training, from the ``history.csv`` beside
     ``model_path``. Returns the metrics, the report, the names of the files written
-    and the prediction for each study (1 abnormal).
+    and ``one_class_warning``'s warning (or None).
+
+    The files of an earlier evaluation in ``out`` are deleted before any is
+    written, and ``metrics.json`` is written last, so that an interrupted
+    evaluation leaves no file beside results it does not match.
     """
     # Batches no larger than training's: a convolution's im2col matrix grows with the batch.
     image_probabilities = model.predict(valid.batches(batch_size), verbose=int(progress))[:, 1]
@@ -591,6 +630,11 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
     if undefined:
         log.info(f"Some figures are nan ({', '.join(undefined)}): undefined for a study type whose "
                  "validation studies are of one class (kappa: whose predictions are too)")
+    earlier = [name for name in reversed(RESULT_FILES) if (out / name).exists()]  # metrics.json first
+    for name in earlier:
+        (out / name).unlink()
+    if earlier:
+        log.info("Replacing the results of an earlier evaluation in %s (%s)", out, ", ".join(earlier))
     result = {
         "model": str(Path(model_path).resolve()),
         "split": "valid",
@@ -601,21 +645,18 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
         "overall": report["overall"],
         "per_study_type": report["per_study_type"],
     }
-    with atomic_path(out / "metrics.json") as tmp, open(tmp, "w") as f:
-        json.dump(_nan_to_null(result), f, indent=2, allow_nan=False)
     with atomic_path(out / "predictions.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.writer(f)
+        writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["study", "study_type", "label", "probability"])
         for row in zip(studies, types, labels, study_probabilities):
             writer.writerow([row[0], row[1], int(row[2]), repr(float(row[3]))])
-    written = ["metrics.json", "predictions.csv"]
+    written = ["predictions.csv"]
     if len(np.unique(labels)) == 2:
         title = plot_title(f"ROC curve of {len(studies)} validation studies, study level", valid.synthetic)
         plots.plot_roc(labels, study_probabilities, out / "roc.png", title=title, threshold=THRESHOLD)
         written.append("roc.png")
     else:
         log.warning("No roc.png: the validation studies are all of one class, so there is no ROC curve")
-        remove_stale(out / "roc.png")
     predictions = metrics.predict_abnormal(study_probabilities, THRESHOLD)
     plots.plot_confusion_matrix(
         metrics.confusion_matrix(labels, predictions, num_classes=2), out / "confusion.png",
@@ -628,9 +669,10 @@ def evaluate(model, model_path, valid, out, batch_size, progress=False):
         plots.plot_history(history, out / "curves.png", title=curves_title(model_path, valid.synthetic),
                            level="image", best_epoch=kept_epoch(model_path, history))
         written.append("curves.png")
-    else:
-        remove_stale(out / "curves.png")
-    return result, report, written, predictions
+    with atomic_path(out / "metrics.json") as tmp, open(tmp, "w") as f:
+        json.dump(_nan_to_null(result), f, indent=2, allow_nan=False)
+    written.append("metrics.json")
+    return result, report, written, one_class_warning(predictions, labels)
 
 
 def kept_epoch(model_path, history):
@@ -648,26 +690,24 @@ def plot_title(what, synthetic):
     return f"{what}\nSYNTHETIC data, not X-rays" if synthetic else what
 
 
-def curves_title(model_path, synthetic):
+def curves_title(model_path, evaluated_synthetic):
     """The title of ``curves.png``: the images it shows, and a warning when the training loss was class-weighted.
 
     Its weights are below 1, so the training loss runs at about half the scale of
     ``val_loss``, which is not weighted: the gap looks like overfitting but is not.
-    ``synthetic``: whether the data is the replica (the evaluated data's, that of
-    the run unless ``--evaluate`` was given other ``--data``).
+    The curves are of the run that trained the model, on that run's data (which
+    ``--evaluate --data`` may replace for the other files): whether it was the
+    replica is its ``run.json``'s to say, else the evaluated data's
+    (``evaluated_synthetic``).
     """
-    title = plot_title("Loss and accuracy per epoch, on the training and validation images", synthetic)
-    settings = run_settings(Path(model_path).parent) or {}
+    settings = run_settings(Path(model_path).parent)
+    synthetic = evaluated_synthetic if settings is None else settings.get("data") is None
+    title = plot_title("Loss and accuracy per epoch of the training run, on its training and validation images",
+                       synthetic)
+    settings = settings or {}
     if settings.get("class_weights", "none") == "none":
         return title
     return title + "\nThe training loss is class-weighted (about half its plain scale), the validation loss is not"
-
-
-def remove_stale(plot):
-    """Delete ``plot``, left by an earlier run or evaluation, which would sit beside new metrics it does not show."""
-    if plot.exists():
-        plot.unlink()
-        log.info("Removed %s, which an earlier run drew: it does not belong with these metrics", plot)
 
 
 def _nan_to_null(value):
@@ -708,13 +748,34 @@ def print_report(report, synthetic, learned=True):
               + ("they show the pipeline works, not how well it reads X-rays." if learned else "not X-rays."))
 
 
-def one_class_warning(predictions):
-    """The warning that ends the run when every study gets the same prediction at ``THRESHOLD``, else None."""
+def one_class_warning(predictions, labels):
+    """The warning that ends the run when every study gets the same prediction at ``THRESHOLD``, else None.
+
+    None too when the ``labels`` are of one class: one prediction for all may then be right.
+    """
     classes = np.unique(predictions)
-    if len(classes) != 1:
+    if len(classes) != 1 or len(np.unique(labels)) != 2:
         return None
     return (f"Warning: the model predicts {('normal', 'abnormal')[classes[0]]} for every validation study, so it has "
             f"learned nothing the {THRESHOLD} threshold can use: train it again with a lower --lr or more --epochs")
+
+
+def evaluate_command(args, model_path):
+    """The command that evaluates ``model_path`` as this run does: with ``--evaluate``, the one typed."""
+    if args.evaluate:
+        return command(args.argv)
+    arguments = ["--evaluate", str(model_path)]
+    for flag, value in (("--data", args.data), ("--cache-dir", args.cache_dir), ("--workers", args.workers)):
+        if value is not None:
+            arguments += [flag, str(value)]
+    if args.device != "numpy":
+        arguments += ["--device", args.device]
+    return command(arguments + (["--quiet"] if args.quiet else []))
+
+
+def show_warning(message, category, filename, lineno, file=None, line=None):
+    """A warning as one line of the log (Python's default adds the file, the line number and its code)."""
+    log.warning("Warning: %s", message)
 
 
 def main(argv=None):
@@ -722,7 +783,9 @@ def main(argv=None):
     if importlib.util.find_spec("matplotlib") is None:  # found out now, not after hours of training
         sys.exit("train_mura.py draws its plots with matplotlib, which is not installed: "
                  "pip install -e '.[plot]' (or pip install matplotlib)")
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    # This script's messages from INFO up; other libraries' (matplotlib's font cache, say) from WARNING.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+    log.setLevel(logging.INFO)
     try:
         set_backend(args.device)
     except RuntimeError as error:
@@ -769,12 +832,11 @@ def main(argv=None):
         if trained:
             written += ["model.npz", "last.npz", "history.csv"]
     try:
-        result, report, evaluated, predictions = evaluate(model, model_path, valid, out, args.batch_size,
-                                                          progress=not args.quiet)
+        result, report, evaluated, warning = evaluate(model, model_path, valid, out, args.batch_size,
+                                                      progress=not args.quiet)
     except KeyboardInterrupt:
         sys.exit(f"train_mura.py: interrupted while evaluating {model_path}; evaluate it with "
-                 + command(["--evaluate", str(model_path)]))
-    warning = one_class_warning(predictions)
+                 + evaluate_command(args, model_path))
     print_report(report, valid.synthetic, learned=warning is None)
     log.info("Wrote into %s: %s", out, ", ".join(written + evaluated))
     if warning is not None:  # last, where it is read
@@ -783,4 +845,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    warnings.showwarning = show_warning
     main()

@@ -343,7 +343,7 @@ class CSVLogger(Callback):
     def __init__(self, path, append=False):
         self.path = file_path("CSVLogger", "path", path)
         self.append = check_flag("CSVLogger", "append", append)
-        self._file = None
+        self._file = self._writer = None
         self._fields = None  # the header's column names, once known
 
     def check_log_keys(self, keys):
@@ -366,16 +366,17 @@ class CSVLogger(Callback):
             with atomic_path(self.path) as tmp:
                 open(tmp, "w").close()
         self._file = open(self.path, "a", newline="")
+        self._writer = csv.writer(self._file, lineterminator="\n")  # csv's default, "\r\n", trips Unix tools
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch + 1, **(logs or {})}
         if self._fields is None:
             self._fields = list(row)
-            csv.writer(self._file).writerow(self._fields)
+            self._writer.writerow(self._fields)
         missing = [key for key in row if key not in self._fields]
         if missing:
             raise ValueError(f"CSVLogger: {self.path} has columns {self._fields}, new logs add {missing}")
-        csv.writer(self._file).writerow([row.get(key, "") for key in self._fields])
+        self._writer.writerow([row.get(key, "") for key in self._fields])
         self._file.flush()
         os.fsync(self._file.fileno())
 

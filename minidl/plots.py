@@ -283,7 +283,7 @@ def plot_history(history, path, title=None, level=None, best_epoch=None):
             axes.axvline(x, color="grey", linestyle=":", label=f"learning rate lowered to {rate:.3g}")
         if best_epoch is not None:
             axes.axvline(best_epoch, color="black", linewidth=1, label=f"weights kept: epoch {best_epoch}")
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # one epoch: a tick of its own
         axes.set_xlabel("epoch")
         axes.set_ylabel(quantity)
         axes.set_title(quantity if level is None else f"{quantity} ({level} level)")

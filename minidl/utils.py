@@ -32,12 +32,13 @@ def seed_or_none(owner, seed):
 
 def stacklevel_outside(module_name):
     """The ``stacklevel`` at which a warning that code of ``module_name`` raises points at the
-    first caller outside that module, however deep inside it the warning is raised.
+    first caller outside that module, however deep inside it the warning is raised (through
+    its context managers too: ``contextlib``'s frames are skipped).
 
     Call it in the ``warnings.warn`` call itself: ``stacklevel=stacklevel_outside(__name__)``.
     """
     frame, level = sys._getframe(1), 1
-    while frame is not None and frame.f_globals.get("__name__") == module_name:
+    while frame is not None and frame.f_globals.get("__name__") in (module_name, "contextlib"):
         frame, level = frame.f_back, level + 1
     return level
 

@@ -139,6 +139,17 @@ def test_plot_history_of_a_resumed_fit_starts_at_its_first_epoch(tmp_path, monke
     assert list(figure.axes[0].lines[0].get_xdata()) == [4, 5]  # epochs counted from 1
 
 
+@pytest.mark.parametrize("epochs", [1, 2, 7])
+def test_plot_history_ticks_whole_epochs_only(tmp_path, monkeypatch, epochs):
+    history = {"loss": [0.9] * epochs, "val_loss": [1.0] * epochs}
+    figure = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "history.png"))
+    figure.canvas.draw()
+    axes = figure.axes[0]
+    low, high = axes.get_xlim()
+    shown = [tick for tick in axes.get_xticks() if low <= tick <= high]
+    assert 1 in shown and all(float(tick).is_integer() for tick in shown), shown  # one epoch: 1, not 0.945 ...
+
+
 def test_plot_history_puts_its_title_above_the_panels(tmp_path, monkeypatch):
     history = {"loss": [0.9, 0.6], "accuracy": [0.5, 0.7]}
     titled = drawn_figure(monkeypatch, lambda: plots.plot_history(history, tmp_path / "h.png", title="weighted"))

@@ -302,8 +302,8 @@ def read_index(root, split):
         raise ValueError(f"MURA: {images_csv} lists no images")
     empty = [study for key, (study, _) in study_labels.items() if key not in studies_with_images]
     if empty:
-        raise ValueError(f"MURA: {len(empty)} studies of {studies_csv} have no image in {images_csv}, "
-                         f"e.g. {empty[0]!r}")
+        raise ValueError(f"MURA: {len(empty)} stud{'y' if len(empty) == 1 else 'ies'} of {studies_csv} "
+                         f"ha{'s' if len(empty) == 1 else 've'} no image in {images_csv}, e.g. {empty[0]!r}")
     return records
 
 
@@ -507,8 +507,9 @@ def _size_text(nbytes):
 
 
 @contextmanager
-def _build_lock(lock_file, progress):
-    """Hold an exclusive lock on ``lock_file``, saying so when it must wait; yields whether it holds one.
+def _build_lock(lock_file, what, progress):
+    """Hold an exclusive lock on ``lock_file`` while building ``what``, saying so when it must wait; yields whether it
+    holds one.
 
     None without ``fcntl`` (Windows), and none, with a warning, on a file
     system that cannot lock (some network and cluster file systems).
@@ -526,11 +527,11 @@ def _build_lock(lock_file, progress):
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if progress:
-                tqdm.write(f"MURA: waiting for another process that is building the cache {lock_file.stem}")
+                tqdm.write(f"MURA: waiting for another process that is building {what}")
             fcntl.flock(descriptor, fcntl.LOCK_EX)
         except OSError as error:
             locked = False
-            warnings.warn(f"MURA: cannot lock {lock_file} ({error.strerror}); building the cache without the "
+            warnings.warn(f"MURA: cannot lock {lock_file} ({error.strerror}); building {what} without the "
                           "lock, so another run must not build it at the same time",
                           stacklevel=stacklevel_outside(__name__))
         yield locked
@@ -605,7 +606,7 @@ def _cached_split(root, split, size, resize, cache_dir, workers, progress):
         if not os.access(cache_dir, os.W_OK):  # a read-only disk too
             raise PermissionError(f"MURA: the {split} cache must be built, but {cache_dir} cannot be written "
                                   "to; choose another cache_dir")
-        with _build_lock(lock_file, progress) as locked:
+        with _build_lock(lock_file, f"the cache {lock_file.stem}", progress) as locked:
             cached = _read_cache(npy_file, json_file, key)  # another process may have built it meanwhile
             if cached is None:
                 index = _build_cache(npy_file, json_file, root, split, records, size, resize, key, workers,
@@ -907,7 +908,9 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     give the same files (with an int ``seed``; None draws fresh entropy). If
     ``root/MURA-v1.1`` exists already, it is returned as it is when it is a
     replica made with the same arguments, and ``FileExistsError`` is raised
-    otherwise.
+    otherwise. Processes that synthesize into one ``root`` at the same time
+    take turns (a lock file beside the replica); the later ones find the
+    replica made.
 
     Checked before anything is written (``ValueError`` naming the argument):
     the patient, study and image counts are positive ints, ``min_size`` and
@@ -937,17 +940,35 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
               "Results on this data say nothing about medical images.\n\n"
               f"Arguments: {json.dumps(arguments, sort_keys=True)}\n")
     target = root / _FOLDER
-    if target.exists():
-        if _has_readme(target, readme):
-            return target
-        raise FileExistsError(f"synthesize: {target} exists and is not a replica made with these arguments; "
-                              "remove it or choose another root")
-    rng = default_rng(arguments["seed"])
+    if _existing_replica(target, readme):
+        return target
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(f".{_FOLDER}.*"):  # the staging folders below
-        warnings.warn(f"synthesize: {stale} was left by a synthesis that was killed (unless one is running "
-                      "now); delete it", stacklevel=stacklevel_outside(__name__))
-    # Everything is written into a hidden temporary folder first and renamed at the end.
+    with _build_lock(root / f".{_FOLDER}.lock", f"the synthetic replica {target}", progress=True) as locked:
+        if _existing_replica(target, readme):  # made by the process this one waited for
+            return target
+        for stale in (folder for folder in root.glob(f".{_FOLDER}.*") if folder.is_dir()):  # staging folders
+            if locked:  # no other synthesis runs: a killed one's
+                shutil.rmtree(stale, ignore_errors=True)
+            else:
+                warnings.warn(f"synthesize: {stale} was left by a synthesis that was killed (unless one is "
+                              "running now); delete it", stacklevel=stacklevel_outside(__name__))
+        _synthesize_into(root, target, readme, arguments)
+    return target
+
+
+def _existing_replica(target, readme):
+    """Whether ``target`` is the replica that ``readme`` describes; ``FileExistsError`` if it holds anything else."""
+    if not target.exists():
+        return False
+    if _has_readme(target, readme):
+        return True
+    raise FileExistsError(f"synthesize: {target} exists and is not a replica made with these arguments; "
+                          "remove it or choose another root")
+
+
+def _synthesize_into(root, target, readme, arguments):
+    """``synthesize``'s writing: the replica into a hidden staging folder of ``root``, renamed ``target`` at the end."""
+    rng = default_rng(arguments["seed"])
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{_FOLDER}."))
     staging.chmod(0o755)  # mkdtemp makes it private to its owner
     try:
@@ -961,11 +982,10 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
         except OSError:
             if not _has_readme(target, readme):
                 raise
-            shutil.rmtree(staging)  # another process made the same replica meanwhile
+            shutil.rmtree(staging)  # another process made the same replica meanwhile (it could not lock)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
 
 
 def _has_readme(folder, readme):

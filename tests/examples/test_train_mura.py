@@ -20,8 +20,8 @@ EXPECTED_FILES = {"model.npz", "last.npz", "run.json", "history.csv", "metrics.j
 pytestmark = pytest.mark.slow
 
 
-def run_script(*args, cwd):
-    env = {**os.environ, "MPLBACKEND": "Agg"}
+def run_script(*args, cwd, env=None):
+    env = {**os.environ, "MPLBACKEND": "Agg", **(env or {})}
     result = subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], cwd=cwd, env=env,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"train_mura.py failed:\n{result.stdout}\n{result.stderr}"
@@ -37,7 +37,8 @@ def run(tmp_path_factory):
     common = ["--cache-dir", tmp / "cache", "--size", 32, "--synthetic-patients", 32,
               "--batch-size", 16, "--workers", 1, "--quiet"]
     out = tmp / "out"
-    stdout = run_script("--out", out, "--epochs", 1, *common, cwd=tmp)
+    # A fresh matplotlib configuration folder: its font cache is built, which it logs at INFO.
+    stdout = run_script("--out", out, "--epochs", 1, *common, cwd=tmp, env={"MPLCONFIGDIR": str(tmp / "mpl")})
     return out, common, stdout
 
 
@@ -55,6 +56,9 @@ def test_writes_every_output(run):
     assert "SYNTHETIC" in stdout
     assert "Warning" not in stdout and "they show the pipeline works" in stdout  # it learned something
     assert "backend: numpy" in stdout
+    assert "fontManager" not in stdout  # other libraries' INFO messages stay out of the log
+    for csv_file in ("history.csv", "predictions.csv"):
+        assert b"\r" not in (out / csv_file).read_bytes()  # lines end in "\n", as Unix tools expect
     # --quiet: one line per epoch, for a log file
     assert re.search(r"^Epoch 1/1 - loss: [0-9.]+ - accuracy: [0-9.]+ - val_loss: [0-9.]+", stdout, re.MULTILINE)
 
@@ -335,7 +339,8 @@ def test_a_resumed_run_repeats_the_uninterrupted_run_lr_drops_and_early_stop_inc
             "last 3 epochs): nothing left to train; resume it with a larger --patience to train on") in stdout
     # Nothing trained: the model, last.npz and history.csv are not said to be written (run.json is).
     wrote = next(line for line in stdout.splitlines() if line.startswith("Wrote into"))
-    assert wrote.endswith(": run.json, metrics.json, predictions.csv, roc.png, confusion.png, curves.png")
+    assert wrote.endswith(": run.json, predictions.csv, roc.png, confusion.png, curves.png, metrics.json")
+    assert "Training took" not in stdout
     assert read_csv(tmp_path / "whole" / "history.csv") == whole
     assert read_csv(tmp_path / "resumed" / "history.csv") == whole
     # The best epoch comes before the interruption, so model.npz is the one written before it;
@@ -398,6 +403,11 @@ def test_without_matplotlib_the_script_stops_before_any_work(script, monkeypatch
     (["--epochs", "0"], "--epochs must be at least 1, got 0"),
     (["--lr", "-1"], "--lr must be positive"),
     (["--lr", "0"], "--lr must be positive"),
+    (["--lr", "inf"], "--lr must be positive and finite, got inf"),
+    (["--data", str(SCRIPT)], f"--data {SCRIPT}: a file, not a folder"),
+    (["--evaluate", str(REPO)], f"--evaluate {REPO}: a folder, not a model file"),
+    (["--init-from", str(REPO)], f"--init-from {REPO}: a folder, not a model file"),
+    (["--cache-dir", str(SCRIPT / "cache")], f"--cache-dir {SCRIPT / 'cache'}: {SCRIPT} is a file, not a folder"),
     (["--dropout", "1.5"], r"--dropout must be in \[0, 1\)"),
     (["--size", "0"], "--size must be at least 1"),
     (["--model", "vgg16", "--vgg-width-divisor", "0"], "--vgg-width-divisor must be at least 1"),
@@ -488,10 +498,21 @@ def test_the_curves_say_when_the_training_loss_is_class_weighted(run, script, tm
     settings = json.loads((out / "run.json").read_text())
     if class_weights is not None:  # None: a model with no run.json beside it
         (tmp_path / "run.json").write_text(json.dumps({**settings, "class_weights": class_weights}))
-    title = script.curves_title(tmp_path / "model.npz", synthetic=False)
+    title = script.curves_title(tmp_path / "model.npz", evaluated_synthetic=False)
     weighted = "training loss is class-weighted" in title and "validation loss is not" in title
     assert weighted == (class_weights in ("study-type", "overall"))
-    assert title.startswith("Loss and accuracy per epoch, on the training and validation images")
+    assert title.startswith("Loss and accuracy per epoch of the training run, on its training and validation images")
+
+
+@pytest.mark.parametrize("trained_on, evaluated_synthetic, synthetic", [
+    ("replica", False, True), ("data", True, False), (None, True, True), (None, False, False)])
+def test_the_curves_say_synthetic_when_the_training_run_was(script, tmp_path, trained_on, evaluated_synthetic,
+                                                            synthetic):
+    # --evaluate --data may evaluate on other data: the curves still show the run's own.
+    if trained_on is not None:  # None: no run.json, so the evaluated data is all there is to go by
+        (tmp_path / "run.json").write_text(json.dumps({"data": None if trained_on == "replica" else "/MURA-v1.1"}))
+    title = script.curves_title(tmp_path / "model.npz", evaluated_synthetic)
+    assert ("SYNTHETIC data" in title) == synthetic
 
 
 @pytest.mark.parametrize("synthetic", [True, False])
@@ -515,8 +536,9 @@ def test_every_plot_says_what_data_it_shows(run, script, tmp_path, monkeypatch, 
         f"{studies} validation studies, study level:\nabnormal if mean probability > 0.5")
     assert titles["plot_history"] == script.curves_title(out / "model.npz", synthetic)
     assert "class-weighted" in titles["plot_history"]  # the run weighs by default
-    for title in titles.values():
-        assert ("\nSYNTHETIC data, not X-rays" in title) == synthetic
+    for name in ("plot_roc", "plot_confusion_matrix"):  # the evaluated data
+        assert ("\nSYNTHETIC data, not X-rays" in titles[name]) == synthetic
+    assert "\nSYNTHETIC data, not X-rays" in titles["plot_history"]  # the run's, trained on the replica
     assert calls["plot_roc"]["threshold"] == 0.5  # the operating point of the report's predictions
     # The curves are of images, not of the studies the report counts, and mark the epoch in model.npz.
     assert calls["plot_history"]["level"] == "image"
@@ -544,8 +566,11 @@ def test_a_model_that_predicts_one_class_for_every_study_ends_the_run_saying_so(
 
 
 def test_the_one_class_warning_names_the_class_and_only_comes_for_one(script):
-    assert "predicts abnormal for every validation study" in script.one_class_warning(np.array([1, 1, 1]))
-    assert script.one_class_warning(np.array([0, 1, 0])) is None
+    labels = np.array([0, 1, 1])
+    assert "predicts abnormal for every validation study" in script.one_class_warning(np.array([1, 1, 1]), labels)
+    assert script.one_class_warning(np.array([0, 1, 0]), labels) is None
+    # Studies all of one class: one prediction for all may be right, and says nothing against the model.
+    assert script.one_class_warning(np.array([0, 0, 0]), np.array([0, 0, 0])) is None
 
 
 def test_a_kappa_interval_of_zero_width_gets_a_note_under_the_report(script, capsys):
@@ -622,7 +647,7 @@ def test_evaluate_reports_only_the_files_it_wrote(run, tmp_path):
     again = tmp_path / "again"
     stdout = run_script("--evaluate", out / "model.npz", "--out", again, *without(common, "--size"), cwd=tmp_path)
     wrote = next(line for line in stdout.splitlines() if line.startswith("Wrote into"))
-    assert wrote.endswith("metrics.json, predictions.csv, roc.png, confusion.png, curves.png")
+    assert wrote.endswith("predictions.csv, roc.png, confusion.png, curves.png, metrics.json")
 
 
 def test_help_shows_every_default(script, capsys, monkeypatch):
@@ -862,9 +887,10 @@ def test_resume_of_a_run_stopped_in_its_first_epoch_says_to_start_again(script, 
     (tmp_path / "history.csv").write_text("")
     with pytest.raises(SystemExit):
         script.parse_args(["--out", str(tmp_path), "--resume"])
-    assert capsys.readouterr().err.endswith(
-        f"--resume: {tmp_path} holds no run to continue (no last.npz); its run stopped before the first epoch "
-        "ended: start it again with --overwrite\n")
+    err = capsys.readouterr().err
+    assert err == (f"{Path(sys.argv[0]).name}: error: --resume: {tmp_path} holds no run to continue (no last.npz); its "
+                   "run stopped before the first epoch ended: start it again with "
+                   + shlex.join(["python3", script.script_as_typed(), "--out", str(tmp_path), "--overwrite"]) + "\n")
 
 
 def test_a_diverging_loss_says_to_start_again_with_a_lower_rate(run, script, tmp_path, monkeypatch):
@@ -904,9 +930,101 @@ def test_ctrl_c_while_decoding_or_evaluating_says_what_is_left(run, script, tmp_
         assert str(exit_.value) == ("train_mura.py: interrupted while preparing the model and the data; no file of "
                                     "the run was written")
         assert not out.exists()
-    else:
+    else:  # the command typed, with the options it was given
+        typed = ["--evaluate", str(out_run / "model.npz"), "--out", str(out), *map(str, common)]
         assert str(exit_.value) == (f"train_mura.py: interrupted while evaluating {out_run / 'model.npz'}; evaluate "
-                                    f"it with python3 train_mura.py --evaluate {out_run / 'model.npz'}")
+                                    "it with " + shlex.join(["python3", "train_mura.py", *typed]))
+
+
+def test_ctrl_c_while_evaluating_after_training_says_the_evaluate_command_with_the_runs_options(
+        run, script, tmp_path, monkeypatch):
+    _, common, _ = run
+    out = tmp_path / "out"
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script, "evaluate", interrupted)
+    monkeypatch.setattr(script, "script_as_typed", lambda: "train_mura.py")
+    with pytest.raises(SystemExit) as exit_:
+        script.main(["--out", str(out), "--epochs", "1", *map(str, common)])
+    cache = str(common[common.index("--cache-dir") + 1])
+    assert str(exit_.value) == (f"train_mura.py: interrupted while evaluating {out / 'model.npz'}; evaluate it with "
+                                + shlex.join(["python3", "train_mura.py", "--evaluate", str(out / "model.npz"),
+                                              "--cache-dir", cache, "--workers", "1", "--quiet"]))
+
+
+@pytest.mark.parametrize("stop_in", ["plot_confusion_matrix", "plot_history"])
+def test_an_interrupted_evaluation_leaves_no_earlier_results_beside_its_own(run, script, tmp_path, monkeypatch,
+                                                                            stop_in):
+    from minidl import Sequential
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    into = tmp_path / "into"
+    into.mkdir()
+    for name in script.RESULT_FILES:
+        (into / name).write_text("an earlier evaluation's")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(script.plots, stop_in, interrupted)
+    cache = Path(common[common.index("--cache-dir") + 1])
+    data = mura.load_mura(cache / "synthetic-mura-32-seed0", size=32, cache_dir=cache, workers=1, progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        script.evaluate(Sequential.load(out / "model.npz"), out / "model.npz", data.valid, into, 16)
+    left = {path.name: path.read_bytes() for path in into.iterdir()}
+    assert "metrics.json" not in left  # written last, once every other file is
+    assert not any(content == b"an earlier evaluation's" for content in left.values()), sorted(left)
+    assert read_csv(into / "predictions.csv") == read_csv(out / "predictions.csv")
+
+
+def test_out_that_cannot_be_written_into_is_refused_before_any_work(script, capsys, monkeypatch, tmp_path):
+    real_access = os.access
+    monkeypatch.setattr(script.os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    for args, message in [
+        (["--out", str(tmp_path / "run")], f"--out {tmp_path / 'run'}: {tmp_path} cannot be written into "
+                                           "(read-only, or not yours)\n"),
+        (["--cache-dir", str(tmp_path)], f"--cache-dir {tmp_path}: {tmp_path} cannot be written into "
+                                         "(read-only, or not yours)\n"),
+        (["--evaluate", str(tmp_path / "model.npz")],
+         f"--out {tmp_path}: {tmp_path} cannot be written into (read-only, or not yours) (--evaluate writes its "
+         "results beside the model; give --out to write them elsewhere)\n"),
+    ]:
+        (tmp_path / "model.npz").write_bytes(b"")
+        with pytest.raises(SystemExit) as exit_:
+            script.parse_args(args)
+        assert exit_.value.code == 2
+        assert capsys.readouterr().err.endswith(message)
+
+
+def test_evaluate_and_resume_use_the_runs_cache_folder_unless_given_one(run, tmp_path):
+    out, common, _ = run
+    assert json.loads((out / "run.json").read_text())["cache_dir"] == str(
+        Path(common[common.index("--cache-dir") + 1]).resolve())
+    home = tmp_path / "home"  # where the default cache folder would be
+    stdout = run_script("--evaluate", out / "model.npz", "--out", tmp_path / "again",
+                        *without(without(common, "--cache-dir"), "--size"), cwd=tmp_path,
+                        env={"HOME": str(home), "XDG_CACHE_HOME": str(home / ".cache")})
+    assert f"Using the run's cache folder {common[common.index('--cache-dir') + 1]} (its run.json)" in stdout
+    assert not (home / ".cache" / "minidl").exists()  # neither the replica nor a cache was made again
+    assert read_csv(tmp_path / "again" / "predictions.csv") == read_csv(out / "predictions.csv")
+
+
+def test_an_unreadable_image_is_one_line_of_the_log(run, tmp_path):
+    from minidl.datasets import mura
+
+    out, common, _ = run
+    replica = mura.synthesize(tmp_path / "data", train_patients=32, valid_patients=10, seed=0)
+    broken = replica / next(line for line in (replica / "valid_image_paths.csv").read_text().splitlines()).split(
+        "/", 1)[1]
+    broken.write_bytes(b"not a PNG")
+    stdout = run_script("--evaluate", out / "model.npz", "--out", tmp_path / "ev", "--data", replica,
+                        *without(without(common, "--synthetic-patients"), "--size"), cwd=tmp_path)
+    lines = [line for line in stdout.splitlines() if str(broken) in line]
+    assert len(lines) == 1 and lines[0].startswith(f"Warning: MURA: left out unreadable image {broken}"), lines
+    assert "1 unreadable valid image was left out (listed in metrics.json)" in stdout
 
 
 def test_options_are_not_abbreviated(script, capsys):
