@@ -210,6 +210,9 @@ def parse_args(argv=None):
 
 def check_writable(parser, option, path, hint=""):
     """Exit naming ``option`` unless ``path`` is a folder this process can write into, or can be made one."""
+    for folder in (Path(path), *Path(path).parents):
+        if folder.is_symlink() and not folder.exists():  # making the folder would fail, after all the work
+            parser.error(f"{option} {path}: {folder} is a link to {os.readlink(folder)}, which does not exist")
     nearest = next(folder for folder in (Path(path), *Path(path).parents) if folder.exists())  # "." at the latest
     if not nearest.is_dir():
         parser.error(f"{option} {path}: {nearest} is a file, not a folder")
@@ -239,9 +242,15 @@ def fill_in_defaults(args, run=None):
 def adopt_cache_dir(args, run):
     """Without ``--cache-dir``, the run's cache folder (its ``run.json``), where its replica and cache are, if it is
     still there."""
-    if args.cache_dir is None and run.get("cache_dir") is not None and Path(run["cache_dir"]).is_dir():
-        args.cache_dir = run["cache_dir"]
-        log.info("Using the run's cache folder %s (its run.json)", args.cache_dir)
+    folder = run.get("cache_dir")
+    if args.cache_dir is not None or folder is None or not Path(folder).is_dir():
+        return
+    if not os.access(folder, os.W_OK | os.X_OK):  # another user's run: a cache it lacks could not be built there
+        log.info("The run's cache folder %s (its run.json) cannot be written into: using %s", folder,
+                 cache_folder(args))
+        return
+    args.cache_dir = folder
+    log.info("Using the run's cache folder %s (its run.json)", folder)
 
 
 def cache_folder(args):
@@ -412,7 +421,7 @@ def load_data(args, normalisation=None):
         root = cache_dir / f"synthetic-mura-{args.synthetic_patients}-seed{args.seed}"
         log.info("No --data given: using a SYNTHETIC replica of MURA's layout in %s", root)
         mura.synthesize(root, train_patients=args.synthetic_patients,
-                        valid_patients=max(args.synthetic_patients // 4, 10), seed=args.seed)
+                        valid_patients=max(args.synthetic_patients // 4, 10), seed=args.seed, progress=not args.quiet)
     options = dict(size=args.size, resize=args.resize, cache_dir=cache_dir, workers=args.workers,
                    progress=not args.quiet)
     if normalisation is None:
@@ -497,7 +506,7 @@ def completed_epochs(history_csv):
     if cut:
         log.warning("%s: its last row is incomplete (the run stopped while writing it); dropping it", history_csv)
         with atomic_path(history_csv) as tmp, open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([header, *rows])
+            csv.writer(f, lineterminator="\n").writerows([header, *rows])  # as CSVLogger writes it
     return [{key: float(value) for key, value in zip(header, row) if key != "epoch" and value != ""}
             for row in rows]
 

@@ -197,7 +197,13 @@ def _image_file(root, csv_path):
 
 
 def _csv_rows(file):
-    """``(line number, row)`` for each row of a header-less CSV file, skipping lines of only whitespace."""
+    """``(line number, row)`` for each row of a header-less CSV file, skipping lines of only whitespace.
+
+    A first row that reads as a header (its first field is no path) is a
+    ``ValueError`` saying so: MURA's CSV files have none, but some copies of
+    them in circulation add one (``Img_Path,Label``), which the layout checks
+    would report less plainly.
+    """
     if not file.is_file():
         raise FileNotFoundError(f"MURA: {file} not found")
     data = file.read_bytes()
@@ -208,21 +214,16 @@ def _csv_rows(file):
         line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1  # as csv counts lines
         raise ValueError(f"MURA: {file}, line {line}: not UTF-8 text ({error.reason}); MURA's CSV files "
                          "are ASCII") from None
+    first = True
     for line, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
         row = [field.strip() for field in row]
-        if any(row) or len(row) > 1:  # a line of spaces is blank too; ',' is a row of two empty fields
-            yield line, row
-
-
-def _refuse_header(line, row, where):
-    """``ValueError`` for a first line that reads as a header (its first field is no path).
-
-    MURA's CSV files have none; some copies of them in circulation add one
-    (``Img_Path,Label``), which the layout checks would report less plainly.
-    """
-    if line == 1 and row and "/" not in row[0]:
-        raise ValueError(f"MURA: {where}: {row!r} looks like a header row, which MURA's CSV files do not have "
-                         "(every line is data); delete that line")
+        if not (any(row) or len(row) > 1):  # a line of spaces is blank too; ',' is a row of two empty fields
+            continue
+        if first and row[0] and "/" not in row[0]:
+            raise ValueError(f"MURA: {file}, line {line}: {row!r} looks like a header row, which MURA's CSV files "
+                             "do not have (every line is data); if it is one, delete it")
+        first = False
+        yield line, row
 
 
 def _parse_path(text, split, parts_expected, where):
@@ -263,7 +264,6 @@ def read_index(root, split):
     study_labels = {}  # study path without its trailing "/" -> (study path as given, label)
     for line, row in _csv_rows(studies_csv):
         where = f"{studies_csv}, line {line}"
-        _refuse_header(line, row, where)
         if len(row) != 2 or row[1] not in ("0", "1"):
             raise ValueError(f"MURA: {where}: expected 'study folder path/,label' with label 0 or 1, got {row!r}")
         study, label = row[0], int(row[1])
@@ -280,7 +280,6 @@ def read_index(root, split):
     first_line = {}  # image path -> the line that listed it
     for line, row in _csv_rows(images_csv):
         where = f"{images_csv}, line {line}"
-        _refuse_header(line, row, where)
         if len(row) != 1:
             raise ValueError(f"MURA: {where}: expected one image path, got {row!r}")
         path = row[0]
@@ -890,7 +889,7 @@ def _synthetic_radiograph(rng, height, width, sign):
 
 
 def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_patient=2, max_images_per_study=3,
-               min_size=48, max_size=512, abnormal_fraction=0.4, sign_noise=0.1, seed=0):
+               min_size=48, max_size=512, abnormal_fraction=0.4, sign_noise=0.1, seed=0, progress=True):
     """Write a synthetic replica of MURA v1.1 into ``root/MURA-v1.1``; returns that folder's ``Path``.
 
     Same layout and CSV files as the real dataset (see the module's
@@ -910,7 +909,8 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     replica made with the same arguments, and ``FileExistsError`` is raised
     otherwise. Processes that synthesize into one ``root`` at the same time
     take turns (a lock file beside the replica); the later ones find the
-    replica made.
+    replica made (and say that they wait, unless ``progress`` is False).
+    A ``root`` that cannot be written into is a ``PermissionError``.
 
     Checked before anything is written (``ValueError`` naming the argument):
     the patient, study and image counts are positive ints, ``min_size`` and
@@ -932,6 +932,7 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
             raise ValueError(f"synthesize: {name} must be a number in [0, 1], got {value!r}")
         arguments[name] = int(value) if is_int(value) else number  # 0 stays 0 in the README, as it was before
     arguments["seed"] = seed_or_none("synthesize", seed)
+    progress = check_flag("synthesize", "progress", progress)
     root = _folder("synthesize", "root", root)
     readme = (f"{_SYNTHETIC_MARK} DATA: a synthetic replica of the MURA v1.1 folder layout, made by\n"
               "minidl.datasets.mura.synthesize. These are NOT radiographs and NOT the MURA dataset:\n"
@@ -943,7 +944,9 @@ def synthesize(root, train_patients=120, valid_patients=30, max_studies_per_pati
     if _existing_replica(target, readme):
         return target
     root.mkdir(parents=True, exist_ok=True)
-    with _build_lock(root / f".{_FOLDER}.lock", f"the synthetic replica {target}", progress=True) as locked:
+    if not os.access(root, os.W_OK | os.X_OK):  # a read-only disk too
+        raise PermissionError(f"synthesize: {root} cannot be written into; choose another root")
+    with _build_lock(root / f".{_FOLDER}.lock", f"the synthetic replica {target}", progress) as locked:
         if _existing_replica(target, readme):  # made by the process this one waited for
             return target
         for stale in (folder for folder in root.glob(f".{_FOLDER}.*") if folder.is_dir()):  # staging folders

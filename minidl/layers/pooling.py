@@ -105,6 +105,8 @@ class MaxPool2D(_Pool2D):
         # Offsets 0 and 1 start y and argmax in one operation each (a 2x2 window: 10 operations, not 14).
         y = xp.maximum(x[taps[0]], x[taps[1]])
         xp.greater(x[taps[1]], x[taps[0]], out=argmax)
+        if len(taps) == 2:
+            return y
         x_t_greater = self.buffer("x_t_greater", y.shape, xp.bool_, xp)
         t_if_greater = self.buffer("t_if_greater", y.shape, offset_type, xp)
         for t, tap in enumerate(taps[2:], start=2):

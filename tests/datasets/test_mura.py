@@ -240,15 +240,17 @@ def test_csv_damage_that_would_mislabel_images_is_an_error_naming_the_file_and_l
 
 
 @pytest.mark.parametrize("csv_name, header", [("studies", "Img_Path,Label"), ("images", "image"),
-                                              ("images", "Img_Path")])
+                                              ("images", "Img_Path"), ("images", "\n  \nImg_Path")])
 def test_a_header_row_added_to_a_csv_file_is_named_as_one(quirky, csv_name, header):
     # Copies of MURA's CSV files in circulation add headers like these; the release has none.
     damaged = quirky / ("valid_labeled_studies.csv" if csv_name == "studies" else "valid_image_paths.csv")
     damaged.write_text(header + "\n" + damaged.read_text())
     with pytest.raises(ValueError) as caught:
         read_index(quirky, "valid")
-    assert str(caught.value) == (f"MURA: {damaged}, line 1: {header.split(',')!r} looks like a header row, which "
-                                 "MURA's CSV files do not have (every line is data); delete that line")
+    line = header.count("\n") + 1  # the first row that is not blank
+    assert str(caught.value) == (f"MURA: {damaged}, line {line}: {header.split()[-1].split(',')!r} looks like a "
+                                 "header row, which MURA's CSV files do not have (every line is data); if it is one, "
+                                 "delete it")
 
 
 def test_a_csv_file_that_is_not_utf8_is_an_error_naming_it_and_the_line(quirky):
@@ -1169,6 +1171,14 @@ def cannot_lock(monkeypatch):
     monkeypatch.setattr(mura.fcntl, "flock", flock)
 
 
+def test_synthesize_refuses_a_root_it_cannot_write_into(tmp_path, monkeypatch):
+    real_access = os.access
+    monkeypatch.setattr(mura.os, "access", lambda path, mode: Path(path) != tmp_path and real_access(path, mode))
+    with pytest.raises(PermissionError, match=f"synthesize: {re.escape(str(tmp_path))} cannot be written into"):
+        synthesize(tmp_path, train_patients=2, valid_patients=1, max_size=48)
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
 def test_synthesize_removes_a_staging_folder_left_by_a_killed_synthesis(tmp_path):
     stale = tmp_path / ".MURA-v1.1.k1ll3d"
@@ -1227,19 +1237,25 @@ def test_without_a_lock_two_synthesizing_processes_that_race_both_get_the_replic
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="fcntl")
-def test_a_synthesis_started_while_another_runs_waits_for_it_and_takes_its_replica(tmp_path):
+@pytest.mark.parametrize("progress", [True, False])
+def test_a_synthesis_started_while_another_runs_waits_for_it_and_takes_its_replica(tmp_path, progress):
     import fcntl
 
     code = ("import sys; from minidl.datasets.mura import synthesize; "
-            "print(synthesize(sys.argv[1], train_patients=2, valid_patients=1, max_size=48), flush=True)")
+            f"print(synthesize(sys.argv[1], train_patients=2, valid_patients=1, max_size=48, progress={progress}), "
+            "flush=True)")
     with open(tmp_path / ".MURA-v1.1.lock", "w") as held:  # the other synthesis, running
         fcntl.flock(held, fcntl.LOCK_EX)
         (tmp_path / ".MURA-v1.1.t3mp").mkdir()  # its staging folder
         waiting = subprocess.Popen([sys.executable, "-W", "error", "-c", code, str(tmp_path)],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        first_line = waiting.stdout.readline()
-        assert first_line == (f"MURA: waiting for another process that is building the synthetic replica "
-                              f"{tmp_path / 'MURA-v1.1'}\n")
+        if progress:
+            first_line = waiting.stdout.readline()
+            assert first_line == (f"MURA: waiting for another process that is building the synthetic replica "
+                                  f"{tmp_path / 'MURA-v1.1'}\n")
+        else:  # silent, but waiting all the same
+            time.sleep(3)
+            assert waiting.poll() is None and not (tmp_path / "MURA-v1.1").exists()
         synthesize(tmp_path / "elsewhere", train_patients=2, valid_patients=1, max_size=48)
         os.replace(tmp_path / "elsewhere" / "MURA-v1.1", tmp_path / "MURA-v1.1")  # what the other made
         os.rmdir(tmp_path / ".MURA-v1.1.t3mp")
@@ -1529,6 +1545,8 @@ SIZES = r"need ints 2 <= min_size <= max_size <= 8192, got "
       for value in (-1, 2.5, 1e30, True, float("nan"), float("inf"), "0.5", np.array([0.5]))],
     *[({"seed": value}, f"seed must be None or a non-negative int, got {re.escape(repr(value))}")
       for value in (-1, 2.5, True, "x")],
+    *[({"progress": value}, f"progress must be True or False, got {re.escape(repr(value))}")
+      for value in ("no", None, 2)],
 ])
 def test_synthesize_refuses_arguments_that_cannot_make_a_replica(tmp_path, options, message):
     with pytest.raises(ValueError, match="^synthesize: " + message + "$"):

@@ -105,7 +105,9 @@ def test_resume_reads_the_whole_rows_of_history_and_drops_a_cut_last_one(script,
     epochs = script.completed_epochs(history)
     assert [e["loss"] for e in epochs] == [0.9, 0.7]
     assert "val_loss" not in epochs[1]  # a blank cell is a value that epoch did not log
-    assert history.read_bytes().decode() == whole
+    # A file from before lines ended in "\n" is left as it is, unless a cut row is dropped: then
+    # it is written again as CSVLogger writes, so that the resumed run's rows end alike.
+    assert history.read_bytes().decode() == (whole.replace("\r\n", "\n") if tail else whole)
 
 
 def test_per_study_type_weights_without_both_classes_in_a_type_fail_clearly(tmp_path):
@@ -997,6 +999,27 @@ def test_out_that_cannot_be_written_into_is_refused_before_any_work(script, caps
             script.parse_args(args)
         assert exit_.value.code == 2
         assert capsys.readouterr().err.endswith(message)
+
+
+def test_a_runs_cache_folder_that_cannot_be_written_into_is_not_adopted(script, monkeypatch, tmp_path, caplog):
+    theirs = tmp_path / "their-cache"
+    theirs.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(script.os, "access", lambda path, mode: Path(path) != theirs and real_access(path, mode))
+    args = script.parse_args(["--out", str(tmp_path / "out")])
+    with caplog.at_level("INFO"):
+        script.adopt_cache_dir(args, {"cache_dir": str(theirs)})
+    assert args.cache_dir is None  # the default: a cache the run lacks could not be built in theirs
+    assert f"The run's cache folder {theirs} (its run.json) cannot be written into" in caplog.text
+
+
+def test_a_dangling_link_as_out_is_refused_before_any_work(script, capsys, tmp_path):
+    (tmp_path / "link").symlink_to(tmp_path / "gone")
+    for out in (tmp_path / "link", tmp_path / "link" / "run"):
+        with pytest.raises(SystemExit):
+            script.parse_args(["--out", str(out)])
+        assert capsys.readouterr().err.endswith(
+            f"--out {out}: {tmp_path / 'link'} is a link to {tmp_path / 'gone'}, which does not exist\n")
 
 
 def test_evaluate_and_resume_use_the_runs_cache_folder_unless_given_one(run, tmp_path):
