@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import warnings
+import weakref
 import zipfile
 
 import numpy as np
@@ -35,6 +36,9 @@ from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype
 
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
+
+#: The model each optimiser instance is compiled into: its moments and step count are that model's.
+_COMPILED_INTO = weakref.WeakKeyDictionary()
 
 
 class Sequential:
@@ -91,6 +95,9 @@ class Sequential:
         """Append ``layer``; it gets a name if it has none and its own seeded generator."""
         if not isinstance(layer, Layer):
             raise TypeError(f"Sequential.add: expected a minidl Layer, got {type(layer).__name__}")
+        if "params" not in vars(layer):
+            raise TypeError(f"Sequential.add: this {type(layer).__name__} was not set up by Layer's __init__; "
+                            "its __init__ must call super().__init__(name) first")
         if any(other is layer for other in self.layers):
             raise ValueError(f"Sequential.add: this {type(layer).__name__} object is already in the model, as "
                              f"{layer.name!r}; a layer can appear once: create another for a second one")
@@ -210,7 +217,9 @@ class Sequential:
 
         The optimiser starts afresh: an instance that has taken steps already
         forgets them (``Optimizer.reset``), since its moments belonged to
-        parameters that may since have been frozen or unfrozen. The only
+        parameters that may since have been frozen or unfrozen. An instance
+        compiled into another model (still alive) is refused: the two would
+        share one state. The only
         metric computed during training is ``"accuracy"``: ``metrics=()``
         leaves it out of the logs, the history and ``evaluate``'s result. The
         medical metrics (kappa, AUC, ...) live in ``minidl.metrics``. Every
@@ -223,6 +232,11 @@ class Sequential:
             optimizer = optimizers_module.get(optimizer)
         except (TypeError, ValueError) as error:
             raise type(error)(f"Sequential.compile: {error}") from None
+        owner = _COMPILED_INTO.get(optimizer, lambda: None)()
+        if owner is not None and owner is not self:
+            raise ValueError(f"Sequential.compile: this {type(optimizer).__name__} is compiled into the model "
+                             f"{owner.name!r}, and its moments and step count are that model's; give each model an "
+                             f"optimiser of its own (e.g. {type(optimizer).__name__}(lr={optimizer.lr!r}))")
         loss = CrossEntropy() if loss is None else loss
         if isinstance(loss, type) or not all(callable(getattr(loss, m, None)) for m in ("batch_loss", "backward")):
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
@@ -246,6 +260,9 @@ class Sequential:
                               "the last layer is already Softmax, so the loss would see softmax(softmax(z)); use "
                               "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
         optimizer.reset()
+        if self.optimizer is not None and self.optimizer is not optimizer:
+            _COMPILED_INTO.pop(self.optimizer, None)  # free for another model
+        _COMPILED_INTO[optimizer] = weakref.ref(self)
         self.optimizer, self.loss, self.metrics = optimizer, loss, tuple(metrics)
         self._trainable_keys = None
         self._flat = None
@@ -270,13 +287,24 @@ class Sequential:
         return self._forward(x, check_flag("Sequential.forward", "training", training), keeps_cache=True)
 
     def _forward(self, x, training, keeps_cache, layers=None):
-        """Run ``layers`` (all of them by default) on ``x``, noting each one's input shape for ``_backward``."""
+        """Run ``layers`` (all of them by default) on ``x``, noting each one's input shape for ``_backward``.
+
+        ``RuntimeError`` naming a layer whose output is not what its
+        ``output_shape`` says (a layer of one's own), rather than the next
+        layer's refusal of it.
+        """
         layers = self.layers if layers is None else layers
         self._input_shapes = []
         with self._running(keeps_cache):
             for layer in layers:
                 self._input_shapes.append(x.shape)
+                expected = (x.shape[0], *layer.output_shape(x.shape[1:]))
                 x = layer.forward(x, training=training)
+                if getattr(x, "shape", None) != expected:
+                    got = f"shape {tuple(x.shape)}" if hasattr(x, "shape") else f"a {type(x).__name__}"
+                    raise RuntimeError(f"{layer.describe()}: forward returned {got}, but output_shape says "
+                                       f"{batch_shape_text(expected[1:])} for its input {tuple(self._input_shapes[-1])}; "
+                                       "forward and output_shape must agree")
         return x
 
     @contextlib.contextmanager
@@ -386,7 +414,11 @@ class Sequential:
         whole-array operations rather than a dozen per parameter array: on a
         GPU, where every operation costs a fixed launch time, that is most of
         Adam's cost. A layer that rebinds ``grads[name]`` (or ``params[name]``)
-        to a new array instead of writing into it is noticed and copied in.
+        to a new array instead of writing into it is noticed and copied in. A
+        layer that also keeps an array it moves as an attribute of its own
+        (``self.W = self.params["W"]``) is a ``RuntimeError`` naming it, before
+        anything moves: that attribute would go on reading (or writing) the
+        array left behind, which the optimiser no longer sees.
         """
         slots, keys = self._trainable_slots_and_keys()
         if self._trainable_keys is not None and keys != self._trainable_keys:
@@ -400,11 +432,13 @@ class Sequential:
         if self._flat is None:
             self._flat = _flatten(slots)
         flat_params, flat_grads, views = self._flat
-        for (layer, name), (param_view, grad_view) in zip(slots, views):
-            for arrays, view in ((layer.params, param_view), (layer.grads, grad_view)):
-                if arrays[name] is not view:
-                    _copy_into(view, arrays[name], layer, name)
-                    arrays[name] = view
+        moves = [(layer, name, arrays, view) for (layer, name), (param_view, grad_view) in zip(slots, views)
+                 for arrays, view in ((layer.params, param_view), (layer.grads, grad_view)) if arrays[name] is not view]
+        for layer, name, arrays, _ in moves:
+            _refuse_held_array(layer, name, arrays[name], "parameter" if arrays is layer.params else "gradient")
+        for layer, name, arrays, view in moves:
+            _copy_into(view, arrays[name], layer, name)
+            arrays[name] = view
         return [flat_params], [flat_grads]
 
     def train_on_batch(self, x, y, class_weight=None, sample_weight=None):
@@ -416,7 +450,7 @@ class Sequential:
         """
         self._require_compiled("train_on_batch")
         x, y, w = self._to_device(*self._check_batch(x, y, "train_on_batch", sample_weight))
-        loss, _ = self._train_step(x, y, self._training_loss(class_weight), w)
+        loss, _ = self._train_step(x, y, self._training_loss(class_weight, "train_on_batch"), w)
         if not np.isfinite(loss):
             raise FloatingPointError(f"train_on_batch: the loss is {loss}; the weights were not updated")
         return loss
@@ -443,11 +477,14 @@ class Sequential:
             self.optimizer.step(*self._params_and_grads())
         return value, correct
 
-    def _training_loss(self, class_weight):
+    def _training_loss(self, class_weight, what):
         if class_weight is None:
             return self.loss
         if not isinstance(self.loss, CrossEntropy):
-            raise ValueError("class_weight needs a CrossEntropy loss")
+            raise ValueError(f"{what}: class_weight needs a CrossEntropy loss")
+        if self.loss.class_weight is not None:  # which to take, or their product, would be a guess
+            raise ValueError(f"{what}: class weights are given twice, to compile's CrossEntropy(class_weight=...) "
+                             "and as class_weight; give them once")
         return CrossEntropy(from_logits=self.loss.from_logits, class_weight=class_weight)
 
     @staticmethod
@@ -488,7 +525,7 @@ class Sequential:
         # Everything is checked before anything changes. The training data go first: checking
         # arrays builds an unbuilt model for them (the validation data must then fit it), and
         # their shuffling seed, drawn from the model's generator, comes last of all.
-        loss = self._training_loss(class_weight)
+        loss = self._training_loss(class_weight, "fit")
         train = self._batches(x, y, batch_size, shuffle, "fit", sample_weight)
         val = None if validation_data is None else self._validation_batches(validation_data, batch_size)
         for name, data in (("x", train), ("validation_data", val)):
@@ -551,8 +588,10 @@ class Sequential:
                 total_loss += value * n
                 total_correct += correct
                 seen += n
+                # Drawn by the update (refresh=False): one write per batch, not two.
+                bar.set_postfix({k: f"{v:.4f}" for k, v in self._logs(total_loss, total_correct, seen).items()},
+                                refresh=False)
                 bar.update(1)
-                bar.set_postfix({k: f"{v:.4f}" for k, v in self._logs(total_loss, total_correct, seen).items()})
         if seen == 0:
             raise ValueError(f"fit: the training data produced no batches in epoch {epoch + 1}: it is empty, "
                              "or one pass used it up (give fit a re-iterable, such as a list of batches)")
@@ -580,6 +619,7 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         check_choice("evaluate", "verbose", verbose, (0, 1, 2))
+        _check_in_order(x, "evaluate")
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
         return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
@@ -619,7 +659,9 @@ class Sequential:
                 raise ValueError("predict: a list must hold samples of one shape, or batches (arrays with a "
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
         given_batches = not hasattr(x, "shape")
-        if not given_batches:
+        if given_batches:
+            _check_in_order(x, "predict")
+        else:
             self._check_inputs(x, "predict")  # also an empty x, which makes no batch
         batches = x if given_batches else [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
         outputs = []
@@ -662,7 +704,9 @@ class Sequential:
 
     @staticmethod
     def _check_input_type(x, what):
-        """``ValueError`` naming ``what`` unless ``x`` is a numeric array with a batch axis."""
+        """``ValueError`` naming ``what`` unless ``x`` is a numeric array with a batch axis
+        (``TypeError`` for an array of another library)."""
+        _refuse_foreign_array(x, what, "inputs")
         if not hasattr(x, "dtype") or x.dtype.kind not in "fiub":
             raise ValueError(f"{what}: inputs must be numeric arrays, got {getattr(x, 'dtype', type(x).__name__)}")
         if x.ndim == 0:
@@ -723,6 +767,7 @@ class Sequential:
 
     def _check_labels(self, y, classes, what):
         """Validate labels ``y`` (N,) or target rows (N, K) for a model of ``classes`` outputs (None: not known)."""
+        _refuse_foreign_array(y, what, "labels")
         if y.dtype.kind not in "fiub":
             raise ValueError(f"{what}: labels must be numeric, got dtype {y.dtype}")
         # Labels are few: they are checked on the host (one transfer, not one wait per check).
@@ -791,6 +836,7 @@ class Sequential:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")
+        _check_in_order(data, "validation_data")
         return self._checked_iterable(_batch_iterable(data, "validation_data"), "validation_data")
 
     def _checked_iterable(self, batches, what):
@@ -1094,6 +1140,28 @@ class Sequential:
             raise ValueError(f"the optimiser's state does not fit the model ({exc})") from None
 
 
+def _check_in_order(batches, what):
+    """``ValueError`` naming ``what`` for an ``ArrayBatches`` that shuffles or augments its batches.
+
+    ``predict``, ``evaluate`` and the validation in ``fit`` take the data in
+    order and as it is: shuffled, ``predict``'s rows would come back in an
+    order that cannot be undone; augmented, the figures would be of other images.
+    """
+    if isinstance(batches, ArrayBatches) and (batches.shuffle or batches.augment is not None):
+        does = " and ".join(word for word, on in (("shuffles", batches.shuffle),
+                                                  ("augments", batches.augment is not None)) if on)
+        raise ValueError(f"{what}: this ArrayBatches {does} its batches, as for training; {what} takes the data "
+                         "in order and as it is: make one with shuffle=False and no augment")
+
+
+def _refuse_foreign_array(a, what, name):
+    """``TypeError`` naming ``what`` and ``name`` for an array of another library (its dtype is no NumPy dtype)."""
+    if hasattr(a, "dtype") and not isinstance(a.dtype, np.dtype):  # CuPy's dtypes are NumPy's
+        kind = f"{type(a).__module__}.{type(a).__name__}"
+        hint = "; convert it first (a PyTorch tensor: tensor.numpy())" if kind.startswith("torch") else ""
+        raise TypeError(f"{what}: {name} must be NumPy or CuPy arrays, got {kind}{hint}")
+
+
 def _batch_iterable(batches, what):
     """``batches``, or ``TypeError`` naming ``what`` when it cannot be an iterable of ``(x, y[, w])`` batches.
 
@@ -1104,9 +1172,11 @@ def _batch_iterable(batches, what):
     wrong = isinstance(batches, (str, bytes)) or not isinstance(batches, collections.abc.Iterable) or (
         isinstance(batches, (list, tuple)) and not all(isinstance(batch, (list, tuple)) for batch in batches))
     if wrong:
+        arrays_in_a_tuple = isinstance(batches, tuple) and len(batches) in (2, 3) and hasattr(batches[0], "shape")
         raise TypeError(f"{what}: expected arrays (x, y[, w]) or an iterable of (x, y[, w]) batches, "
                         f"got {type(batches).__name__}" + (f" {batches!r}" if isinstance(batches, (str, int, float))
-                                                           else ""))
+                                                           else "")
+                        + (f" of arrays: pass them as {what}(x, y), not {what}((x, y))" if arrays_in_a_tuple else ""))
     return batches
 
 
@@ -1161,6 +1231,17 @@ def _saved_config(layer):
     return config
 
 
+def _refuse_held_array(layer, name, array, kind):
+    """``RuntimeError`` if ``layer`` keeps ``array`` (its ``kind`` ``name``), or a view of it, in an attribute."""
+    held = [attribute for attribute, value in vars(layer).items()
+            if value is array or getattr(value, "base", None) is array]
+    if held:
+        where = "params" if kind == "parameter" else "grads"
+        raise RuntimeError(f"{layer.describe()}: keeps its {kind} {name!r} as self.{held[0]} too; in a model every "
+                           f"{kind} moves into one array for the optimiser, and self.{held[0]} would not follow: "
+                           f"use self.{where}[{name!r}] where it is needed (see docs/custom_layer.md)")
+
+
 def _copy_into(view, array, layer, name):
     """``view[...] = array`` for ``layer``'s ``name``, or a ``ValueError`` naming them when the shapes differ."""
     if tuple(array.shape) != tuple(view.shape):
@@ -1205,10 +1286,11 @@ class _CheckedBatches(ArrayBatches):
 
 
 def _flatten(slots):
-    """Move the parameters and gradients of ``slots`` ((layer, name) pairs) into two flat arrays.
+    """Two flat arrays with room for the parameters of ``slots`` ((layer, name) pairs) and their gradients.
 
-    Returns ``(parameters, gradients, views)``; each layer's ``params[name]``
-    and ``grads[name]`` become views of the flat arrays (``views``, in order).
+    Returns ``(parameters, gradients, views)``: ``views`` holds each
+    parameter's view of the first and its gradient's of the second, in
+    order, for ``Sequential._params_and_grads`` to move them into.
     """
     first = slots[0][0].params[slots[0][1]]
     xp = get_array_module(first)
@@ -1218,11 +1300,7 @@ def _flatten(slots):
     views, offset = [], 0
     for layer, name in slots:
         shape, size = layer.params[name].shape, int(layer.params[name].size)
-        param_view = flat_params[offset : offset + size].reshape(shape)
-        grad_view = flat_grads[offset : offset + size].reshape(shape)
-        _copy_into(param_view, layer.params[name], layer, name)
-        _copy_into(grad_view, layer.grads[name], layer, name)
-        layer.params[name], layer.grads[name] = param_view, grad_view
-        views.append((param_view, grad_view))
+        views.append((flat_params[offset : offset + size].reshape(shape),
+                      flat_grads[offset : offset + size].reshape(shape)))
         offset += size
     return flat_params, flat_grads, views

@@ -1020,6 +1020,144 @@ def test_a_custom_layer_whose_backward_returns_no_input_gradient_is_an_error_nam
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # no step was taken
 
 
+@pytest.mark.parametrize("forward, message", [
+    (lambda x: np.concatenate([x, x * x], axis=1),
+     "Squares 'squares': forward returned shape (2, 8), but output_shape says (N, 4) for its input (2, 4); forward "
+     "and output_shape must agree"),  # forgot to override output_shape
+    (lambda x: list(x), "Squares 'squares': forward returned a list, but output_shape says (N, 4) for its input "
+                        "(2, 4); forward and output_shape must agree"),
+], ids=["shape", "not an array"])
+def test_a_custom_layer_whose_output_is_not_its_output_shape_is_named(forward, message):
+    # Unchecked, the next layer refused the output, naming itself.
+    class Squares(Layer):
+        pass
+
+    Squares.forward = lambda self, x, training=False: forward(x)
+    model = Sequential([Dense(4), Squares(name="squares"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(SGD(0.1))
+    for run in (lambda: model.train_on_batch(np.ones((2, 3), np.float32), np.array([0, 1])),
+                lambda: model.predict(np.ones((2, 3), np.float32))):
+        with pytest.raises(RuntimeError) as err:
+            run()
+        assert str(err.value) == message
+
+
+@pytest.mark.parametrize("kept", ["params", "grads"])
+def test_a_custom_layer_that_keeps_its_own_parameter_array_is_refused_before_any_moves(kept):
+    # In a model the parameters move into one flat array: a kept reference would go on using the old one.
+    from minidl import initializers
+
+    class KeepsItsGamma(Layer):
+        def build(self, input_shape):
+            self.add_weight("gamma", input_shape, initializers.zeros)
+            self.kept = getattr(self, kept)["gamma"].reshape(-1)  # a view counts too
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            self.x = x
+            return x * self.params["gamma"]
+
+        def backward(self, dy):
+            self.check_output_gradient(dy)
+            self.grads["gamma"][...] = (dy * self.x).sum(axis=0)
+            return dy * self.params["gamma"]
+
+    model = Sequential([KeepsItsGamma(name="scale"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(SGD(0.1))
+    before = model.get_weights()
+    kind = {"params": "parameter", "grads": "gradient"}[kept]
+    with pytest.raises(RuntimeError, match=re.escape(
+            f"KeepsItsGamma 'scale': keeps its {kind} 'gamma' as self.kept too; in a model every {kind} moves into one array "
+            f"for the optimiser, and self.kept would not follow: use self.{kept}['gamma'] where it is needed")):
+        model.train_on_batch(np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]))
+    assert all(layer.params[name].base is None for layer in model.layers for name in layer.params)  # none moved
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_a_custom_layer_that_skips_layers_init_is_named_when_added():
+    class NoSuper(Layer):
+        def __init__(self, scale):
+            self.scale = scale
+
+    with pytest.raises(TypeError, match=re.escape("Sequential.add: this NoSuper was not set up by Layer's __init__; "
+                                                  "its __init__ must call super().__init__(name) first")):
+        Sequential([Dense(2), NoSuper(2.0)])
+
+
+def test_one_optimiser_instance_is_refused_for_a_second_model():
+    optimizer = Adam(0.01)
+    first, second = (Sequential([Dense(2), Softmax()], input_shape=(3,), seed=seed) for seed in (0, 1))
+    first.compile(optimizer)
+    first.compile(optimizer)  # compiling the same model again is fine
+    with pytest.raises(ValueError, match=re.escape(
+            f"Sequential.compile: this Adam is compiled into the model {first.name!r}, and its moments and step "
+            "count are that model's; give each model an optimiser of its own (e.g. Adam(lr=0.01))")):
+        second.compile(optimizer)
+    first.compile(Adam(0.01))  # the first model lets it go ...
+    second.compile(optimizer)  # ... and then it is free
+    third = Sequential([Dense(2), Softmax()], input_shape=(3,), seed=2)
+    other = Adam()
+    third.compile(other)
+    del third
+    gc.collect()
+    second.compile(other)  # the model it was compiled into is gone
+
+
+def test_class_weights_given_both_to_the_loss_and_to_fit_are_refused_before_anything_changes():
+    x, y = np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+    model = Sequential([Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(SGD(0.1), CrossEntropy(class_weight={0: 2.0}))
+    before = model.get_weights()
+    for run, what in ((lambda: model.fit(x, y, class_weight={1: 3.0}, verbose=0), "fit"),
+                      (lambda: model.train_on_batch(x, y, class_weight={1: 3.0}), "train_on_batch")):
+        with pytest.raises(ValueError, match=f"^{what}: class weights are given twice, to compile's "
+                                             r"CrossEntropy\(class_weight=...\) and as class_weight; give them once$"):
+            run()
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_arrays_of_another_library_are_refused_naming_how_to_convert_them():
+    torch = pytest.importorskip("torch")
+    model = Sequential([Dense(2), Softmax()], input_shape=(4,), seed=0)
+    model.compile(SGD(0.1))
+    x, y = torch.zeros(8, 4), torch.zeros(8, dtype=torch.long)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    hint = "must be NumPy or CuPy arrays, got torch.Tensor; convert it first (a PyTorch tensor: tensor.numpy())"
+    for run, message in ((lambda: model.predict(x), "predict: inputs " + hint),
+                         (lambda: model.fit(x, y.numpy(), verbose=0), "fit: inputs " + hint),
+                         (lambda: model.fit(x.numpy(), y, verbose=0), "fit: labels " + hint),
+                         (lambda: model.evaluate(loader), "evaluate, batch 1: inputs " + hint)):
+        with pytest.raises(TypeError) as err:
+            run()
+        assert str(err.value) == message
+
+
+def test_a_pair_of_arrays_given_as_one_argument_says_how_to_pass_them():
+    model = Sequential([Dense(2), Softmax()], input_shape=(4,), seed=0)
+    model.compile(SGD(0.1))
+    with pytest.raises(TypeError, match=re.escape("got tuple of arrays: pass them as fit(x, y), not fit((x, y))")):
+        model.fit((np.zeros((8, 4)), np.zeros(8, int)))
+
+
+@pytest.mark.parametrize("options, does", [({"shuffle": True}, "shuffles"),
+                                            ({"shuffle": False, "augment": lambda x, rng: x}, "augments"),
+                                            ({"shuffle": True, "augment": lambda x, rng: x}, "shuffles and augments")])
+def test_predict_evaluate_and_validation_refuse_batches_that_are_shuffled_or_augmented(options, does):
+    # predict's rows would come back in an order nobody can undo; the figures would be of other images.
+    x, y = tiny_images(8, seed=1)
+    model = tiny_cnn()
+    batches = ArrayBatches(x, y, batch_size=4, seed=0, **options)
+    for run, what in ((lambda: model.predict(batches), "predict"), (lambda: model.evaluate(batches), "evaluate"),
+                      (lambda: model.fit(x, y, validation_data=batches, verbose=0), "validation_data")):
+        with pytest.raises(ValueError, match=f"^{what}: this ArrayBatches {does} its batches, as for training; {what} "
+                                             "takes the data in order and as it is: make one with shuffle=False and "
+                                             "no augment$"):
+            run()
+    assert batches.epoch == 0  # not iterated
+    in_order = ArrayBatches(x, y, batch_size=4, shuffle=False)
+    assert_allclose(model.predict(in_order), model.predict(x))
+
+
 @pytest.mark.parametrize("make, error, match", [
     (lambda: Sequential([Dense(2)], dtype="int32"), ValueError, "dtype must be float32 or float64, got int32"),
     (lambda: Sequential([Dense(2)], dtype="float16"), ValueError, "dtype must be float32 or float64, got float16"),

@@ -212,7 +212,8 @@ class Layer:
         one). Values are drawn on the CPU from ``self.rng`` and then placed on the
         module and dtype of the layer's first input. Read the parameter as
         ``self.params[name]`` wherever it is used, and write gradients into
-        ``self.grads[name]``: a model may move both into arrays of its own.
+        ``self.grads[name]``: a model may move both into arrays of its own (so
+        it returns nothing to keep, unlike Keras's).
         """
         if self._placement is None:
             raise RuntimeError(f"{self.describe()}: add_weight is for build(), which forward calls on the first input")
