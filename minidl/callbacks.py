@@ -160,14 +160,19 @@ class EarlyStopping(_Monitor):
 
     With ``restore_best_weights=True`` the model ends with the weights of its
     best epoch rather than its last. Each ``fit`` starts counting afresh,
-    from the epochs given to :meth:`catch_up` if any.
+    from the epochs given to :meth:`catch_up` if any. ``verbose=1`` (or 2)
+    prints a line when it stops training and when it restores weights, as
+    Keras's does.
     """
 
-    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False,
+                 verbose=0):
         super().__init__(monitor, mode, min_delta)
         self.patience = _count("EarlyStopping", "patience", patience)
         self.restore_best_weights = check_flag("EarlyStopping", "restore_best_weights", restore_best_weights)
+        self.verbose = check_choice("EarlyStopping", "verbose", verbose, (0, 1, 2))
         self.best_weights = None
+        self.best_epoch = None  # of this fit, counted from 0 (the weights restore_best_weights keeps)
         self.stopped_epoch = None
 
     def reset(self):
@@ -190,6 +195,7 @@ class EarlyStopping(_Monitor):
 
     def on_train_begin(self, logs=None):
         self.best_weights = None
+        self.best_epoch = None
         self.stopped_epoch = None
         if self._replay():  # the interrupted run had already stopped: so does this one, at once
             self.model.stop_training = True
@@ -198,12 +204,19 @@ class EarlyStopping(_Monitor):
         if self.observe(self.current(logs)):
             self.stopped_epoch = epoch
             self.model.stop_training = True
-        elif self.wait == 0 and self.restore_best_weights:
-            self.best_weights = self.model.get_weights()
+            if self.verbose:
+                print(f"Epoch {epoch + 1}: EarlyStopping stops training: no better {self.monitor} in its last "
+                      f"{self.wait} epoch{'s' if self.wait != 1 else ''}")
+        elif self.wait == 0:
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
 
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+            if self.verbose:
+                print(f"EarlyStopping restores the weights of epoch {self.best_epoch + 1}, of the best {self.monitor}")
 
 
 class ModelCheckpoint(_Monitor):

@@ -728,9 +728,10 @@ class Sequential:
             return
         if self.input_shape is not None and tuple(x.shape[1:]) != self.input_shape:
             if tuple(x.shape) == self.input_shape:
-                hint = (" (one sample? give it a batch axis: x[None]; and input_shape is the shape of one sample, "
-                        "without the batch axis)")
-            elif x.ndim == 4 and (*x.shape[2:], x.shape[1]) == self.input_shape:
+                raise ValueError(f"{what}: the model takes samples of shape {self.input_shape}, and inputs of that "
+                                 "shape are one sample without the batch axis: give it one, x[None] (unless "
+                                 "input_shape was given with the batch axis: it is the shape of one sample)")
+            if x.ndim == 4 and (*x.shape[2:], x.shape[1]) == self.input_shape:
                 hint = " (channels first? images are (N, H, W, C) here: x.transpose(0, 2, 3, 1))"
             else:
                 hint = ""

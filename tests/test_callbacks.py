@@ -132,6 +132,20 @@ def test_early_stopping_restores_the_best_epochs_weights_only_when_asked():
     assert_weights_equal(model.get_weights(), epoch_weights(model, 5))
 
 
+@pytest.mark.parametrize("verbose", [0, 1, 2])
+@pytest.mark.parametrize("restore", [True, False])
+def test_early_stopping_says_when_it_stops_and_what_it_restores_when_verbose(capsys, verbose, restore):
+    values = [3.0, 2.0, 2.5, 1.0, 1.5, 1.6, 1.7]
+    model = tiny_cnn()
+    stopper = EarlyStopping(patience=2, restore_best_weights=restore, verbose=verbose)
+    drive(stopper, model, values)
+    assert (stopper.stopped_epoch, stopper.best_epoch) == (5, 3)
+    said = ["Epoch 6: EarlyStopping stops training: no better val_loss in its last 2 epochs"]
+    if restore:
+        said.append("EarlyStopping restores the weights of epoch 4, of the best val_loss")
+    assert capsys.readouterr().out.splitlines() == (said if verbose else [])
+
+
 def test_early_stopping_in_fit_stops_and_restores_the_best_weights():
     x, y, xv, yv = learnable_with_misleading_validation()
     model = tiny_cnn(optimizer=Adam(0.05))

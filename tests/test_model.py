@@ -1245,7 +1245,8 @@ def test_iterators_serve_a_fit_of_one_epoch():
 def test_an_input_shape_given_with_the_batch_axis_is_pointed_out():
     x = np.ones((4, 3), np.float32)
     model = Sequential([Flatten(), Dense(2), Softmax()], input_shape=x.shape)  # (4, 3): the batch axis included
-    with pytest.raises(ValueError, match=r"takes samples of shape \(4, 3\).*without the batch axis"):
+    with pytest.raises(ValueError, match=r"takes samples of shape \(4, 3\).*unless input_shape was given with the "
+                                         r"batch axis: it is the shape of one sample\)$"):
         model.predict(x)
 
 
@@ -1537,8 +1538,8 @@ def test_misused_arguments_of_fit_evaluate_and_predict_are_named_before_any_upda
 
 def test_one_sample_without_its_batch_axis_is_pointed_out():
     x, _ = tiny_images(1, seed=3)
-    with pytest.raises(ValueError, match=r"got inputs of shape \(6, 6, 1\) \(one sample\? give it a batch axis: "
-                                         r"x\[None\]"):
+    with pytest.raises(ValueError, match=r"^predict: the model takes samples of shape \(6, 6, 1\), and inputs of "
+                                         r"that shape are one sample without the batch axis: give it one, x\[None\]"):
         tiny_cnn().predict(x[0])
 
 
