@@ -2,7 +2,7 @@
 
 Each callback sees the epoch's ``logs`` (``{"loss": ..., "accuracy": ...,
 "val_loss": ..., "val_accuracy": ...}``) and may look at or change the model:
-stop training (``model.stop_training = True``), save it, or lower the
+stop training (``model.stop_training = True``), save it, or change the
 optimiser's learning rate. The hooks follow Keras's names.
 """
 import collections.abc
@@ -343,6 +343,35 @@ class ReduceLROnPlateau(_Monitor):
             if self.verbose:
                 print(f"Epoch {epoch + 1}: ReduceLROnPlateau lowers the learning rate to {new_lr:.3g}")
             optimizer.lr = new_lr
+
+
+class LearningRateScheduler(Callback):
+    """Set the learning rate at the start of each epoch: ``lr = schedule(epoch, lr)`` (Keras's callback).
+
+    ``epoch`` counts from 0 (``initial_epoch`` for a resumed run), ``lr`` is
+    the optimiser's current rate; ``schedule`` returns the epoch's rate, a
+    finite number >= 0 (anything else is a ``ValueError`` naming the epoch,
+    before the epoch trains). A step decay, say: ``lambda epoch, lr: 1e-3 *
+    0.5 ** (epoch // 10)``. ``verbose=1`` (or 2) prints each change.
+    """
+
+    def __init__(self, schedule, verbose=0):
+        if not callable(schedule):
+            raise TypeError(f"LearningRateScheduler: schedule must be a function (epoch, lr) -> lr, "
+                            f"got {type(schedule).__name__}")
+        self.schedule = schedule
+        self.verbose = check_choice("LearningRateScheduler", "verbose", verbose, (0, 1, 2))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        value = self.schedule(epoch, optimizer.lr)
+        lr = finite_float(value)
+        if lr is None or lr < 0.0:
+            raise ValueError(f"LearningRateScheduler: schedule({epoch}, {optimizer.lr!r}) returned {value!r}; "
+                             "a learning rate is a finite number >= 0")
+        if self.verbose and lr != optimizer.lr:
+            print(f"Epoch {epoch + 1}: LearningRateScheduler sets the learning rate to {lr:.3g}")
+        optimizer.lr = lr
 
 
 class CSVLogger(Callback):

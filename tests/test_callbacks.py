@@ -7,6 +7,7 @@ each callback runs inside a real ``fit``.
 """
 import csv
 import os
+import re
 
 import numpy as np
 import pytest
@@ -15,7 +16,14 @@ from hypothesis import strategies as st
 from model_fixtures import EpochRecorder, assert_weights_equal, tiny_cnn, tiny_images
 
 from minidl import Sequential
-from minidl.callbacks import Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau
+from minidl.callbacks import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    LearningRateScheduler,
+    ModelCheckpoint,
+    ReduceLROnPlateau,
+)
 from minidl.optimizers import SGD, Adam
 
 
@@ -707,3 +715,56 @@ def test_catch_up_takes_the_logs_from_a_generator_once():
 def test_a_checkpoint_saving_every_epoch_checks_what_it_catches_up_on_too(tmp_path):
     with pytest.raises(TypeError, match=r"^ModelCheckpoint.catch_up: past_logs must be a list of the epochs' logs"):
         ModelCheckpoint(tmp_path / "m.npz", save_best_only=False).catch_up(None)
+
+
+# ------------------------------------------------------------------ LearningRateScheduler
+def test_the_scheduler_sets_each_epochs_rate_before_it_trains_as_torch_steplr_does(capsys):
+    torch = pytest.importorskip("torch")
+    x, y = tiny_images(8, seed=2)
+    model = tiny_cnn(optimizer=SGD(0.1))
+    seen = []
+
+    class RateRecorder(Callback):
+        def on_epoch_begin(self, epoch, logs=None):  # after the scheduler's, which comes first
+            seen.append(self.model.optimizer.lr)
+
+    scheduler = LearningRateScheduler(lambda epoch, lr: 0.1 * 0.5 ** (epoch // 2), verbose=1)
+    history = model.fit(x, y, epochs=5, batch_size=4, verbose=0, callbacks=[scheduler, RateRecorder()])
+    # PyTorch's StepLR(step_size=2, gamma=0.5) gives the same rate for each epoch.
+    reference = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1)
+    steps = torch.optim.lr_scheduler.StepLR(reference, step_size=2, gamma=0.5)
+    expected = []
+    for _ in range(5):
+        expected.append(reference.param_groups[0]["lr"])
+        reference.step()
+        steps.step()
+    assert seen == pytest.approx(expected) and history.history["lr"] == pytest.approx(expected)
+    assert capsys.readouterr().out.splitlines() == ["Epoch 3: LearningRateScheduler sets the learning rate to 0.05",
+                                                   "Epoch 5: LearningRateScheduler sets the learning rate to 0.025"]
+
+
+def test_a_resumed_run_gets_the_rate_of_its_epoch():
+    x, y = tiny_images(8, seed=2)
+    model = tiny_cnn(optimizer=SGD(0.1))
+    history = model.fit(x, y, epochs=4, initial_epoch=3, batch_size=4, verbose=0,
+                        callbacks=[LearningRateScheduler(lambda epoch, lr: 0.1 / (1 + epoch))])
+    assert history.history["lr"] == [pytest.approx(0.025)]
+
+
+@pytest.mark.parametrize("rate", [-0.1, float("nan"), float("inf"), None, "0.1", True])
+def test_a_schedule_that_returns_no_rate_stops_fit_before_the_epoch_trains(rate):
+    x, y = tiny_images(8, seed=2)
+    model = tiny_cnn(optimizer=SGD(0.1))
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=rf"^LearningRateScheduler: schedule\(0, 0.1\) returned {re.escape(repr(rate))}; "
+                                         "a learning rate is a finite number >= 0$"):
+        model.fit(x, y, epochs=2, batch_size=4, verbose=0, callbacks=[LearningRateScheduler(lambda e, lr: rate)])
+    assert_weights_equal(model.get_weights(), before)
+    assert model.optimizer.lr == 0.1
+
+
+@pytest.mark.parametrize("schedule, verbose, error", [(0.1, 0, TypeError), (lambda e, lr: lr, 3, ValueError),
+                                                     (lambda e, lr: lr, "yes", ValueError)])
+def test_the_scheduler_checks_its_arguments_when_made(schedule, verbose, error):
+    with pytest.raises(error, match="^LearningRateScheduler: "):
+        LearningRateScheduler(schedule, verbose=verbose)
