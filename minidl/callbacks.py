@@ -199,6 +199,9 @@ class EarlyStopping(_Monitor):
         self.stopped_epoch = None
         if self._replay():  # the interrupted run had already stopped: so does this one, at once
             self.model.stop_training = True
+            if self.verbose:
+                print(f"EarlyStopping stops training at once: the epochs caught up on had no better {self.monitor} "
+                      f"in their last {self.wait} epoch{'s' if self.wait != 1 else ''}")
 
     def on_epoch_end(self, epoch, logs=None):
         if self.observe(self.current(logs)):

@@ -37,8 +37,9 @@ from .utils import atomic_path, check_choice, check_flag, file_path, float_dtype
 #: Bumped whenever the layout of saved ``.npz`` files changes (2: one flat optimiser state).
 FILE_FORMAT = 2
 
-#: The model each optimiser instance is compiled into: its moments and step count are that model's.
-_COMPILED_INTO = weakref.WeakKeyDictionary()
+#: The model each optimiser instance is compiled into (its moments and step count are that model's), by the
+#: instance's id, not its value: (weak reference to the optimiser, weak reference to the model).
+_COMPILED_INTO = {}
 
 
 class Sequential:
@@ -77,6 +78,7 @@ class Sequential:
         self.input_shape = None
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
+        self._left_behind = []  # arrays moved into _flat that a layer still held then: see _params_and_grads
         self._input_shapes = []  # of each layer in the last forward pass, which _backward checks dL/dx against
         self._scratch = Scratch()
         for layer in layers:
@@ -88,7 +90,7 @@ class Sequential:
         # A copy (copy.deepcopy, pickle) gets each view into the flat arrays (_params_and_grads)
         # as an array of its own, which updates of the flat array would not reach: the copy's
         # first step flattens its parameters again.
-        return {**self.__dict__, "_flat": None}
+        return {**self.__dict__, "_flat": None, "_left_behind": []}
 
     # ------------------------------------------------------------- structure
     def add(self, layer):
@@ -232,11 +234,11 @@ class Sequential:
             optimizer = optimizers_module.get(optimizer)
         except (TypeError, ValueError) as error:
             raise type(error)(f"Sequential.compile: {error}") from None
-        owner = _COMPILED_INTO.get(optimizer, lambda: None)()
+        owner = _compiled_into(optimizer)
         if owner is not None and owner is not self:
-            raise ValueError(f"Sequential.compile: this {type(optimizer).__name__} is compiled into the model "
-                             f"{owner.name!r}, and its moments and step count are that model's; give each model an "
-                             f"optimiser of its own (e.g. {type(optimizer).__name__}(lr={optimizer.lr!r}))")
+            raise ValueError(f"Sequential.compile: this {type(optimizer).__name__} is compiled into another model "
+                             f"({owner.name!r}), and its moments and step count are that model's; give each model "
+                             "an optimiser of its own (a new one, or copy.deepcopy of this one)")
         loss = CrossEntropy() if loss is None else loss
         if isinstance(loss, type) or not all(callable(getattr(loss, m, None)) for m in ("batch_loss", "backward")):
             raise TypeError(f"Sequential.compile: loss must be a loss object with batch_loss and backward, "
@@ -261,11 +263,13 @@ class Sequential:
                               "CrossEntropy() with a final Softmax", UserWarning, stacklevel=2)
         optimizer.reset()
         if self.optimizer is not None and self.optimizer is not optimizer:
-            _COMPILED_INTO.pop(self.optimizer, None)  # free for another model
-        _COMPILED_INTO[optimizer] = weakref.ref(self)
+            _COMPILED_INTO.pop(id(self.optimizer), None)  # free for another model
+        key = id(optimizer)
+        _COMPILED_INTO[key] = (weakref.ref(optimizer, lambda _: _COMPILED_INTO.pop(key, None)), weakref.ref(self))
         self.optimizer, self.loss, self.metrics = optimizer, loss, tuple(metrics)
         self._trainable_keys = None
         self._flat = None
+        self._left_behind = []
 
     @property
     def _fused(self):
@@ -305,6 +309,7 @@ class Sequential:
                     raise RuntimeError(f"{layer.describe()}: forward returned {got}, but output_shape says "
                                        f"{batch_shape_text(expected[1:])} for its input {tuple(self._input_shapes[-1])}; "
                                        "forward and output_shape must agree")
+        self._refuse_left_behind("parameter")
         return x
 
     @contextlib.contextmanager
@@ -387,6 +392,7 @@ class Sequential:
                 if g.shape != input_shape:
                     raise RuntimeError(f"{layer.describe()}: backward returned dL/dx of shape {tuple(g.shape)}, "
                                        f"but its input had shape {tuple(input_shape)}")
+        self._refuse_left_behind("gradient")
 
     def _in_model_dtype(self, g, what):
         """The gradient ``g`` in the model's dtype, as the layers below take it (a loss or a layer of
@@ -414,11 +420,14 @@ class Sequential:
         whole-array operations rather than a dozen per parameter array: on a
         GPU, where every operation costs a fixed launch time, that is most of
         Adam's cost. A layer that rebinds ``grads[name]`` (or ``params[name]``)
-        to a new array instead of writing into it is noticed and copied in. A
-        layer that also keeps an array it moves as an attribute of its own
-        (``self.W = self.params["W"]``) is a ``RuntimeError`` naming it, before
-        anything moves: that attribute would go on reading (or writing) the
-        array left behind, which the optimiser no longer sees.
+        to a new array instead of writing into it is noticed and copied in.
+
+        A layer may also hold a moved array in an attribute of its own: one it
+        sets afresh in each ``forward`` or ``backward`` then follows, but one
+        kept from ``build`` (``self.W = self.params["W"]``) would go on reading
+        (or writing) the array left behind, which the optimiser no longer
+        sees. Such attributes are noted here, and ``_refuse_left_behind``
+        names any that still hold their old array after the next pass.
         """
         slots, keys = self._trainable_slots_and_keys()
         if self._trainable_keys is not None and keys != self._trainable_keys:
@@ -432,14 +441,30 @@ class Sequential:
         if self._flat is None:
             self._flat = _flatten(slots)
         flat_params, flat_grads, views = self._flat
-        moves = [(layer, name, arrays, view) for (layer, name), (param_view, grad_view) in zip(slots, views)
-                 for arrays, view in ((layer.params, param_view), (layer.grads, grad_view)) if arrays[name] is not view]
-        for layer, name, arrays, _ in moves:
-            _refuse_held_array(layer, name, arrays[name], "parameter" if arrays is layer.params else "gradient")
-        for layer, name, arrays, view in moves:
-            _copy_into(view, arrays[name], layer, name)
-            arrays[name] = view
+        for (layer, name), (param_view, grad_view) in zip(slots, views):
+            for arrays, view, kind in ((layer.params, param_view, "parameter"), (layer.grads, grad_view, "gradient")):
+                if arrays[name] is not view:
+                    self._left_behind += [(layer, attribute, arrays[name], kind, name)
+                                          for attribute in _attributes_holding(layer, arrays[name])]
+                    _copy_into(view, arrays[name], layer, name)
+                    arrays[name] = view
         return [flat_params], [flat_grads]
+
+    def _refuse_left_behind(self, kind):
+        """``RuntimeError`` naming a layer attribute that still holds a ``kind`` array that ``_params_and_grads``
+        moved (parameters are checked after a forward pass, gradients after a backward pass); the others are
+        forgotten."""
+        watched = [entry for entry in self._left_behind if entry[3] == kind]
+        if not watched:
+            return
+        self._left_behind = [entry for entry in self._left_behind if entry[3] != kind]
+        for layer, attribute, array, _, name in watched:
+            if attribute in _attributes_holding(layer, array):
+                where = "params" if kind == "parameter" else "grads"
+                raise RuntimeError(f"{layer.describe()}: keeps its {kind} {name!r} as self.{attribute}, the array "
+                                   f"it was before the model moved every {kind} into one array for the optimiser, "
+                                   f"so self.{attribute} is out of date; use self.{where}[{name!r}] where it is "
+                                   "needed (see docs/custom_layer.md)")
 
     def train_on_batch(self, x, y, class_weight=None, sample_weight=None):
         """One step — forward, backward, update — on one batch; returns the loss (a float).
@@ -619,7 +644,7 @@ class Sequential:
         """
         self._require_compiled("evaluate")
         check_choice("evaluate", "verbose", verbose, (0, 1, 2))
-        _check_in_order(x, "evaluate")
+        _check_as_it_is(x, "evaluate")
         batches = self._batches(x, y, batch_size, False, "evaluate", sample_weight)
         return self._evaluate_batches(batches, "evaluate", verbose == 1, "Evaluating")
 
@@ -660,7 +685,7 @@ class Sequential:
                                  "batch axis, or (x, y) pairs); this one mixes shapes") from None
         given_batches = not hasattr(x, "shape")
         if given_batches:
-            _check_in_order(x, "predict")
+            _check_as_it_is(x, "predict")
         else:
             self._check_inputs(x, "predict")  # also an empty x, which makes no batch
         batches = x if given_batches else [x[i : i + batch_size] for i in range(0, len(x), batch_size)]
@@ -837,7 +862,7 @@ class Sequential:
             return self._batches(data[0], data[1], batch_size, False, "validation_data", *data[2:])
         if hasattr(data, "__len__") and len(data) == 0:
             raise ValueError("validation_data: no samples")
-        _check_in_order(data, "validation_data")
+        _check_as_it_is(data, "validation_data")
         return self._checked_iterable(_batch_iterable(data, "validation_data"), "validation_data")
 
     def _checked_iterable(self, batches, what):
@@ -1141,18 +1166,24 @@ class Sequential:
             raise ValueError(f"the optimiser's state does not fit the model ({exc})") from None
 
 
-def _check_in_order(batches, what):
-    """``ValueError`` naming ``what`` for an ``ArrayBatches`` that shuffles or augments its batches.
+def _check_as_it_is(batches, what):
+    """``ValueError`` naming ``what`` for an ``ArrayBatches`` that augments its batches, or, for ``predict``, shuffles them.
 
-    ``predict``, ``evaluate`` and the validation in ``fit`` take the data in
-    order and as it is: shuffled, ``predict``'s rows would come back in an
-    order that cannot be undone; augmented, the figures would be of other images.
+    ``predict``, ``evaluate`` and the validation in ``fit`` take the images as
+    they are (augmented, the figures would be of other images), and
+    ``predict`` in order too: shuffled, its rows would come back in an order
+    that cannot be undone. (A loss or an accuracy over all the rows is the
+    same in any order.)
     """
-    if isinstance(batches, ArrayBatches) and (batches.shuffle or batches.augment is not None):
-        does = " and ".join(word for word, on in (("shuffles", batches.shuffle),
-                                                  ("augments", batches.augment is not None)) if on)
-        raise ValueError(f"{what}: this ArrayBatches {does} its batches, as for training; {what} takes the data "
-                         "in order and as it is: make one with shuffle=False and no augment")
+    if not isinstance(batches, ArrayBatches):
+        return
+    shuffles = batches.shuffle and what == "predict"
+    if shuffles or batches.augment is not None:
+        does = " and ".join(word for word, on in (("shuffles", shuffles), ("augments", batches.augment is not None))
+                            if on)
+        raise ValueError(f"{what}: this ArrayBatches {does} its batches, as for training; {what} takes the images "
+                         + ("in order and as they are: make one with shuffle=False and no augment" if what == "predict"
+                            else "as they are: make one without augment"))
 
 
 def _refuse_foreign_array(a, what, name):
@@ -1173,11 +1204,15 @@ def _batch_iterable(batches, what):
     wrong = isinstance(batches, (str, bytes)) or not isinstance(batches, collections.abc.Iterable) or (
         isinstance(batches, (list, tuple)) and not all(isinstance(batch, (list, tuple)) for batch in batches))
     if wrong:
-        arrays_in_a_tuple = isinstance(batches, tuple) and len(batches) in (2, 3) and hasattr(batches[0], "shape")
+        arrays = isinstance(batches, (tuple, list)) and len(batches) in (2, 3) and hasattr(batches[0], "shape")
+        hint = ""
+        if arrays:  # fit((x, y)) for fit(x, y)
+            given = "(x, y)" if len(batches) == 2 else "(x, y, w)"
+            hint = (f" of arrays: pass them as {what}(x, y" + ("" if len(batches) == 2 else ", sample_weight=w")
+                    + f"), not {what}({given if isinstance(batches, tuple) else '[' + given[1:-1] + ']'})")
         raise TypeError(f"{what}: expected arrays (x, y[, w]) or an iterable of (x, y[, w]) batches, "
                         f"got {type(batches).__name__}" + (f" {batches!r}" if isinstance(batches, (str, int, float))
-                                                           else "")
-                        + (f" of arrays: pass them as {what}(x, y), not {what}((x, y))" if arrays_in_a_tuple else ""))
+                                                           else "") + hint)
     return batches
 
 
@@ -1232,15 +1267,16 @@ def _saved_config(layer):
     return config
 
 
-def _refuse_held_array(layer, name, array, kind):
-    """``RuntimeError`` if ``layer`` keeps ``array`` (its ``kind`` ``name``), or a view of it, in an attribute."""
-    held = [attribute for attribute, value in vars(layer).items()
+def _attributes_holding(layer, array):
+    """The names of ``layer``'s attributes that hold ``array`` or a view of it."""
+    return [attribute for attribute, value in vars(layer).items()
             if value is array or getattr(value, "base", None) is array]
-    if held:
-        where = "params" if kind == "parameter" else "grads"
-        raise RuntimeError(f"{layer.describe()}: keeps its {kind} {name!r} as self.{held[0]} too; in a model every "
-                           f"{kind} moves into one array for the optimiser, and self.{held[0]} would not follow: "
-                           f"use self.{where}[{name!r}] where it is needed (see docs/custom_layer.md)")
+
+
+def _compiled_into(optimizer):
+    """The live model that ``optimizer`` (this very instance) is compiled into, or None."""
+    entry = _COMPILED_INTO.get(id(optimizer))
+    return entry[1]() if entry is not None and entry[0]() is optimizer else None
 
 
 def _copy_into(view, array, layer, name):

@@ -591,15 +591,19 @@ def test_catch_up_names_a_missing_monitor_and_refuses_lost_best_weights():
         EarlyStopping(restore_best_weights=True).catch_up([{"val_loss": 1.0}])
 
 
-def test_fit_trains_no_epoch_when_the_caught_up_run_had_already_stopped():
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_fit_trains_no_epoch_when_the_caught_up_run_had_already_stopped(capsys, verbose):
     x, y = tiny_images(8, seed=4)
     model = tiny_cnn(optimizer=SGD(0.5))
     before = model.get_weights()
-    stopper = EarlyStopping(monitor="loss", patience=1)
+    stopper = EarlyStopping(monitor="loss", patience=1, verbose=verbose)
     stopper.catch_up([{"loss": 1.0}, {"loss": 1.5}])  # epoch 2 did not improve: that run stopped there
     history = model.fit(x, y, epochs=5, initial_epoch=2, batch_size=4, verbose=0, callbacks=[stopper])
     assert history.epoch == []
     assert_weights_equal(model.get_weights(), before)
+    assert capsys.readouterr().out.splitlines() == (
+        ["EarlyStopping stops training at once: the epochs caught up on had no better loss in their last 1 epoch"]
+        if verbose else [])
 
 
 @pytest.mark.parametrize("make", [EarlyStopping, ReduceLROnPlateau, lambda **kw: ModelCheckpoint("m.npz", **kw)],

@@ -1042,36 +1042,72 @@ def test_a_custom_layer_whose_output_is_not_its_output_shape_is_named(forward, m
         assert str(err.value) == message
 
 
-@pytest.mark.parametrize("kept", ["params", "grads"])
-def test_a_custom_layer_that_keeps_its_own_parameter_array_is_refused_before_any_moves(kept):
-    # In a model the parameters move into one flat array: a kept reference would go on using the old one.
+def keeping_layer(keeps):
+    """A layer ``y = gamma * x`` that keeps its parameter or gradient in ``self.kept`` as ``keeps`` says."""
     from minidl import initializers
 
     class KeepsItsGamma(Layer):
         def build(self, input_shape):
             self.add_weight("gamma", input_shape, initializers.zeros)
-            self.kept = getattr(self, kept)["gamma"].reshape(-1)  # a view counts too
+            if keeps in ("params from build", "params view from build"):
+                self.kept = self.params["gamma"] if keeps == "params from build" else self.params["gamma"].reshape(-1)
+            if keeps == "grads from build":
+                self.kept = self.grads["gamma"]
 
         def forward(self, x, training=False):
             self.check_input(x)
+            if keeps == "params each forward":
+                self.kept = self.params["gamma"]  # read afresh: it follows the move
             self.x = x
-            return x * self.params["gamma"]
+            gamma = self.kept.reshape(self.params["gamma"].shape) if "params" in keeps else self.params["gamma"]
+            return x * gamma
 
         def backward(self, dy):
             self.check_output_gradient(dy)
-            self.grads["gamma"][...] = (dy * self.x).sum(axis=0)
+            gradient = (dy * self.x).sum(axis=0)
+            if keeps == "grads from build":
+                self.kept[...] = gradient  # into the array left behind
+            elif keeps == "grads assigned each backward":
+                self.kept = self.grads["gamma"] = gradient  # a new array, copied in: allowed
+            else:
+                self.grads["gamma"][...] = gradient
             return dy * self.params["gamma"]
 
-    model = Sequential([KeepsItsGamma(name="scale"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    return KeepsItsGamma(name="scale")
+
+
+@pytest.mark.parametrize("keeps, kind", [("params from build", "parameter"), ("params view from build", "parameter"),
+                                         ("grads from build", "gradient")])
+def test_a_custom_layer_that_keeps_a_moved_array_from_build_is_named_after_the_next_pass(keeps, kind):
+    # In a model the parameters move into one flat array at the first step: an array kept
+    # from build goes on being read (or written) where the optimiser no longer looks.
+    model = Sequential([keeping_layer(keeps), Dense(2), Softmax()], input_shape=(3,), seed=0)
     model.compile(SGD(0.1))
-    before = model.get_weights()
-    kind = {"params": "parameter", "grads": "gradient"}[kept]
+    x, y = np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+    model.train_on_batch(x, y)  # the arrays move after this step's backward pass
+    after_one_step = model.get_weights()
+    where = "params" if kind == "parameter" else "grads"
     with pytest.raises(RuntimeError, match=re.escape(
-            f"KeepsItsGamma 'scale': keeps its {kind} 'gamma' as self.kept too; in a model every {kind} moves into one array "
-            f"for the optimiser, and self.kept would not follow: use self.{kept}['gamma'] where it is needed")):
-        model.train_on_batch(np.ones((4, 3), np.float32), np.array([0, 1, 0, 1]))
-    assert all(layer.params[name].base is None for layer in model.layers for name in layer.params)  # none moved
-    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+            f"KeepsItsGamma 'scale': keeps its {kind} 'gamma' as self.kept, the array it was before the model moved "
+            f"every {kind} into one array for the optimiser, so self.kept is out of date; use self.{where}['gamma'] "
+            "where it is needed")):
+        model.train_on_batch(x, y)
+    assert all(np.array_equal(a, b) for a, b in zip(after_one_step, model.get_weights()))  # no second update
+
+
+@pytest.mark.parametrize("keeps", ["params each forward", "grads assigned each backward"])
+def test_a_custom_layer_that_sets_its_own_reference_each_pass_trains_as_one_that_keeps_none(keeps):
+    x, y = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), np.array([0, 1, 0, 1])
+    weights = []
+    for layer in (keeping_layer(keeps), keeping_layer("nothing")):
+        model = Sequential([layer, Dense(2), Softmax()], input_shape=(3,), seed=0)
+        model.compile(SGD(0.1))
+        for _ in range(3):
+            model.train_on_batch(x, y)
+        weights.append(model.get_weights())
+    assert not np.array_equal(weights[1][0], np.zeros(3))  # gamma trained
+    for a, b in zip(*weights):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_a_custom_layer_that_skips_layers_init_is_named_when_added():
@@ -1090,8 +1126,9 @@ def test_one_optimiser_instance_is_refused_for_a_second_model():
     first.compile(optimizer)
     first.compile(optimizer)  # compiling the same model again is fine
     with pytest.raises(ValueError, match=re.escape(
-            f"Sequential.compile: this Adam is compiled into the model {first.name!r}, and its moments and step "
-            "count are that model's; give each model an optimiser of its own (e.g. Adam(lr=0.01))")):
+            "Sequential.compile: this Adam is compiled into another model ('sequential'), and its moments and step "
+            "count are that model's; give each model an optimiser of its own (a new one, or copy.deepcopy of this "
+            "one)")):
         second.compile(optimizer)
     first.compile(Adam(0.01))  # the first model lets it go ...
     second.compile(optimizer)  # ... and then it is free
@@ -1101,6 +1138,24 @@ def test_one_optimiser_instance_is_refused_for_a_second_model():
     del third
     gc.collect()
     second.compile(other)  # the model it was compiled into is gone
+
+
+def test_optimisers_equal_in_value_are_still_two_optimisers(monkeypatch):
+    from minidl import optimizers
+
+    monkeypatch.setattr(optimizers, "OPTIMIZER_CLASSES", dict(optimizers.OPTIMIZER_CLASSES))  # this class stays here
+
+    class ComparableSGD(SGD):  # compared by their settings, as a user's subclass may be
+        def __eq__(self, other):
+            return type(other) is type(self) and other.get_config() == self.get_config()
+
+        def __hash__(self):
+            return hash(tuple(sorted(self.get_config().items())))
+
+    first, second = (Sequential([Dense(2), Softmax()], input_shape=(3,), seed=seed) for seed in (0, 1))
+    first.compile(ComparableSGD(0.1))
+    second.compile(ComparableSGD(0.1))  # equal, but another instance
+    assert first.optimizer == second.optimizer and first.optimizer is not second.optimizer
 
 
 def test_class_weights_given_both_to_the_loss_and_to_fit_are_refused_before_anything_changes():
@@ -1135,27 +1190,43 @@ def test_arrays_of_another_library_are_refused_naming_how_to_convert_them():
 def test_a_pair_of_arrays_given_as_one_argument_says_how_to_pass_them():
     model = Sequential([Dense(2), Softmax()], input_shape=(4,), seed=0)
     model.compile(SGD(0.1))
-    with pytest.raises(TypeError, match=re.escape("got tuple of arrays: pass them as fit(x, y), not fit((x, y))")):
-        model.fit((np.zeros((8, 4)), np.zeros(8, int)))
+    x, y, w = np.zeros((8, 4)), np.zeros(8, int), np.ones(8)
+    for given, hint in (((x, y), "tuple of arrays: pass them as fit(x, y), not fit((x, y))"),
+                        ([x, y], "list of arrays: pass them as fit(x, y), not fit([x, y])"),
+                        ((x, y, w), "tuple of arrays: pass them as fit(x, y, sample_weight=w), not fit((x, y, w))")):
+        with pytest.raises(TypeError, match=re.escape(f"got {hint}")):
+            model.fit(given)
 
 
-@pytest.mark.parametrize("options, does", [({"shuffle": True}, "shuffles"),
-                                            ({"shuffle": False, "augment": lambda x, rng: x}, "augments"),
-                                            ({"shuffle": True, "augment": lambda x, rng: x}, "shuffles and augments")])
-def test_predict_evaluate_and_validation_refuse_batches_that_are_shuffled_or_augmented(options, does):
-    # predict's rows would come back in an order nobody can undo; the figures would be of other images.
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_predict_evaluate_and_validation_refuse_augmented_batches(shuffle):
+    # The figures would be of other images than the data's.
     x, y = tiny_images(8, seed=1)
     model = tiny_cnn()
-    batches = ArrayBatches(x, y, batch_size=4, seed=0, **options)
-    for run, what in ((lambda: model.predict(batches), "predict"), (lambda: model.evaluate(batches), "evaluate"),
-                      (lambda: model.fit(x, y, validation_data=batches, verbose=0), "validation_data")):
-        with pytest.raises(ValueError, match=f"^{what}: this ArrayBatches {does} its batches, as for training; {what} "
-                                             "takes the data in order and as it is: make one with shuffle=False and "
-                                             "no augment$"):
+    batches = ArrayBatches(x, y, batch_size=4, seed=0, shuffle=shuffle, augment=lambda images, rng: images)
+    does = "shuffles and augments" if shuffle else "augments"
+    for run, what, then in ((lambda: model.predict(batches), "predict", "in order and as they are: make one with "
+                                                                         "shuffle=False and no augment"),
+                            (lambda: model.evaluate(batches), "evaluate", "as they are: make one without augment"),
+                            (lambda: model.fit(x, y, validation_data=batches, verbose=0), "validation_data",
+                             "as they are: make one without augment")):
+        with pytest.raises(ValueError) as err:
             run()
+        assert str(err.value) == (f"{what}: this ArrayBatches {does if what == 'predict' else 'augments'} its "
+                                  f"batches, as for training; {what} takes the images {then}")
     assert batches.epoch == 0  # not iterated
-    in_order = ArrayBatches(x, y, batch_size=4, shuffle=False)
-    assert_allclose(model.predict(in_order), model.predict(x))
+
+
+def test_predict_refuses_shuffled_batches_which_evaluate_and_validation_take():
+    # predict's rows would come back in an order nobody can undo; a mean over all rows is the same in any order.
+    x, y = tiny_images(8, seed=1)
+    model = tiny_cnn()
+    shuffled = ArrayBatches(x, y, batch_size=4, seed=0)  # shuffle=True, the default
+    with pytest.raises(ValueError, match="^predict: this ArrayBatches shuffles its batches, as for training; "):
+        model.predict(shuffled)
+    assert model.evaluate(shuffled) == pytest.approx(model.evaluate(x, y))
+    model.fit(x, y, validation_data=shuffled, epochs=1, verbose=0)
+    assert_allclose(model.predict(ArrayBatches(x, y, batch_size=4, shuffle=False)), model.predict(x))
 
 
 @pytest.mark.parametrize("make, error, match", [
