@@ -2273,3 +2273,21 @@ def test_an_unbuilt_model_whose_first_layer_cannot_tell_its_output_shape_still_h
 def test_set_weights_refuses_what_has_no_order_or_length(weights):
     with pytest.raises(TypeError, match=r"^set_weights: weights must be a list of arrays"):
         tiny_cnn().set_weights(weights)
+
+
+@pytest.mark.parametrize("terminal, interval", [(True, 0.1), (False, 30.0)])
+def test_the_progress_bar_is_redrawn_seldom_into_a_log_file(monkeypatch, terminal, interval):
+    # Every redraw stays in a file: ten a second would fill a log.
+    class Stream:
+        def isatty(self):
+            return terminal
+
+        def write(self, text):
+            pass
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(model_module.sys, "stderr", Stream())
+    with model_module._progress_bar([1, 2], "Epoch 1/1", True) as bar:
+        assert bar.mininterval == interval
