@@ -1163,3 +1163,78 @@ def test_a_parameter_with_no_entries_has_nothing_to_check_and_passes():
     # It was taken for a parameter wholly on kinks (all() of no entries is True).
     report = check_layer(PlusAnEmptySum(), random_input((2, 3), 0))
     assert report["e"] == 0.0 and report["x"] < 1e-6
+
+
+# ---------------------------------------------- mistakes a check must not let through, and false alarms
+def test_a_relu_input_at_exactly_0_is_a_kink_however_little_g_weighs_it():
+    # With seed 34 the random g weighs entry (0, 0) by less than 0.01: its kink, a jump of |g| between
+    # the one-sided slopes, was measured against 0.01 and missed, and ReLU's right gradient called wrong.
+    x = random_input((4, 5), 0)
+    x[0, 0] = 0.0
+    for seed in range(60):
+        check_layer(ReLU(), x, seed=seed)
+
+
+class FirstLayerSkipsItsGradients(Layer):
+    """``y = x W``, whose backward returns early when no input gradient is wanted, before writing dL/dW."""
+
+    input_rank = 1
+
+    def build(self, input_shape):
+        self.add_weight("W", (input_shape[0], 3), "glorot_uniform")
+
+    def output_shape(self, input_shape):
+        return (3,)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return x @ self.params["W"]
+
+    def backward(self, dy):
+        self.check_output_gradient(dy)
+        if not self.needs_input_grad:
+            return None  # wrong: as a model's first layer it would never train
+        self.grads["W"][...] = self.x.T @ dy
+        return dy @ self.params["W"].T
+
+
+def test_a_backward_that_skips_the_parameter_gradients_without_an_input_gradient_is_caught():
+    with pytest.raises(AssertionError, match=re.escape(
+            "FirstLayerSkipsItsGradients: with needs_input_grad False (the first layer of a model), backward gives "
+            "grads['W'] 0 at index (0, 0), and ")) as err:
+        check_layer(FirstLayerSkipsItsGradients(), random_input((4, 5), 0))
+    assert str(err.value).endswith("with it True; it must compute the parameter gradients either way (it may skip "
+                                   "only dL/dx)")
+    check_layer(Dense(3), random_input((4, 5), 0))  # the built-in layers skip only dL/dx
+
+
+class TanhInFloat32(Layer):
+    """``tanh``, whose backward computes in float32 and returns float64: right to float32's precision only."""
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.y = np.tanh(x)
+        return self.y
+
+    def backward(self, dy):
+        self.check_output_gradient(dy)
+        y = self.y.astype(np.float32)
+        return (dy.astype(np.float32) * (1 - y * y)).astype(dy.dtype)
+
+
+class TanhInFloat64(TanhInFloat32):
+    def backward(self, dy):
+        self.check_output_gradient(dy)
+        return dy * (1 - self.y * self.y)
+
+
+def test_a_backward_computed_in_float32_passes_with_a_warning_that_says_so():
+    x = random_input((4, 5), 0)
+    with pytest.warns(UserWarning, match=r"^check_layer: TanhInFloat32 passes, but its dL/dx agrees with the finite "
+                                         r"differences only to about \d(\.\d)?e-0[678] \(relative\), more than "
+                                         "rounding in them explains; .* does it compute in float32 somewhere"):
+        check_layer(TanhInFloat32(), x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same layer in float64: no warning
+        check_layer(TanhInFloat64(), x)
