@@ -54,11 +54,14 @@ def _finite_differences(f, x, h, g):
     one-sided slopes ``(f(x+h) - f(x)) / h`` and ``(f(x) - f(x-h)) / h`` differ
     by O(1), while on smooth ground they differ by only O(h f''). An entry is
     taken for a kink where they differ by more than a hundredth of the
-    central slope (or of 1, if larger), or (beyond rounding) by more than a
-    hundredth of the weight ``sum |g_k|`` of the outputs it moves: a bend of
-    the slope by 0.01 or more, however small ``g`` is there (a ReLU at 0
-    that the random ``g`` weighs by 0.001, say). Such entries have no
-    derivative to compare against, so ``check_layer`` skips them.
+    central slope (or of 1, if larger); or where they differ (well beyond
+    rounding) by more than a hundredth of the weight ``sum |g_k|`` of the
+    outputs it moves, a bend of the slope by 0.01 or more however small
+    ``g`` is there (a ReLU at 0 that the random ``g`` weighs by 0.001, say),
+    and still do by at least half as much with a step ten times smaller: at
+    a kink the difference stays, on smooth ground (a steep curve, ``exp`` at
+    10) it shrinks with the step. Such entries have no derivative to compare
+    against, so ``check_layer`` skips them.
 
     Each output ``f_k`` is computed to about ``eps |f_k|`` (float64's machine
     epsilon), so the difference of an output that the step moves may be off by
@@ -78,19 +81,34 @@ def _finite_differences(f, x, h, g):
     rounding = np.zeros(x.size)
     f0 = f(x)
     for i in range(x.size):
-        original = float(flat_x[i])
-        flat_x[i] = original + h
-        f_plus = f(x)
-        flat_x[i] = original - h
-        f_minus = f(x)
-        flat_x[i] = original
+        f_plus, f_minus = _either_side(f, x, flat_x, i, h)
         central[i] = float((g * (f_plus - f_minus)).sum()) / (2 * h)
         moved = abs(g) * (abs(f_plus) + abs(f_minus)) * (f_plus != f_minus)
         rounding[i] = np.finfo(np.float64).eps * float(moved.sum()) / (2 * h)
-        jump = abs(float((g * ((f_plus - f0) - (f0 - f_minus))).sum())) / h
-        weight = float((abs(g) * ((f_plus != f0) | (f_minus != f0))).sum())
-        kink[i] = jump > 1e-2 * max(1.0, abs(central[i])) or (jump > 1e-2 * weight and jump > 20 * rounding[i])
+        jump = _jump(f_plus, f0, f_minus, g, h)
+        kink[i] = jump > 1e-2 * max(1.0, abs(central[i])) or (
+            jump > 200 * rounding[i]
+            and jump > 1e-2 * float((abs(g) * ((f_plus != f0) | (f_minus != f0))).sum())
+            and _jump(*_either_side(f, x, flat_x, i, h / 10, f0), g, h / 10) > 0.5 * jump)
     return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape), rounding.reshape(x.shape)
+
+
+def _either_side(f, x, flat_x, i, step, f0=None):
+    """``f`` with entry ``i`` of ``x`` (``flat_x``, a flat view of it) moved by ``+step`` and by ``-step``,
+    then put back: ``(f_plus, f_minus)``, or ``(f_plus, f0, f_minus)`` when ``f0``, ``f(x)``, is given."""
+    original = float(flat_x[i])
+    flat_x[i] = original + step
+    f_plus = f(x)
+    flat_x[i] = original - step
+    f_minus = f(x)
+    flat_x[i] = original
+    return (f_plus, f_minus) if f0 is None else (f_plus, f0, f_minus)
+
+
+def _jump(f_plus, f0, f_minus, g, step):
+    """``|right - left|``, how far the one-sided slopes of ``sum(g * f)`` differ: ``f`` at ``x + step``, ``x``
+    and ``x - step``."""
+    return abs(float((g * ((f_plus - f0) - (f0 - f_minus))).sum())) / step
 
 
 def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-7, check_input=True,
@@ -130,14 +148,18 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     different outputs (random numbers not drawn from ``self.generator()``),
     ``backward`` adding to ``grads`` instead of overwriting them (or leaving
     entries unwritten), a gradient that is not a float64 array, or is NaN
-    or infinite anywhere (on a kink too). ``TypeError`` for a
+    or infinite anywhere (on a kink too), parameter gradients that differ
+    when ``backward`` runs with ``needs_input_grad`` False (as a model's
+    first layer). ``TypeError`` for a
     layer holding layers with parameters of their own (``Layer.check_inner_layers``).
 
     Entries at a kink of the layer's function (see ``_finite_differences``)
     are skipped; if more than a fifth of the inputs, or every entry of a
     parameter, sit on one, ``ValueError``. ``ValueError`` too for an output
     that is not finite at ``x``. A warning when every numerical entry of a
-    gradient is below ``atol``: the check then tells little.
+    gradient is below ``atol``: the check then tells little; and one when a
+    gradient passes but agrees only to about float32's precision, at any
+    step (``_warn_if_float32``).
 
     Returns:
         dict name -> worst relative error, for ``"x"`` and each parameter.
@@ -188,8 +210,9 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
                 "loses precision (computes in float32, say); draw inputs away from thresholds and ties, "
                 "and compute in the input's dtype"
             )
-        report["x"], unexplained["dL/dx"] = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink,
-                                                     rounding=rounding, h=h)
+        report["x"], excess, index = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink, rounding=rounding,
+                                              h=h)
+        unexplained["dL/dx"] = (excess, index, lambda v: outputs(v, {}), x, dx)
     for name, value in pristine.params.items():
         numeric, kink, rounding = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g)
         # A layer's own bias at 0 before a kink is common (random_params=False): only
@@ -199,9 +222,10 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
                              "precision in it (a float32 copy, say), so none could be checked; give it values "
                              "away from its kinks, and compute in the input's dtype")
         unused = f" (finite differences are 0 everywhere: does forward read self.params[{name!r}]?)"
-        report[name], unexplained[f"dL/d{name}"] = _compare(what, f"dL/d{name}", analytic.grads[name], numeric, rtol,
-                                                            atol, skip=kink, rounding=rounding, h=h,
-                                                            hint_if_numeric_zero=unused)
+        report[name], excess, index = _compare(what, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol,
+                                               skip=kink, rounding=rounding, h=h, hint_if_numeric_zero=unused)
+        unexplained[f"dL/d{name}"] = (excess, index, lambda v, name=name: outputs(x, {name: v}), value,
+                                      analytic.grads[name])
 
     for name in pristine.params:
         index = _first_index(xp.isnan(again.grads[name]))
@@ -211,7 +235,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
                 f"left NaN at index {index}; it must write every entry (assign, not +=): a model never zeroes them"
             )
     _check_without_input_gradient(pristine, analytic, x, g, training, what, random_params, rtol, atol)
-    _warn_if_float32(what, unexplained)
+    _warn_if_float32(what, unexplained, h, g)
     return report
 
 
@@ -350,18 +374,37 @@ def _check_without_input_gradient(pristine, analytic, x, g, training, what, rand
                 "the parameter gradients either way (it may skip only dL/dx)")
 
 
-def _warn_if_float32(what, unexplained):
+def _warn_if_float32(what, unexplained, h, g):
     """A warning when a gradient that passed agrees with the finite differences less closely than float64
-    arithmetic and the differences' rounding explain, by about what float32 arithmetic gives
-    (``unexplained``: name -> that excess, relative, from ``_compare``). A heuristic: a larger excess that
-    passed was let through by tolerances chosen for it."""
-    suspect = {name: excess for name, excess in unexplained.items() if 1e-8 < excess <= 1e-4}
-    name, excess = max(suspect.items(), key=lambda item: item[1], default=(None, 0.0))
-    if name is not None:
+    arithmetic and the differences' rounding explain, by about what float32 arithmetic gives, at every step.
+
+    ``unexplained``: name -> ``(excess, index, f, value, analytic)``, the relative excess and its entry from
+    ``_compare``, the function whose differences gave it, the array they were taken at and the gradient.
+    A heuristic: the excess must be between 1e-8 and 1e-4 (a larger one that passed was let through by
+    tolerances chosen for it), and the same within a factor of 3 with steps of ``h/10`` and ``10 h``: the
+    error of a float32 backward does not depend on the step, while the truncation (``h²``) and the
+    rounding inside ``f`` (``1/h``: a cancellation, as in ``1 - cos x`` at small ``x``) of the
+    differences change with it.
+    """
+    for name, (excess, index, f, value, analytic) in sorted(unexplained.items(), key=lambda item: -item[1][0]):
+        if not 1e-8 < excess <= 1e-4:
+            continue
+        gradient = float(to_numpy(analytic)[index])
+        errors = [abs(gradient - _central_at(f, value, index, step, g)) for step in (h / 10, h, 10 * h)]
+        if max(errors) > 3 * min(errors):
+            continue
         warnings.warn(f"check_layer: {what} passes, but its {name} agrees with the finite differences only to about "
                       f"{excess:.1g} (relative), more than rounding in them explains; a float64 backward usually "
                       "agrees to 1e-9 or better: does it compute in float32 somewhere (a float32 array or "
                       "constant mixed in)?", stacklevel=3)
+        return
+
+
+def _central_at(f, x, index, step, g):
+    """The central difference of ``sum(g * f)`` at entry ``index`` of ``x``, with ``step``."""
+    x = get_array_module(x).array(x, dtype=np.float64, order="C")
+    f_plus, f_minus = _either_side(f, x, x.reshape(-1), int(np.ravel_multi_index(index, x.shape)), step)
+    return float((g * (f_plus - f_minus)).sum()) / (2 * step)
 
 
 def _first_index(mask):
@@ -378,16 +421,17 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, rounding, h, hint_
     (``rounding``, from ``_finite_differences`` with step ``h``), the message
     says so: the layer may be right and the step too small for its outputs.
 
-    Returns the worst relative error, and the worst relative excess of an
+    Returns the worst relative error; the worst relative excess of an
     entry's difference over ten times that rounding, among the entries well
-    above ``atol`` (at most 0 for a float64 backward; about float32's
-    precision, 1e-7, for one that computes in float32).
+    above ``atol`` (about float32's precision, 1e-7, for a backward that
+    computes in float32; for a float64 one at most 0 but where truncation or
+    rounding inside ``f`` add to the differences' error); and that entry's index.
     """
     analytic, numeric = to_numpy(analytic), to_numpy(numeric)  # float64: _forward_backward saw to it
     if analytic.shape != numeric.shape:
         raise AssertionError(f"{what}: {name} has shape {analytic.shape}, expected {numeric.shape}")
     if analytic.size == 0:
-        return 0.0, 0.0
+        return 0.0, 0.0, None
     # Not even at a kink may backward give NaN or infinity: training would spread it to every weight.
     for values, source, checked in ((analytic, "backward gives", True), (numeric, "finite differences give", ~skip)):
         index = _first_index(~np.isfinite(values) & checked)
@@ -418,4 +462,5 @@ def _compare(what, name, analytic, numeric, rtol, atol, skip, rounding, h, hint_
         )
     unexplained = np.divide(error - 10 * rounding, scale, out=np.zeros_like(error),
                             where=np.abs(numeric) > 100 * atol)
-    return float(relative.max()), float(unexplained.max())
+    index = np.unravel_index(np.argmax(unexplained), unexplained.shape)
+    return float(relative.max()), float(unexplained[index]), tuple(int(i) for i in index)

@@ -1238,3 +1238,47 @@ def test_a_backward_computed_in_float32_passes_with_a_warning_that_says_so():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the same layer in float64: no warning
         check_layer(TanhInFloat64(), x)
+
+
+class Elementwise(Layer):
+    """``y = f(x)`` element by element, with the derivative ``df`` (times ``wrong(x)``, a mistake, if given)."""
+
+    def __init__(self, f, df, wrong=None, name=None):
+        super().__init__(name)
+        self.f, self.df, self.wrong = f, df, wrong
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return self.f(x)
+
+    def backward(self, dy):
+        self.check_output_gradient(dy)
+        slope = self.df(self.cached("x"))
+        return dy * (slope if self.wrong is None else slope * self.wrong(self.x))
+
+
+STEEP = {  # smooth, but curved enough that the one-sided slopes differ by more than 0.01 * |g|
+    "1e4 x^2": (lambda x: 1e4 * x ** 2, lambda x: 2e4 * x, 0.0),
+    "exp at 10": (np.exp, np.exp, 10.0),
+    "1e6 x^3": (lambda x: 1e6 * x ** 3, lambda x: 3e6 * x ** 2, 0.0),
+}
+
+
+@pytest.mark.parametrize("steep", STEEP)
+def test_a_steep_smooth_layer_is_no_kink_and_its_mistakes_are_caught(steep):
+    # A rule that took these for kinks refused the right layers and skipped the wrong ones.
+    f, df, centre = STEEP[steep]
+    x = centre + random_input((4, 5), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nor a float32 suspicion: the excess is truncation, which changes with h
+        assert check_layer(Elementwise(f, df), x)["x"] < 1e-6
+    with pytest.raises(AssertionError, match="dL/dx is wrong at index"):
+        check_layer(Elementwise(f, df, wrong=lambda v: np.where(v > np.median(x), 1.01, 1.0)), x)
+
+
+def test_a_float64_layer_whose_differences_lose_digits_inside_it_gets_no_float32_warning():
+    # 1 - cos x at x ~ 1e-3 cancels 7 digits: the differences' error grows as h shrinks, unlike float32's.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_layer(Elementwise(lambda v: 1 - np.cos(v), np.sin), 1e-3 * random_input((4, 5), 0))
