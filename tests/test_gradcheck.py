@@ -1202,10 +1202,11 @@ class FirstLayerSkipsItsGradients(Layer):
 def test_a_backward_that_skips_the_parameter_gradients_without_an_input_gradient_is_caught():
     with pytest.raises(AssertionError, match=re.escape(
             "FirstLayerSkipsItsGradients: with needs_input_grad False (the first layer of a model), backward gives "
-            "grads['W'] 0 at index (0, 0), and ")) as err:
+            "grads['W'] nan at index (0, 0), and ")) as err:
         check_layer(FirstLayerSkipsItsGradients(), random_input((4, 5), 0))
-    assert str(err.value).endswith("with it True; it must compute the parameter gradients either way (it may skip "
-                                   "only dL/dx)")
+    assert str(err.value).endswith("with it True; it must compute the parameter gradients either way, overwriting "
+                                   "them (it may skip only dL/dx) (it left the NaN that grads held: it wrote nothing "
+                                   "there, or added to it with +=)")
     check_layer(Dense(3), random_input((4, 5), 0))  # the built-in layers skip only dL/dx
 
 
@@ -1282,3 +1283,57 @@ def test_a_float64_layer_whose_differences_lose_digits_inside_it_gets_no_float32
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         check_layer(Elementwise(lambda v: 1 - np.cos(v), np.sin), 1e-3 * random_input((4, 5), 0))
+
+
+class AddsWhenFirst(Dense):
+    """A Dense whose backward, as a model's first layer (no input gradient wanted), adds to grads."""
+
+    def backward(self, dy):
+        if self.needs_input_grad:
+            return super().backward(dy)
+        self.check_output_gradient(dy)
+        x = self.cached("x")
+        self.grads["W"] += x.T @ dy  # wrong: a model never zeroes grads, so they grow batch by batch
+        self.grads["b"] += dy.sum(axis=0)
+        return None
+
+
+def test_a_backward_that_adds_to_grads_only_as_a_first_layer_is_caught():
+    with pytest.raises(AssertionError, match=r"with needs_input_grad False .* it wrote nothing there, or added to it "
+                                             r"with \+=\)$"):
+        check_layer(AddsWhenFirst(3), random_input((4, 5), 0))
+
+
+class ReLUThenMean(Layer):
+    """``(N, D) -> (N, 1)``: the mean of ``relu(x)`` over the D features; at 0 its slope bends by only 1/D."""
+
+    input_rank = 1
+
+    def output_shape(self, input_shape):
+        return (1,)
+
+    def forward(self, x, training=False):
+        self.check_input(x)
+        self.x = x
+        return np.maximum(x, 0).mean(axis=1, keepdims=True)
+
+    def backward(self, dy):
+        self.check_output_gradient(dy)
+        x = self.cached("x")
+        return dy * (x > 0) / x.shape[1]
+
+
+@pytest.mark.parametrize("features", [50, 101, 256])
+def test_a_small_bend_that_the_comparison_would_see_is_a_kink(features):
+    # Inputs at exactly 0, as a ReLU before it leaves them: a bend of 1/D < 0.01 was compared, and refused.
+    x = random_input((2, features), 0)
+    x[:, :3] = 0.0
+    for seed in range(5):
+        check_layer(ReLUThenMean(), x, seed=seed)
+
+
+def test_an_input_between_a_tenth_of_the_step_and_the_step_from_a_kink_is_skipped():
+    x = random_input((4, 5), 0)
+    x[0, 0] = 5e-7  # within h = 1e-6 of ReLU's kink, beyond h/10: the smaller step sees no bend
+    for seed in range(100):
+        check_layer(ReLU(), x, seed=seed)
