@@ -210,10 +210,11 @@ def parse_args(argv=None):
 
 def check_writable(parser, option, path, hint=""):
     """Exit naming ``option`` unless ``path`` is a folder this process can write into, or can be made one."""
-    for folder in (Path(path), *Path(path).parents):
-        if folder.is_symlink() and not folder.exists():  # making the folder would fail, after all the work
-            parser.error(f"{option} {path}: {folder} is a link to {os.readlink(folder)}, which does not exist")
-    nearest = next(folder for folder in (Path(path), *Path(path).parents) if folder.exists())  # "." at the latest
+    for nearest in (Path(path), *Path(path).parents):  # up to the first that exists ("." at the latest)
+        if nearest.is_symlink() and not nearest.exists():  # making the folder would fail, after all the work
+            parser.error(f"{option} {path}: {nearest} is a link to {os.readlink(nearest)}, which does not exist")
+        if nearest.exists():
+            break
     if not nearest.is_dir():
         parser.error(f"{option} {path}: {nearest} is a file, not a folder")
     if not os.access(nearest, os.W_OK | os.X_OK):  # a read-only file system too

@@ -91,21 +91,22 @@ def _finite_differences(f, x, h, g, visible):
         jump = _jump(f_plus, f0, f_minus, g, h)
         kink[i] = jump > 1e-2 * max(1.0, abs(central[i]))
         if not kink[i] and jump > 1000 * rounding[i] and jump > visible(abs(central[i])):
-            ratio = _jump(*_either_side(f, x, flat_x, i, h / 10, f0), g, h / 10) / jump
+            f_plus, f_minus = _either_side(f, x, flat_x, i, h / 10)
+            ratio = _jump(f_plus, f0, f_minus, g, h / 10) / jump
             kink[i] = ratio > 0.5 or ratio < 0.05
     return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape), rounding.reshape(x.shape)
 
 
-def _either_side(f, x, flat_x, i, step, f0=None):
-    """``f`` with entry ``i`` of ``x`` (``flat_x``, a flat view of it) moved by ``+step`` and by ``-step``,
-    then put back: ``(f_plus, f_minus)``, or ``(f_plus, f0, f_minus)`` when ``f0``, ``f(x)``, is given."""
+def _either_side(f, x, flat_x, i, step):
+    """``(f_plus, f_minus)``: ``f`` with entry ``i`` of ``x`` (``flat_x``, a flat view of it) moved by ``+step``
+    and by ``-step``; the entry is then put back."""
     original = float(flat_x[i])
     flat_x[i] = original + step
     f_plus = f(x)
     flat_x[i] = original - step
     f_minus = f(x)
     flat_x[i] = original
-    return (f_plus, f_minus) if f0 is None else (f_plus, f0, f_minus)
+    return f_plus, f_minus
 
 
 def _jump(f_plus, f0, f_minus, g, step):
@@ -210,7 +211,10 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
     if check_input:
         if dx is None:
             raise AssertionError(f"{what}: backward returned None for the input gradient")
-        numeric, kink, rounding = _finite_differences(lambda v: outputs(v, {}), x, h, g, visible)
+        def of_x(v):  # the outputs as a function of the input alone
+            return outputs(v, {})
+
+        numeric, kink, rounding = _finite_differences(of_x, x, h, g, visible)
         if kink.mean() > 0.2:
             raise ValueError(
                 f"check_layer: {int(kink.sum())} of {kink.size} inputs of {what} sit on a kink, or the layer "
@@ -219,10 +223,12 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
             )
         report["x"], excess, index = _compare(what, "dL/dx", dx, numeric, rtol, atol, skip=kink, rounding=rounding,
                                               h=h)
-        unexplained["dL/dx"] = (excess, index, lambda v: outputs(v, {}), x, dx)
+        unexplained["dL/dx"] = (excess, index, of_x, x, dx)
     for name, value in pristine.params.items():
-        numeric, kink, rounding = _finite_differences(lambda v, name=name: outputs(x, {name: v}), value, h, g,
-                                                      visible)
+        def of_param(v, name=name):  # ... of this parameter alone
+            return outputs(x, {name: v})
+
+        numeric, kink, rounding = _finite_differences(of_param, value, h, g, visible)
         # A layer's own bias at 0 before a kink is common (random_params=False): only
         # a parameter left with nothing to check is refused.
         if kink.size and kink.all():
@@ -232,8 +238,7 @@ def check_layer(layer, x, *, training=False, seed=0, h=1e-6, rtol=1e-5, atol=1e-
         unused = f" (finite differences are 0 everywhere: does forward read self.params[{name!r}]?)"
         report[name], excess, index = _compare(what, f"dL/d{name}", analytic.grads[name], numeric, rtol, atol,
                                                skip=kink, rounding=rounding, h=h, hint_if_numeric_zero=unused)
-        unexplained[f"dL/d{name}"] = (excess, index, lambda v, name=name: outputs(x, {name: v}), value,
-                                      analytic.grads[name])
+        unexplained[f"dL/d{name}"] = (excess, index, of_param, value, analytic.grads[name])
 
     for name in pristine.params:
         index = _first_index(xp.isnan(again.grads[name]))

@@ -78,7 +78,7 @@ class Sequential:
         self.input_shape = None
         self._trainable_keys = None
         self._flat = None  # (parameters, gradients, per-slot views): see _params_and_grads
-        self._left_behind = []  # arrays moved into _flat that a layer still held then: see _params_and_grads
+        self._left_behind = _nothing_left_behind()  # arrays moved into _flat that a layer still held then
         self._input_shapes = []  # of each layer in the last forward pass, which _backward checks dL/dx against
         self._scratch = Scratch()
         for layer in layers:
@@ -90,7 +90,7 @@ class Sequential:
         # A copy (copy.deepcopy, pickle) gets each view into the flat arrays (_params_and_grads)
         # as an array of its own, which updates of the flat array would not reach: the copy's
         # first step flattens its parameters again.
-        return {**self.__dict__, "_flat": None, "_left_behind": []}
+        return {**self.__dict__, "_flat": None, "_left_behind": _nothing_left_behind()}
 
     # ------------------------------------------------------------- structure
     def add(self, layer):
@@ -269,7 +269,7 @@ class Sequential:
         self.optimizer, self.loss, self.metrics = optimizer, loss, tuple(metrics)
         self._trainable_keys = None
         self._flat = None
-        self._left_behind = []
+        self._left_behind = _nothing_left_behind()
 
     @property
     def _fused(self):
@@ -444,8 +444,8 @@ class Sequential:
         for (layer, name), (param_view, grad_view) in zip(slots, views):
             for arrays, view, kind in ((layer.params, param_view, "parameter"), (layer.grads, grad_view, "gradient")):
                 if arrays[name] is not view:
-                    self._left_behind += [(layer, attribute, arrays[name], kind, name)
-                                          for attribute in _attributes_holding(layer, arrays[name])]
+                    self._left_behind[kind] += [(layer, attribute, arrays[name], name)
+                                                for attribute in _attributes_holding(layer, arrays[name])]
                     _copy_into(view, arrays[name], layer, name)
                     arrays[name] = view
         return [flat_params], [flat_grads]
@@ -454,11 +454,8 @@ class Sequential:
         """``RuntimeError`` naming a layer attribute that still holds a ``kind`` array that ``_params_and_grads``
         moved (parameters are checked after a forward pass, gradients after a backward pass); the others are
         forgotten."""
-        watched = [entry for entry in self._left_behind if entry[3] == kind]
-        if not watched:
-            return
-        self._left_behind = [entry for entry in self._left_behind if entry[3] != kind]
-        for layer, attribute, array, _, name in watched:
+        watched, self._left_behind[kind] = self._left_behind[kind], []
+        for layer, attribute, array, name in watched:
             if attribute in _attributes_holding(layer, array):
                 where = "params" if kind == "parameter" else "grads"
                 raise RuntimeError(f"{layer.describe()}: keeps its {kind} {name!r} as self.{attribute}, the array "
@@ -741,6 +738,10 @@ class Sequential:
         """Check the inputs' type, per-sample shape and finiteness; an unbuilt model is built for their shape,
         once they are found finite."""
         self._check_input_type(x, what)
+        self._check_input_shape_and_values(x, what)
+
+    def _check_input_shape_and_values(self, x, what):
+        """``_check_inputs`` after the type check (``_check_batch`` makes that first)."""
         if self.input_shape is None and self.layers:
             _check_finite(x, what, self.dtype)  # first: a batch refused must not build the model
             try:
@@ -788,7 +789,7 @@ class Sequential:
         self._check_labels(y, self._output_classes_for(x.shape[1:]), what)
         if sample_weight is not None:  # checked on the host, as the labels are
             sample_weight = check_sample_weight(to_numpy(sample_weight), len(y), self.dtype, what)
-        self._check_inputs(x, what)
+        self._check_input_shape_and_values(x, what)
         return x, y, sample_weight
 
     def _check_labels(self, y, classes, what):
@@ -1177,13 +1178,13 @@ def _check_as_it_is(batches, what):
     """
     if not isinstance(batches, ArrayBatches):
         return
-    shuffles = batches.shuffle and what == "predict"
-    if shuffles or batches.augment is not None:
-        does = " and ".join(word for word, on in (("shuffles", shuffles), ("augments", batches.augment is not None))
-                            if on)
-        raise ValueError(f"{what}: this ArrayBatches {does} its batches, as for training; {what} takes the images "
-                         + ("in order and as they are: make one with shuffle=False and no augment" if what == "predict"
-                            else "as they are: make one without augment"))
+    in_order = what == "predict"
+    does = [word for word, on in (("shuffles", in_order and batches.shuffle), ("augments", batches.augment is not None))
+            if on]
+    if does:
+        raise ValueError(f"{what}: this ArrayBatches {' and '.join(does)} its batches, as for training; {what} takes "
+                         "the images " + ("in order and as they are: make one with shuffle=False and no augment"
+                                          if in_order else "as they are: make one without augment"))
 
 
 def _refuse_foreign_array(a, what, name):
@@ -1204,12 +1205,12 @@ def _batch_iterable(batches, what):
     wrong = isinstance(batches, (str, bytes)) or not isinstance(batches, collections.abc.Iterable) or (
         isinstance(batches, (list, tuple)) and not all(isinstance(batch, (list, tuple)) for batch in batches))
     if wrong:
-        arrays = isinstance(batches, (tuple, list)) and len(batches) in (2, 3) and hasattr(batches[0], "shape")
         hint = ""
-        if arrays:  # fit((x, y)) for fit(x, y)
-            given = "(x, y)" if len(batches) == 2 else "(x, y, w)"
-            hint = (f" of arrays: pass them as {what}(x, y" + ("" if len(batches) == 2 else ", sample_weight=w")
-                    + f"), not {what}({given if isinstance(batches, tuple) else '[' + given[1:-1] + ']'})")
+        if isinstance(batches, (tuple, list)) and len(batches) in (2, 3) and hasattr(batches[0], "shape"):
+            weights = len(batches) == 3  # fit((x, y)) meant as fit(x, y)
+            given = "x, y, w" if weights else "x, y"
+            given = f"({given})" if isinstance(batches, tuple) else f"[{given}]"
+            hint = f" of arrays: pass them as {what}(x, y{', sample_weight=w' if weights else ''}), not {what}({given})"
         raise TypeError(f"{what}: expected arrays (x, y[, w]) or an iterable of (x, y[, w]) batches, "
                         f"got {type(batches).__name__}" + (f" {batches!r}" if isinstance(batches, (str, int, float))
                                                            else "") + hint)
@@ -1268,6 +1269,11 @@ def _saved_config(layer):
                             f"argument(s) {', '.join(missing)}, so the layer would load without them; return them "
                             "from get_config (see docs/custom_layer.md)")
     return config
+
+
+def _nothing_left_behind():
+    """``Sequential._left_behind`` empty: ``(layer, attribute, array, name)`` entries for each kind of array."""
+    return {"parameter": [], "gradient": []}
 
 
 def _attributes_holding(layer, array):
