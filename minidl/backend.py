@@ -8,8 +8,11 @@ itself. It asks the data which module it belongs to,
 
 so the same line runs on the CPU and on the GPU. ``set_backend`` only decides
 where *new* parameters and batches are created; ``to_device`` moves an array
-to either device and ``to_numpy`` brings any array back.
+to either device and ``to_numpy`` brings any array back. ``fuse`` lets a chain
+of element-wise operations run as one GPU kernel, with the same code.
 """
+import functools
+
 import numpy
 
 from .utils import check_flag
@@ -75,6 +78,38 @@ def get_array_module(*arrays):
 
 def _is_cupy(x):
     return type(x).__module__.startswith("cupy")
+
+
+def fuse(function):
+    """Decorator: run ``function`` as written on NumPy arrays, as one CuPy kernel on GPU arrays.
+
+    Chainer's ``cuda.fuse``. On the GPU every whole-array operation is a kernel
+    that reads its operands from memory and writes its result back, so a chain
+    of them (Adam's update is twelve) costs one pass over memory each.
+    ``cupy.fuse`` traces the same function once per dtype and rank of its
+    arguments and compiles the chain into a single kernel that reads each
+    array once and keeps the intermediate values in registers. On NumPy
+    arrays the function simply runs, one operation after the other.
+
+    ``function`` must be element-wise: ufuncs only (``xp.maximum``, operators,
+    ``out=`` and in-place updates of its array arguments), no indexing or
+    reductions, and no Python branching on array values; its other arguments
+    are Python or NumPy scalars.
+    """
+    fused = None
+
+    @functools.wraps(function)
+    def run(*args):
+        nonlocal fused
+        if get_array_module(*args) is numpy:
+            return function(*args)
+        if fused is None:
+            import cupy
+
+            fused = cupy.fuse(function)
+        return fused(*args)
+
+    return run
 
 
 def to_numpy(x, copy=False):

@@ -417,9 +417,9 @@ class Sequential:
         At the first step after ``compile`` every trainable parameter, and its
         gradient, moves into one contiguous array, and the layers keep views
         into it. The optimiser then updates the whole model with a dozen
-        whole-array operations rather than a dozen per parameter array: on a
-        GPU, where every operation costs a fixed launch time, that is most of
-        Adam's cost. A layer that rebinds ``grads[name]`` (or ``params[name]``)
+        whole-array operations rather than a dozen per parameter array (on a
+        GPU, one kernel rather than one per parameter array: every launch
+        costs a fixed time). A layer that rebinds ``grads[name]`` (or ``params[name]``)
         to a new array instead of writing into it is noticed and copied in.
 
         A layer may also hold a moved array in an attribute of its own: one it

@@ -37,7 +37,7 @@ device and dtype of the parameters it is given.
 import math
 import numbers
 
-from .backend import get_array_module, to_numpy
+from .backend import fuse, get_array_module, to_numpy
 
 #: Every Optimizer subclass by class name, so that a saved model can rebuild its optimiser.
 OPTIMIZER_CLASSES = {}
@@ -310,20 +310,9 @@ class RMSProp(Optimizer):
         self.eps = _epsilon(self.describe(), eps)
 
     def update(self, theta, g, v):
-        xp = get_array_module(theta)
         g = self.with_weight_decay(theta, g)
-        work = xp.empty_like(theta)  # the one work array of this update
-        # v = rho * v + (1 - rho) * g**2
-        xp.multiply(g, g, out=work)
-        work *= 1 - self.rho
-        v *= self.rho
-        v += work
-        # theta = theta - lr * g / (sqrt(v) + eps)
-        xp.sqrt(v, out=work)
-        work += self.eps
-        xp.divide(g, work, out=work)
-        work *= self.lr
-        theta -= work
+        work = get_array_module(theta).empty_like(theta)
+        _rmsprop_update(theta, g, v, work, self.rho, 1 - self.rho, self.eps, self.lr)
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "eps": self.eps}
@@ -369,30 +358,63 @@ class Adam(Optimizer):
         self.eps = _epsilon(self.describe(), eps)
 
     def update(self, theta, g, m, v):
-        xp = get_array_module(theta)
         g = self.with_weight_decay(theta, g)
-        work = xp.empty_like(theta)  # the one work array of this update
-        # m = beta1 * m + (1 - beta1) * g
-        xp.multiply(g, 1 - self.beta1, out=work)
-        m *= self.beta1
-        m += work
-        # v = beta2 * v + (1 - beta2) * g**2
-        xp.multiply(g, g, out=work)
-        work *= 1 - self.beta2
-        v *= self.beta2
-        v += work
-        # theta = theta - lr * m_hat / (sqrt(v_hat) + eps), written with m and v:
-        # with c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t), m_hat / (sqrt(v_hat) + eps)
-        # is (c2 / c1) * m / (sqrt(v) + eps * c2), one whole-array operation fewer.
+        work = get_array_module(theta).empty_like(theta)
+        # m_hat / (sqrt(v_hat) + eps) is (c2 / c1) * m / (sqrt(v) + eps * c2), with
+        # c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t): the bias correction in two scalars.
         c1, c2 = 1 - self.beta1**self.t, math.sqrt(1 - self.beta2**self.t)
-        xp.sqrt(v, out=work)
-        work += self.eps * c2
-        xp.divide(m, work, out=work)
-        work *= self.lr * c2 / c1
-        theta -= work
+        _adam_update(theta, g, m, v, work, self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2,
+                     self.eps * c2, self.lr * c2 / c1)
 
     def get_config(self):
         return {**super().get_config(), "beta1": self.beta1, "beta2": self.beta2, "eps": self.eps}
+
+
+# RMSProp's and Adam's updates are nine and twelve whole-array operations, in place on
+# the parameter and its state with one work array (``work``) of the parameter's shape.
+# ``fuse`` runs each as one kernel on the GPU; SGD's two or three operations stay
+# as written in its ``update``. The scalars arrive computed (``1 - rho`` too), so
+# that every operation is a float32 array with a scalar, on NumPy as on CuPy.
+
+@fuse
+def _rmsprop_update(theta, g, v, work, rho, one_minus_rho, eps, lr):
+    """RMSProp's step: ``v`` and ``theta`` (and ``work``) updated in place."""
+    _running_mean_of_squares(v, g, rho, one_minus_rho, work)
+    _step_scaled_by_rms(theta, g, v, eps, lr, work)
+
+
+@fuse
+def _adam_update(theta, g, m, v, work, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, step_size):
+    """Adam's step: ``m``, ``v`` and ``theta`` (and ``work``) updated in place.
+
+    With the bias correction in ``eps_hat = eps * c2`` and ``step_size = lr * c2 / c1``
+    (``Adam.update``), ``theta -= step_size * m / (sqrt(v) + eps_hat)`` is
+    ``theta -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    """
+    # m = beta1 * m + (1 - beta1) * g
+    get_array_module(theta).multiply(g, one_minus_beta1, out=work)
+    m *= beta1
+    m += work
+    _running_mean_of_squares(v, g, beta2, one_minus_beta2, work)
+    _step_scaled_by_rms(theta, m, v, eps_hat, step_size, work)
+
+
+def _running_mean_of_squares(v, g, decay, one_minus_decay, work):
+    """``v = decay * v + (1 - decay) * g**2``, in place."""
+    get_array_module(v).multiply(g, g, out=work)
+    work *= one_minus_decay
+    v *= decay
+    v += work
+
+
+def _step_scaled_by_rms(theta, numerator, v, eps, step_size, work):
+    """``theta = theta - step_size * numerator / (sqrt(v) + eps)``, in place."""
+    xp = get_array_module(theta)
+    xp.sqrt(v, out=work)
+    work += eps
+    xp.divide(numerator, work, out=work)
+    work *= step_size
+    theta -= work
 
 
 def get(optimizer):

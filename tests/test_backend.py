@@ -156,3 +156,37 @@ def test_default_rng_without_a_seed_draws_fresh_entropy():
 def test_to_numpy_refuses_a_copy_flag_that_is_no_flag(copy):
     with pytest.raises(ValueError, match=rf"^to_numpy: copy must be True or False, got {copy!r}"):
         to_numpy(np.ones(2), copy=copy)
+
+
+def scale_into(x, c, out):
+    """An element-wise chain for the ``fuse`` tests: ``out = c * x``, and ``x + out`` returned."""
+    xp = get_array_module(x)
+    xp.multiply(x, c, out=out)
+    return x + out
+
+
+def test_fuse_runs_the_function_as_written_on_numpy_arrays_without_importing_cupy(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # "import cupy" now raises ImportError
+    fused = backend.fuse(scale_into)
+    x, out = np.arange(4.0), np.zeros(4)
+    assert_array_equal(fused(x, 2.0, out), 3 * x)
+    assert_array_equal(out, 2 * x)
+    assert fused.__name__ == "scale_into" and fused.__wrapped__ is scale_into
+
+
+def test_fuse_hands_the_function_to_cupy_fuse_once_for_gpu_arrays(fake_cupy):
+    compiled = []
+
+    def cupy_fuse(function):
+        compiled.append(function)
+        return lambda *args: ("fused", function(*(a.get() if isinstance(a, FakeCupyArray) else a for a in args)))
+
+    fake_cupy.fuse = cupy_fuse
+    fused = backend.fuse(scale_into)
+    assert compiled == []  # nothing is compiled before a GPU array comes
+    out = np.zeros(3)
+    for _ in range(2):
+        kind, value = fused(FakeCupyArray(np.ones(3)), 5.0, out)
+        assert kind == "fused"
+        assert_array_equal(value, np.full(3, 6.0))
+    assert compiled == [scale_into]

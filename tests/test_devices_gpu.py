@@ -125,9 +125,11 @@ def test_a_copy_of_a_model_on_the_gpu_trains_as_the_model(use_backend):
 
 
 @pytest.mark.parametrize("built_on", ["numpy", "cupy"])
-def test_check_layer_of_a_layer_built_on_the_other_device_refuses_clearly(built_on):
-    """A layer built on one device, checked with an input on the other, failed with CuPy's
-    TypeError from deep inside forward; the layer now names the mismatch."""
+def test_check_layer_of_a_layer_built_on_the_other_device(built_on):
+    """At the layer's own values (random_params=False), a layer built on one device and checked
+    with an input on the other failed with CuPy's TypeError from deep inside forward; the layer
+    now names the mismatch. With drawn values (the default) the copies' parameters are drawn on
+    the input's device, and the check runs there."""
     layer = Dense(3, name="dense")
     layer.rng = np.random.default_rng(0)
     x = random_input((2, 4), 0)
@@ -137,7 +139,10 @@ def test_check_layer_of_a_layer_built_on_the_other_device_refuses_clearly(built_
     else:
         layer.forward(cupy.zeros((1, 4), dtype=cupy.float32))
     with pytest.raises(ValueError, match=r"^Dense 'dense': the input is on the (GPU|CPU) .* parameters are on"):
-        check_layer(layer, x)
+        check_layer(layer, x, random_params=False)
+    report = check_layer(layer, x)
+    assert set(report) == {"x", "W", "b"} and max(report.values()) < 1e-5
+    assert (type(layer.params["W"]) is cupy.ndarray) == (built_on == "cupy")  # the layer is left as it was
 
 
 @pytest.mark.parametrize("fill", ["numpy 0-d", "cupy 0-d"])
@@ -279,23 +284,31 @@ def test_a_training_step_waits_for_the_gpu_only_to_read_the_loss(use_backend):
     x, y = tiny_images(32, seed=14)
     w = np.linspace(0.5, 2.0, len(y))
     model = tiny_cnn(dropout=0.25, optimizer=Adam(0.01))
-    loss = model._training_loss({0: 1.0, 1: 2.0})
+    loss = model._training_loss({0: 1.0, 1: 2.0}, "test")
     batches = model._batches(x, y, 16, True, "fit", w)
     stream = cupy.cuda.get_current_stream()
     spin = cupy.RawKernel(_SPIN_SOURCE, "spin")
 
     def queue_until_the_read():
         xb, yb, wb = model._to_device(*model._checked(next(iter(batches)), batches, "test"))
+        model._update_input_grad_flags()
         p, batch_loss = model._forward_loss(xb, yb, loss, training=True, sample_weight=wb)
-        model._count_correct(p, yb)
+        correct = model._count_correct(p, yb)
+        outside = model._outside_probabilities(p, loss)
         model._backward(loss)
-        return batch_loss
+        return batch_loss, correct, p, outside
+
+    def read(batch_loss, correct, p, outside):  # the one wait; then nothing is queued
+        value = float(batch_loss)
+        int(correct)
+        model._refuse_scores(p, outside)
+        return value
 
     def queue_the_update():
         model.optimizer.step(*model._params_and_grads())
 
     for _ in range(2):  # compiles every kernel, allocates every block and pinned buffer
-        float(queue_until_the_read())
+        read(*queue_until_the_read())
         queue_the_update()
         spin((1,), (1,), (np.int64(1000),))
     stream.synchronize()
@@ -307,9 +320,9 @@ def test_a_training_step_waits_for_the_gpu_only_to_read_the_loss(use_backend):
 
     spin((1,), (1,), (np.int64(SPIN_CYCLES),))
     start = time.perf_counter()
-    batch_loss = queue_until_the_read()
+    queued = queue_until_the_read()
     before_read = time.perf_counter() - start
-    assert np.isfinite(float(batch_loss))  # the step's one wait
+    assert np.isfinite(read(*queued))  # the step's one wait
     spin((1,), (1,), (np.int64(SPIN_CYCLES),))
     start = time.perf_counter()
     queue_the_update()

@@ -1,5 +1,5 @@
 """Activation functions as layers (thesis section 2.2.2)."""
-from ..backend import get_array_module
+from ..backend import fuse, get_array_module
 from ..utils import finite_float
 from .base import Layer
 
@@ -23,9 +23,10 @@ class ReLU(Layer):
         xp = get_array_module(x)
         m = x.dtype.type(self.threshold)
         self.mask = None
-        if self.keeps_cache:  # the mask [x > m] of the gradient, for backward
-            self.mask = xp.greater(x, m, out=self.buffer("mask", x.shape, xp.bool_, xp))
-        return xp.maximum(x, m)
+        if not self.keeps_cache:
+            return xp.maximum(x, m)
+        self.mask = self.buffer("mask", x.shape, xp.bool_, xp)  # [x > m], for backward
+        return _relu_and_mask(x, m, self.mask)
 
     def backward(self, dy):
         self.check_output_gradient(dy)
@@ -35,6 +36,14 @@ class ReLU(Layer):
 
     def get_config(self):
         return {"threshold": self.threshold, "name": self.name}
+
+
+@fuse
+def _relu_and_mask(x, m, mask):
+    """``max(x, m)``, with ``mask = [x > m]`` written in place: on the GPU one pass over ``x``."""
+    xp = get_array_module(x)
+    xp.greater(x, m, out=mask)
+    return xp.maximum(x, m)
 
 
 class Softmax(Layer):

@@ -6,7 +6,7 @@ windows out (im2col), they loop over the ``ph * pw`` window offsets with
 ``window_taps``: the slab ``x[tap]`` holds offset ``(p, q)`` of every window at
 once, so each step is one whole-array operation.
 """
-from ..backend import get_array_module
+from ..backend import fuse, get_array_module
 from .base import Layer
 from .im2col import NO_PADDING, output_size, pair, window_taps
 
@@ -88,33 +88,18 @@ class MaxPool2D(_Pool2D):
 
     def pool(self, x, taps):
         xp = get_array_module(x)
+        slabs = [x[tap] for tap in taps]
         if not self.keeps_cache:  # no backward pass follows: the maxima alone
             self.argmax = None
-            y = x[taps[0]].copy() if len(taps) == 1 else xp.maximum(x[taps[0]], x[taps[1]])
-            for tap in taps[2:]:
-                xp.maximum(y, x[tap], out=y)
-            return y
-        # y = the maximum over offsets 0..t-1 and argmax = the first offset holding it.
-        # Offset t takes over where x_t > y strictly (a tie keeps the earlier offset);
-        # t grows along the loop, so argmax = max(argmax, t * [x_t > y]), in place.
-        offset_type = xp.min_scalar_type(len(taps) - 1)
-        argmax = self.argmax = self.buffer("argmax", x[taps[0]].shape, offset_type, xp)
-        if len(taps) == 1:
+            return slabs[0].copy() if len(slabs) == 1 else _maximum(*slabs)
+        offset_type = xp.min_scalar_type(len(slabs) - 1)
+        argmax = self.argmax = self.buffer("argmax", slabs[0].shape, offset_type, xp)
+        if len(slabs) == 1:
             argmax.fill(0)
-            return x[taps[0]].copy()
-        # Offsets 0 and 1 start y and argmax in one operation each (a 2x2 window: 10 operations, not 14).
-        y = xp.maximum(x[taps[0]], x[taps[1]])
-        xp.greater(x[taps[1]], x[taps[0]], out=argmax)
-        if len(taps) == 2:
-            return y
-        x_t_greater = self.buffer("x_t_greater", y.shape, xp.bool_, xp)
-        t_if_greater = self.buffer("t_if_greater", y.shape, offset_type, xp)
-        for t, tap in enumerate(taps[2:], start=2):
-            xp.greater(x[tap], y, out=x_t_greater)
-            xp.multiply(x_t_greater, offset_type.type(t), out=t_if_greater)
-            xp.maximum(argmax, t_if_greater, out=argmax)
-            xp.maximum(y, x[tap], out=y)
-        return y
+            return slabs[0].copy()
+        x_t_greater = self.buffer("x_t_greater", argmax.shape, xp.bool_, xp)
+        t_if_greater = self.buffer("t_if_greater", argmax.shape, offset_type, xp)
+        return _maximum_and_argmax(argmax, x_t_greater, t_if_greater, *slabs)
 
     def window_gradient(self, dy, t):
         """The gradient reaching offset ``t`` of every window: ``dy`` where it held the maximum."""
@@ -128,7 +113,47 @@ class MaxPool2D(_Pool2D):
         argmax = self.cached("argmax")
         # Offset (p, q) of a window is t = p * pw + q, the order window_taps yields them in.
         offsets = xp.arange(ph * pw, dtype=argmax.dtype).reshape(1, 1, ph, 1, pw, 1)
-        xp.multiply(argmax.reshape(n, ho, 1, wo, 1, c) == offsets, dy, out=out)
+        _gradient_where_equal(argmax.reshape(n, ho, 1, wo, 1, c), offsets, dy, out)
+
+
+# The element-wise chains of max pooling, each one kernel on the GPU (see backend.fuse).
+
+@fuse
+def _maximum(*slabs):
+    """``y`` (N, Ho, Wo, C), the element-wise maximum of two or more slabs ``x_t`` of that shape."""
+    xp = get_array_module(*slabs)
+    y = xp.maximum(slabs[0], slabs[1])
+    for x_t in slabs[2:]:
+        xp.maximum(y, x_t, out=y)
+    return y
+
+
+@fuse
+def _maximum_and_argmax(argmax, x_t_greater, t_if_greater, *slabs):
+    """``y``, the maximum over two or more slabs ``x_t``, and in ``argmax`` the first ``t`` holding it.
+
+    Offset ``t`` takes over where ``x_t > y`` strictly (a tie keeps the earlier
+    offset); ``t`` grows along the loop, so ``argmax = max(argmax, t * [x_t > y])``,
+    in place. Offsets 0 and 1 start ``y`` and ``argmax`` in one operation each
+    (a 2x2 window: 10 operations, not 14). ``x_t_greater`` and ``t_if_greater``
+    are work arrays of ``argmax``'s shape, bool and ``argmax``'s type.
+    """
+    xp = get_array_module(*slabs)
+    y = xp.maximum(slabs[0], slabs[1])
+    xp.greater(slabs[1], slabs[0], out=argmax)
+    for t, x_t in enumerate(slabs[2:], start=2):
+        xp.greater(x_t, y, out=x_t_greater)
+        xp.multiply(x_t_greater, argmax.dtype.type(t), out=t_if_greater)
+        xp.maximum(argmax, t_if_greater, out=argmax)
+        xp.maximum(y, x_t, out=y)
+    return y
+
+
+@fuse
+def _gradient_where_equal(argmax, offsets, dy, out):
+    """``out = dy * [argmax == offsets]``, the three broadcast against ``out``'s shape."""
+    xp = get_array_module(dy)
+    xp.multiply(xp.equal(argmax, offsets), dy, out=out)
 
 
 class AvgPool2D(_Pool2D):
