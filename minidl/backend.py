@@ -80,6 +80,10 @@ def _is_cupy(x):
     return type(x).__module__.startswith("cupy")
 
 
+#: The most arguments ``fuse`` hands to one CuPy kernel (see ``fuse``).
+_MAX_FUSED_ARGUMENTS = 32
+
+
 def fuse(function):
     """Decorator: run ``function`` as written on NumPy arrays, as one CuPy kernel on GPU arrays.
 
@@ -95,13 +99,18 @@ def fuse(function):
     ``out=`` and in-place updates of its array arguments), no indexing or
     reductions, and no Python branching on array values; its other arguments
     are Python or NumPy scalars.
+
+    A call with more than ``_MAX_FUSED_ARGUMENTS`` (32) arguments, such as max
+    pooling over a window of more than 5x5 entries (a slab each), runs one
+    operation at a time on the GPU too: a kernel's arguments must fit in
+    CUDA's 4 KB, and an array takes up to about 100 bytes of them.
     """
     fused = None
 
     @functools.wraps(function)
     def run(*args):
         nonlocal fused
-        if get_array_module(*args) is numpy:
+        if get_array_module(*args) is numpy or len(args) > _MAX_FUSED_ARGUMENTS:
             return function(*args)
         if fused is None:
             import cupy

@@ -190,3 +190,15 @@ def test_fuse_hands_the_function_to_cupy_fuse_once_for_gpu_arrays(fake_cupy):
         assert kind == "fused"
         assert_array_equal(value, np.full(3, 6.0))
     assert compiled == [scale_into]
+
+
+def test_fuse_runs_a_call_with_too_many_arguments_for_one_kernel_as_written(fake_cupy):
+    fake_cupy.fuse = lambda function: pytest.fail("cupy.fuse was asked to compile a call with too many arguments")
+    seen = []
+
+    @backend.fuse
+    def count(*arrays):
+        seen.append(len(arrays))
+
+    count(*[FakeCupyArray(np.zeros(1))] * (backend._MAX_FUSED_ARGUMENTS + 1))
+    assert seen == [backend._MAX_FUSED_ARGUMENTS + 1]

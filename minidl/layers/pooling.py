@@ -116,7 +116,7 @@ class MaxPool2D(_Pool2D):
         _gradient_where_equal(argmax.reshape(n, ho, 1, wo, 1, c), offsets, dy, out)
 
 
-# The element-wise chains of max pooling, each one kernel on the GPU (see backend.fuse).
+# The element-wise chains of pooling, each one kernel on the GPU (see backend.fuse).
 
 @fuse
 def _maximum(*slabs):
@@ -150,6 +150,16 @@ def _maximum_and_argmax(argmax, x_t_greater, t_if_greater, *slabs):
 
 
 @fuse
+def _mean(*slabs):
+    """``y`` (N, Ho, Wo, C), the element-wise mean of two or more slabs ``x_t`` of that shape."""
+    y = slabs[0] + slabs[1]
+    for x_t in slabs[2:]:
+        y += x_t
+    y /= len(slabs)
+    return y
+
+
+@fuse
 def _gradient_where_equal(argmax, offsets, dy, out):
     """``out = dy * [argmax == offsets]``, the three broadcast against ``out``'s shape."""
     xp = get_array_module(dy)
@@ -160,11 +170,8 @@ class AvgPool2D(_Pool2D):
     """``y[n, i, j, c]`` = the mean of its window; each entry of a window gets ``dy / (ph*pw)``."""
 
     def pool(self, x, taps):
-        y = x[taps[0]].copy()
-        for tap in taps[1:]:
-            y += x[tap]
-        y /= len(taps)
-        return y
+        slabs = [x[tap] for tap in taps]
+        return slabs[0].copy() if len(slabs) == 1 else _mean(*slabs)
 
     def window_gradient(self, dy, t):
         """Every offset of a window gets an equal share of its gradient."""
