@@ -101,9 +101,9 @@ def fuse(function):
     are Python or NumPy scalars.
 
     A call with more than ``_MAX_FUSED_ARGUMENTS`` (32) arguments, such as max
-    pooling over a window of more than 5x5 entries (a slab each), runs one
-    operation at a time on the GPU too: a kernel's arguments must fit in
-    CUDA's 4 KB, and an array takes up to about 100 bytes of them.
+    pooling in training over a window of more than 29 entries (a slab each),
+    runs one operation at a time on the GPU too: before CUDA 12.1 a kernel's
+    arguments must fit in 4 KB, and an array takes up to about 100 bytes.
     """
     fused = None
 
