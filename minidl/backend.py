@@ -92,8 +92,10 @@ def fuse(function):
     of them (Adam's update is twelve) costs one pass over memory each.
     ``cupy.fuse`` traces the same function once per dtype and rank of its
     arguments and compiles the chain into a single kernel that reads each
-    array once and keeps the intermediate values in registers. On NumPy
-    arrays the function simply runs, one operation after the other.
+    array once and keeps the intermediate results in registers (an array
+    argument that the function writes, with ``out=`` or in place, is still
+    written to memory). On NumPy arrays the function simply runs, one
+    operation after the other.
 
     ``function`` must be element-wise: ufuncs only (``xp.maximum``, operators,
     ``out=`` and in-place updates of its array arguments), no indexing or

@@ -361,7 +361,8 @@ class Adam(Optimizer):
         g = self.with_weight_decay(theta, g)
         work = get_array_module(theta).empty_like(theta)
         # m_hat / (sqrt(v_hat) + eps) is (c2 / c1) * m / (sqrt(v) + eps * c2), with
-        # c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t): the bias correction in two scalars.
+        # c1 = 1 - beta1**t and c2 = sqrt(1 - beta2**t): the bias correction in two
+        # scalars, one whole-array operation fewer than dividing m and v themselves.
         c1, c2 = 1 - self.beta1**self.t, math.sqrt(1 - self.beta2**self.t)
         _adam_update(theta, g, m, v, work, self.beta1, 1 - self.beta1, self.beta2, 1 - self.beta2,
                      self.eps * c2, self.lr * c2 / c1)
@@ -371,36 +372,47 @@ class Adam(Optimizer):
 
 
 # RMSProp's and Adam's updates are nine and twelve whole-array operations, in place on
-# the parameter and its state with one work array (``work``) of the parameter's shape.
-# ``fuse`` runs each as one kernel on the GPU; SGD's two or three operations stay
-# as written in its ``update``. The scalars arrive computed (``1 - rho`` too), so
-# that every operation is a float32 array with a scalar, on NumPy as on CuPy.
+# the parameter and its state, with one work array (``work``) of the parameter's shape
+# that each operation writes into rather than allocating its result. ``fuse`` runs each
+# update as one kernel on the GPU; SGD's two or three operations stay as written in its
+# ``update``. The scalars (``1 - rho`` too) are computed by the caller, in Python: inside
+# a fused kernel, arithmetic between two scalars would be done in float64, while every
+# operation here must be what NumPy does, an array of the parameter's dtype with a scalar.
 
 @fuse
 def _rmsprop_update(theta, g, v, work, rho, one_minus_rho, eps, lr):
-    """RMSProp's step: ``v`` and ``theta`` (and ``work``) updated in place."""
+    """RMSProp's step on one parameter, in place.
+
+    ``v``, ``theta`` and ``work``, all of ``theta``'s shape, are updated;
+    ``g`` is left as it is.
+    """
     _running_mean_of_squares(v, g, rho, one_minus_rho, work)
     _step_scaled_by_rms(theta, g, v, eps, lr, work)
 
 
 @fuse
-def _adam_update(theta, g, m, v, work, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_hat, step_size):
-    """Adam's step: ``m``, ``v`` and ``theta`` (and ``work``) updated in place.
+def _adam_update(theta, g, m, v, work, beta1, one_minus_beta1, beta2, one_minus_beta2, eps_times_c2, step_size):
+    """Adam's step on one parameter, in place.
 
-    With the bias correction in ``eps_hat = eps * c2`` and ``step_size = lr * c2 / c1``
-    (``Adam.update``), ``theta -= step_size * m / (sqrt(v) + eps_hat)`` is
-    ``theta -= lr * m_hat / (sqrt(v_hat) + eps)``.
+    ``m``, ``v``, ``theta`` and ``work``, all of ``theta``'s shape, are updated;
+    ``g`` is left as it is. With the bias correction in ``eps_times_c2 = eps * c2``
+    and ``step_size = lr * c2 / c1`` (``Adam.update``), ``theta -= step_size * m /
+    (sqrt(v) + eps_times_c2)`` is ``theta -= lr * m_hat / (sqrt(v_hat) + eps)``.
     """
-    # m = beta1 * m + (1 - beta1) * g
-    get_array_module(theta).multiply(g, one_minus_beta1, out=work)
-    m *= beta1
-    m += work
+    _running_mean(m, g, beta1, one_minus_beta1, work)
     _running_mean_of_squares(v, g, beta2, one_minus_beta2, work)
-    _step_scaled_by_rms(theta, m, v, eps_hat, step_size, work)
+    _step_scaled_by_rms(theta, m, v, eps_times_c2, step_size, work)
+
+
+def _running_mean(m, g, decay, one_minus_decay, work):
+    """``m = decay * m + (1 - decay) * g``, in place; ``work`` is overwritten."""
+    get_array_module(m).multiply(g, one_minus_decay, out=work)
+    m *= decay
+    m += work
 
 
 def _running_mean_of_squares(v, g, decay, one_minus_decay, work):
-    """``v = decay * v + (1 - decay) * g**2``, in place."""
+    """``v = decay * v + (1 - decay) * g**2``, in place; ``work`` is overwritten."""
     get_array_module(v).multiply(g, g, out=work)
     work *= one_minus_decay
     v *= decay
@@ -408,7 +420,7 @@ def _running_mean_of_squares(v, g, decay, one_minus_decay, work):
 
 
 def _step_scaled_by_rms(theta, numerator, v, eps, step_size, work):
-    """``theta = theta - step_size * numerator / (sqrt(v) + eps)``, in place."""
+    """``theta = theta - step_size * numerator / (sqrt(v) + eps)``, in place; ``work`` is overwritten."""
     xp = get_array_module(theta)
     xp.sqrt(v, out=work)
     work += eps

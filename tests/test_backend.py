@@ -192,13 +192,17 @@ def test_fuse_hands_the_function_to_cupy_fuse_once_for_gpu_arrays(fake_cupy):
     assert compiled == [scale_into]
 
 
-def test_fuse_runs_a_call_with_too_many_arguments_for_one_kernel_as_written(fake_cupy):
-    fake_cupy.fuse = lambda function: pytest.fail("cupy.fuse was asked to compile a call with too many arguments")
+def test_fuse_compiles_calls_up_to_the_most_arguments_one_kernel_takes_and_runs_more_as_written(fake_cupy):
+    compiled = []
+    fake_cupy.fuse = lambda function: compiled.append(function) or (lambda *args: ("fused", len(args)))
     seen = []
 
     @backend.fuse
     def count(*arrays):
         seen.append(len(arrays))
+        return "as written", len(arrays)
 
-    count(*[FakeCupyArray(np.zeros(1))] * (backend._MAX_FUSED_ARGUMENTS + 1))
-    assert seen == [backend._MAX_FUSED_ARGUMENTS + 1]
+    most = backend._MAX_FUSED_ARGUMENTS
+    assert count(*[FakeCupyArray(np.zeros(1))] * most) == ("fused", most)
+    assert count(*[FakeCupyArray(np.zeros(1))] * (most + 1)) == ("as written", most + 1)
+    assert seen == [most + 1] and len(compiled) == 1

@@ -40,7 +40,10 @@ class ReLU(Layer):
 
 @fuse
 def _relu_and_mask(x, m, mask):
-    """``max(x, m)``, with ``mask = [x > m]`` written in place: on the GPU one pass over ``x``."""
+    """``max(x, m)``, with ``mask = [x > m]`` (bool, ``x``'s shape) written in place.
+
+    On the GPU one kernel: one pass over ``x``.
+    """
     xp = get_array_module(x)
     xp.greater(x, m, out=mask)
     return xp.maximum(x, m)

@@ -130,7 +130,9 @@ def _maximum(*slabs):
 
 @fuse
 def _maximum_and_argmax(argmax, x_t_greater, t_if_greater, *slabs):
-    """``y``, the maximum over two or more slabs ``x_t``, and in ``argmax`` the first ``t`` holding it.
+    """``y`` (N, Ho, Wo, C), the maximum over two or more slabs ``x_t`` of that shape.
+
+    ``argmax``, of ``y``'s shape, receives the first ``t`` holding the maximum.
 
     Offset ``t`` takes over where ``x_t > y`` strictly (a tie keeps the earlier
     offset); ``t`` grows along the loop, so ``argmax = max(argmax, t * [x_t > y])``,
