@@ -21,7 +21,6 @@ checking the rules a layer must keep inside a model (it does not modify its
 arguments, it overwrites its gradients, it gives the same output twice).
 """
 import copy
-import functools
 import warnings
 
 import numpy as np
@@ -43,26 +42,29 @@ def numerical_gradient(f, x, h=1e-6):
         raise TypeError(f"numerical_gradient: f must be a function of x returning a number, got {f!r}")
     _check_step(h, "numerical_gradient")
     # No kink matters here: the differences are all it returns.
-    return _finite_differences(lambda v: np.float64(float(f(v))), x, h, g=1.0, visible=None)[0]
+    return _finite_differences(lambda v: np.float64(float(f(v))), x, h, g=1.0, visible=lambda central: np.inf)[0]
 
 
 def _finite_differences(f, x, h, g, visible):
     """Central differences of ``sum(g * f(x))``, where they have a kink within ``h``, and how far rounding may move them.
 
-    Returns three arrays shaped like ``x``: the differences; a mask of kinks
-    (none looked for when ``visible`` is None); and an estimate of each
-    difference's rounding error.
+    Returns three arrays shaped like ``x``: the differences; a mask of kinks;
+    and an estimate of each difference's rounding error.
 
     At a kink (ReLU at its threshold, two tied maxima in a pooling window) the
     one-sided slopes ``(f(x+h) - f(x)) / h`` and ``(f(x) - f(x-h)) / h`` differ
     by O(1), while on smooth ground they differ by only O(h f''). An entry is
-    a candidate where they differ by more than a hundredth of the central
-    slope (or of 1, if larger), or, well beyond rounding, by more than
-    ``visible(central)`` (twice the tolerance of the comparison to come: a
-    bend it could see, however small ``g`` is there, a ReLU at 0 weighed by
-    0.001, or a ReLU before a mean of 100 features). Smaller steps then tell
-    a kink from a steep curve (``_bend_is_a_kink``). Such entries have no
-    derivative to compare against, so ``check_layer`` skips them.
+    taken for a kink where they differ by more than a hundredth of the
+    central slope (or of 1, if larger); or where they differ, well beyond
+    rounding, by more than ``visible(central)`` (twice the tolerance of the
+    comparison to come: a bend it could see, however small ``g`` is there,
+    a ReLU at 0 weighed by 0.001, or a ReLU before a mean of 100 features)
+    and a step ten times smaller confirms it: the difference stays (at
+    least half of it: the kink is within that step) or all but vanishes (a
+    twentieth at most: the kink lies between the two steps), where on
+    smooth ground (a steep curve, ``exp`` at 10) it shrinks with the step,
+    to about a tenth. Such entries have no derivative to compare against,
+    so ``check_layer`` skips them.
 
     Each output ``f_k`` is computed to about ``eps |f_k|`` (float64's machine
     epsilon), so the difference of an output that the step moves may be off by
@@ -86,12 +88,12 @@ def _finite_differences(f, x, h, g, visible):
         central[i] = float((g * (f_plus - f_minus)).sum()) / (2 * h)
         moved = abs(g) * (abs(f_plus) + abs(f_minus)) * (f_plus != f_minus)
         rounding[i] = np.finfo(np.float64).eps * float(moved.sum()) / (2 * h)
-        if visible is None:
-            continue
         jump = _jump(f_plus, f0, f_minus, g, h)
-        if jump > 1e-2 * max(1.0, abs(central[i])) or (jump > 1000 * rounding[i] and jump > visible(abs(central[i]))):
-            jump_at = functools.partial(_jump_at, f, x, flat_x, i, f0, g)
-            kink[i] = _bend_is_a_kink(jump_at, h, jump, rounding[i])
+        kink[i] = jump > 1e-2 * max(1.0, abs(central[i]))
+        if not kink[i] and jump > 1000 * rounding[i] and jump > visible(abs(central[i])):
+            f_plus, f_minus = _either_side(f, x, flat_x, i, h / 10)
+            ratio = _jump(f_plus, f0, f_minus, g, h / 10) / jump
+            kink[i] = ratio > 0.5 or ratio < 0.05
     return xp.asarray(central.reshape(x.shape)), kink.reshape(x.shape), rounding.reshape(x.shape)
 
 
@@ -105,35 +107,6 @@ def _either_side(f, x, flat_x, i, step):
     f_minus = f(x)
     flat_x[i] = original
     return f_plus, f_minus
-
-
-def _bend_is_a_kink(jump_at, h, jump, rounding):
-    """Whether ``jump``, how far the one-sided slopes differ at step ``h``, is a kink's rather than a curve's.
-
-    ``jump_at(step)`` measures the same at a smaller step. On smooth ground the
-    difference is about ``step |f''|``: it shrinks in proportion to the step.
-    For a kink at a distance ``d`` it is the slopes' change times
-    ``1 - d / step`` while ``d < step``, and nothing beyond. So at ``h / 10``
-    a kink within ``h / 20`` keeps more than half of ``jump``, one beyond
-    ``h / 10`` only what the curvature adds, and a curve about a tenth.
-    A kink between ``h / 20`` and ``h / 10`` keeps a share that a curve could
-    give; halving the step again tells them apart: a curve keeps half, that
-    kink nothing. Where rounding (``rounding``, estimated at ``h``; it grows
-    as ``1 / step``) could blur that half, the entry is taken for a curve and
-    compared.
-    """
-    ratio = jump_at(h / 10) / jump
-    if ratio > 0.5 or ratio < 0.05:
-        return True
-    if ratio * jump < 1e4 * rounding:
-        return False
-    return jump_at(h / 20) / (ratio * jump) < 0.25
-
-
-def _jump_at(f, x, flat_x, i, f0, g, step):
-    """``_jump`` of entry ``i`` of ``x`` (``flat_x``, a flat view of it) at ``step``; ``f0 = f(x)``."""
-    f_plus, f_minus = _either_side(f, x, flat_x, i, step)
-    return _jump(f_plus, f0, f_minus, g, step)
 
 
 def _jump(f_plus, f0, f_minus, g, step):
