@@ -100,7 +100,8 @@ def fuse(function):
     ``function`` must be element-wise: ufuncs only (``xp.maximum``, operators,
     ``out=`` and in-place updates of its array arguments), no indexing or
     reductions, and no Python branching on array values; its other arguments
-    are Python or NumPy scalars.
+    are Python or NumPy scalars, and all are passed by position, as
+    ``cupy.fuse`` takes them.
 
     A call with more than ``_MAX_FUSED_ARGUMENTS`` (32) arguments, such as max
     pooling in training over a window of more than 29 entries (a slab each),
