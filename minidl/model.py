@@ -422,7 +422,8 @@ class Sequential:
         costs a fixed time). A layer that rebinds ``grads[name]`` (or ``params[name]``)
         to a new array instead of writing into it is noticed and copied in.
 
-        A layer may also hold a moved array in an attribute of its own: one it
+        A layer may also hold a moved array in an attribute of its own (or in a
+        list, tuple or dict there): one it
         sets afresh in each ``forward`` or ``backward`` then follows, but one
         kept from ``build`` (``self.W = self.params["W"]``) would go on reading
         (or writing) the array left behind, which the optimiser no longer
@@ -1277,9 +1278,20 @@ def _nothing_left_behind():
 
 
 def _attributes_holding(layer, array):
-    """The names of ``layer``'s attributes that hold ``array`` or a view of it."""
-    return [attribute for attribute, value in vars(layer).items()
-            if value is array or getattr(value, "base", None) is array]
+    """Where ``layer`` holds ``array`` or a view of it: its attributes (``"W"``), and the items of those that
+    are lists, tuples or dicts (``"cache[0]"``, ``"cache['W']"``); not ``params`` and ``grads`` themselves."""
+    def holds(value):
+        return value is array or getattr(value, "base", None) is array
+
+    places = []
+    for attribute, value in vars(layer).items():
+        if holds(value):
+            places.append(attribute)
+        elif isinstance(value, (list, tuple)):
+            places += [f"{attribute}[{i}]" for i, item in enumerate(value) if holds(item)]
+        elif isinstance(value, dict) and value is not layer.params and value is not layer.grads:
+            places += [f"{attribute}[{key!r}]" for key, item in value.items() if holds(item)]
+    return places
 
 
 def _compiled_into(optimizer):

@@ -1095,6 +1095,36 @@ def test_a_custom_layer_that_keeps_a_moved_array_from_build_is_named_after_the_n
     assert all(np.array_equal(a, b) for a, b in zip(after_one_step, model.get_weights()))  # no second update
 
 
+@pytest.mark.parametrize("container, place", [("tuple", "self.kept[1]"), ("list", "self.kept[0]"),
+                                              ("dict", "self.kept['gamma']")])
+def test_a_moved_parameter_kept_in_a_list_tuple_or_dict_from_build_is_named_too(container, place):
+    from minidl import initializers
+
+    class KeepsGammaInside(Layer):
+        def build(self, input_shape):
+            self.add_weight("gamma", input_shape, initializers.zeros)
+            gamma = self.params["gamma"]
+            self.kept = {"tuple": ("x", gamma), "list": [gamma], "dict": {"gamma": gamma}}[container]
+
+        def forward(self, x, training=False):
+            self.check_input(x)
+            self.x = x
+            return x * self.params["gamma"]
+
+        def backward(self, dy):
+            self.check_output_gradient(dy)
+            self.grads["gamma"][...] = (dy * self.x).sum(axis=0)
+            return dy * self.params["gamma"]
+
+    model = Sequential([KeepsGammaInside(name="scale"), Dense(2), Softmax()], input_shape=(3,), seed=0)
+    model.compile(SGD(0.1))
+    x, y = np.ones((4, 3), np.float32), np.array([0, 1, 0, 1])
+    model.train_on_batch(x, y)
+    with pytest.raises(RuntimeError, match=re.escape(f"KeepsGammaInside 'scale': keeps its parameter 'gamma' as "
+                                                     f"{place}, the array it was before the model moved")):
+        model.train_on_batch(x, y)
+
+
 @pytest.mark.parametrize("keeps", ["params each forward", "grads assigned each backward"])
 def test_a_custom_layer_that_sets_its_own_reference_each_pass_trains_as_one_that_keeps_none(keeps):
     x, y = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32), np.array([0, 1, 0, 1])
