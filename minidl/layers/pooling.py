@@ -18,11 +18,12 @@ class _Pool2D(Layer):
     its own, with ``Ho = floor((H - ph) / sh) + 1`` for windows ``(ph, pw)``
     and strides ``(sh, sw)`` (``Wo`` alike).
 
-    Subclasses define ``pool(x, taps)`` (the forward reduction over the input
-    slabs ``x[tap]``, one per window offset), ``window_gradient(dy, t)`` (the
-    gradient that reaches offset ``t`` of every window), which ``backward``
-    adds onto its slab of ``dL/dx``, and ``tile_gradient(dy, out)``, the same
-    for all offsets at once when the windows tile the input.
+    Subclasses define ``pool(slabs)`` (the forward reduction over the input
+    slabs ``x[tap]``, one per window offset, each (N, Ho, Wo, C)),
+    ``window_gradient(dy, t)`` (the gradient that reaches offset ``t`` of
+    every window), which ``backward`` adds onto its slab of ``dL/dx``, and
+    ``tile_gradient(dy, out)``, the same for all offsets at once when the
+    windows tile the input.
     """
 
     input_rank = 3
@@ -46,7 +47,8 @@ class _Pool2D(Layer):
 
     def forward(self, x, training=False):
         self.check_input(x)  # keeps x.shape as self.x_shape
-        return self.pool(x, self._taps(x.shape, self.output_shape(x.shape[1:])[:2]))
+        taps = self._taps(x.shape, self.output_shape(x.shape[1:])[:2])
+        return self.pool([x[tap] for tap in taps])
 
     def backward(self, dy):
         self.check_output_gradient(dy)
@@ -86,9 +88,8 @@ class MaxPool2D(_Pool2D):
     wins, as in PyTorch.
     """
 
-    def pool(self, x, taps):
-        xp = get_array_module(x)
-        slabs = [x[tap] for tap in taps]
+    def pool(self, slabs):
+        xp = get_array_module(slabs[0])
         if not self.keeps_cache:  # no backward pass follows: the maxima alone
             self.argmax = None
             return slabs[0].copy() if len(slabs) == 1 else _maximum(*slabs)
@@ -171,8 +172,7 @@ def _gradient_where_equal(argmax, offsets, dy, out):
 class AvgPool2D(_Pool2D):
     """``y[n, i, j, c]`` = the mean of its window; each entry of a window gets ``dy / (ph*pw)``."""
 
-    def pool(self, x, taps):
-        slabs = [x[tap] for tap in taps]
+    def pool(self, slabs):
         return slabs[0].copy() if len(slabs) == 1 else _mean(*slabs)
 
     def window_gradient(self, dy, t):
